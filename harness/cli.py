@@ -1,0 +1,171 @@
+"""The `harness` command. Thin: it parses, hands a validated plan to run.py, and prints.
+
+Every error a user can cause is a HarnessError and ends as one line on stderr with exit code 2.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from harness.errors import HarnessError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Prompt it, fine-tune it, or give it retrieval? Build all three on one task and compare them.")
+tasks_app = typer.Typer(no_args_is_help=True, help="List, show and validate task files.")
+app.add_typer(tasks_app, name="tasks")
+console = Console(stderr=False, highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+TasksDir = typer.Option(None, "--tasks-dir", help="Extra folder of task YAML files (also: HARNESS_TASKS).")
+
+
+def _split(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise HarnessError("--systems is empty; e.g. --systems prompt,lora,rag")
+    return names
+
+
+@app.command()
+def run(task: str = typer.Argument(..., help="Task name (see `harness tasks list`) or path to a task YAML."),
+        systems: Optional[str] = typer.Option(None, "--systems", "-s", help="Comma-separated systems, e.g. prompt,lora,rag."),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="`default`, a model folder, or a hub id."),
+        limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N test questions."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Override the task's seed."),
+        retrain: bool = typer.Option(False, "--retrain", help="Train adapters again even when cached."),
+        reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", help="Where run directories go."),
+        indices_dir: Path = typer.Option(Path("indices"), "--indices-dir", help="Where FAISS indices go."),
+        tasks_dir: Optional[list[Path]] = TasksDir,
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final table.")):
+    """Build the systems, evaluate them on the held-out questions, and write the report."""
+    from harness.context import Reporter
+    from harness.models import set_offline_defaults
+
+    set_offline_defaults()
+    from harness.run import RunOptions, execute, plan
+
+    opts = RunOptions(task=task, systems=_split(systems), model=model, limit=limit, seed=seed,
+                      reports_dir=reports_dir, indices_dir=indices_dir, task_dirs=tasks_dir or [], retrain=retrain,
+                      command=["harness", *sys.argv[1:]])
+    p = plan(opts)
+    reporter = Reporter(None if quiet else lambda line: err_console.print(line, markup=False))
+    run_dir = execute(p, reporter)
+    print_summary(run_dir)
+
+
+def print_summary(run_dir: Path) -> None:
+    res = json.loads((run_dir / "results.json").read_text())
+    metric = res["headline_metric"]
+    table = Table(title=f"{res['task']} · {res['n_test']} test questions · {res['model']}")
+    for col in ("system", metric, "AUC", "calibrated", "latency p50/p95 s", "peak MB", "build s", "artifact MB", "vs best baseline"):
+        table.add_column(col, justify="left" if col == "system" else "right")
+
+    def ci(m):
+        return f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]" if m and m.get("value") is not None else "–"
+
+    for name, s in res["systems"].items():
+        if s["status"] != "ok":
+            table.add_row(name, f"FAILED: {s['error'][:60]}", *[""] * 7)
+            continue
+        m = s["metrics"]
+        vs = s.get("vs_best_baseline") or {}
+        verdict = ("beats " if vs.get("beats") else "does not beat ") + vs.get("baseline", "") + f" (p={vs.get('p_value', 1):.3g})" if vs else "–"
+        build = "cached" if s.get("cached") else f"{s.get('build_s', 0):.1f}"
+        table.add_row(name, ci(m.get(metric)), ci(m.get("auc")), ci(m.get("calibrated_accuracy")),
+                      f"{s['latency_s']['p50']:.3f}/{s['latency_s']['p95']:.3f}", f"{s['peak_memory_mb']:.0f}",
+                      build, f"{s.get('artifact_mb', 0):.2f}", verdict)
+    for name, b in res["baselines"].items():
+        table.add_row(f"[baseline] {name}", ci(b["metrics"].get(metric)), *[""] * 7)
+    console.print(table)
+    console.print(f"report: {run_dir / 'index.html'}")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run directory (reports/<task>/<run-id>).")):
+    """Render a run's report again from its results."""
+    from harness.report import render_report
+
+    console.print(f"report: {render_report(run_dir)}")
+
+
+@app.command()
+def compare(run_dirs: list[Path] = typer.Argument(..., help="Two or more run directories."),
+            out: Path = typer.Option(..., "--out", help="Folder for the comparison report.")):
+    """Compare runs (two models, or two settings) side by side, with deltas."""
+    from harness.report import compare_runs
+
+    console.print(f"comparison: {compare_runs(run_dirs, out)}")
+
+
+@tasks_app.command("list")
+def tasks_list(tasks_dir: Optional[list[Path]] = TasksDir):
+    """Name, answer format, split sizes and description of every task found."""
+    from harness.taskinfo import describe_all
+
+    table = Table()
+    for col in ("task", "format", "train", "dev", "test", "corpus", "description"):
+        table.add_column(col)
+    for row in describe_all(tasks_dir or []):
+        table.add_row(*[str(row[k]) for k in ("name", "format", "train", "dev", "test", "corpus", "description")])
+    console.print(table)
+
+
+@tasks_app.command("show")
+def tasks_show(task: str, tasks_dir: Optional[list[Path]] = TasksDir):
+    """The resolved configuration of a task, after includes and defaults."""
+    import yaml
+
+    from harness.spec import load_spec
+    from harness.tasks import find_task
+
+    spec = load_spec(find_task(task, tasks_dir or []))
+    console.print(f"# {spec.source_path}", markup=False)
+    console.print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), markup=False)
+
+
+@tasks_app.command("validate")
+def tasks_validate(paths: list[Path] = typer.Argument(..., help="Task YAML files.")):
+    """Check the schema, and that the data loads and is consistent. Reports every file's problem."""
+    from harness.taskinfo import validate_file
+
+    failed = 0
+    for path in paths:
+        try:
+            info = validate_file(path)
+            console.print(f"ok   {path}: {info}", markup=False)
+        except HarnessError as e:
+            failed += 1
+            err_console.print(f"FAIL {e}", markup=False)
+    if failed:
+        raise typer.Exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import click
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except HarnessError as e:
+        err_console.print(f"error: {e}", markup=False, soft_wrap=True)
+        sys.exit(2)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        err_console.print("interrupted: no run directory was written; built artifacts are kept, and the next run "
+                          "reuses or resumes them", markup=False)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""What every stage of a run shares: the spec, the data, one tokenizer, one base model, one embedder,
+and one place to report progress. Heavy things load lazily and once."""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+from harness import models
+from harness.data import TaskData
+
+
+class Reporter:
+    """Stages report progress through here and never print, so a run works in a terminal, a test or a notebook."""
+
+    def __init__(self, sink=None):
+        self.sink = sink or (lambda line: None)
+        self.lines: list[str] = []
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+        self.sink(message)
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        self.log(f"▸ {name}")
+        yield
+        self.log(f"  {name}: done in {time.perf_counter() - start:.1f} s")
+
+    def progress(self, name: str, total: int):
+        """A callable advancing a counter; logs at most ~10 times so output stays short."""
+        state = {"n": 0, "start": time.perf_counter(), "next": 0.1}
+
+        def advance(step: int = 1) -> None:
+            state["n"] += step
+            frac = state["n"] / max(total, 1)
+            if frac >= state["next"] or state["n"] == total:
+                state["next"] = frac + 0.1
+                took = time.perf_counter() - state["start"]
+                self.log(f"  {name}: {state['n']}/{total} ({took:.0f} s)")
+
+        return advance
+
+
+class RunContext:
+    def __init__(self, spec, data: TaskData, model_ref: models.ModelRef, reporter: Reporter, *,
+                 indices_dir: Path, retrain: bool = False):
+        self.spec, self.data, self.model_ref, self.reporter = spec, data, model_ref, reporter
+        self.indices_dir = Path(indices_dir)
+        self.retrain = retrain
+        self.device = models.device()
+        self.dtype = models.eval_dtype(spec.evaluation.dtype)
+        self.data_fingerprint = data.fingerprint()
+        self.tokenizer = models.load_tokenizer(model_ref)
+        self._base = None
+        self._embedder = None
+        self._cache: dict = {}
+
+    def log(self, message: str) -> None:
+        self.reporter.log(message)
+
+    def base_model(self):
+        if self._base is None:
+            self._base = models.load_model(self.model_ref, "float32")
+        return self._base
+
+    def embedder(self):
+        if self._embedder is None:
+            from harness.errors import HarnessError
+            from harness.retrieval import Embedder
+
+            try:
+                self._embedder = Embedder.load(self.spec.rag.embedder)
+            except (ValueError, OSError) as e:
+                raise HarnessError(f"rag.embedder '{self.spec.rag.embedder}': {e}") from None
+        return self._embedder
+
+    def linear_layer_names(self) -> list[str]:
+        return models.linear_layer_names(self.base_model())
+
+    def model_max_length(self) -> int:
+        cfg = self.base_model().config
+        return int(getattr(cfg, "max_position_embeddings", 2048))
+
+    def use_bf16(self, setting: str) -> bool:
+        return setting == "on" or (setting == "auto" and models.bf16_supported())
+
+    def cache_get(self, key):
+        return self._cache.get(key)
+
+    def cache_put(self, key, value) -> None:
+        self._cache[key] = value
+
+    def training_callback(self, name: str):
+        from transformers import TrainerCallback
+
+        reporter = self.reporter
+
+        class Progress(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kw):
+                if logs and "loss" in logs:
+                    reporter.log(f"  {name}: step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f}")
+                elif logs and "eval_loss" in logs:
+                    reporter.log(f"  {name}: step {state.global_step}/{state.max_steps} validation loss {logs['eval_loss']:.4f}")
+
+        return Progress()

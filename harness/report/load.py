@@ -1,0 +1,165 @@
+"""Reading a run directory (results.json, samples.jsonl, manifest.json) and writing files atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+
+
+class ReportError(HarnessError):
+    """A run directory that cannot be reported on; the message is one line and names the path."""
+
+
+@dataclass
+class Run:
+    path: Path
+    results: dict[str, Any]
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return str(self.results.get("run_id") or self.path.name)
+
+
+def _oneline(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def load_results(run_dir: Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    path = run_dir / "results.json"
+    if not run_dir.is_dir():
+        raise ReportError(f"not a run directory: {run_dir} does not exist or is not a folder")
+    if not path.is_file():
+        raise ReportError(f"not a run directory: {path} is missing")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"invalid {path}: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError(f"cannot read {path}: {_oneline(exc)}") from None
+    if not isinstance(results, dict):
+        raise ReportError(f"invalid {path}: expected a JSON object, got {type(results).__name__}")
+    systems = results.get("systems")
+    if not isinstance(systems, dict):
+        raise ReportError(f"invalid {path}: no \"systems\" object")
+    for name, entry in systems.items():
+        if not isinstance(entry, dict):
+            raise ReportError(f"invalid {path}: system {name!r} is not an object")
+    baselines = results.get("baselines")
+    if baselines is not None and not isinstance(baselines, dict):
+        raise ReportError(f"invalid {path}: \"baselines\" is not an object")
+    comparisons = results.get("comparisons")
+    if comparisons is not None and not isinstance(comparisons, list):
+        raise ReportError(f"invalid {path}: \"comparisons\" is not a list")
+    return results
+
+
+def load_samples(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
+    """Every well-formed line of samples.jsonl; malformed lines are skipped and counted in `warnings`."""
+    if not path.is_file():
+        warnings.append(f"{path.name} is missing: the per-question viewer is empty")
+        return []
+    samples: list[dict[str, Any]] = []
+    bad: list[int] = []
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                bad.append(lineno)
+                continue
+            if isinstance(obj, dict) and "system" in obj and "id" in obj:
+                samples.append(obj)
+            else:
+                bad.append(lineno)
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
+        warnings.append(f"{path.name}: skipped {len(bad)} malformed line(s) ({shown})")
+    return samples
+
+
+def load_manifest(path: Path, warnings: list[str]) -> dict[str, Any]:
+    if not path.is_file():
+        warnings.append(f"{path.name} is missing")
+        return {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError) as exc:
+        warnings.append(f"{path.name} could not be read: {_oneline(exc)}")
+        return {}
+    if not isinstance(manifest, dict):
+        warnings.append(f"{path.name} is not a JSON object")
+        return {}
+    return manifest
+
+
+def load_run(run_dir: Path, with_samples: bool = True) -> Run:
+    run_dir = Path(run_dir)
+    results = load_results(run_dir)
+    warnings: list[str] = []
+    samples = load_samples(run_dir / "samples.jsonl", warnings) if with_samples else []
+    manifest = load_manifest(run_dir / "manifest.json", warnings)
+    return Run(path=run_dir, results=results, samples=samples, manifest=manifest, warnings=warnings)
+
+
+def atomic_write(path: Path, text: str) -> Path:
+    """Write `text` to `<name>.tmp` next to `path`, then os.replace it into place."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ReportError(f"cannot write {path}: {_oneline(exc)}") from None
+    return path
+
+
+# ---- manifest helpers: the manifest layout is free-form, so read it defensively ----
+
+def model_label(manifest: dict[str, Any], results: dict[str, Any] | None = None) -> str:
+    candidates = [manifest.get("model"), (results or {}).get("model")]
+    task = manifest.get("task")
+    if isinstance(task, dict):
+        candidates.append(task.get("model"))
+    config = manifest.get("config")
+    if isinstance(config, dict):
+        candidates.append(config.get("model"))
+    for model in candidates:
+        if isinstance(model, str) and model:
+            return model
+        if isinstance(model, dict):
+            name = next((model[k] for k in ("name", "id", "repo", "path") if model.get(k)), None)
+            if name:
+                rev = model.get("revision") or model.get("version")
+                return f"{name}@{rev}" if rev else str(name)
+    return "unknown"
+
+
+def machine_line(manifest: dict[str, Any]) -> str:
+    machine = manifest.get("machine")
+    if isinstance(machine, str):
+        return machine
+    if isinstance(machine, dict):
+        parts = []
+        for key, value in machine.items():
+            if value in (None, "", [], {}):
+                continue
+            if isinstance(value, (dict, list)):
+                value = json.dumps(value, sort_keys=True)
+            parts.append(f"{key}: {value}")
+        return " · ".join(parts) or "unknown"
+    return "unknown"

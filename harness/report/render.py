@@ -1,0 +1,148 @@
+"""render_report: one run directory -> index.html, results.csv, summary.md (all written atomically)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from . import fmt
+from .charts import loss_chart, metric_charts, retrieval_chart, tradeoff_chart
+from .load import Run, atomic_write, load_run, machine_line, model_label
+from .questions import question_rows, retrieval_systems
+from .recommend import headline, recommendation
+from .summary import best_baseline_name, csv_text, markdown_text, metric_names, summary_rows
+from .svg import colors_for
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=True,  # everything, whatever the template's extension
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(fmt.FILTERS)
+    return env
+
+
+def render_template(name: str, **context: Any) -> str:
+    return environment().get_template(name).render(**context)
+
+
+def date_text(created: Any) -> str:
+    if not created:
+        return "unknown"
+    try:
+        dt = datetime.fromisoformat(str(created))
+    except ValueError:
+        return str(created)
+    if dt.utcoffset() is not None and dt.utcoffset().total_seconds() == 0:
+        return dt.strftime("%Y-%m-%d %H:%M UTC")
+    return dt.strftime("%Y-%m-%d %H:%M %z").strip()
+
+
+def settings_text(settings: Any) -> str:
+    if isinstance(settings, dict) and settings:
+        return " · ".join(f"{k}={v}" for k, v in settings.items())
+    return fmt.DASH
+
+
+def manifest_items(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """(key, text, is_block) for the manifest section; nested values become indented JSON."""
+    items = []
+    for key, value in manifest.items():
+        if key in ("command", "argv", "command_line") and isinstance(value, list):
+            items.append({"key": key, "text": shlex.join(map(str, value)), "block": True})
+        elif isinstance(value, (dict, list)):
+            flat = json.dumps(value, sort_keys=True, default=str)
+            text = flat if len(flat) <= 100 else json.dumps(value, indent=2, sort_keys=True, default=str)
+            items.append({"key": key, "text": text, "block": True})
+        else:
+            items.append({"key": key, "text": "null" if value is None else str(value),
+                          "block": isinstance(value, str) and "\n" in value})
+    return items
+
+
+def training_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name, e in (results.get("systems") or {}).items():
+        t = e.get("training") if isinstance(e, dict) else None
+        if not isinstance(t, dict):
+            continue
+        tp, total = t.get("trainable_params"), t.get("total_params")
+        share = f"{100 * tp / total:.2f}%" if fmt.is_number(tp) and fmt.is_number(total) and total else ""
+        rows.append({"name": name, "status": e.get("status", "ok"), "method": t.get("method") or "",
+                     "seconds": t.get("seconds"), "tokens_per_s": t.get("tokens_per_s"),
+                     "peak_memory_mb": t.get("peak_memory_mb"), "trainable_params": tp,
+                     "total_params": total, "share": share, "epochs": t.get("epochs"),
+                     "steps": t.get("steps")})
+    return rows
+
+
+def comparison_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for c in results.get("comparisons") or []:
+        if isinstance(c, dict):
+            rows.append({"a": c.get("a"), "b": c.get("b"), "metric": c.get("metric"),
+                         "diff": c.get("diff"), "p_value": c.get("p_value"), "test": c.get("test") or "",
+                         "significant": fmt.significant(c.get("p_value"))})
+    return rows
+
+
+def report_context(run: Run) -> dict[str, Any]:
+    results, manifest = run.results, run.manifest
+    rows = summary_rows(results)
+    systems = [r["name"] for r in rows if not r["is_baseline"]]
+    colors = colors_for(systems)
+    viewer_systems, questions = question_rows(results, run.samples)
+    return {
+        "title": f"{results.get('task') or 'run'} · {run.run_id}",
+        "task": results.get("task") or "unknown",
+        "run_id": run.run_id,
+        "date": date_text(results.get("created")),
+        "model": model_label(manifest, results),
+        "n_test": results.get("n_test"),
+        "seed": results.get("seed", manifest.get("seed")),
+        "answer_format": results.get("answer_format") or "",
+        "machine": machine_line(manifest),
+        "settings": settings_text(results.get("settings")),
+        "headline": headline(results),
+        "recommendation": recommendation(results),
+        "rows": rows,
+        "metrics": metric_names(results, rows),
+        "show_rlat": any(r["retrieval_latency_p50"] is not None for r in rows),
+        "baseline_name": best_baseline_name(results) or "best baseline",
+        "colors": colors,
+        "tradeoff": tradeoff_chart(results, colors),
+        "metric_charts": metric_charts(results, colors),
+        "loss": loss_chart(results, colors),
+        "training": training_rows(results),
+        "retrieval": retrieval_chart(results, colors),
+        "comparisons": comparison_rows(results),
+        "alpha": fmt.ALPHA,
+        "viewer_systems": viewer_systems,
+        "retrieval_systems": retrieval_systems(run.samples),
+        "questions": questions,
+        "manifest": manifest_items(manifest),
+        "warnings": run.warnings,
+    }
+
+
+def render_report(run_dir: Path) -> Path:
+    """Write index.html, results.csv and summary.md into `run_dir`; return the index.html path."""
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    html = render_template("report.html", **report_context(run))
+    atomic_write(run_dir / "results.csv", csv_text(run.results))
+    atomic_write(run_dir / "summary.md", markdown_text(run.results))
+    return atomic_write(run_dir / "index.html", html)

@@ -1,0 +1,215 @@
+"""The pipeline: plan -> build -> evaluate -> measure -> report.
+
+Everything a user can get wrong is checked in `plan`, before any model loads. The run directory is
+assembled in a hidden temporary folder and renamed into place at the end, so an interrupted or failed
+run leaves no half-written run directory behind (built artifacts stay cached and are reused).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import cache, models, results, stats, systems
+from harness.context import Reporter, RunContext
+from harness.data import load_task_data
+from harness.errors import HarnessError
+from harness.evaluate import run_lm_eval
+from harness.measure import PeakMemory
+from harness.spec import TaskSpec, load_spec
+from harness.tasks import find_task
+
+
+@dataclass
+class RunOptions:
+    task: str
+    systems: list[str] | None = None
+    model: str | None = None
+    limit: int | None = None
+    seed: int | None = None
+    reports_dir: Path = Path("reports")
+    indices_dir: Path = Path("indices")
+    task_dirs: list[Path] = field(default_factory=list)
+    retrain: bool = False
+    command: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    spec: TaskSpec
+    systems: list[str]
+    opts: RunOptions
+
+
+def plan(opts: RunOptions) -> Plan:
+    """Validate everything that needs no model: task, systems, metrics, limit, model path, output folders."""
+    if opts.limit is not None and opts.limit <= 0:
+        raise HarnessError(f"--limit must be a positive number of questions, got {opts.limit}")
+    spec = load_spec(find_task(opts.task, opts.task_dirs))
+    updates = {}
+    if opts.model:
+        updates["model"] = opts.model
+    if opts.seed is not None:
+        updates["seed"] = opts.seed
+    spec = spec.model_copy(update=updates)
+    names = opts.systems or spec.systems
+    if not names:
+        raise HarnessError("no systems to run; pass --systems, e.g. --systems prompt,lora,rag")
+    valid = systems.available()
+    for name in names:
+        if name not in valid:
+            systems.make_system(name, None)  # raises with the list of valid systems
+    if len(set(names)) != len(names):
+        raise HarnessError(f"--systems lists a system twice: {','.join(names)}")
+    try:
+        results.metric_list(spec)
+    except ValueError as e:
+        raise HarnessError(f"{spec.source_path}: field 'metrics': {e}") from None
+    if spec.model != "default":
+        models.resolve_model(spec.model)  # a missing folder fails here, before any work
+    for folder in (opts.reports_dir, opts.indices_dir):
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise HarnessError(f"cannot create {folder} ({e.strerror})") from None
+        if not os.access(folder, os.W_OK):
+            raise HarnessError(f"{folder} is not writable")
+    cache.home()
+    return Plan(spec, list(names), opts)
+
+
+def evaluate_system(system, ctx: RunContext, questions, task_name: str):
+    spec = ctx.spec
+    prompts = system.prompts(questions)
+    with system.model() as model:
+        import torch
+
+        torch.manual_seed(spec.seed)
+        records = run_lm_eval(model, ctx.tokenizer, questions, prompts.texts, answer_format=spec.answer_format,
+                              task_name=task_name, batch_size=spec.evaluation.batch_size,
+                              warmup=spec.evaluation.warmup, max_new_tokens=spec.evaluation.max_new_tokens,
+                              seed=spec.seed, dtype=ctx.dtype)
+    for i, r in enumerate(records):
+        if prompts.retrieved is not None:
+            r["retrieved"] = prompts.retrieved[i]
+            r["ranked_doc_ids"] = prompts.ranked_doc_ids[i]
+            r["retrieval_latency_s"] = prompts.retrieval_latency_s[i]
+            r["model_latency_s"] = r["latency_s"]
+            r["latency_s"] = r["latency_s"] + r["retrieval_latency_s"]
+    return records
+
+
+def _calibration_threshold(system, ctx: RunContext, name: str) -> float | None:
+    spec = ctx.spec
+    if spec.answer_format != "yes-no" or spec.evaluation.calibration == "none" or not ctx.data.dev:
+        return None
+    dev = ctx.data.dev[: spec.evaluation.calibration_limit]
+    recs = evaluate_system(system, ctx, dev, f"harness_{name}_dev".replace("+", "_").replace("-", "_"))
+    labels = [int(q.answers[0] == "Yes") for q in dev]
+    return stats.fit_threshold(labels, [r["margin"] for r in recs])
+
+
+def run_system(name: str, ctx: RunContext) -> tuple[dict, list[dict]]:
+    spec, rep = ctx.spec, ctx.reporter
+    system = systems.make_system(name, ctx)
+    entry = {"kind": system.kind, "status": "ok", "error": None}
+    try:
+        with rep.stage(f"{name}: build"):
+            info = system.build()
+        entry.update({"build_s": round(info.build_s, 2), "cached": info.cached, "artifact_mb": round(info.artifact_mb, 3),
+                      "training": info.training, "index": info.index, "notes": info.notes})
+        if info.cached:
+            rep.log(f"  {name}: reused the cached artifact")
+        with rep.stage(f"{name}: evaluate {len(ctx.data.test)} questions"), PeakMemory() as mem:
+            records = evaluate_system(system, ctx, ctx.data.test, f"harness_{name}_test".replace("+", "_").replace("-", "_"))
+            threshold = _calibration_threshold(system, ctx, name)
+        embed = ctx.embedder().encode if spec.answer_format == "free-text" else None
+        entry["metrics"] = results.score_system(records, ctx.data.test, spec, embed, threshold)
+        entry["latency_s"] = stats.percentiles([r["latency_s"] for r in records])
+        entry["peak_memory_mb"] = round(mem.peak_mb, 1)
+        if mem.cuda_peak_mb is not None:
+            entry["cuda_peak_memory_mb"] = round(mem.cuda_peak_mb, 1)
+        entry["prompt_tokens_mean"] = round(sum(r["prompt_tokens"] for r in records) / len(records), 1)
+        if any("retrieval_latency_s" in r for r in records):
+            from harness.retrieval import retrieval_quality
+
+            entry["retrieval_latency_s"] = stats.percentiles([r["retrieval_latency_s"] for r in records])
+            entry["model_latency_s"] = stats.percentiles([r["model_latency_s"] for r in records])
+            golds = [q.doc_id for q in ctx.data.test] if not ctx.data.corpus_is_fallback else [None] * len(records)
+            entry["retrieval"] = retrieval_quality([r["ranked_doc_ids"] for r in records], golds, spec.rag.k)
+        return entry, records
+    except HarnessError:
+        raise
+    except Exception as e:  # a system that breaks is reported as failed, never hidden
+        rep.log(f"  {name}: FAILED: {type(e).__name__}: {e}")
+        entry.update({"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+        return entry, []
+
+
+def _sample_rows(name: str, records: list[dict], questions, metric: str) -> list[dict]:
+    by_id = {q.id: q for q in questions}
+    rows = []
+    for r in records:
+        q = by_id[r["id"]]
+        rows.append({"system": name, "id": q.id, "question": q.question, "gold": q.answers[0], "golds": q.answers,
+                     "prediction": r["prediction"], "correct": r["scores"].get(metric),
+                     "calibrated_prediction": r.get("calibrated_prediction"), "latency_s": r["latency_s"],
+                     "retrieval_latency_s": r.get("retrieval_latency_s"), "category": q.category, "doc_id": q.doc_id,
+                     "margin": r.get("margin"), "prompt_tokens": r["prompt_tokens"], "scores": r["scores"],
+                     "retrieved": r.get("retrieved")})
+    return rows
+
+
+def execute(p: Plan, reporter: Reporter) -> Path:
+    from harness.manifest import build_manifest, write_run
+
+    spec, opts = p.spec, p.opts
+    models.set_offline_defaults()
+    threads = models.set_threads()
+    with reporter.stage("load data"):
+        data = load_task_data(spec)
+        if opts.limit:
+            data.test = data.test[: opts.limit]
+        reporter.log(f"  {len(data.train)} train, {len(data.dev)} dev, {len(data.test)} test questions; "
+                     f"{len(data.corpus)} documents")
+    with reporter.stage("resolve model"):
+        ref = models.resolve_model(spec.model, reporter.log)
+    ctx = RunContext(spec, data, ref, reporter, indices_dir=opts.indices_dir, retrain=opts.retrain)
+    system_objs = [systems.make_system(n, ctx) for n in p.systems]
+    for s in system_objs:
+        s.validate()
+    started = time.time()
+    entries, samples = {}, []
+    for name in p.systems:
+        entry, records = run_system(name, ctx)
+        entries[name] = entry
+        samples.extend(_sample_rows(name, records, data.test, results.headline_metric(spec.answer_format)))
+        entry["_records"] = records
+    metric = results.headline_metric(spec.answer_format)
+    base = results.baselines(data.train, data.test, spec.answer_format)
+    base_res = results.baseline_results(base, data.test, spec.answer_format, spec.evaluation.bootstrap, spec.seed)
+    ok = {n: e["_records"] for n, e in entries.items() if e["status"] == "ok"}
+    headline = [metric] + (["calibrated_accuracy"] if spec.answer_format == "yes-no" else [])
+    comps = results.comparisons(ok, [m for m in headline if all(
+        any(m in r["scores"] for r in recs) for recs in ok.values())], spec.seed)
+    for n, e in entries.items():
+        recs = e.pop("_records")
+        if e["status"] == "ok":
+            e["vs_best_baseline"] = results.vs_best_baseline(recs, base_res, metric, spec.seed)
+    run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+    out = {
+        "task": spec.name, "run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "answer_format": spec.answer_format, "headline_metric": metric, "n_test": len(data.test),
+        "seed": spec.seed, "model": ref.display, "systems": entries,
+        "baselines": {n: {k: v for k, v in b.items() if k != "per_question"} for n, b in base_res.items()},
+        "comparisons": comps,
+        "settings": {"threads": threads, "batch_size": spec.evaluation.batch_size, "dtype": ctx.dtype,
+                     "warmup": spec.evaluation.warmup, "device": ctx.device,
+                     "calibration": spec.evaluation.calibration, "seconds": round(time.time() - started, 1)},
+    }
+    manifest = build_manifest(spec, ref, data, opts, run_id)
+    return write_run(opts.reports_dir / spec.name, run_id, out, samples, manifest, reporter)

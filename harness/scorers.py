@@ -1,0 +1,271 @@
+"""Per-sample metrics, kept in a small registry (in the style of the peft / lm-eval registries).
+
+Each scorer takes one prediction and its acceptable answers and returns a float, or None
+when the metric says nothing about that sample (no retrieval, no embedder, no golds).
+Aggregation (means, bootstrap intervals, McNemar) lives elsewhere; this module only scores.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import string
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+
+ANSWER_FORMATS = ("yes-no", "multiple-choice", "free-text")
+CHOICE_FORMATS = ("yes-no", "multiple-choice")
+
+Embedder = Callable[[list[str]], np.ndarray]
+
+
+@dataclass
+class ScoreContext:
+    """What a scorer may need beyond the sample itself.
+
+    `embed` is injected by the caller so this module never imports sentence-transformers
+    (tests pass a cheap fake). Embeddings are cached per text so that `score_samples` can
+    embed everything in one batch and the per-sample scorers then only look vectors up.
+    """
+
+    embed: Embedder | None = None
+    _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def prefetch(self, texts: Iterable[str]) -> None:
+        """Embed every not-yet-seen text in a single call."""
+        if self.embed is None:
+            return
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if not missing:
+            return
+        vectors = np.asarray(self.embed(missing), dtype=np.float64)
+        for text, vector in zip(missing, vectors):
+            self._cache[text] = vector
+
+    def vectors(self, texts: list[str]) -> list[np.ndarray]:
+        self.prefetch(texts)  # no-op when score_samples already batched them
+        return [self._cache[t] for t in texts]
+
+
+ScorerFn = Callable[[str, list[str], dict, ScoreContext], "float | None"]
+
+
+@dataclass(frozen=True)
+class Scorer:
+    name: str
+    fn: ScorerFn
+    kinds: frozenset[str]  # answer formats the metric makes sense for
+    binary: bool = False  # 0/1 per sample, so paired comparisons can use McNemar
+    higher_is_better: bool = True
+    description: str = ""
+
+
+SCORERS: dict[str, Scorer] = {}
+
+
+def register_scorer(name: str, kind: str | Iterable[str] = "free-text", higher_is_better: bool = True,
+                    binary: bool = False, description: str = "") -> Callable[[ScorerFn], ScorerFn]:
+    """Decorator adding `fn` to SCORERS. `kind` is one format, several, or "all"."""
+    kinds = frozenset(ANSWER_FORMATS if kind == "all" else [kind] if isinstance(kind, str) else kind)
+    unknown = kinds - set(ANSWER_FORMATS)
+    if unknown:
+        raise ValueError(f"scorer {name!r}: unknown answer format(s) {sorted(unknown)}; "
+                         f"valid: {list(ANSWER_FORMATS)}")
+
+    def decorate(fn: ScorerFn) -> ScorerFn:
+        if name in SCORERS:  # a silent overwrite would change results without anyone noticing
+            raise ValueError(f"scorer {name!r} is already registered")
+        SCORERS[name] = Scorer(name, fn, kinds, binary, higher_is_better, description)
+        return fn
+
+    return decorate
+
+
+# ---------------------------------------------------------------- text normalisation
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+# Small on purpose: groundedness should ignore glue words, not judge vocabulary.
+STOP_WORDS = frozenset("""
+    a an the and or but if of to in on at by for with from as into about than then so
+    is are was were be been being am do does did done has have had having it its this that
+    these those there here i you he she we they them his her their our your my me us
+    not no yes can could may might must shall should will would which who whom what when
+    where why how also only just very such any all each some other more most own same
+""".split())
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalisation: lowercase, drop punctuation and articles, collapse whitespace."""
+    text = text.lower().translate(_PUNCT)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def _tokens(text: str) -> list[str]:
+    return normalize_answer(text).split()
+
+
+def _best_over_golds(metric: Callable[[str, str], float], prediction: str, golds: list[str]) -> float | None:
+    # Any gold is an acceptable answer, so a prediction gets credit for the closest one.
+    if not golds:
+        return None
+    return max(metric(prediction, gold) for gold in golds)
+
+
+def _f_measure(overlap: int, n_pred: int, n_gold: int) -> float:
+    # SQuAD convention: two empty answers agree, an empty one against a non-empty one does not.
+    if n_pred == 0 or n_gold == 0:
+        return float(n_pred == n_gold)
+    if overlap == 0:
+        return 0.0
+    precision, recall = overlap / n_pred, overlap / n_gold
+    return 2 * precision * recall / (precision + recall)
+
+
+def _lcs_length(a: list[str], b: list[str]) -> int:
+    """Longest common subsequence, O(len(a)·len(b)) time with a single row of memory."""
+    if len(a) < len(b):
+        a, b = b, a
+    row = [0] * (len(b) + 1)
+    for x in a:
+        diagonal = 0  # row[j-1] from the previous iteration of the outer loop
+        for j, y in enumerate(b, start=1):
+            above = row[j]
+            row[j] = diagonal + 1 if x == y else max(row[j], row[j - 1])
+            diagonal = above
+    return row[-1]
+
+
+def _token_f1(prediction: str, gold: str) -> float:
+    pred, ref = _tokens(prediction), _tokens(gold)
+    overlap = sum((Counter(pred) & Counter(ref)).values())
+    return _f_measure(overlap, len(pred), len(ref))
+
+
+def _rouge_l(prediction: str, gold: str) -> float:
+    pred, ref = _tokens(prediction), _tokens(gold)
+    return _f_measure(_lcs_length(pred, ref), len(pred), len(ref))
+
+
+def _cosine(u: np.ndarray, v: np.ndarray) -> float:
+    # Embeddings should already be unit length; dividing again costs nothing and keeps a
+    # careless embedder (or an all-zero vector) from producing values outside [-1, 1].
+    norm = float(np.linalg.norm(u) * np.linalg.norm(v))
+    return float(np.dot(u, v) / norm) if norm > 0 else 0.0
+
+
+# ---------------------------------------------------------------- registered scorers
+
+@register_scorer("accuracy", kind=CHOICE_FORMATS, binary=True,
+                 description="1 if the normalised prediction equals the gold choice, else 0")
+def accuracy(prediction, golds, sample, ctx):
+    if not golds:
+        return None
+    return float(normalize_answer(prediction) == normalize_answer(golds[0]))
+
+
+@register_scorer("exact_match", kind="free-text", binary=True,
+                 description="1 if the normalised prediction equals any acceptable answer")
+def exact_match(prediction, golds, sample, ctx):
+    return _best_over_golds(lambda p, g: float(normalize_answer(p) == normalize_answer(g)), prediction, golds)
+
+
+@register_scorer("token_f1", kind="free-text", description="SQuAD token F1, best over acceptable answers")
+def token_f1(prediction, golds, sample, ctx):
+    return _best_over_golds(_token_f1, prediction, golds)
+
+
+@register_scorer("rouge_l", kind="free-text", description="ROUGE-L F-measure on normalised tokens, best over answers")
+def rouge_l(prediction, golds, sample, ctx):
+    return _best_over_golds(_rouge_l, prediction, golds)
+
+
+@register_scorer("semantic_similarity", kind="free-text",
+                 description="cosine similarity of sentence embeddings, best over acceptable answers")
+def semantic_similarity(prediction, golds, sample, ctx):
+    if ctx.embed is None or not golds:
+        return None
+    pred_vec, *gold_vecs = ctx.vectors([prediction, *golds])
+    return max(_cosine(pred_vec, g) for g in gold_vecs)
+
+
+@register_scorer("answer_length", kind="all", higher_is_better=False,
+                 description="number of whitespace-separated tokens in the prediction")
+def answer_length(prediction, golds, sample, ctx):
+    return float(len(prediction.split()))
+
+
+@register_scorer("groundedness", kind="free-text",
+                 description="share of the prediction's content words found in the retrieved passages")
+def groundedness(prediction, golds, sample, ctx):
+    retrieved = sample.get("retrieved")
+    if not retrieved:
+        return None  # systems without retrieval have nothing to be grounded in
+    content = [t for t in _tokens(prediction) if t not in STOP_WORDS]
+    if not content:
+        return None
+    passage_vocab = set(_tokens(" ".join(r.get("text") or "" for r in retrieved)))
+    return sum(t in passage_vocab for t in content) / len(content)
+
+
+# ---------------------------------------------------------------- lookup and validation
+
+def _check_format(answer_format: str) -> None:
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(f"unknown answer format {answer_format!r}; valid: {list(ANSWER_FORMATS)}")
+
+
+def metric_names_for(answer_format: str) -> list[str]:
+    """Registered metrics that apply to `answer_format`, in registration order."""
+    _check_format(answer_format)
+    return [name for name, s in SCORERS.items() if answer_format in s.kinds]
+
+
+def _unknown_metric_error(name: str) -> ValueError:
+    hint = difflib.get_close_matches(name, list(SCORERS), n=1)
+    did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
+    return ValueError(f"unknown metric {name!r}.{did_you_mean} Valid metrics: {', '.join(SCORERS)}")
+
+
+def validate_metric_names(names: Iterable[str], answer_format: str) -> list[str]:
+    """Check names early (before any model runs) and return them de-duplicated, order kept."""
+    _check_format(answer_format)
+    names = list(dict.fromkeys(names))
+    for name in names:
+        if name not in SCORERS:
+            raise _unknown_metric_error(name)
+        if answer_format not in SCORERS[name].kinds:
+            raise ValueError(
+                f"metric {name!r} does not apply to answer format {answer_format!r} "
+                f"(it applies to {sorted(SCORERS[name].kinds)}); "
+                f"metrics for {answer_format!r}: {', '.join(metric_names_for(answer_format))}")
+    return names
+
+
+def score_samples(samples: list[dict], metric_names: list[str], answer_format: str, ctx: ScoreContext) -> None:
+    """Fill `sample["scores"][name]` for each named metric that applies to `answer_format`.
+
+    Unknown names raise; names that exist but do not fit the format are skipped, so one
+    metric list can be shared across tasks. A value of None means "not applicable here".
+    """
+    _check_format(answer_format)
+    for name in metric_names:
+        if name not in SCORERS:
+            raise _unknown_metric_error(name)
+    scorers = [SCORERS[n] for n in dict.fromkeys(metric_names) if answer_format in SCORERS[n].kinds]
+
+    # One embedding batch for the whole split instead of one model call per sample.
+    if ctx.embed is not None and any(s.name == "semantic_similarity" for s in scorers):
+        ctx.prefetch(t for s in samples for t in [s.get("prediction") or "", *(s.get("golds") or [])])
+
+    for sample in samples:
+        prediction, golds = sample.get("prediction") or "", list(sample.get("golds") or [])
+        scores = sample.setdefault("scores", {})
+        for scorer in scorers:
+            value = scorer.fn(prediction, golds, sample, ctx)
+            scores[scorer.name] = None if value is None else float(value)

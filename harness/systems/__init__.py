@@ -1,0 +1,87 @@
+"""Ways of specialising a model, behind one registry (as peft registers its tuners).
+
+A new way is one module that defines a `System` subclass and registers it with `@register_system(name)`;
+the pipeline, statistics and report need no change.
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+from dataclasses import dataclass, field
+from typing import Callable
+
+from harness.data import Question
+from harness.errors import HarnessError
+
+SYSTEMS: dict[str, type["System"]] = {}
+
+
+def register_system(*names: str) -> Callable:
+    def wrap(cls):
+        for name in names:
+            if name in SYSTEMS:
+                raise ValueError(f"system '{name}' registered twice")
+            SYSTEMS[name] = cls
+        return cls
+
+    return wrap
+
+
+@dataclass
+class Prompts:
+    """What a system sends for each question, plus what it looked up on the way."""
+    texts: list[str]
+    retrieved: list[list[dict]] | None = None      # per question: doc_id, chunk, score, text
+    retrieval_latency_s: list[float] | None = None
+    ranked_doc_ids: list[list[str]] | None = None  # top-k document ids before the prompt budget, for recall@k
+
+
+@dataclass
+class BuildInfo:
+    build_s: float = 0.0
+    cached: bool = False
+    artifact_mb: float = 0.0
+    peak_memory_mb: float | None = None
+    training: dict | None = None
+    index: dict | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class System:
+    kind = "base"
+
+    def __init__(self, name: str, ctx):
+        self.name, self.ctx = name, ctx
+
+    def validate(self) -> None:
+        """Check settings before any heavy work starts (raise HarnessError)."""
+
+    def build(self) -> BuildInfo:
+        return BuildInfo()
+
+    def prompts(self, questions: list[Question]) -> Prompts:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def model(self):
+        """The model to evaluate with, for the duration of the block."""
+        yield self.ctx.base_model()
+
+
+def _load_all() -> None:
+    # Importing registers them.
+    from harness.systems import finetune, prompt, rag  # noqa: F401
+
+
+def available() -> list[str]:
+    _load_all()
+    return sorted(SYSTEMS)
+
+
+def make_system(name: str, ctx) -> System:
+    _load_all()
+    if name not in SYSTEMS:
+        guess = difflib.get_close_matches(name, SYSTEMS, n=1)
+        hint = f"did you mean '{guess[0]}'? " if guess else ""
+        raise HarnessError(f"unknown system '{name}'; {hint}valid systems: {', '.join(sorted(SYSTEMS))}")
+    return SYSTEMS[name](name, ctx)

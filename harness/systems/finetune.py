@@ -1,0 +1,243 @@
+"""lora, qlora, dora: a PEFT adapter trained with trl's SFTTrainer on the training split.
+
+Training data is prompt/completion pairs rendered by the same function evaluation uses, so the loss falls
+on the answer only and the adapter sees at test time exactly the format it learned. The adapter is
+cached under HARNESS_HOME, keyed by everything that determines it; interrupted training resumes from
+its last checkpoint.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from pathlib import Path
+
+from harness import cache
+from harness.errors import HarnessError
+from harness.measure import PeakMemory, timer
+from harness.prompts import chat_prompt, user_turn
+from harness.systems import BuildInfo, Prompts, System, register_system
+
+METHODS = ("lora", "qlora", "dora")
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "missing"
+    return out
+
+
+def training_rows(ctx, questions, user_text=None) -> list[dict]:
+    spec, tok = ctx.spec, ctx.tokenizer
+    render = user_text or (lambda q: user_turn(spec.question_template, q))
+    return [{"prompt": chat_prompt(tok, spec.system_prompt, render(q)), "completion": q.answers[0]} for q in questions]
+
+
+def loss_curve(log_history: list[dict]) -> list[dict]:
+    by_step: dict[int, dict] = {}
+    for entry in log_history:
+        step = entry.get("step")
+        if step is None:
+            continue
+        point = by_step.setdefault(step, {"step": step, "train_loss": None, "eval_loss": None})
+        if "loss" in entry:
+            point["train_loss"] = float(entry["loss"])
+        if "eval_loss" in entry:
+            point["eval_loss"] = float(entry["eval_loss"])
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _complete_checkpoints(folder: Path) -> list[Path]:
+    """Checkpoints a kill did not cut short (a trainer_state.json is written last)."""
+    found = []
+    for ckpt in folder.glob("checkpoint-*"):
+        if (ckpt / "trainer_state.json").exists() and any(ckpt.glob("adapter_model.*")):
+            found.append(ckpt)
+        else:
+            shutil.rmtree(ckpt, ignore_errors=True)
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+@register_system(*METHODS)
+class FinetuneSystem(System):
+    kind = "finetune"
+
+    @property
+    def method(self) -> str:
+        return self.name
+
+    @property
+    def settings(self):
+        return self.ctx.spec.finetune.for_method(self.method)
+
+    # ------------------------------------------------------------ checks before any work
+
+    def validate(self) -> None:
+        try:
+            s = self.settings
+        except Exception as e:  # pydantic error from an override
+            raise HarnessError(f"{self.ctx.spec.source_path}: finetune.overrides.{self.method}: {e}") from None
+        if isinstance(s.target_modules, list):
+            valid = self.ctx.linear_layer_names()
+            bad = [m for m in s.target_modules if m not in valid]
+            if bad:
+                raise HarnessError(f"finetune.target_modules: {', '.join(bad)} not in the model; "
+                                   f"its linear layers are: {', '.join(valid)}")
+        if self.method == "qlora":
+            try:
+                import bitsandbytes  # noqa: F401
+            except ImportError:
+                raise HarnessError("qlora needs bitsandbytes (pip install bitsandbytes)") from None
+
+    # ------------------------------------------------------------ cache identity
+
+    def key(self) -> str:
+        ctx = self.ctx
+        return cache.key_of(self.method, self.settings.model_dump(), ctx.model_ref.fingerprint, ctx.data_fingerprint,
+                            ctx.spec.system_prompt, ctx.spec.question_template, ctx.spec.seed, library_versions(),
+                            self.extra_key())
+
+    def extra_key(self):
+        return None
+
+    def adapter_dir(self) -> Path:
+        return cache.home() / "adapters" / self.ctx.spec.name / f"{self.method}-{self.key()}"
+
+    # ------------------------------------------------------------ build
+
+    def train_questions(self):
+        return self.ctx.data.train, self.ctx.data.dev
+
+    def rows(self, questions):
+        return training_rows(self.ctx, questions)
+
+    def build(self) -> BuildInfo:
+        final = self.adapter_dir()
+        if not self.ctx.retrain and cache.verify(final) is None:
+            meta = json.loads((final / cache.MANIFEST).read_text())
+            return BuildInfo(0.0, True, cache.folder_size_mb(final), training=meta.get("training"))
+        with cache.lock(final):
+            if not self.ctx.retrain and cache.verify(final) is None:
+                return self.build()
+            if final.exists():
+                reason = cache.verify(final)
+                if reason:
+                    self.ctx.log(f"warning: adapter at {final} is damaged ({reason}); training again")
+            with PeakMemory() as mem, timer() as took:
+                training = self._train(final)
+            training["peak_memory_mb"] = round(mem.peak_mb, 1)
+            if mem.cuda_peak_mb is not None:
+                training["cuda_peak_memory_mb"] = round(mem.cuda_peak_mb, 1)
+            return BuildInfo(took(), False, cache.folder_size_mb(final), mem.peak_mb, training=training)
+
+    def _load_trainable_base(self):
+        import torch
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+        kwargs = {"dtype": torch.float32}
+        if self.method == "qlora":
+            compute = torch.bfloat16 if self.ctx.use_bf16(self.settings.bf16) else torch.float32
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
+                bnb_4bit_use_double_quant=True)
+            if self.ctx.device == "cuda":
+                kwargs["device_map"] = {"": 0}
+        model = AutoModelForCausalLM.from_pretrained(self.ctx.model_ref.path, **kwargs)
+        if self.method == "qlora":
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=self.settings.gradient_checkpointing)
+        return model
+
+    def _train(self, final: Path) -> dict:
+        from datasets import Dataset
+        from peft import LoraConfig
+        from trl import SFTConfig, SFTTrainer
+
+        s, ctx = self.settings, self.ctx
+        train_q, dev_q = self.train_questions()
+        workdir = cache.home() / "train" / ctx.spec.name / final.name
+        workdir.mkdir(parents=True, exist_ok=True)
+        checkpoints = [] if ctx.retrain else _complete_checkpoints(workdir)
+        if ctx.retrain and workdir.exists():
+            shutil.rmtree(workdir)
+            workdir.mkdir(parents=True)
+        train_ds = Dataset.from_list(self.rows(train_q))
+        eval_ds = Dataset.from_list(self.rows(dev_q)) if dev_q else None
+        bf16 = ctx.use_bf16(s.bf16)
+        config = SFTConfig(
+            output_dir=str(workdir), num_train_epochs=s.epochs, per_device_train_batch_size=s.batch_size,
+            per_device_eval_batch_size=s.batch_size, learning_rate=s.learning_rate, lr_scheduler_type="cosine",
+            warmup_steps=0.05, logging_steps=s.logging_steps, eval_strategy="steps" if eval_ds else "no",
+            eval_steps=s.logging_steps, save_strategy="steps", save_steps=s.logging_steps, save_total_limit=2,
+            bf16=bf16, use_cpu=ctx.device == "cpu", report_to="none", seed=ctx.spec.seed, data_seed=ctx.spec.seed,
+            max_length=s.max_length, packing=s.packing, gradient_checkpointing=s.gradient_checkpointing,
+            completion_only_loss=True, dataloader_num_workers=0, disable_tqdm=True, save_only_model=False,
+            dataset_num_proc=None)
+        peft_config = LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=s.target_modules,
+                                 task_type="CAUSAL_LM", use_dora=self.method == "dora")
+        model = self._load_trainable_base()
+        trainer = SFTTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds,
+                             processing_class=ctx.tokenizer, peft_config=peft_config,
+                             callbacks=[ctx.training_callback(self.name)])
+        resume = str(checkpoints[-1]) if checkpoints else None
+        if resume:
+            ctx.log(f"{self.name}: resuming training from {checkpoints[-1].name} (interrupted earlier)")
+        with timer() as took:
+            result = trainer.train(resume_from_checkpoint=resume)
+        seconds = took()
+        n_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"]) * s.epochs
+        trainable, total = trainer.model.get_nb_trainable_parameters()
+        training = {
+            "method": self.method, "objective": self.objective(), "seconds": round(seconds, 2),
+            "tokens_per_s": round(n_tokens / max(result.metrics.get("train_runtime", seconds), 1e-9), 1),
+            "train_runtime_s": round(result.metrics.get("train_runtime", seconds), 2),
+            "resumed_from": checkpoints[-1].name if resume else None,
+            "trainable_params": int(trainable), "total_params": int(total), "epochs": s.epochs,
+            "steps": int(trainer.state.global_step), "examples": len(train_ds), "bf16": bf16,
+            "final_train_loss": round(float(result.training_loss), 4),
+            "loss_curve": loss_curve(trainer.state.log_history),
+            "settings": s.model_dump(exclude={"overrides"}),
+        }
+        with cache.build_atomically(final, {"training": training, "versions": library_versions()}) as tmp:
+            trainer.model.save_pretrained(tmp)
+        shutil.rmtree(workdir, ignore_errors=True)
+        del trainer, model
+        return training
+
+    def objective(self) -> str:
+        return "supervised-qa"
+
+    # ------------------------------------------------------------ evaluation
+
+    def prompts(self, questions):
+        spec, tok = self.ctx.spec, self.ctx.tokenizer
+        return Prompts([chat_prompt(tok, spec.system_prompt, user_turn(spec.question_template, q)) for q in questions])
+
+    @contextlib.contextmanager
+    def model(self):
+        from peft import PeftModel
+
+        if self.method == "qlora":
+            # The adapter was trained on the 4-bit base; evaluate it there too.
+            base = self._load_trainable_base()
+            peft = PeftModel.from_pretrained(base, str(self.adapter_dir()))
+            peft.eval()
+            try:
+                yield peft
+            finally:
+                del peft, base
+            return
+        # Swap the adapter onto the shared base model, then take it off again: no reload.
+        peft = PeftModel.from_pretrained(self.ctx.base_model(), str(self.adapter_dir()))
+        peft.eval()
+        try:
+            yield peft
+        finally:
+            peft.unload()

@@ -1,0 +1,373 @@
+"""Tests for harness.report: a fake run directory rendered end to end, plus the pure helpers."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.report import ReportError, compare_runs, recommendation, render_report, summary_rows
+
+SCRIPT = "<script>alert(1)</script>"
+IMG = "<img src=x onerror=alert(1)>"
+DATA_URL = "https://choosealicense.com/licenses/mit/"
+
+
+def _m(v, lo, hi):
+    return {"value": v, "ci_low": lo, "ci_high": hi}
+
+
+def _vb(diff, p):
+    return {"baseline": "category_prior", "metric": "accuracy", "diff": diff, "p_value": p,
+            "significant": p < 0.05, "beats": p < 0.05 and diff > 0}
+
+
+def make_results(n_test: int = 20) -> dict:
+    base = {"error": None, "cached": False, "training": None, "retrieval": None, "retrieval_latency_s": None}
+    return {
+        "task": "legal-qa", "run_id": "20261126-103000-1a2b", "created": "2026-11-26T10:30:00+00:00",
+        "answer_format": "yes-no", "headline_metric": "accuracy", "n_test": n_test, "seed": 0,
+        "systems": {
+            "prompt": {**base, "kind": "prompt", "status": "ok",
+                       "metrics": {"accuracy": _m(0.55, 0.35, 0.75), "auc": _m(0.52, 0.3, 0.74),
+                                   "calibrated_accuracy": _m(0.6, 0.4, 0.8)},
+                       "latency_s": {"p50": 0.09, "p95": 0.2, "mean": 0.11}, "peak_memory_mb": 1400.0,
+                       "build_s": 0.0, "artifact_mb": 0.0, "vs_best_baseline": _vb(-0.2, 0.001)},
+            "lora": {**base, "kind": "finetune", "status": "ok",
+                     "metrics": {"accuracy": _m(0.8, 0.6, 0.95), "auc": _m(0.81, 0.62, 0.96),
+                                 "calibrated_accuracy": _m(0.78, 0.58, 0.93)},
+                     "latency_s": {"p50": 0.1, "p95": 0.25, "mean": 0.12}, "peak_memory_mb": 1800.0,
+                     "build_s": 81.0, "artifact_mb": 3.6, "vs_best_baseline": _vb(0.05, 0.5),
+                     "training": {"method": "lora", "seconds": 81.0, "tokens_per_s": 950.0,
+                                  "peak_memory_mb": 2600.0, "trainable_params": 921600,
+                                  "total_params": 135436800, "epochs": 1, "steps": 70,
+                                  "loss_curve": [{"step": s, "train_loss": 2.0 / (1 + s / 20),
+                                                  "eval_loss": (2.1 / (1 + s / 25)) if s % 20 == 0 else None}
+                                                 for s in range(10, 80, 10)]}},
+            "rag": {**base, "kind": "rag", "status": "ok",
+                    "metrics": {"accuracy": _m(0.85, 0.7, 0.95), "auc": _m(0.88, 0.72, 0.97),
+                                "calibrated_accuracy": _m(0.83, 0.66, 0.95)},
+                    "latency_s": {"p50": 0.31, "p95": 0.55, "mean": 0.34}, "peak_memory_mb": 2100.0,
+                    "build_s": 12.5, "cached": True, "artifact_mb": 1.2, "vs_best_baseline": _vb(0.1, 0.03),
+                    "retrieval": {"k": 4, "recall_at_k": 0.82, "mrr": 0.7},
+                    "retrieval_latency_s": {"p50": 0.02, "p95": 0.04, "mean": 0.025}},
+            "dora": {**base, "kind": "finetune", "status": "failed",
+                     "error": "CUDA out of memory: tried to allocate 2.00 GiB", "metrics": {},
+                     "latency_s": None, "peak_memory_mb": None, "build_s": None, "artifact_mb": None,
+                     "vs_best_baseline": None},
+        },
+        "baselines": {
+            "majority": {"accuracy": 0.5, "metrics": {"accuracy": _m(0.5, 0.3, 0.7)},
+                         "description": "always answers the training split's majority answer (No)"},
+            "category_prior": {"accuracy": 0.75, "metrics": {"accuracy": _m(0.75, 0.55, 0.9)},
+                               "description": "answers each category's majority answer in the training split"},
+        },
+        "comparisons": [
+            {"a": "rag", "b": "lora", "metric": "accuracy", "diff": 0.05, "p_value": 0.4, "test": "mcnemar",
+             "significant": False},
+            {"a": "rag", "b": "prompt", "metric": "accuracy", "diff": 0.3, "p_value": 0.001, "test": "mcnemar",
+             "significant": True},
+            {"a": "lora", "b": "prompt", "metric": "accuracy", "diff": 0.25, "p_value": 0.01, "test": "mcnemar",
+             "significant": True},
+        ],
+        "settings": {"threads": 2, "batch_size": 1, "dtype": "float32", "warmup": 2, "device": "cpu"},
+    }
+
+
+def make_samples(n: int = 20, systems=("prompt", "lora", "rag"), passage_chars: int = 300) -> list[dict]:
+    docs = ["mit", "gpl-3.0", "apache-2.0", "bsd-3-clause"]
+    out = []
+    for i in range(n):
+        gold = "Yes" if i % 2 else "No"
+        question = f"Does the {docs[i % 4]} license permit commercial use (case {i})?"
+        if i == 3:
+            question = f"Is this markup harmless {IMG}?"
+        for j, system in enumerate(systems):
+            wrong = (i + j) % (3 + j) == 0 or i == 7
+            pred = ("No" if gold == "Yes" else "Yes") if wrong else gold
+            if i == 5 and system == "prompt":
+                pred, wrong = SCRIPT, True
+            retrieved = None
+            if system == "rag":
+                text = (f"Passage about {docs[(i + 1) % 4]} terms; see {DATA_URL}. " + "lorem ipsum " * 400)
+                retrieved = [{"doc_id": docs[(i + k) % 4], "chunk_id": k, "score": 0.9 - 0.1 * k,
+                              "text": text[:passage_chars]} for k in range(4)]
+            out.append({"system": system, "id": f"q{i:03d}", "question": question, "gold": gold,
+                        "prediction": pred, "correct": not wrong, "latency_s": 0.1 + 0.01 * j,
+                        "category": "permissions/commercial-use", "doc_id": docs[i % 4],
+                        "margin": 1.5 if pred == "Yes" else -1.5, "scores": {"accuracy": float(not wrong)},
+                        "retrieved": retrieved})
+    return out
+
+
+MANIFEST = {
+    "model": {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "revision": "abc123"},
+    "task": {"name": "legal-qa", "hash": "sha256:1f2e"}, "data_hash": "sha256:9a8b",
+    "versions": {"torch": "2.13.0", "transformers": "5.24.0", "peft": "0.21.0"},
+    "machine": {"cpu": "AMD EPYC 7B13", "cores": 16, "ram_gb": 128, "gpu": None, "os": "Linux 6.8"},
+    "seed": 0, "command": ["harness", "run", "tasks/legal-qa.yaml", "--seed", "0"],
+}
+
+
+def write_run(folder: Path, results=None, samples=None, manifest=None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(results or make_results()), encoding="utf-8")
+    lines = samples if samples is not None else make_samples()
+    (folder / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in lines), encoding="utf-8")
+    (folder / "manifest.json").write_text(json.dumps(manifest or MANIFEST), encoding="utf-8")
+    return folder
+
+
+class Cells(HTMLParser):
+    """Collects data-system / data-metric / data-value attributes of <td> cells."""
+
+    def __init__(self):
+        super().__init__()
+        self.cells: dict[tuple[str, str], str] = {}
+        self.tags: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append((tag, a))
+        if tag == "td" and "data-metric" in a and "data-system" in a:
+            self.cells.setdefault((a["data-system"], a["data-metric"]), a.get("data-value"))
+
+
+@pytest.fixture
+def rendered(tmp_path):
+    run = write_run(tmp_path / "run")
+    index = render_report(run)
+    return run, index, index.read_text(encoding="utf-8")
+
+
+def test_writes_three_files_atomically(rendered):
+    run, index, _ = rendered
+    assert index == run / "index.html" and index.is_file()
+    assert (run / "results.csv").is_file() and (run / "summary.md").is_file()
+    assert not list(run.glob("*.tmp"))
+    assert render_report(run) == index  # re-rendering replaces in place
+
+
+def test_self_contained_no_network(rendered):
+    _, _, html = rendered
+    low = html.lower()
+    for bad in ("<script src", "<link", "@import", "url(", "<iframe", "<img", "innerhtml", "eval("):
+        assert bad not in low, bad
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", low)
+    assert low.count("<script") == 1  # the inline viewer script only
+    # URLs appear only inside escaped data (the retrieved passage text)
+    rest = html.replace(DATA_URL, "")
+    assert "http://" not in rest and "https://" not in rest
+
+
+def test_injected_markup_is_escaped(rendered):
+    _, _, html = rendered
+    assert SCRIPT not in html and IMG not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    parser = Cells()
+    parser.feed(html)
+    assert not [t for t, _ in parser.tags if t == "img"]
+    assert not any("onerror" in a for _, a in parser.tags)
+
+
+def test_summary_data_values_match_results(rendered):
+    _, _, html = rendered
+    parser = Cells()
+    parser.feed(html)
+    cells, results = parser.cells, make_results()
+    checked = 0
+    for name, e in results["systems"].items():
+        for metric, m in e["metrics"].items():
+            assert float(cells[(name, metric)]) == m["value"]
+            checked += 1
+        if e["status"] == "ok":
+            assert float(cells[(name, "latency_p50")]) == e["latency_s"]["p50"]
+            assert float(cells[(name, "latency_p95")]) == e["latency_s"]["p95"]
+            for key in ("peak_memory_mb", "build_s", "artifact_mb"):
+                assert float(cells[(name, key)]) == e[key]
+            checked += 5
+    for name, b in results["baselines"].items():
+        assert float(cells[(name, "accuracy")]) == b["metrics"]["accuracy"]["value"]
+    assert float(cells[("rag", "retrieval_latency_p50")]) == 0.02
+    assert cells[("dora", "status")] == "failed" and ("dora", "accuracy") not in cells
+    assert cells[("dora", "error")] == "CUDA out of memory: tried to allocate 2.00 GiB"
+    assert cells[("rag", "beats_best_baseline")] == "yes"
+    assert cells[("lora", "beats_best_baseline")] == "not significant"
+    assert cells[("prompt", "beats_best_baseline")] == "no"
+    assert checked == 3 * 3 + 3 * 5
+
+
+def test_sections_and_failed_system(rendered):
+    _, _, html = rendered
+    for anchor in ("recommendation", "summary", "tradeoff", "metrics", "training", "retrieval",
+                   "comparisons", "questions", "manifest"):
+        assert f'id="{anchor}"' in html
+    assert "dora" in html and "CUDA out of memory: tried to allocate 2.00 GiB" in html
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct@abc123" in html and "AMD EPYC 7B13" in html
+    assert "harness run tasks/legal-qa.yaml --seed 0" in html
+    assert html.count("<svg") >= 1 + 3 + 1 + 1  # trade-off, 3 metric bars, loss, retrieval
+    assert 'stroke-dasharray="6 4"' in html  # baselines / eval loss dashed
+    assert "not significant" in html  # rag vs lora, p = 0.4
+    assert html.count("<tr data-id=") == 20
+    assert 'data-failure="1"' in html and 'data-disagreement="1"' in html and 'data-allwrong="1"' in html
+
+
+def test_results_csv(rendered):
+    run, _, _ = rendered
+    rows = list(csv.DictReader(io.StringIO((run / "results.csv").read_text(encoding="utf-8"))))
+    assert [r["name"] for r in rows] == ["prompt", "lora", "rag", "dora", "majority", "category_prior"]
+    by = {r["name"]: r for r in rows}
+    assert float(by["rag"]["accuracy_value"]) == 0.85 and float(by["rag"]["accuracy_ci_low"]) == 0.7
+    assert float(by["lora"]["auc_ci_high"]) == 0.96
+    assert float(by["rag"]["latency_p50"]) == 0.31 and float(by["rag"]["latency_p95"]) == 0.55
+    assert float(by["rag"]["peak_memory_mb"]) == 2100 and float(by["rag"]["artifact_mb"]) == 1.2
+    assert float(by["lora"]["build_s"]) == 81 and by["rag"]["cached"] == "true"
+    assert by["dora"]["status"] == "failed" and "CUDA out of memory" in by["dora"]["error"]
+    assert by["majority"]["kind"] == "baseline" and float(by["majority"]["accuracy_value"]) == 0.5
+    assert by["majority"]["auc_value"] == ""
+
+
+def test_summary_md(rendered):
+    run, _, _ = rendered
+    md = (run / "summary.md").read_text(encoding="utf-8")
+    lines = md.splitlines()
+    header = next(line for line in lines if line.startswith("| system"))
+    assert "accuracy [95% CI]" in header and "latency p50 / p95" in header and "beats best baseline" in header
+    row = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ") and "system" not in line}
+    assert "0.850 [0.700, 0.950]" in row["rag"] and "310 ms / 550 ms" in row["rag"]
+    assert "2,100 MB" in row["rag"] and "12.5 s (cached)" in row["rag"] and "yes (p = 0.030)" in row["rag"]
+    assert "not significant (p = 0.500)" in row["lora"] and "1 min 21 s" in row["lora"]
+    assert "no (p = 0.001)" in row["prompt"]
+    assert "failed: CUDA out of memory" in row["dora (failed)"]
+    assert "0.750 [0.550, 0.900]" in row["category_prior (baseline)"]
+    assert all(line.count("|") == header.count("|") for line in row.values())
+
+
+def test_summary_rows_shape():
+    rows = summary_rows(make_results())
+    assert [r["name"] for r in rows][:4] == ["prompt", "lora", "rag", "dora"]
+    assert [r["is_baseline"] for r in rows] == [False] * 4 + [True] * 2
+    rag = rows[2]
+    assert rag["metrics"]["accuracy"] == {"value": 0.85, "ci_low": 0.7, "ci_high": 0.95}
+    assert rag["retrieval_latency_p50"] == 0.02 and rag["cached"] is True and rag["beats"] == "yes"
+    assert rows[3]["status"] == "failed" and rows[3]["metrics"] == {}
+
+
+def _sentence(text: str, start: str) -> str:
+    return next(s for s in re.split(r"(?<=\.) ", text) if s.startswith(start))
+
+
+def test_recommendation_claims_only_significant_differences():
+    text = recommendation(make_results())
+    assert text.startswith("rag has the highest accuracy")
+    lora = _sentence(text, "lora ")
+    assert "within noise of rag" in lora and "not distinguishable" in lora and "significantly" not in lora
+    assert "answers 3.1× faster" in lora
+    prompt = _sentence(text, "prompt ")
+    assert "significantly below rag" in prompt and "p = 0.001" in prompt
+    assert "rag beats the strongest model-free baseline, category_prior" in text
+    assert "dora failed: CUDA out of memory: tried to allocate 2.00 GiB." in text
+
+
+def test_recommendation_boundary_and_missing_tests():
+    results = make_results()
+    results["comparisons"] = [{"a": "prompt", "b": "rag", "metric": "accuracy", "diff": -0.3, "p_value": 0.05,
+                               "test": "mcnemar", "significant": False},
+                              {"a": "lora", "b": "rag", "metric": "auc", "diff": -0.07, "p_value": 0.0001}]
+    results["systems"]["rag"]["vs_best_baseline"] = _vb(0.1, 0.2)
+    text = recommendation(results)
+    assert "significantly" not in text  # p = 0.05 is not < 0.05; the auc test says nothing about accuracy
+    assert "not distinguishable" in _sentence(text, "prompt ")
+    assert "no paired test recorded" in _sentence(text, "lora ")
+    assert "rag is not distinguishable from the strongest model-free baseline" in text
+    assert "beats" not in text
+
+
+def test_recommendation_baseline_wins_and_nothing_ok():
+    results = make_results()
+    results["systems"]["rag"]["vs_best_baseline"] = _vb(-0.12, 0.004)
+    assert "rag does not beat the strongest model-free baseline" in recommendation(results)
+    for name in ("prompt", "lora", "rag"):
+        results["systems"][name].update(status="failed", error=f"{name} broke")
+    text = recommendation(results)
+    assert text.startswith("No system produced a figure for accuracy, so there is nothing to recommend.")
+    assert "lora failed: lora broke." in text
+
+
+def test_report_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ReportError, match="results.json") as info:
+        render_report(empty)
+    assert str(empty) in str(info.value) and "\n" not in str(info.value)
+    assert isinstance(info.value, HarnessError)
+    (empty / "results.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ReportError, match="invalid"):
+        render_report(empty)
+    with pytest.raises(ReportError):
+        render_report(tmp_path / "missing")
+    with pytest.raises(ReportError, match="at least 2"):
+        compare_runs([write_run(tmp_path / "one")], tmp_path / "cmp")
+    with pytest.raises(ReportError):
+        compare_runs([write_run(tmp_path / "one"), empty], tmp_path / "cmp")
+
+
+def test_missing_samples_and_bad_lines(tmp_path):
+    run = write_run(tmp_path / "run")
+    with (run / "samples.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write("{truncated\n")
+    html = render_report(run).read_text(encoding="utf-8")
+    assert "skipped 1 malformed line" in html
+    (run / "samples.jsonl").unlink()
+    (run / "manifest.json").unlink()
+    html = render_report(run).read_text(encoding="utf-8")
+    assert "samples.jsonl is missing" in html and "No manifest.json" in html
+
+
+def test_compare_runs_deltas(tmp_path):
+    first = write_run(tmp_path / "a")
+    second_results = copy.deepcopy(make_results())
+    second_results["run_id"] = "20261127-090000-ffff"
+    second_results["seed"] = 1
+    second_results["settings"]["threads"] = 4
+    rag = second_results["systems"]["rag"]
+    rag["metrics"]["accuracy"] = _m(0.8, 0.65, 0.92)
+    rag["latency_s"]["p50"] = 0.2
+    rag["peak_memory_mb"] = 2000.0
+    del second_results["systems"]["prompt"]
+    second = write_run(tmp_path / "b", results=second_results, manifest={**MANIFEST, "seed": 1})
+    index = compare_runs([first, second], tmp_path / "cmp")
+    assert index == tmp_path / "cmp" / "index.html"
+    html = index.read_text(encoding="utf-8")
+    assert "<link" not in html and "<script" not in html and "https://" not in html
+    deltas = dict(re.findall(r'data-system="rag" data-run="20261127-090000-ffff">.*?'
+                             r'data-metric="(headline_delta)" data-value="([^"]*)"', html, re.S))
+    assert float(deltas["headline_delta"]) == pytest.approx(-0.05)
+    assert "absent from this run" in html and "settings.threads" in html
+    md = (tmp_path / "cmp" / "summary.md").read_text(encoding="utf-8")
+    rag_rows = [line for line in md.splitlines() if line.startswith("| rag |")]
+    assert len(rag_rows) == 2 and "−0.050" in rag_rows[1] and "−110 ms" in rag_rows[1] and "−100 MB" in rag_rows[1]
+    diff_rows = {line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")}
+    assert {"seed", "settings.threads"} <= diff_rows and "model" not in diff_rows
+    assert not list((tmp_path / "cmp").glob("*.tmp"))
+
+
+def test_large_report_stays_small(tmp_path):
+    results = make_results(n_test=150)
+    results["systems"]["dora"].update(status="ok", error=None, metrics={"accuracy": _m(0.7, 0.6, 0.8)},
+                                      latency_s={"p50": 0.12, "p95": 0.3, "mean": 0.14},
+                                      peak_memory_mb=1900.0, build_s=90.0, artifact_mb=4.0)
+    samples = make_samples(150, systems=("prompt", "lora", "rag", "dora"), passage_chars=5000)
+    run = write_run(tmp_path / "big", results=results, samples=samples)
+    html = render_report(run).read_text(encoding="utf-8")
+    assert len(html.encode("utf-8")) < 5 * 1024 * 1024
+    assert html.count("<tr data-id=") == 150
+    assert "lorem ipsum " * 100 not in html  # passages are truncated to ~600 characters
