@@ -5,124 +5,14 @@ from __future__ import annotations
 import copy
 import csv
 import io
-import json
 import re
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
+from report_fixtures import DATA_URL, IMG, MANIFEST, SCRIPT, _m, _vb, make_results, make_samples, write_run
 
 from harness.errors import HarnessError
 from harness.report import ReportError, compare_runs, recommendation, render_report, summary_rows
-
-SCRIPT = "<script>alert(1)</script>"
-IMG = "<img src=x onerror=alert(1)>"
-DATA_URL = "https://choosealicense.com/licenses/mit/"
-
-
-def _m(v, lo, hi):
-    return {"value": v, "ci_low": lo, "ci_high": hi}
-
-
-def _vb(diff, p):
-    return {"baseline": "category_prior", "metric": "accuracy", "diff": diff, "p_value": p,
-            "significant": p < 0.05, "beats": p < 0.05 and diff > 0}
-
-
-def make_results(n_test: int = 20) -> dict:
-    base = {"error": None, "cached": False, "training": None, "retrieval": None, "retrieval_latency_s": None}
-    return {
-        "task": "legal-qa", "run_id": "20261126-103000-1a2b", "created": "2026-11-26T10:30:00+00:00",
-        "answer_format": "yes-no", "headline_metric": "accuracy", "n_test": n_test, "seed": 0,
-        "systems": {
-            "prompt": {**base, "kind": "prompt", "status": "ok",
-                       "metrics": {"accuracy": _m(0.55, 0.35, 0.75), "auc": _m(0.52, 0.3, 0.74),
-                                   "calibrated_accuracy": _m(0.6, 0.4, 0.8)},
-                       "latency_s": {"p50": 0.09, "p95": 0.2, "mean": 0.11}, "peak_memory_mb": 1400.0,
-                       "build_s": 0.0, "artifact_mb": 0.0, "vs_best_baseline": _vb(-0.2, 0.001)},
-            "lora": {**base, "kind": "finetune", "status": "ok",
-                     "metrics": {"accuracy": _m(0.8, 0.6, 0.95), "auc": _m(0.81, 0.62, 0.96),
-                                 "calibrated_accuracy": _m(0.78, 0.58, 0.93)},
-                     "latency_s": {"p50": 0.1, "p95": 0.25, "mean": 0.12}, "peak_memory_mb": 1800.0,
-                     "build_s": 81.0, "artifact_mb": 3.6, "vs_best_baseline": _vb(0.05, 0.5),
-                     "training": {"method": "lora", "seconds": 81.0, "tokens_per_s": 950.0,
-                                  "peak_memory_mb": 2600.0, "trainable_params": 921600,
-                                  "total_params": 135436800, "epochs": 1, "steps": 70,
-                                  "loss_curve": [{"step": s, "train_loss": 2.0 / (1 + s / 20),
-                                                  "eval_loss": (2.1 / (1 + s / 25)) if s % 20 == 0 else None}
-                                                 for s in range(10, 80, 10)]}},
-            "rag": {**base, "kind": "rag", "status": "ok",
-                    "metrics": {"accuracy": _m(0.85, 0.7, 0.95), "auc": _m(0.88, 0.72, 0.97),
-                                "calibrated_accuracy": _m(0.83, 0.66, 0.95)},
-                    "latency_s": {"p50": 0.31, "p95": 0.55, "mean": 0.34}, "peak_memory_mb": 2100.0,
-                    "build_s": 12.5, "cached": True, "artifact_mb": 1.2, "vs_best_baseline": _vb(0.1, 0.03),
-                    "retrieval": {"k": 4, "recall_at_k": 0.82, "mrr": 0.7},
-                    "retrieval_latency_s": {"p50": 0.02, "p95": 0.04, "mean": 0.025}},
-            "dora": {**base, "kind": "finetune", "status": "failed",
-                     "error": "CUDA out of memory: tried to allocate 2.00 GiB", "metrics": {},
-                     "latency_s": None, "peak_memory_mb": None, "build_s": None, "artifact_mb": None,
-                     "vs_best_baseline": None},
-        },
-        "baselines": {
-            "majority": {"accuracy": 0.5, "metrics": {"accuracy": _m(0.5, 0.3, 0.7)},
-                         "description": "always answers the training split's majority answer (No)"},
-            "category_prior": {"accuracy": 0.75, "metrics": {"accuracy": _m(0.75, 0.55, 0.9)},
-                               "description": "answers each category's majority answer in the training split"},
-        },
-        "comparisons": [
-            {"a": "rag", "b": "lora", "metric": "accuracy", "diff": 0.05, "p_value": 0.4, "test": "mcnemar",
-             "significant": False},
-            {"a": "rag", "b": "prompt", "metric": "accuracy", "diff": 0.3, "p_value": 0.001, "test": "mcnemar",
-             "significant": True},
-            {"a": "lora", "b": "prompt", "metric": "accuracy", "diff": 0.25, "p_value": 0.01, "test": "mcnemar",
-             "significant": True},
-        ],
-        "settings": {"threads": 2, "batch_size": 1, "dtype": "float32", "warmup": 2, "device": "cpu"},
-    }
-
-
-def make_samples(n: int = 20, systems=("prompt", "lora", "rag"), passage_chars: int = 300) -> list[dict]:
-    docs = ["mit", "gpl-3.0", "apache-2.0", "bsd-3-clause"]
-    out = []
-    for i in range(n):
-        gold = "Yes" if i % 2 else "No"
-        question = f"Does the {docs[i % 4]} license permit commercial use (case {i})?"
-        if i == 3:
-            question = f"Is this markup harmless {IMG}?"
-        for j, system in enumerate(systems):
-            wrong = (i + j) % (3 + j) == 0 or i == 7
-            pred = ("No" if gold == "Yes" else "Yes") if wrong else gold
-            if i == 5 and system == "prompt":
-                pred, wrong = SCRIPT, True
-            retrieved = None
-            if system == "rag":
-                text = (f"Passage about {docs[(i + 1) % 4]} terms; see {DATA_URL}. " + "lorem ipsum " * 400)
-                retrieved = [{"doc_id": docs[(i + k) % 4], "chunk_id": k, "score": 0.9 - 0.1 * k,
-                              "text": text[:passage_chars]} for k in range(4)]
-            out.append({"system": system, "id": f"q{i:03d}", "question": question, "gold": gold,
-                        "prediction": pred, "correct": not wrong, "latency_s": 0.1 + 0.01 * j,
-                        "category": "permissions/commercial-use", "doc_id": docs[i % 4],
-                        "margin": 1.5 if pred == "Yes" else -1.5, "scores": {"accuracy": float(not wrong)},
-                        "retrieved": retrieved})
-    return out
-
-
-MANIFEST = {
-    "model": {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "revision": "abc123"},
-    "task": {"name": "legal-qa", "hash": "sha256:1f2e"}, "data_hash": "sha256:9a8b",
-    "versions": {"torch": "2.13.0", "transformers": "5.24.0", "peft": "0.21.0"},
-    "machine": {"cpu": "AMD EPYC 7B13", "cores": 16, "ram_gb": 128, "gpu": None, "os": "Linux 6.8"},
-    "seed": 0, "command": ["harness", "run", "tasks/legal-qa.yaml", "--seed", "0"],
-}
-
-
-def write_run(folder: Path, results=None, samples=None, manifest=None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "results.json").write_text(json.dumps(results or make_results()), encoding="utf-8")
-    lines = samples if samples is not None else make_samples()
-    (folder / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in lines), encoding="utf-8")
-    (folder / "manifest.json").write_text(json.dumps(manifest or MANIFEST), encoding="utf-8")
-    return folder
 
 
 class Cells(HTMLParser):
@@ -320,6 +210,19 @@ def test_report_errors(tmp_path):
         compare_runs([write_run(tmp_path / "one"), empty], tmp_path / "cmp")
 
 
+def test_numeric_correct_marks_cells(tmp_path):
+    # harness run writes the headline score (1.0 / 0.0) as "correct"; partial scores stay neutral
+    samples = make_samples()
+    for s in samples:
+        s["correct"] = float(s["correct"])
+    samples[0]["correct"] = 0.5
+    html = render_report(write_run(tmp_path / "run", samples=samples)).read_text(encoding="utf-8")
+    assert html.count('data-correct="true"') == sum(1 for s in samples if s["correct"] == 1.0)
+    assert html.count('data-correct="false"') == sum(1 for s in samples if s["correct"] == 0.0)
+    assert html.count('data-correct=""') == 1
+    assert 'data-failure="1"' in html and 'data-allwrong="1"' in html
+
+
 def test_missing_samples_and_bad_lines(tmp_path):
     run = write_run(tmp_path / "run")
     with (run / "samples.jsonl").open("a", encoding="utf-8") as fh:
@@ -371,3 +274,11 @@ def test_large_report_stays_small(tmp_path):
     assert len(html.encode("utf-8")) < 5 * 1024 * 1024
     assert html.count("<tr data-id=") == 150
     assert "lorem ipsum " * 100 not in html  # passages are truncated to ~600 characters
+
+
+def test_model_label_prefers_display_name():
+    from harness.report.load import model_label
+
+    manifest = {"model": {"display": "SmolLM2-135M-Instruct (Q4_1 GGUF)", "path": "/tmp/hh/models/smollm2"}}
+    assert model_label(manifest) == "SmolLM2-135M-Instruct (Q4_1 GGUF)"
+    assert model_label(MANIFEST) == "HuggingFaceTB/SmolLM2-135M-Instruct@abc123"

@@ -142,7 +142,7 @@ def model_label(manifest: dict[str, Any], results: dict[str, Any] | None = None)
         if isinstance(model, str) and model:
             return model
         if isinstance(model, dict):
-            name = next((model[k] for k in ("name", "id", "repo", "path") if model.get(k)), None)
+            name = next((model[k] for k in ("display", "name", "id", "repo", "path") if model.get(k)), None)
             if name:
                 rev = model.get("revision") or model.get("version")
                 return f"{name}@{rev}" if rev else str(name)

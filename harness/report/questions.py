@@ -26,6 +26,17 @@ def viewer_systems(results: dict[str, Any], samples: list[dict[str, Any]]) -> li
     return ordered + [n for n in seen if n not in ordered]
 
 
+def verdict(correct: Any) -> bool | None:
+    """True / False for a right / wrong answer; None when unknown or partial.
+
+    samples.jsonl may hold a bool or the headline metric's score (1.0 / 0.0 for binary metrics)."""
+    if isinstance(correct, bool):
+        return correct
+    if fmt.is_number(correct) and correct in (0, 1):
+        return bool(correct)
+    return None
+
+
 def _cell(s: dict[str, Any]) -> dict[str, Any]:
     retrieved = s.get("retrieved")
     passages = None
@@ -33,10 +44,9 @@ def _cell(s: dict[str, Any]) -> dict[str, Any]:
         passages = [{"doc_id": p.get("doc_id"), "chunk_id": p.get("chunk_id"), "score": p.get("score"),
                      "text": truncate(p.get("text"), PASSAGE_CHARS)}
                     for p in retrieved if isinstance(p, dict)]
-    correct = s.get("correct")
     return {
         "prediction": truncate(s.get("prediction"), ANSWER_CHARS),
-        "correct": correct if isinstance(correct, bool) else None,
+        "correct": verdict(s.get("correct")),
         "latency_s": s.get("latency_s") if fmt.is_number(s.get("latency_s")) else None,
         "margin": s.get("margin") if fmt.is_number(s.get("margin")) else None,
         "passages": passages,

@@ -58,7 +58,7 @@ def settings_text(settings: Any) -> str:
 
 
 def manifest_items(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """(key, text, is_block) for the manifest section; nested values become indented JSON."""
+    """(key, text, block, lines) for the manifest section; nested values become indented JSON."""
     items = []
     for key, value in manifest.items():
         if key in ("command", "argv", "command_line") and isinstance(value, list):
@@ -70,6 +70,8 @@ def manifest_items(manifest: dict[str, Any]) -> list[dict[str, Any]]:
         else:
             items.append({"key": key, "text": "null" if value is None else str(value),
                           "block": isinstance(value, str) and "\n" in value})
+    for item in items:
+        item["lines"] = item["text"].count("\n") + 1 if item["block"] else 1  # long blocks start folded
     return items
 
 

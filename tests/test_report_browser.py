@@ -1,0 +1,495 @@
+"""The report in a real browser: Debian's headless Chromium, driven over the DevTools protocol (CDP).
+
+No driver and no websocket library: Chromium is started with --remote-debugging-pipe and speaks CDP as
+NUL-terminated JSON on file descriptors 3 (commands in) and 4 (replies and events out).
+
+Checked on rendered fake runs (tests/report_fixtures.py):
+  * the summary table's data-value cells match results.json, and the shown text agrees;
+  * the per-question filter (disagreements, failures, all wrong) and the search box show exactly the
+    questions computed in Python from samples.jsonl;
+  * no console errors, no uncaught exceptions, no log errors, no network request but the report itself;
+  * markup injected into a question, an answer, a passage, a question id and an error message is inert
+    (the payloads would set window.__xss) and shows as text;
+  * a 150-question x 4-system report is under 5 MB and its load event ends in under a second (median of 3);
+  * a screenshot of a legal-qa report (systems prompt, lora, rag) can be taken. To refresh the one in docs/:
+        REPORT_SCREENSHOT=docs/report-screenshot.png .venv/bin/python -m pytest tests/test_report_browser.py -k screenshot
+
+Skipped only when no Chromium is installed (`apt-get install -y chromium`; .ci/run does that).
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import select
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from report_fixtures import legal_qa_run, make_results, make_samples, write_run
+
+from harness.report import render_report
+
+CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium", shutil.which("chromium-browser"))
+                 if p and os.access(p, os.X_OK)), None)
+BASH = shutil.which("bash")
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or BASH is None,
+    reason="Chromium is not installed: run `apt-get update && apt-get install -y chromium` "
+           "(Debian's package; .ci/run installs it) to run the report's browser tests")
+
+VIEWPORT = (1280, 900)
+
+# Each payload would set window.__xss if the report let it run.
+XSS_ANSWER = '<script>window.__xss = "answer"</script>'
+XSS_QUESTION = 'Is this markup harmless <img src=x onerror="window.__xss = \'question\'">?'
+XSS_PASSAGE = '<svg onload="window.__xss = \'passage\'"></svg> licence text'
+XSS_ID = 'q"><img src=x onerror="window.__xss = \'id\'">'
+XSS_ERROR = 'OOM <iframe srcdoc="<script>parent.__xss = \'error\'</script>"></iframe>'
+
+
+# ------------------------------------------------------------------------------------------- CDP ---
+
+class CDPError(RuntimeError):
+    pass
+
+
+class Browser:
+    """Headless Chromium with a CDP connection over a pipe."""
+
+    def __init__(self, profile: Path, timeout: float = 30.0):
+        self.timeout = timeout
+        self.events: list[dict] = []
+        self._next_id = 0
+        self._buf = b""
+        to_chrome_r, self._w = os.pipe()
+        self._r, from_chrome_w = os.pipe()
+        # keep the child's ends clear of 3 and 4, where Chromium expects them
+        child_r = fcntl.fcntl(to_chrome_r, fcntl.F_DUPFD_CLOEXEC, 10)
+        child_w = fcntl.fcntl(from_chrome_w, fcntl.F_DUPFD_CLOEXEC, 10)
+        os.close(to_chrome_r)
+        os.close(from_chrome_w)
+        args = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--no-default-browser-check",
+                "--disable-extensions", "--disable-dev-shm-usage", "--mute-audio", "--hide-scrollbars",
+                "--force-color-profile=srgb", f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}",
+                f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"]
+        self.log = profile / "chromium.log"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [BASH, "-c", f'exec 3<&{child_r} 4>&{child_w} {child_r}<&- {child_w}>&-; exec "$@"', "bash", *args],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(child_r, child_w),
+                start_new_session=True)
+        os.close(child_r)
+        os.close(child_w)
+        try:
+            self.version = self.send("Browser.getVersion")["product"]
+        except Exception:
+            self.close()
+            raise
+
+    # -- wire --
+    def _read_message(self, deadline: float) -> dict:
+        while b"\0" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no reply from Chromium in time" + self._log_tail())
+            ready, _, _ = select.select([self._r], [], [], left)
+            if ready:
+                chunk = os.read(self._r, 1 << 20)
+                if not chunk:
+                    raise CDPError(f"Chromium closed the pipe (exit code {self.proc.poll()})" + self._log_tail())
+                self._buf += chunk
+        raw, self._buf = self._buf.split(b"\0", 1)
+        return json.loads(raw)
+
+    def _write(self, message: dict) -> int:
+        self._next_id += 1
+        message["id"] = self._next_id
+        data = json.dumps(message).encode() + b"\0"
+        while data:
+            data = data[os.write(self._w, data):]
+        return self._next_id
+
+    def _dispatch(self, msg: dict) -> None:
+        self.events.append(msg)
+        if msg.get("method") == "Page.javascriptDialogOpening":  # never let a dialog block the page
+            self._write({"method": "Page.handleJavaScriptDialog", "params": {"accept": False},
+                         "sessionId": msg.get("sessionId")})
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None,
+             timeout: float | None = None) -> dict:
+        message = {"method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        want = self._write(message)
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            msg = self._read_message(deadline)
+            if "id" not in msg:
+                self._dispatch(msg)
+            elif msg["id"] == want:
+                if "error" in msg:
+                    raise CDPError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+
+    def wait_event(self, match, since: int, timeout: float | None = None) -> dict:
+        """The first event from index `since` on for which match(event) is true."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        seen = since
+        while True:
+            for ev in self.events[seen:]:
+                if match(ev):
+                    return ev
+            seen = len(self.events)
+            msg = self._read_message(deadline)
+            if "id" not in msg:
+                self._dispatch(msg)
+
+    def _log_tail(self) -> str:
+        try:
+            tail = self.log.read_text(errors="replace")[-1500:]
+        except OSError:
+            return ""
+        return f"\n--- chromium log ---\n{tail}" if tail.strip() else ""
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self._write({"method": "Browser.close"})
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # the session this test started for Chromium
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=5)
+        for fd in (self._r, self._w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class Tab:
+    """One page target with Runtime, Log, Network and Page enabled; collects what went wrong."""
+
+    def __init__(self, browser: Browser):
+        self.b = browser
+        self.target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        self.session = browser.send("Target.attachToTarget", {"targetId": self.target, "flatten": True})["sessionId"]
+        for domain in ("Runtime", "Log", "Network", "Page"):
+            self.send(f"{domain}.enable")
+        self.send("Page.setLifecycleEventsEnabled", {"enabled": True})
+        self.send("Emulation.setDeviceMetricsOverride",
+                  {"width": VIEWPORT[0], "height": VIEWPORT[1], "deviceScaleFactor": 1, "mobile": False})
+        self.mark = len(browser.events)
+        self.url = "about:blank"
+
+    def send(self, method: str, params: dict | None = None, timeout: float | None = None) -> dict:
+        return self.b.send(method, params, self.session, timeout)
+
+    def goto(self, path: Path | str) -> None:
+        """Navigate and wait for this navigation's load event (not a late one from the page before)."""
+        self.url = path if isinstance(path, str) else path.resolve().as_uri()
+        self.mark = len(self.b.events)
+        nav = self.send("Page.navigate", {"url": self.url})
+        assert not nav.get("errorText"), f"navigation to {self.url} failed: {nav['errorText']}"
+        self.b.wait_event(lambda ev: ev.get("sessionId") == self.session and ev.get("method") == "Page.lifecycleEvent"
+                          and ev["params"].get("name") == "load" and ev["params"].get("loaderId") == nav["loaderId"],
+                          self.mark)
+
+    def eval(self, expression: str):
+        r = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
+        if "exceptionDetails" in r:
+            raise CDPError(f"{expression[:80]}...: {r['exceptionDetails'].get('exception', r['exceptionDetails'])}")
+        return r["result"].get("value")
+
+    def problems(self) -> list[str]:
+        """Console errors, exceptions, log errors, dialogs and requests other than the report since goto()."""
+        self.send("Runtime.evaluate", {"expression": "0"})  # flush pending events
+        out = []
+        for ev in self.b.events[self.mark:]:
+            if ev.get("sessionId") != self.session:
+                continue
+            method, p = ev.get("method"), ev.get("params", {})
+            if method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+                out.append(f"console.{p['type']}: " + " ".join(str(a.get("value", a.get("description")))
+                                                               for a in p.get("args", [])))
+            elif method == "Runtime.exceptionThrown":
+                d = p.get("exceptionDetails", {})
+                out.append(f"exception: {d.get('text')} {d.get('exception', {}).get('description', '')}")
+            elif method == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
+                out.append(f"log error ({p['entry'].get('source')}): {p['entry'].get('text')} {p['entry'].get('url', '')}")
+            elif method == "Network.requestWillBeSent":
+                url = p.get("request", {}).get("url", "")
+                if url.split("#")[0] != self.url and not url.startswith(("data:", "about:")):
+                    out.append(f"network request: {url}")
+            elif method == "Page.javascriptDialogOpening":
+                out.append(f"dialog: {p.get('type')} {p.get('message')}")
+        return out
+
+    def close(self) -> None:
+        try:
+            self.b.send("Target.closeTarget", {"targetId": self.target})
+        except (CDPError, TimeoutError):
+            pass
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    b = Browser(tmp_path_factory.mktemp("chromium-profile"))
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def tab(browser):
+    t = Tab(browser)
+    yield t
+    t.close()
+
+
+# ------------------------------------------------------------------------------------ fake runs ---
+
+def xss_samples() -> list[dict]:
+    samples = make_samples()
+    for s in samples:
+        if s["id"] == "q003":
+            s["question"] = XSS_QUESTION
+        if s["id"] == "q005" and s["system"] == "prompt":
+            s["prediction"] = XSS_ANSWER
+        if s["id"] == "q009":
+            s["id"] = XSS_ID
+        if s["system"] == "rag" and s["id"] == "q011":
+            s["retrieved"][0]["text"] = XSS_PASSAGE
+    return samples
+
+
+def xss_results() -> dict:
+    results = make_results()
+    results["systems"]["dora"]["error"] = XSS_ERROR
+    return results
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    run = write_run(tmp_path_factory.mktemp("report") / "run", results=xss_results(), samples=xss_samples())
+    return render_report(run)
+
+
+def read_samples(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "samples.jsonl").read_text(encoding="utf-8").splitlines() if line]
+
+
+def expected_rows(samples: list[dict]) -> dict[str, dict]:
+    """Per question id: the flags the viewer filters on, computed from samples.jsonl."""
+    by_id: dict[str, list[dict]] = {}
+    for s in samples:
+        by_id.setdefault(s["id"], []).append(s)
+    out = {}
+    for qid, rows in by_id.items():
+        verdicts = [r["correct"] for r in rows if isinstance(r["correct"], bool)]
+        texts = [rows[0]["question"], rows[0]["gold"]] + [r["prediction"] for r in rows]
+        out[qid] = {"disagreement": len({" ".join(r["prediction"].split()).casefold() for r in rows}) > 1,
+                    "failure": False in verdicts,
+                    "allwrong": bool(verdicts) and all(v is False for v in verdicts),
+                    "text": "\n".join(texts).lower()}
+    return out
+
+
+VISIBLE_ROWS = """JSON.stringify([...document.querySelectorAll('#q-table tbody tr')]
+    .filter(r => r.getClientRects().length > 0).map(r => r.getAttribute('data-id')))"""
+
+
+def visible(tab: Tab) -> list[str]:
+    return json.loads(tab.eval(VISIBLE_ROWS))
+
+
+# ---------------------------------------------------------------------------------------- tests ---
+
+def test_the_checks_see_problems(tab, tmp_path):
+    """A page with a request, a console error and an exception: each shows up, so a clean report means clean."""
+    page = tmp_path / "bad.html"
+    page.write_text('<!DOCTYPE html><title>bad</title><img src="http://127.0.0.1:9/x.png" alt="">'
+                    '<script>console.error("boom"); window.__xss = 1; undefinedFunction();</script>', encoding="utf-8")
+    tab.goto(page)
+    problems = "\n".join(tab.problems())
+    assert "network request: http://127.0.0.1:9/x.png" in problems
+    assert "console.error: boom" in problems
+    assert "exception:" in problems and "undefinedFunction" in problems
+    assert tab.eval("window.__xss") == 1
+
+
+def test_summary_table_matches_results_json(tab, report):
+    tab.goto(report)
+    cells = json.loads(tab.eval("""JSON.stringify([...document.querySelectorAll(
+        '#summary-table td[data-system][data-metric]')].map(td => ({system: td.dataset.system,
+        metric: td.dataset.metric, value: td.dataset.value, text: td.innerText.trim()})))"""))
+    got = {(c["system"], c["metric"]): c for c in cells}
+    results = json.loads((report.parent / "results.json").read_text(encoding="utf-8"))
+    expected: dict[tuple[str, str], object] = {}
+    for name, e in results["systems"].items():
+        for metric, m in e["metrics"].items():
+            expected[(name, metric)] = m["value"]
+        if e["status"] == "failed":
+            expected[(name, "error")] = e["error"]
+            continue
+        for key in ("p50", "p95"):
+            expected[(name, f"latency_{key}")] = e["latency_s"][key]
+            if e.get("retrieval_latency_s"):
+                expected[(name, f"retrieval_latency_{key}")] = e["retrieval_latency_s"][key]
+        for key in ("peak_memory_mb", "build_s", "artifact_mb"):
+            expected[(name, key)] = e[key]
+    for name, b in results["baselines"].items():
+        for metric, m in b["metrics"].items():
+            expected[(name, metric)] = m["value"]
+    for key, want in expected.items():
+        assert key in got, f"summary table has no cell for {key}"
+        value = got[key]["value"]
+        if isinstance(want, str):
+            assert value == want and want in got[key]["text"], key
+        else:
+            assert float(value) == pytest.approx(want, abs=1e-12), key
+    # the numbers a reader sees agree with the data (metrics are shown to 3 decimals)
+    for (name, metric), want in expected.items():
+        if metric in ("accuracy", "auc", "calibrated_accuracy"):
+            assert got[(name, metric)]["text"].startswith(f"{want:.3f}"), (name, metric, got[(name, metric)]["text"])
+    rows = tab.eval("[...document.querySelectorAll('#summary-table tbody tr')].map(r => r.dataset.system)")
+    assert rows == list(results["systems"]) + list(results["baselines"])
+    assert got[("rag", "beats_best_baseline")]["value"] == "yes"
+    assert got[("lora", "beats_best_baseline")]["value"] == "not significant"
+    assert got[("prompt", "beats_best_baseline")]["value"] == "no"
+
+
+def test_disagreement_filter_and_search(tab, report):
+    tab.goto(report)
+    rows = expected_rows(read_samples(report.parent))
+    total = len(rows)
+    assert sorted(visible(tab)) == sorted(rows)
+    options = tab.eval("[...document.querySelectorAll('#q-filter option')].map(o => [o.value, o.text])")
+    assert any("disagreement" in text for _, text in options), options
+
+    def choose(mode: str) -> list[str]:
+        tab.eval(f"""(() => {{ const f = document.getElementById('q-filter'); f.value = {json.dumps(mode)};
+                     f.dispatchEvent(new Event('change', {{bubbles: true}})); }})()""")
+        return visible(tab)
+
+    def search(text: str) -> list[str]:
+        tab.eval("(() => { const s = document.getElementById('q-search'); s.value = ''; s.focus(); })()")
+        if text:
+            tab.send("Input.insertText", {"text": text})  # typed for real: the page sees native input events
+        else:
+            tab.eval("document.getElementById('q-search').dispatchEvent(new Event('input', {bubbles: true}))")
+        return visible(tab)
+
+    for mode in ("disagreement", "failure", "allwrong"):
+        want = sorted(q for q, r in rows.items() if r[mode])
+        assert 0 < len(want) < total, mode  # the fake run exercises every filter
+        shown = choose(mode)
+        assert sorted(shown) == want, mode
+        assert tab.eval("document.getElementById('q-count').textContent") == f"{len(want)} of {total} questions shown"
+    choose("disagreement")
+    disagreements = [q for q, r in rows.items() if r["disagreement"]]
+    for needle in ("GPL-3.0", "window.__XSS", "Case 1"):  # case-insensitive, and searches the payload as text
+        want = sorted(q for q in disagreements if needle.lower() in rows[q]["text"])
+        assert 0 < len(want) < len(disagreements), needle
+        assert sorted(search(needle)) == want, needle
+    assert search("no such text anywhere") == []
+    assert tab.eval("document.getElementById('q-count').textContent") == f"0 of {total} questions shown"
+    search("")
+    assert sorted(choose("all")) == sorted(rows)
+    assert tab.problems() == []
+
+
+def test_no_console_errors_and_no_network(tab, report):
+    tab.goto(report)
+    # open every retrieved-passage panel and scroll through, so nothing lazy hides an error
+    tab.eval("""(() => { document.querySelectorAll('details').forEach(d => d.open = true);
+                window.scrollTo(0, document.body.scrollHeight); })()""")
+    time.sleep(0.2)
+    assert tab.problems() == []
+    requests = [ev["params"]["request"]["url"] for ev in tab.b.events[tab.mark:]
+                if ev.get("method") == "Network.requestWillBeSent" and ev.get("sessionId") == tab.session]
+    assert requests and all(u == tab.url for u in requests)  # the report itself, nothing else
+    assert tab.eval("document.scripts.length") == 1
+
+
+def test_injected_markup_is_inert(tab, report):
+    tab.goto(report)
+    time.sleep(0.2)  # give any injected handler (onerror, onload) the chance to fire
+    assert tab.eval("typeof window.__xss") == "undefined"
+    assert tab.eval("document.querySelectorAll('img, iframe, object, embed, [onerror], [onload]').length") == 0
+    assert tab.eval("document.querySelectorAll('svg').length") == tab.eval(
+        "document.querySelectorAll('figure.chart svg').length")  # only the charts' own SVGs
+    texts = json.loads(tab.eval("""JSON.stringify({
+        q: [...document.querySelectorAll('#q-table td.q .s')].map(e => e.textContent),
+        a: [...document.querySelectorAll('#q-table .pred')].map(e => e.textContent),
+        p: [...document.querySelectorAll('#q-table .psg')].map(e => e.textContent),
+        ids: [...document.querySelectorAll('#q-table tbody tr')].map(e => e.getAttribute('data-id')),
+        err: document.querySelector('#summary-table [data-metric=error]').textContent})"""))
+    assert XSS_QUESTION in texts["q"]
+    assert XSS_ANSWER in texts["a"]
+    assert any(XSS_PASSAGE in t for t in texts["p"])
+    assert XSS_ID in texts["ids"]
+    assert XSS_ERROR in texts["err"]
+    assert tab.problems() == []
+
+
+def test_large_report_is_small_and_fast(tab, tmp_path):
+    results = make_results(n_test=150)
+    results["systems"]["dora"].update(status="ok", error=None, metrics=results["systems"]["lora"]["metrics"],
+                                      latency_s={"p50": 0.12, "p95": 0.3, "mean": 0.14},
+                                      peak_memory_mb=1900.0, build_s=90.0, artifact_mb=4.0)
+    samples = make_samples(150, systems=("prompt", "lora", "rag", "dora"), passage_chars=5000)
+    index = render_report(write_run(tmp_path / "big", results=results, samples=samples))
+    size = index.stat().st_size
+    assert size < 5 * 1024 * 1024, f"index.html is {size / 1e6:.2f} MB"
+    times = []
+    for _ in range(3):
+        tab.goto(index)
+        nav = json.loads(tab.eval("""new Promise(done => { const poll = () => {
+            const n = performance.getEntriesByType('navigation')[0];
+            if (n && n.loadEventEnd > 0) { done(JSON.stringify(n.toJSON())); } else { setTimeout(poll, 10); } };
+            poll(); })"""))
+        times.append((nav["loadEventEnd"] - nav["startTime"]) / 1000)
+        assert tab.problems() == []
+        tab.goto("about:blank")
+    load = statistics.median(times)
+    assert load < 1.0, f"load event ended after {load:.3f} s (median of {[round(t, 3) for t in times]})"
+    tab.goto(index)
+    assert tab.eval("document.querySelectorAll('#q-table tbody tr').length") == 150
+    assert tab.eval("document.querySelectorAll('#q-table thead th').length") == 2 + 4
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_screenshot_of_legal_qa_report(tab, tmp_path):
+    index = render_report(legal_qa_run(tmp_path / "legal-qa"))
+    tab.goto(index)
+    assert tab.problems() == []
+    assert tab.eval("document.querySelector('h1').textContent").startswith("legal-qa")
+    assert tab.eval("[...document.querySelectorAll('#summary-table tbody tr')].map(r => r.dataset.system)") == [
+        "prompt", "lora", "rag", "majority", "category_prior"]
+    height = tab.eval("Math.ceil(document.documentElement.scrollHeight)")
+    shot = base64.b64decode(tab.send("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": VIEWPORT[0], "height": height, "scale": 1}}, timeout=60)["data"])
+    assert _png_size(shot) == (VIEWPORT[0], height)
+    (tmp_path / "report-screenshot.png").write_bytes(shot)
+    target = os.environ.get("REPORT_SCREENSHOT")
+    if target:
+        Path(target).write_bytes(shot)
