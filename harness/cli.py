@@ -127,44 +127,62 @@ def tasks_show(task: str, tasks_dir: Optional[list[Path]] = TasksDir):
     from harness.tasks import find_task
 
     spec = load_spec(find_task(task, tasks_dir or []))
-    console.print(f"# {spec.source_path}", markup=False)
-    console.print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), markup=False)
+    console.print(f"# {spec.source_path}", markup=False, soft_wrap=True)
+    console.print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True), markup=False,
+                  soft_wrap=True)
 
 
 @tasks_app.command("validate")
-def tasks_validate(paths: list[Path] = typer.Argument(..., help="Task YAML files.")):
-    """Check the schema, and that the data loads and is consistent. Reports every file's problem."""
-    from harness.taskinfo import validate_file
+def tasks_validate(paths: list[Path] = typer.Argument(..., help="Task YAML files (or folders of them).")):
+    """Check the schema, and that the data loads and is consistent. Reports every problem, one line each."""
+    from harness.taskinfo import expand_paths, validate_file
 
     failed = 0
-    for path in paths:
+    for path in expand_paths(paths):
         try:
             info = validate_file(path)
-            console.print(f"ok   {path}: {info}", markup=False)
+            console.print(f"ok   {path}: {info}", markup=False, soft_wrap=True)
         except HarnessError as e:
             failed += 1
-            err_console.print(f"FAIL {e}", markup=False)
+            for problem in getattr(e, "problems", None) or [str(e)]:  # every problem, one line each
+                err_console.print(f"FAIL {problem}", markup=False, soft_wrap=True)
     if failed:
         raise typer.Exit(2)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _click_exceptions() -> tuple[tuple, tuple, tuple]:
+    """(usage errors, exits, aborts). typer 0.29 vendors click as `typer._click` and raises its classes,
+    not the `click` package's: catch both, or a mistyped option ends in a traceback."""
     import click
 
+    usage, exits, aborts = [click.ClickException], [click.exceptions.Exit, typer.Exit], [click.exceptions.Abort, typer.Abort]
     try:
-        app(args=argv, standalone_mode=False)
+        from typer._click.exceptions import ClickException as VendoredClickException
+
+        usage.append(VendoredClickException)
+    except ImportError:  # an older typer that uses click itself
+        pass
+    return tuple(usage), tuple(exits), tuple(aborts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    usage_errors, exits, aborts = _click_exceptions()
+    try:
+        code = app(args=argv, standalone_mode=False)  # click returns an Exit's code instead of raising it here
     except HarnessError as e:
         err_console.print(f"error: {e}", markup=False, soft_wrap=True)
         sys.exit(2)
-    except click.exceptions.Exit as e:
+    except exits as e:
         sys.exit(e.exit_code)
-    except click.ClickException as e:
+    except usage_errors as e:
         e.show()
         sys.exit(e.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, *aborts):
         err_console.print("interrupted: no run directory was written; built artifacts are kept, and the next run "
                           "reuses or resumes them", markup=False)
         sys.exit(130)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

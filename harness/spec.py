@@ -1,48 +1,88 @@
-"""Pydantic models of a task YAML, and loading them with errors that name the file and field.
+"""Pydantic models of a task YAML, and loading them with errors that name the file, line and field.
 
 A task file is declarative: it names data, prompts, systems and metrics. Every field carries its help
-text (as peft's dataclasses do); docs/tasks.md is generated from these descriptions.
+text (as peft's dataclasses do), and every section an example; docs/tasks.md is generated from them
+(`python docs/gen_tasks_md.py`), and a test keeps the two equal.
 """
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
 from harness.errors import HarnessError
+from harness.yamlfile import load_with_includes, locate, read_yaml, resolve_includes  # noqa: F401 (re-exported)
 
 AnswerFormat = Literal["yes-no", "multiple-choice", "free-text"]
 
 
+class TaskProblems(HarnessError):
+    """Every problem found in a task file or its data, one located line each. `str()` is the first one."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        more = len(self.problems) - 1
+        tail = f" (+{more} more problem{'s' * (more > 1)}; `harness tasks validate` lists them all)" if more else ""
+        super().__init__(self.problems[0] + tail)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
+    example: ClassVar[str] = ""  # a YAML snippet for docs/tasks.md (validated by the docs test)
+
+
+def _check_template(source: str) -> str:
+    import jinja2
+
+    try:
+        jinja2.Environment().parse(source)
+    except jinja2.TemplateSyntaxError as e:
+        raise ValueError(f"invalid Jinja2 template (template line {e.lineno}: {e.message})") from None
+    return source
 
 
 class FieldMap(Strict):
-    id: str | None = Field(None, description="Field holding a unique question id (made from the row number when absent).")
+    """Which field of each row holds what. Optional fields are used when a row has them."""
+    example: ClassVar[str] = """\
+fields: {question: prompt, answer: gold, choices: [A, B, C, D], answer_is: letter, doc_id: source}"""
+
+    id: str | None = Field("id", description="Field holding a unique question id; rows without it are numbered by their line.")
     question: str = Field("question", description="Field holding the question text.")
-    answer: str = Field("answer", description="Field holding the gold answer: a string, or a list of acceptable answers (free-text).")
-    choices: str | None = Field("choices", description="Field holding the list of options (multiple-choice). Yes/no tasks use Yes/No.")
+    answer: str = Field("answer", description="Field holding the gold answer: a string, or (free-text) a list of acceptable answers.")
+    choices: str | list[str] | None = Field("choices", description="Multiple-choice options: one field holding a list, or a list of fields (one option each, e.g. CSV columns `[A, B, C, D]`). Yes/no tasks always use Yes/No.")
+    answer_is: Literal["text", "index", "letter"] = Field("text", description="Multiple-choice: how the answer names the gold option: its `text`, its 0-based `index`, or its `letter` (A, B, C...).")
+    separator: str | None = Field(None, description="Split text cells (CSV answers or choices) on this string, e.g. `|`. A cell holding a JSON list is always read as a list.")
     doc_id: str | None = Field("doc_id", description="Field holding the id of the corpus document that answers the question (for retrieval metrics and by-document splits).")
-    category: str | None = Field("category", description="Field holding a category label (for the per-category baseline).")
-    split: str | None = Field(None, description="Field naming the split of each row (train/dev/test), when the file carries its own split.")
+    category: str | None = Field("category", description="Field holding a category label (for the per-category baseline and breakdowns).")
+    split: str | None = Field("split", description="Field naming each row's split (`train`, `dev`/`validation`, `test`); read only with `data.split.by: given`.")
 
 
 class HubSource(Strict):
-    name: str = Field(..., description="A `datasets` hub name, e.g. `org/dataset`. Needs a hub; offline it fails with a clear error.")
+    """A dataset on a `datasets` hub. Offline (the default) this fails at once with a clear message."""
+    example: ClassVar[str] = """\
+hub: {name: org/dataset, config: default, split: train}"""
+
+    name: str = Field(..., description="A `datasets` hub name, e.g. `org/dataset`. Needs a hub (HF_HUB_OFFLINE=0); offline it fails with a clear error.")
     config: str | None = Field(None, description="The dataset configuration name.")
-    split: str = Field("train", description="Which split of the hub dataset to read.")
+    split: str = Field("train", description="Which split of the hub dataset to read (the harness makes its own train/dev/test from it).")
 
 
 class QuestionSource(Strict):
-    path: str | None = Field(None, description="A JSONL, CSV or Parquet file, relative to the task file's folder.")
+    """Where the questions and gold answers come from: one local file, a file inside a package, or a hub dataset."""
+    example: ClassVar[str] = """\
+questions:
+  path: my-domain/questions.csv
+  fields: {question: q, answer: a}"""
+
+    path: str | None = Field(None, description="A JSONL, CSV or Parquet file (or a JSON array), relative to the task file's folder.")
     package: str | None = Field(None, description="Read `path` from inside this installed Python package instead.")
     hub: HubSource | None = Field(None, description="Read from a `datasets` hub spec instead of a file.")
-    format: Literal["auto", "jsonl", "csv", "parquet"] = Field("auto", description="File format; `auto` goes by the extension.")
-    fields: FieldMap = Field(default_factory=FieldMap, description="Which field holds what.")
+    format: Literal["auto", "jsonl", "json", "csv", "parquet"] = Field("auto", description="File format; `auto` goes by the extension (.jsonl, .json, .csv, .parquet).")
+    fields: FieldMap = Field(default_factory=FieldMap, description="Which field holds what (see `data.questions.fields`).")
 
     @model_validator(mode="after")
     def _one_source(self) -> "QuestionSource":
@@ -54,9 +94,13 @@ class QuestionSource(Strict):
 
 
 class CorpusSource(Strict):
+    """Documents that RAG indexes: a folder of .txt/.md/.html files, or a JSONL file with one document a line."""
+    example: ClassVar[str] = """\
+corpus: {package: pychoosealicense, path: _licenses, glob: "*.txt", strip_front_matter: true}"""
+
     path: str = Field(..., description="A folder of .txt/.md/.html documents, or a JSONL file with one document a line; relative to the task file, or to `package`.")
     package: str | None = Field(None, description="Read `path` from inside this installed Python package.")
-    glob: str = Field("*", description="Which files of the folder to read (e.g. `*.txt`).")
+    glob: str = Field("*", description="Which files of the folder to read (e.g. `*.txt`, or `**/*.md` for subfolders). A document's id is its path below the folder, without the extension.")
     exclude: list[str] = Field(default_factory=list, description="File names to leave out (e.g. `__init__.py`).")
     strip_front_matter: bool = Field(False, description="Drop a leading `---` YAML front-matter block from each document (metadata, not text).")
     text_field: str = Field("text", description="JSONL corpus: the field holding the document text.")
@@ -65,10 +109,14 @@ class CorpusSource(Strict):
 
 
 class SplitSpec(Strict):
-    by: Literal["doc", "question", "given"] = Field("doc", description="`doc` holds out whole documents (no test question about a document seen in training); `question` splits questions at random; `given` uses the split field of the data.")
+    """How train / dev / test are made. Ratio splits are seeded, so every run sees the same test questions."""
+    example: ClassVar[str] = """\
+split: {by: doc, test_fraction: 0.2, dev_fraction: 0.1, seed: 0}"""
+
+    by: Literal["doc", "question", "given"] = Field("doc", description="`doc` holds out whole documents (no test question about a document seen in training); `question` splits questions at random; `given` uses each row's split field.")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of documents (or questions) held out for testing.")
     dev_fraction: float = Field(0.1, ge=0, lt=1, description="Share held out of training for validation loss and calibration.")
-    seed: int = Field(0, description="Seed of the split. Fixed, so every run sees the same test questions.")
+    seed: int = Field(0, description="Seed of the split.")
 
     @model_validator(mode="after")
     def _fractions(self) -> "SplitSpec":
@@ -78,17 +126,28 @@ class SplitSpec(Strict):
 
 
 class DataSpec(Strict):
+    """Questions, corpus and split."""
+    example: ClassVar[str] = """\
+data:
+  questions: {path: my-domain/questions.jsonl}
+  corpus: {path: my-domain/docs, glob: "*.md"}
+  split: {by: doc, test_fraction: 0.2}"""
+
     questions: QuestionSource = Field(..., description="Where the questions and gold answers come from.")
     corpus: CorpusSource | None = Field(None, description="Documents that RAG indexes. Without it, RAG indexes the training question-answer pairs.")
     split: SplitSpec = Field(default_factory=SplitSpec, description="How train / dev / test are made.")
 
 
 class FinetuneSpec(Strict):
-    r: int = Field(16, description="LoRA rank.")
-    alpha: int = Field(32, description="LoRA alpha (scale = alpha / r).")
+    """Adapter training settings shared by the fine-tuning systems (lora, qlora, dora)."""
+    example: ClassVar[str] = """\
+finetune: {r: 16, alpha: 32, epochs: 2, learning_rate: 2.0e-4, overrides: {qlora: {learning_rate: 3.0e-4}}}"""
+
+    r: int = Field(16, gt=0, description="LoRA rank.")
+    alpha: int = Field(32, gt=0, description="LoRA alpha (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
     target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="Module names to adapt, or `all-linear`.")
-    learning_rate: float = Field(2e-4, description="Peak learning rate (cosine schedule with warm-up).")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (cosine schedule with warm-up).")
     epochs: float = Field(2.0, gt=0, description="Passes over the training split.")
     batch_size: int = Field(8, gt=0, description="Examples per optimiser step.")
     max_length: int = Field(512, gt=8, description="Longest training sequence in tokens; longer examples are truncated from the left of the prompt.")
@@ -96,20 +155,21 @@ class FinetuneSpec(Strict):
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     bf16: Literal["auto", "on", "off"] = Field("auto", description="bf16 autocast: `auto` uses it where the CPU/GPU supports it.")
     logging_steps: int = Field(10, gt=0, description="Log training and validation loss every this many steps.")
-    overrides: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Per-method overrides, e.g. `{qlora: {learning_rate: 3e-4}}`.")
+    overrides: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Per-method overrides of the fields above, e.g. `{qlora: {learning_rate: 3.0e-4}}`.")
 
-    @field_validator("r", "alpha")
+    @field_validator("overrides")
     @classmethod
-    def _positive(cls, v: int, info) -> int:
-        if v <= 0:
-            raise ValueError(f"{info.field_name} must be a positive integer, got {v}")
-        return v
+    def _overrides(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from harness.systems.finetune import METHODS
 
-    @field_validator("learning_rate")
-    @classmethod
-    def _lr(cls, v: float) -> float:
-        if not v > 0:
-            raise ValueError(f"learning_rate must be positive, got {v}")
+        known = [n for n in cls.model_fields if n != "overrides"]
+        for method, extra in v.items():
+            if method not in METHODS:
+                raise ValueError(f"'{method}' is not a fine-tuning method (methods: {', '.join(METHODS)})"
+                                 f"{did_you_mean(method, METHODS)}")
+            for key in extra:
+                if key not in known:
+                    raise ValueError(f"{method}: unknown field '{key}'{did_you_mean(key, known)}")
         return v
 
     def for_method(self, method: str) -> "FinetuneSpec":
@@ -118,9 +178,13 @@ class FinetuneSpec(Strict):
 
 
 class RagSpec(Strict):
+    """Retrieval settings: chunking, embedder, FAISS index and the prompt that carries the passages."""
+    example: ClassVar[str] = """\
+rag: {chunk_tokens: 200, overlap: 32, k: 4, index: hnsw}"""
+
     embedder: str = Field("default", description="Sentence-transformers model: `default` (the packaged all-MiniLM-L6-v2), a folder, or a hub id.")
     chunk_tokens: int = Field(200, gt=0, description="Chunk length in embedder tokens (must fit the embedder's window).")
-    overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks.")
+    overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks (less than chunk_tokens).")
     k: int = Field(4, gt=0, description="Passages put into the prompt.")
     index: Literal["flat", "hnsw", "ivf"] = Field("flat", description="FAISS index type.")
     nlist: int | None = Field(None, gt=0, description="IVF: number of cells (default about 4*sqrt(chunks)).")
@@ -131,8 +195,23 @@ class RagSpec(Strict):
         "Passages:\n{% for p in passages %}[{{ loop.index }}] {{ p.text }}\n\n{% endfor %}Question: {{ question }}",
         description="Jinja2 template of the user turn with retrieved `passages` (each has text, doc_id, score) and the `question`.")
 
+    @field_validator("context_template")
+    @classmethod
+    def _context_template(cls, v: str) -> str:
+        return _check_template(v)
+
+    @model_validator(mode="after")
+    def _overlap(self) -> "RagSpec":
+        if self.overlap >= self.chunk_tokens:
+            raise ValueError(f"overlap ({self.overlap}) must be smaller than chunk_tokens ({self.chunk_tokens})")
+        return self
+
 
 class EvalSpec(Strict):
+    """Evaluation and measurement settings."""
+    example: ClassVar[str] = """\
+evaluation: {batch_size: 1, max_new_tokens: 16, bootstrap: 2000}"""
+
     batch_size: int = Field(1, gt=0, description="Questions per forward pass. 1 measures the latency a single user sees.")
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="Evaluation precision: `auto` uses bf16 where supported.")
     warmup: int = Field(2, ge=0, description="Questions run before timing starts.")
@@ -143,13 +222,26 @@ class EvalSpec(Strict):
 
 
 class TaskSpec(Strict):
+    """A task file. Only `name`, `answer_format` and `data.questions` are required; `include:` pulls in shared
+    settings first (a file name or a list, relative to this file; mappings merge, later files and this file win)."""
+    example: ClassVar[str] = """\
+# harness run my-domain
+name: my-domain
+include: _shared/defaults.yaml
+description: Short answers about my domain.
+answer_format: free-text
+data:
+  questions: {path: my-domain/questions.jsonl}
+system_prompt: Answer with a few words only.
+metrics: [exact_match, token_f1]"""
+
     name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="Task name (lower case, digits, `-`, `_`, `.`).")
     description: str = Field("", description="One line on what the task asks.")
-    answer_format: AnswerFormat = Field(..., description="`yes-no`, `multiple-choice` (choice by log-likelihood) or `free-text` (generation).")
+    answer_format: AnswerFormat = Field(..., description="`yes-no` or `multiple-choice` (choice by log-likelihood, scored by accuracy), or `free-text` (generation, scored by exact match, token F1, ROUGE-L and embedding similarity).")
     data: DataSpec = Field(..., description="Questions, corpus and split.")
     system_prompt: str = Field("", description="The system turn every system gets.")
     question_template: str = Field("{{ question }}", description="Jinja2 template of the user turn from a question row (`question`, `choices`).")
-    model: str = Field("default", description="`default` (the embedded SmolLM2-135M-Instruct), a model folder, or a hub id.")
+    model: str = Field("default", description="`default` (the embedded SmolLM2-135M-Instruct), a model folder (relative to the task file or the working directory), or a hub id.")
     systems: list[str] = Field(default_factory=lambda: ["prompt", "lora", "rag"], description="Systems `harness run` builds when `--systems` is not given.")
     finetune: FinetuneSpec = Field(default_factory=FinetuneSpec, description="Adapter training settings shared by lora/qlora/dora.")
     rag: RagSpec = Field(default_factory=RagSpec, description="Retrieval settings.")
@@ -159,114 +251,147 @@ class TaskSpec(Strict):
 
     # Set by the loader, not by the file.
     source_path: str | None = Field(None, exclude=True, description="(set by the loader) the task file.")
+    _sources: list[str] = PrivateAttr(default_factory=list)  # the task file, then its includes, by precedence
+
+    @field_validator("question_template")
+    @classmethod
+    def _question_template(cls, v: str) -> str:
+        return _check_template(v)
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        fmt = info.data.get("answer_format")
+        if fmt is None:  # reported as its own problem
+            return v
+        from harness import scorers
+
+        return scorers.validate_metric_names(v, fmt)
+
+    @field_validator("systems")
+    @classmethod
+    def _systems(cls, v: list[str]) -> list[str]:
+        from harness import systems
+
+        valid = systems.available()
+        for name in v:
+            if name not in valid:
+                raise ValueError(f"unknown system '{name}' (valid: {', '.join(valid)}){did_you_mean(name, valid)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"a system is listed twice: {', '.join(v)}")
+        return v
 
     @property
     def folder(self) -> Path:
         return Path(self.source_path).parent if self.source_path else Path.cwd()
 
-
-# ---------------------------------------------------------------- loading
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise HarnessError(f"{path}: file not found") from None
-    except OSError as e:
-        raise HarnessError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise HarnessError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise HarnessError(f"{path}{where}: invalid YAML ({problem})") from None
-    if data is None:
-        raise HarnessError(f"{path}: the file is empty")
-    if not isinstance(data, dict):
-        raise HarnessError(f"{path}: a task file must be a mapping of fields, got {type(data).__name__}")
-    return data
+    def where(self, field: str) -> str:
+        """`file:line: field 'a.b'`, pointing at the file (task or include) and line that set the field."""
+        loc = tuple(field.split("."))
+        if not self._sources:
+            return f"{self.source_path or self.name}: field '{field}'"
+        return f"{locate(self._sources, loc)}: field '{field}'"
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+SECTIONS: list[tuple[str, type[Strict]]] = [
+    ("", TaskSpec), ("data", DataSpec), ("data.questions", QuestionSource), ("data.questions.fields", FieldMap),
+    ("data.questions.hub", HubSource), ("data.corpus", CorpusSource), ("data.split", SplitSpec),
+    ("finetune", FinetuneSpec), ("rag", RagSpec), ("evaluation", EvalSpec)]
 
 
-def resolve_includes(path: Path, _stack: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a task file, merging `include:` files under it (later wins), as lm-eval does."""
-    path = path.resolve()
-    if path in _stack:
-        chain = " -> ".join(p.name for p in (*_stack, path))
-        raise HarnessError(f"{_stack[-1]}: include cycle ({chain})")
-    data = read_yaml(path)
-    includes = data.pop("include", None)
-    if includes is None:
-        return data
-    if isinstance(includes, str):
-        includes = [includes]
-    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
-        raise HarnessError(f"{path}: field 'include' must be a file name or a list of file names")
-    merged: dict[str, Any] = {}
-    for inc in includes:
-        inc_path = (path.parent / inc)
-        if not inc_path.exists():
-            raise HarnessError(f"{path}: field 'include': {inc} not found (looked at {inc_path})")
-        merged = _merge(merged, resolve_includes(inc_path, (*_stack, path)))
-    return _merge(merged, data)
+# ---------------------------------------------------------------- validation messages
 
 
-def _known_fields(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Walk the schema along `loc` to list the valid keys where an unknown key was found."""
-    current: Any = model
+def did_you_mean(word: str, options) -> str:
+    guess = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f"; did you mean '{guess[0]}'?" if guess else ""
+
+
+def _known_fields(loc: tuple) -> list[str]:
+    """The valid keys of the section where an unknown key was found."""
+    current: Any = TaskSpec
     for part in loc[:-1]:
-        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
-            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or isinstance(part, int):
+            return []
         field = current.model_fields.get(part)
         if field is None:
             return []
         ann = field.annotation
-        for cand in getattr(ann, "__args__", (ann,)):
-            if isinstance(cand, type) and issubclass(cand, BaseModel):
-                current = cand
-                break
+        current = next((c for c in getattr(ann, "__args__", (ann,)) if isinstance(c, type) and issubclass(c, BaseModel)), None)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return [n for n in current.model_fields if n != "source_path"]
     return []
 
 
-def format_validation_error(path: Path | str, err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = tuple(first["loc"])
+def _clean_loc(loc: tuple) -> tuple:
+    # Union members appear in pydantic's loc as tags like "list[str]" or "literal['all-linear']".
+    return tuple(p for p in loc if isinstance(p, int) or not re.search(r"[\[\](]", p))
+
+
+def _problem(sources: list[str], loc: tuple, errs: list[dict]) -> str:
+    first = errs[0]
     field = ".".join(str(p) for p in loc) or "(top level)"
+    where = locate(sources, loc)
     if first["type"] == "extra_forbidden":
-        known = _known_fields(TaskSpec, loc)
-        guess = difflib.get_close_matches(str(loc[-1]), known, n=1)
-        hint = f"; did you mean '{guess[0]}'?" if guess else (f"; valid fields: {', '.join(known)}" if known else "")
-        msg = f"{path}: unknown field '{field}'{hint}"
-    elif first["type"] == "missing":
-        msg = f"{path}: field '{field}' is required"
-    else:
-        text = first["msg"].removeprefix("Value error, ")
-        msg = f"{path}: field '{field}': {text} (got {first.get('input')!r:.60})"
-    more = len(err.errors()) - 1
-    return msg + (f" (+{more} more problem{'s' * (more > 1)})" if more else "")
+        known = _known_fields(loc)
+        hint = did_you_mean(loc[-1], known) or (f"; valid fields here: {', '.join(known)}" if known else "")
+        return f"{where}: unknown field '{field}'{hint}"
+    if first["type"] == "missing":
+        return f"{where}: field '{field}' is required"
+    msgs = []
+    for e in errs:
+        m = e["msg"].removeprefix("Value error, ")
+        m = re.sub(r"valid dictionary or instance of \w+", "mapping (key: value lines)", m)
+        msgs.append(m if not msgs else m.removeprefix("Input should be "))
+    text = ", or ".join(dict.fromkeys(msgs))
+    got = first.get("input")
+    shown = f" (got {got!r:.60})" if isinstance(got, (str, int, float, bool)) and first["type"] != "value_error" else ""
+    hint = ""
+    if first["type"] == "literal_error" and isinstance(got, str):
+        hint = did_you_mean(got, re.findall(r"'([^']*)'", first.get("ctx", {}).get("expected", "")))
+    return f"{where}: field '{field}': {text}{shown}{hint}"
+
+
+def validation_problems(sources: list[str], err: ValidationError, skip_missing: bool = False) -> list[str]:
+    grouped: dict[tuple, list[dict]] = {}
+    for e in err.errors():
+        if skip_missing and e["type"] == "missing":
+            continue
+        grouped.setdefault(_clean_loc(tuple(e["loc"])), []).append(e)
+    return [_problem(sources, loc, errs) for loc, errs in grouped.items()]
+
+
+# ---------------------------------------------------------------- loading
 
 
 def load_spec(path: Path) -> TaskSpec:
-    data = resolve_includes(path)
+    """Read, merge includes, validate. Raises TaskProblems listing every schema problem, each located."""
+    path = Path(path)
+    sources: list[str] = []
+    data = load_with_includes(path, (), sources)
     data.pop("source_path", None)
     try:
         spec = TaskSpec.model_validate(data)
     except ValidationError as e:
-        raise HarnessError(format_validation_error(path, e)) from None
-    spec.source_path = str(Path(path).resolve())
+        raise TaskProblems(validation_problems(sources, e)) from None
+    spec.source_path = str(path.resolve())
+    spec._sources = sources
+    model = Path(spec.model).expanduser()
+    if spec.model != "default" and not model.is_absolute() and (spec.folder / model).is_dir():
+        spec.model = str((spec.folder / model).resolve())  # relative to the task file, like its data
     return spec
+
+
+def check_include(path: Path) -> str:
+    """Check a shared include file (e.g. tasks/_shared/defaults.yaml): known fields and right types, no
+    required ones. Returns a one-line summary or raises TaskProblems."""
+    path = Path(path)
+    sources: list[str] = []
+    data = load_with_includes(path, (), sources)
+    try:
+        TaskSpec.model_validate(data)
+    except ValidationError as e:
+        problems = validation_problems(sources, e, skip_missing=True)
+        if problems:
+            raise TaskProblems(problems) from None
+    return f"shared include with {len(data)} field{'s' * (len(data) != 1)} ({', '.join(data)})"

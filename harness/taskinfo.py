@@ -1,12 +1,17 @@
-"""`harness tasks list` and `harness tasks validate`: load each task and its data, and summarise."""
+"""`harness tasks list` and `harness tasks validate`: load each task and its data, check, and summarise."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from harness.data import load_task_data
+from harness.data import Question, load_task_data
 from harness.errors import HarnessError
-from harness.spec import load_spec
+from harness.spec import TaskProblems, check_include, load_spec
 from harness.tasks import list_task_files
+
+
+def is_include(path: Path) -> bool:
+    """Files under a `_shared/` folder are pieces that task files include, not tasks."""
+    return "_shared" in Path(path).parts[:-1]
 
 
 def summarise(path: Path) -> dict:
@@ -14,7 +19,7 @@ def summarise(path: Path) -> dict:
     data = load_task_data(spec)
     return {"name": spec.name, "format": spec.answer_format, "train": len(data.train), "dev": len(data.dev),
             "test": len(data.test), "corpus": len(data.corpus) if not data.corpus_is_fallback else "(train Q&A)",
-            "description": spec.description, "path": str(path)}
+            "description": spec.description, "path": str(path), "spec": spec, "data": data}
 
 
 def describe_all(extra_dirs: list[Path]) -> list[dict]:
@@ -28,23 +33,71 @@ def describe_all(extra_dirs: list[Path]) -> list[dict]:
     return rows
 
 
-def validate_file(path: Path) -> str:
-    """Raise HarnessError with the first problem; else a one-line summary."""
-    from harness import results
-    from harness.prompts import template
+def _check_templates(spec, sample: Question) -> list[str]:
+    """Render both templates once, so a misspelt variable is found now and not mid-run."""
+    import jinja2
 
-    info = summarise(path)
-    spec = load_spec(path)
+    from harness.prompts import template, user_turn
+
+    problems = []
     try:
-        results.metric_list(spec)
-    except ValueError as e:
-        raise HarnessError(f"{path}: field 'metrics': {e}") from None
-    template(spec.question_template, "question_template")
-    template(spec.rag.context_template, "rag.context_template")
-    from harness import systems
+        user = user_turn(spec.question_template, sample)
+    except HarnessError as e:
+        problems.append(f"{spec.where('question_template')}: {str(e).split(': ', 1)[-1]}")
+        user = sample.question
+    try:
+        template(spec.rag.context_template, "rag.context_template").render(
+            passages=[{"text": "passage", "doc_id": "doc", "score": 1.0, "title": "title"}], question=user)
+    except jinja2.UndefinedError as e:
+        problems.append(f"{spec.where('rag.context_template')}: {e.message} (available: passages, question)")
+    except Exception as e:  # a template that raises at render time (bad filter use, ...)
+        problems.append(f"{spec.where('rag.context_template')}: cannot render ({type(e).__name__}: {e})")
+    return problems
 
-    for name in spec.systems:
-        if name not in systems.available():
-            systems.make_system(name, None)
+
+def _check_model(spec) -> list[str]:
+    name = spec.model
+    looks_like_path = name != "default" and (Path(name).expanduser().exists() or name.startswith((".", "/", "~"))
+                                             or name.count("/") > 1)
+    if not looks_like_path:
+        return []  # `default` is checked by a run; a hub id needs the hub
+    from harness.models import resolve_model
+
+    try:
+        resolve_model(name)
+    except HarnessError as e:
+        return [f"{spec.where('model')}: {e}"]
+    return []
+
+
+def validate_file(path: Path) -> str:
+    """A one-line summary of a valid task (or shared include) file; else TaskProblems listing every problem."""
+    path = Path(path)
+    if is_include(path):
+        return check_include(path)
+    info = summarise(path)
+    spec, data = info["spec"], info["data"]
+    problems = _check_templates(spec, data.test[0]) + _check_model(spec)
+    if problems:
+        raise TaskProblems(problems)
     return (f"{info['name']} ({info['format']}): {info['train']} train, {info['dev']} dev, {info['test']} test, "
             f"corpus {info['corpus']}")
+
+
+def problems_of(path: Path) -> list[str]:
+    """Every problem found in a task file and its data (empty when it is valid)."""
+    try:
+        validate_file(path)
+    except TaskProblems as e:
+        return e.problems
+    except HarnessError as e:
+        return [str(e)]
+    return []
+
+
+def expand_paths(paths: list[Path]) -> list[Path]:
+    """Task files as given; a folder stands for the task files directly in it."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        out += sorted([*p.glob("*.yaml"), *p.glob("*.yml")]) if p.is_dir() else [p]
+    return out

@@ -1,0 +1,160 @@
+"""Reading task YAML files: UTF-8 and YAML errors with their line, duplicate keys, `include:` files merged
+in order (later wins, mappings merge), and finding the file and line that set a field, for messages."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import HarnessError
+
+def _decode(path: Path | str, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise HarnessError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                           "save the file as UTF-8") from None
+
+
+def _compose(path: Path, text: str):
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context = getattr(e, "context", None)
+        raise HarnessError(f"{path}{where}: invalid YAML ({problem}{f', {context}' if context else ''})") from None
+
+
+def _duplicate_keys(path: Path, node) -> None:
+    """PyYAML keeps the last of two equal keys silently; in a task file that is always a mistake."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    raise HarnessError(f"{path}:{key.start_mark.line + 1}: duplicate key '{key.value}' "
+                                       f"(first at line {seen[key.value]})")
+                seen[key.value] = key.start_mark.line + 1
+            _duplicate_keys(path, value)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _duplicate_keys(path, item)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """One YAML mapping, or a HarnessError naming the file and line."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise HarnessError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise HarnessError(f"{path}: is a folder, not a task file") from None
+    except OSError as e:
+        raise HarnessError(f"{path}: cannot read ({e.strerror})") from None
+    text = _decode(path, raw)
+    node = _compose(path, text)
+    if node is None:
+        raise HarnessError(f"{path}: the file is empty (a task file needs at least name, answer_format and data)")
+    if not isinstance(node, yaml.MappingNode):
+        kind = {yaml.SequenceNode: "a list", yaml.ScalarNode: "a single value"}.get(type(node), "not a mapping")
+        raise HarnessError(f"{path}:{node.start_mark.line + 1}: a task file must be a mapping of fields "
+                           f"(name: ..., answer_format: ...), got {kind}")
+    _duplicate_keys(path, node)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:  # a construction error (e.g. an unknown tag) after composing succeeded
+        raise HarnessError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise HarnessError(f"{path}: field names must be text, got {bad[0]!r}")
+    return data
+
+
+_NODES: dict[tuple[str, int], Any] = {}
+
+
+def _node_of(path: str):
+    p = Path(path)
+    try:
+        key = (str(p), p.stat().st_mtime_ns)
+    except OSError:
+        return None
+    if key not in _NODES:
+        try:
+            _NODES[key] = yaml.compose(p.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            _NODES[key] = None
+    return _NODES[key]
+
+
+def _depth_line(path: str, loc: tuple) -> tuple[int, int | None]:
+    node, depth, line = _node_of(path), 0, None
+    for part in loc:
+        nxt = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
+                    nxt, line = value, key.start_mark.line + 1
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            nxt = node.value[part]
+            line = nxt.start_mark.line + 1
+        if nxt is None:
+            break
+        node, depth = nxt, depth + 1
+    return depth, line
+
+
+def locate(sources: list[str], loc: tuple) -> str:
+    """`file:line` of the deepest part of `loc` found, searching the task file and then its includes."""
+    best = (0, sources[0], None)
+    for src in sources:
+        depth, line = _depth_line(src, loc)
+        if depth == len(loc) and loc:
+            return f"{src}:{line}"
+        if depth > best[0]:
+            best = (depth, src, line)
+    return f"{best[1]}:{best[2]}" if best[2] else str(best[1])
+
+
+# ---------------------------------------------------------------- includes
+
+
+def load_with_includes(path: Path, stack: tuple[Path, ...], sources: list[str]) -> dict[str, Any]:
+    key = path.resolve()
+    data = read_yaml(path)
+    includes = data.pop("include", None)
+    here = f"{path}:{_depth_line(str(path), ('include',))[1] or 1}"
+    if includes is not None:
+        if isinstance(includes, str):
+            includes = [includes]
+        if not isinstance(includes, list) or not includes or not all(isinstance(i, str) for i in includes):
+            raise HarnessError(f"{here}: field 'include' must be a file name or a list of file names")
+        merged: dict[str, Any] = {}
+        for inc in includes:
+            inc_path = path.parent / inc
+            if inc_path.resolve() in (*stack, key):
+                chain = " -> ".join(p.name for p in (*stack, key, inc_path.resolve()))
+                raise HarnessError(f"{here}: field 'include': include cycle ({chain})")
+            if not inc_path.is_file():
+                raise HarnessError(f"{here}: field 'include': {inc} not found (looked at {inc_path})")
+            merged = _merge(merged, load_with_includes(inc_path, (*stack, key), sources))
+        data = _merge(merged, data)
+    sources.insert(0, str(path))  # this file outranks everything it includes
+    return data
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def resolve_includes(path: Path) -> dict[str, Any]:
+    """A task file's fields with its `include:` files merged under it (mappings merge; later files win)."""
+    return load_with_includes(Path(path), (), [])
