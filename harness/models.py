@@ -26,6 +26,11 @@ def set_offline_defaults() -> None:
         os.environ.setdefault(var, "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    # Library progress bars (weight loading, dataset generation, lm-eval request building) would bury the
+    # run's own progress lines; stages report through harness.context.Reporter instead.
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def offline() -> bool:

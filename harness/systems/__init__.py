@@ -69,8 +69,12 @@ class System:
 
 
 def _load_all() -> None:
-    # Importing registers them.
-    from harness.systems import finetune, prompt, rag  # noqa: F401
+    # Importing a module registers its systems; every module in this package is one way of specialising.
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
 
 
 def available() -> list[str]:
