@@ -41,6 +41,7 @@ def run(task: str = typer.Argument(..., help="Task name (see `harness tasks list
         limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N test questions."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Override the task's seed."),
         retrain: bool = typer.Option(False, "--retrain", help="Train adapters again even when cached."),
+        launcher: str = typer.Option("local", "--launcher", help="`local` trains in this process; `accelerate` runs training through `accelerate launch` with a config the harness writes (finetune.accelerate)."),
         reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", help="Where run directories go."),
         indices_dir: Path = typer.Option(Path("indices"), "--indices-dir", help="Where FAISS indices go."),
         tasks_dir: Optional[list[Path]] = TasksDir,
@@ -53,7 +54,7 @@ def run(task: str = typer.Argument(..., help="Task name (see `harness tasks list
     from harness.run import RunOptions, execute, plan
 
     opts = RunOptions(task=task, systems=_split(systems), model=model, limit=limit, seed=seed,
-                      reports_dir=reports_dir, indices_dir=indices_dir, task_dirs=tasks_dir or [], retrain=retrain,
+                      reports_dir=reports_dir, indices_dir=indices_dir, task_dirs=tasks_dir or [], retrain=retrain, launcher=launcher,
                       command=["harness", *sys.argv[1:]])
     p = plan(opts)
     reporter = Reporter(None if quiet else lambda line: err_console.print(line, markup=False))

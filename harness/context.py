@@ -45,10 +45,11 @@ class Reporter:
 
 class RunContext:
     def __init__(self, spec, data: TaskData, model_ref: models.ModelRef, reporter: Reporter, *,
-                 indices_dir: Path, retrain: bool = False):
+                 indices_dir: Path, retrain: bool = False, launcher: str = "local"):
         self.spec, self.data, self.model_ref, self.reporter = spec, data, model_ref, reporter
         self.indices_dir = Path(indices_dir)
         self.retrain = retrain
+        self.launcher = launcher  # "local" trains in this process; "accelerate" via `accelerate launch`
         self.device = models.device()
         self.dtype = models.eval_dtype(spec.evaluation.dtype)
         self.data_fingerprint = data.fingerprint()

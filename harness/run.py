@@ -35,6 +35,7 @@ class RunOptions:
     indices_dir: Path = Path("indices")
     task_dirs: list[Path] = field(default_factory=list)
     retrain: bool = False
+    launcher: str = "local"
     command: list[str] = field(default_factory=list)
 
 
@@ -47,6 +48,8 @@ class Plan:
 
 def plan(opts: RunOptions) -> Plan:
     """Validate everything that needs no model: task, systems, metrics, limit, model path, output folders."""
+    if opts.launcher not in ("local", "accelerate"):
+        raise HarnessError(f"--launcher must be 'local' or 'accelerate', got '{opts.launcher}'")
     if opts.limit is not None and opts.limit <= 0:
         raise HarnessError(f"--limit must be a positive number of questions, got {opts.limit}")
     spec = load_spec(find_task(opts.task, opts.task_dirs))
@@ -178,7 +181,8 @@ def execute(p: Plan, reporter: Reporter) -> Path:
                      f"{len(data.corpus)} documents")
     with reporter.stage("resolve model"):
         ref = models.resolve_model(spec.model, reporter.log)
-    ctx = RunContext(spec, data, ref, reporter, indices_dir=opts.indices_dir, retrain=opts.retrain)
+    ctx = RunContext(spec, data, ref, reporter, indices_dir=opts.indices_dir, retrain=opts.retrain,
+                     launcher=opts.launcher)
     system_objs = [systems.make_system(n, ctx) for n in p.systems]
     for s in system_objs:
         s.validate()
@@ -212,4 +216,7 @@ def execute(p: Plan, reporter: Reporter) -> Path:
                      "calibration": spec.evaluation.calibration, "seconds": round(time.time() - started, 1)},
     }
     manifest = build_manifest(spec, ref, data, opts, run_id)
+    launches = {k.split(":", 1)[1]: v for k, v in ctx._cache.items() if k.startswith("launch:")}
+    if launches:
+        manifest["launch"] = launches
     return write_run(opts.reports_dir / spec.name, run_id, out, samples, manifest, reporter)

@@ -138,6 +138,18 @@ data:
     split: SplitSpec = Field(default_factory=SplitSpec, description="How train / dev / test are made.")
 
 
+class AccelerateSpec(Strict):
+    """The configuration `harness run --launcher accelerate` writes for `accelerate launch`."""
+    example: ClassVar[str] = """\
+finetune: {accelerate: {num_processes: 8, distributed_type: FSDP}}"""
+
+    num_processes: int = Field(1, gt=0, description="Training processes (one per GPU).")
+    distributed_type: Literal["NO", "MULTI_GPU", "MULTI_CPU", "FSDP", "DEEPSPEED"] = Field("NO", description="Accelerate's distribution: plain DDP (`MULTI_GPU`), FSDP or DeepSpeed.")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="Mixed precision inside accelerate (the trainer's bf16 setting still applies).")
+    deepspeed_stage: int = Field(2, ge=0, le=3, description="ZeRO stage when `distributed_type` is `DEEPSPEED`.")
+    num_machines: int = Field(1, gt=0, description="Machines taking part.")
+
+
 class FinetuneSpec(Strict):
     """Adapter training settings shared by the fine-tuning systems (lora, qlora, dora)."""
     example: ClassVar[str] = """\
@@ -155,6 +167,10 @@ finetune: {r: 16, alpha: 32, epochs: 2, learning_rate: 2.0e-4, overrides: {qlora
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     bf16: Literal["auto", "on", "off"] = Field("auto", description="bf16 autocast: `auto` uses it where the CPU/GPU supports it.")
     logging_steps: int = Field(10, gt=0, description="Log training and validation loss every this many steps.")
+    objective: Literal["supervised-qa", "corpus", "both"] = Field("supervised-qa", description="`supervised-qa` trains on the training questions (loss on the answer only); `corpus` continues pre-training on the corpus text (unsupervised knowledge injection); `both` does the corpus pass first, then the questions, on one adapter.")
+    corpus_epochs: float = Field(1.0, gt=0, description="Passes over the corpus when `objective` is `corpus` or `both`.")
+    corpus_chunk_tokens: int = Field(256, gt=16, description="Length in model tokens of the corpus pieces used for continued pre-training.")
+    accelerate: "AccelerateSpec" = Field(default_factory=lambda: AccelerateSpec(), description="How `--launcher accelerate` runs training (processes, distribution, DeepSpeed).")
     overrides: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Per-method overrides of the fields above, e.g. `{qlora: {learning_rate: 3.0e-4}}`.")
 
     @field_validator("overrides")
@@ -207,6 +223,41 @@ rag: {chunk_tokens: 200, overlap: 32, k: 4, index: hnsw}"""
         return self
 
 
+class FewshotSpec(Strict):
+    """Few-shot prompting: k solved training questions go into the prompt as earlier chat turns."""
+    example: ClassVar[str] = """\
+fewshot: {k: 4, selection: nearest}"""
+
+    k: int = Field(4, gt=0, description="Solved examples per prompt, each a user turn (question) and an assistant turn (gold answer).")
+    selection: Literal["random", "nearest"] = Field("random", description="`random`: k training questions drawn per question, seeded by `seed` and the question id; `nearest`: the k training questions most similar to the question (embedded with `rag.embedder`). Examples only ever come from the training split.")
+
+
+class PreferenceFields(Strict):
+    """Which field of each preference-file row holds what."""
+    example: ClassVar[str] = """\
+fields: {prompt: question, chosen: good, rejected: bad}"""
+
+    prompt: str = Field("prompt", description="Field holding the user's question (the system prompt and chat template are added, as at evaluation).")
+    chosen: str = Field("chosen", description="Field holding the preferred answer.")
+    rejected: str = Field("rejected", description="Field holding the dispreferred answer.")
+
+
+class PreferenceSpec(Strict):
+    """Preference tuning (dpo, orpo): a LoRA adapter trained with trl's preference trainers. The adapter's shape
+    (r, alpha, target modules, max_length) comes from `finetune`."""
+    example: ClassVar[str] = """\
+preference: {path: my-domain/pairs.jsonl, start_from: sft, beta: 0.1}"""
+
+    path: str | None = Field(None, description="A JSONL (or JSON, CSV, Parquet) file of preference pairs, relative to the task file. Without it, pairs are made from the training split: chosen is the gold answer, rejected a wrong answer the base model gives (or a wrong option).")
+    fields: PreferenceFields = Field(default_factory=PreferenceFields, description="Which field holds the prompt, the chosen and the rejected answer (see `preference.fields`).")
+    start_from: Literal["sft", "base"] = Field("sft", description="dpo: continue the supervised `lora` adapter (trained first, or reused from the cache), or start a new adapter on the base model. orpo always starts from the base model (its loss includes the supervised term).")
+    beta: float = Field(0.1, gt=0, description="DPO: how far the policy may move from the reference; ORPO: weight of the odds-ratio term.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the preference pairs.")
+    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate (cosine schedule with warm-up).")
+    batch_size: int = Field(4, gt=0, description="Pairs per optimiser step.")
+    max_pairs: int | None = Field(None, gt=0, description="Train on at most this many pairs (a seeded sample), to bound training time.")
+
+
 class EvalSpec(Strict):
     """Evaluation and measurement settings."""
     example: ClassVar[str] = """\
@@ -245,6 +296,8 @@ metrics: [exact_match, token_f1]"""
     systems: list[str] = Field(default_factory=lambda: ["prompt", "lora", "rag"], description="Systems `harness run` builds when `--systems` is not given.")
     finetune: FinetuneSpec = Field(default_factory=FinetuneSpec, description="Adapter training settings shared by lora/qlora/dora.")
     rag: RagSpec = Field(default_factory=RagSpec, description="Retrieval settings.")
+    fewshot: FewshotSpec = Field(default_factory=FewshotSpec, description="Few-shot prompting settings.")
+    preference: PreferenceSpec = Field(default_factory=PreferenceSpec, description="Preference tuning settings (dpo, orpo).")
     evaluation: EvalSpec = Field(default_factory=EvalSpec, description="Evaluation and measurement settings.")
     metrics: list[str] = Field(default_factory=list, description="Metrics to report; empty means every metric that fits the answer format.")
     seed: int = Field(0, description="Seed for training and sampling.")
@@ -296,7 +349,8 @@ metrics: [exact_match, token_f1]"""
 SECTIONS: list[tuple[str, type[Strict]]] = [
     ("", TaskSpec), ("data", DataSpec), ("data.questions", QuestionSource), ("data.questions.fields", FieldMap),
     ("data.questions.hub", HubSource), ("data.corpus", CorpusSource), ("data.split", SplitSpec),
-    ("finetune", FinetuneSpec), ("rag", RagSpec), ("evaluation", EvalSpec)]
+    ("finetune", FinetuneSpec), ("rag", RagSpec), ("fewshot", FewshotSpec), ("preference", PreferenceSpec),
+    ("preference.fields", PreferenceFields), ("evaluation", EvalSpec)]
 
 
 # ---------------------------------------------------------------- validation messages

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -89,11 +90,16 @@ class FinetuneSystem(System):
             if bad:
                 raise HarnessError(f"finetune.target_modules: {', '.join(bad)} not in the model; "
                                    f"its linear layers are: {', '.join(valid)}")
+        if not self.ctx.linear_layer_names():
+            raise HarnessError(f"{self.name}: model {self.ctx.model_ref.path} has no linear layers an adapter can target")
         if self.method == "qlora":
             try:
                 import bitsandbytes  # noqa: F401
             except ImportError:
                 raise HarnessError("qlora needs bitsandbytes (pip install bitsandbytes)") from None
+        if s.objective != "supervised-qa" and self.ctx.data.corpus_is_fallback:
+            raise HarnessError(f"finetune.objective '{s.objective}' trains on the corpus, but the task has no "
+                               "data.corpus; use objective: supervised-qa or add a corpus")
 
     # ------------------------------------------------------------ cache identity
 
@@ -122,19 +128,41 @@ class FinetuneSystem(System):
         if not self.ctx.retrain and cache.verify(final) is None:
             meta = json.loads((final / cache.MANIFEST).read_text())
             return BuildInfo(0.0, True, cache.folder_size_mb(final), training=meta.get("training"))
-        with cache.lock(final):
+        if self.ctx.launcher == "accelerate":
+            return self._build_with_accelerate(final)
+        # Under `accelerate launch` every process trains; only the main one writes. A lock would
+        # serialise the processes, so it is only taken for single-process training.
+        distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        with contextlib.nullcontext() if distributed else cache.lock(final):
             if not self.ctx.retrain and cache.verify(final) is None:
                 return self.build()
-            if final.exists():
-                reason = cache.verify(final)
-                if reason:
-                    self.ctx.log(f"warning: adapter at {final} is damaged ({reason}); training again")
+            if final.exists() and cache.verify(final):
+                self.ctx.log(f"warning: adapter at {final} is damaged ({cache.verify(final)}); training again")
             with PeakMemory() as mem, timer() as took:
                 training = self._train(final)
             training["peak_memory_mb"] = round(mem.peak_mb, 1)
             if mem.cuda_peak_mb is not None:
                 training["cuda_peak_memory_mb"] = round(mem.cuda_peak_mb, 1)
-            return BuildInfo(took(), False, cache.folder_size_mb(final), mem.peak_mb, training=training)
+            size = cache.folder_size_mb(final) if final.exists() else 0.0
+            return BuildInfo(took(), False, size, mem.peak_mb, training=training)
+
+    def _build_with_accelerate(self, final: Path) -> BuildInfo:
+        from harness import launch
+
+        ctx = self.ctx
+        folder = cache.home() / "launch" / ctx.spec.name / final.name
+        cmd, record = launch.write_job(folder, task_file=ctx.spec.source_path, system=self.name, model=ctx.spec.model,
+                                       seed=ctx.spec.seed, home=str(cache.home()), indices_dir=str(ctx.indices_dir),
+                                       settings=self.settings.accelerate, use_cpu=ctx.device == "cpu")
+        ctx.cache_put(f"launch:{self.name}", record)
+        with timer() as took:
+            launch.run(cmd, ctx.log)
+        if cache.verify(final) is not None:
+            raise RuntimeError(f"accelerate launch finished but wrote no adapter at {final}")
+        meta = json.loads((final / cache.MANIFEST).read_text())
+        info = BuildInfo(took(), False, cache.folder_size_mb(final), training=meta.get("training"))
+        info.notes.append(f"trained with: {record['command']}")
+        return info
 
     def _load_trainable_base(self):
         import torch
@@ -147,7 +175,7 @@ class FinetuneSystem(System):
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
                 bnb_4bit_use_double_quant=True)
             if self.ctx.device == "cuda":
-                kwargs["device_map"] = {"": 0}
+                kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
         model = AutoModelForCausalLM.from_pretrained(self.ctx.model_ref.path, **kwargs)
         if self.method == "qlora":
             from peft import prepare_model_for_kbit_training
@@ -155,64 +183,99 @@ class FinetuneSystem(System):
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=self.settings.gradient_checkpointing)
         return model
 
-    def _train(self, final: Path) -> dict:
-        from datasets import Dataset
-        from peft import LoraConfig
-        from trl import SFTConfig, SFTTrainer
+    def corpus_rows(self) -> list[dict]:
+        """The corpus cut into pieces of `corpus_chunk_tokens` model tokens, for continued pre-training."""
+        tok, size = self.ctx.tokenizer, self.settings.corpus_chunk_tokens
+        rows = []
+        for doc in self.ctx.data.corpus:
+            ids = tok(doc.text, add_special_tokens=False).input_ids
+            rows += [{"text": tok.decode(ids[i:i + size])} for i in range(0, len(ids), size)]
+        return rows
+
+    def _sft_config(self, workdir: Path, phase: str, has_eval: bool):
+        from trl import SFTConfig
 
         s, ctx = self.settings, self.ctx
-        train_q, dev_q = self.train_questions()
-        workdir = cache.home() / "train" / ctx.spec.name / final.name
-        workdir.mkdir(parents=True, exist_ok=True)
-        checkpoints = [] if ctx.retrain else _complete_checkpoints(workdir)
-        if ctx.retrain and workdir.exists():
-            shutil.rmtree(workdir)
-            workdir.mkdir(parents=True)
-        train_ds = Dataset.from_list(self.rows(train_q))
-        eval_ds = Dataset.from_list(self.rows(dev_q)) if dev_q else None
-        bf16 = ctx.use_bf16(s.bf16)
-        config = SFTConfig(
-            output_dir=str(workdir), num_train_epochs=s.epochs, per_device_train_batch_size=s.batch_size,
-            per_device_eval_batch_size=s.batch_size, learning_rate=s.learning_rate, lr_scheduler_type="cosine",
-            warmup_steps=0.05, logging_steps=s.logging_steps, eval_strategy="steps" if eval_ds else "no",
-            eval_steps=s.logging_steps, save_strategy="steps", save_steps=s.logging_steps, save_total_limit=2,
-            bf16=bf16, use_cpu=ctx.device == "cpu", report_to="none", seed=ctx.spec.seed, data_seed=ctx.spec.seed,
-            max_length=s.max_length, packing=s.packing, gradient_checkpointing=s.gradient_checkpointing,
-            completion_only_loss=True, dataloader_num_workers=0, disable_tqdm=True, save_only_model=False,
-            dataset_num_proc=None)
-        peft_config = LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=s.target_modules,
-                                 task_type="CAUSAL_LM", use_dora=self.method == "dora")
-        model = self._load_trainable_base()
-        trainer = SFTTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds,
-                             processing_class=ctx.tokenizer, peft_config=peft_config,
-                             callbacks=[ctx.training_callback(self.name)])
-        resume = str(checkpoints[-1]) if checkpoints else None
-        if resume:
-            ctx.log(f"{self.name}: resuming training from {checkpoints[-1].name} (interrupted earlier)")
-        with timer() as took:
-            result = trainer.train(resume_from_checkpoint=resume)
-        seconds = took()
-        n_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"]) * s.epochs
-        trainable, total = trainer.model.get_nb_trainable_parameters()
-        training = {
-            "method": self.method, "objective": self.objective(), "seconds": round(seconds, 2),
-            "tokens_per_s": round(n_tokens / max(result.metrics.get("train_runtime", seconds), 1e-9), 1),
-            "train_runtime_s": round(result.metrics.get("train_runtime", seconds), 2),
-            "resumed_from": checkpoints[-1].name if resume else None,
-            "trainable_params": int(trainable), "total_params": int(total), "epochs": s.epochs,
-            "steps": int(trainer.state.global_step), "examples": len(train_ds), "bf16": bf16,
-            "final_train_loss": round(float(result.training_loss), 4),
-            "loss_curve": loss_curve(trainer.state.log_history),
-            "settings": s.model_dump(exclude={"overrides"}),
-        }
-        with cache.build_atomically(final, {"training": training, "versions": library_versions()}) as tmp:
-            trainer.model.save_pretrained(tmp)
-        shutil.rmtree(workdir, ignore_errors=True)
-        del trainer, model
-        return training
+        return SFTConfig(
+            output_dir=str(workdir / phase), num_train_epochs=s.corpus_epochs if phase == "corpus" else s.epochs,
+            per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=s.batch_size,
+            learning_rate=s.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05,
+            logging_steps=s.logging_steps, eval_strategy="steps" if has_eval else "no", eval_steps=s.logging_steps,
+            save_strategy="steps", save_steps=s.logging_steps, save_total_limit=2, bf16=ctx.use_bf16(s.bf16),
+            use_cpu=ctx.device == "cpu", report_to="none", seed=ctx.spec.seed, data_seed=ctx.spec.seed,
+            max_length=s.corpus_chunk_tokens + 8 if phase == "corpus" else s.max_length, packing=s.packing,
+            gradient_checkpointing=s.gradient_checkpointing, completion_only_loss=phase != "corpus",
+            dataset_text_field="text", dataloader_num_workers=0, disable_tqdm=True)
 
-    def objective(self) -> str:
-        return "supervised-qa"
+    def _train(self, final: Path) -> dict:
+        from datasets import Dataset
+        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+        from safetensors.torch import load_file
+        from trl import SFTTrainer
+
+        s, ctx = self.settings, self.ctx
+        workdir = cache.home() / "train" / ctx.spec.name / final.name
+        if ctx.retrain and workdir.exists() and int(os.environ.get("RANK", "0")) == 0:
+            shutil.rmtree(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        model = self._load_trainable_base()
+        model = get_peft_model(model, LoraConfig(
+            r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=s.target_modules,
+            task_type="CAUSAL_LM", use_dora=self.method == "dora"))
+        if s.gradient_checkpointing:
+            model.enable_input_require_grads()
+        train_q, dev_q = self.train_questions()
+        phases = {"supervised-qa": ["qa"], "corpus": ["corpus"], "both": ["corpus", "qa"]}[s.objective]
+        curve, seconds, tokens, steps, resumed, final_loss, offset = [], 0.0, 0, 0, [], None, 0
+        for phase in phases:
+            done = workdir / f"{phase}-done"
+            if (done / "adapter_model.safetensors").exists():  # an earlier, interrupted run finished this phase
+                set_peft_model_state_dict(model, load_file(str(done / "adapter_model.safetensors")))
+                resumed.append(f"{phase} phase (complete)")
+                ctx.log(f"{self.name}: reusing the finished {phase} phase from an interrupted run")
+                continue
+            if phase == "corpus":
+                train_ds, eval_ds = Dataset.from_list(self.corpus_rows()), None
+            else:
+                train_ds = Dataset.from_list(self.rows(train_q))
+                eval_ds = Dataset.from_list(self.rows(dev_q)) if dev_q else None
+            checkpoints = _complete_checkpoints(workdir / phase) if (workdir / phase).exists() else []
+            trainer = SFTTrainer(model=model, args=self._sft_config(workdir, phase, eval_ds is not None),
+                                 train_dataset=train_ds, eval_dataset=eval_ds, processing_class=ctx.tokenizer,
+                                 callbacks=[ctx.training_callback(self.name)])
+            resume = str(checkpoints[-1]) if checkpoints else None
+            if resume:
+                resumed.append(f"{phase}/{checkpoints[-1].name}")
+                ctx.log(f"{self.name}: resuming {phase} training from {checkpoints[-1].name} (interrupted earlier)")
+            result = trainer.train(resume_from_checkpoint=resume)
+            runtime = result.metrics.get("train_runtime", 0.0)
+            epochs = s.corpus_epochs if phase == "corpus" else s.epochs
+            tokens += int(sum(len(ids) for ids in trainer.train_dataset["input_ids"]) * epochs)
+            seconds += runtime
+            for point in loss_curve(trainer.state.log_history):
+                curve.append({**point, "step": point["step"] + offset, "phase": phase})
+            offset += int(trainer.state.global_step)
+            steps += int(trainer.state.global_step)
+            final_loss = float(result.training_loss)
+            if trainer.is_world_process_zero():
+                model.save_pretrained(done)
+            model = trainer.model
+            del trainer
+        trainable, total = model.get_nb_trainable_parameters()
+        training = {
+            "method": self.method, "objective": s.objective, "seconds": round(seconds, 2),
+            "tokens_per_s": round(tokens / max(seconds, 1e-9), 1), "tokens": tokens,
+            "resumed_from": ", ".join(resumed) or None, "trainable_params": int(trainable), "total_params": int(total),
+            "epochs": s.epochs, "steps": steps, "examples": len(train_q), "bf16": ctx.use_bf16(s.bf16),
+            "final_train_loss": None if final_loss is None else round(final_loss, 4), "loss_curve": curve,
+            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+            "settings": s.model_dump(exclude={"overrides"}, mode="json"),
+        }
+        if int(os.environ.get("RANK", "0")) == 0:
+            with cache.build_atomically(final, {"training": training, "versions": library_versions()}) as tmp:
+                model.save_pretrained(tmp)
+            shutil.rmtree(workdir, ignore_errors=True)
+        return training
 
     # ------------------------------------------------------------ evaluation
 

@@ -1,0 +1,34 @@
+"""Entry point run by `accelerate launch` (one process per device): build one adapter, then exit.
+
+    python -m harness.train_worker JOB.json
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def main(job_path: str) -> None:
+    job = json.loads(Path(job_path).read_text())
+    os.environ["HARNESS_HOME"] = job["harness_home"]
+    from harness.models import set_offline_defaults
+
+    set_offline_defaults()
+    from harness import models
+    from harness.context import Reporter, RunContext
+    from harness.data import load_task_data
+    from harness.spec import load_spec
+    from harness.systems import make_system
+
+    spec = load_spec(Path(job["task_file"])).model_copy(update={"model": job["model"], "seed": job["seed"]})
+    data = load_task_data(spec)
+    ref = models.resolve_model(spec.model)
+    ctx = RunContext(spec, data, ref, Reporter(lambda line: print(line, flush=True)),
+                     indices_dir=Path(job["indices_dir"]), launcher="local")
+    make_system(job["system"], ctx).build()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,141 @@
+"""Fine-tuning in depth, on the tiny model: objectives, resume after a kill, the accelerate launcher,
+and settings rejected before any training starts."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import cache
+from harness.context import Reporter, RunContext
+from harness.data import load_task_data
+from harness.errors import HarnessError
+from harness.models import resolve_model
+from harness.spec import load_spec
+from harness.systems import make_system
+from tests.conftest import write_tiny_task
+
+
+def make_ctx(task_path: Path, tmp_path: Path, **kw) -> RunContext:
+    spec = load_spec(task_path)
+    return RunContext(spec, load_task_data(spec), resolve_model(spec.model), Reporter(), indices_dir=tmp_path / "idx", **kw)
+
+
+def test_objectives_train_and_record_phases(tmp_path, tiny_model_dir):
+    task = write_tiny_task(tmp_path / "t", tiny_model_dir, finetune={"objective": "both", "corpus_chunk_tokens": 32,
+                                                                      "corpus_epochs": 1})
+    ctx = make_ctx(task, tmp_path)
+    system = make_system("lora", ctx)
+    system.validate()
+    info = system.build()
+    t = info.training
+    assert t["objective"] == "both"
+    phases = {p["phase"] for p in t["loss_curve"]}
+    assert phases == {"corpus", "qa"}
+    steps = [p["step"] for p in t["loss_curve"]]
+    assert steps == sorted(steps), "the second phase's steps continue after the first's"
+    assert any(p["eval_loss"] is not None for p in t["loss_curve"] if p["phase"] == "qa")
+    assert t["tokens_per_s"] > 0 and t["trainable_params"] > 0
+    # a corpus-only adapter is a different artifact from a QA one
+    qa = make_system("lora", make_ctx(write_tiny_task(tmp_path / "u", tiny_model_dir), tmp_path))
+    assert qa.adapter_dir() != system.adapter_dir()
+
+
+def test_corpus_objective_needs_a_corpus(tmp_path, tiny_model_dir):
+    task = write_tiny_task(tmp_path / "t", tiny_model_dir, finetune={"objective": "corpus"})
+    cfg = yaml.safe_load(task.read_text())
+    del cfg["data"]["corpus"]
+    task.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(HarnessError, match="objective 'corpus'"):
+        make_system("lora", make_ctx(task, tmp_path)).validate()
+
+
+def test_unknown_target_module_lists_the_models_linear_layers(tmp_path, tiny_model_dir):
+    task = write_tiny_task(tmp_path / "t", tiny_model_dir, finetune={"target_modules": ["q_proj", "qkv"]})
+    with pytest.raises(HarnessError) as e:
+        make_system("lora", make_ctx(task, tmp_path)).validate()
+    assert "qkv" in str(e.value) and "q_proj" in str(e.value) and "down_proj" in str(e.value)
+
+
+@pytest.mark.parametrize("field,value,words", [("r", 0, "r"), ("learning_rate", -1e-4, "learning_rate"),
+                                               ("alpha", -2, "alpha")])
+def test_bad_hyperparameters_fail_before_training(tmp_path, tiny_model_dir, harness_cmd, field, value, words):
+    task = write_tiny_task(tmp_path / "t", tiny_model_dir, finetune={field: value})
+    out = subprocess.run([*harness_cmd, "run", str(task), "--systems", "lora", "--reports-dir", str(tmp_path / "r"),
+                          "--indices-dir", str(tmp_path / "i")], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    assert words in out.stderr and str(task.name) in out.stderr
+    assert not list((tmp_path / "r").glob("*/*")), "no run directory for a rejected run"
+    assert not (Path(os.environ["HARNESS_HOME"]) / "train").exists(), "training never started"
+
+
+def _wait_for(path_glob, root: Path, timeout: float) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        if list(root.glob(path_glob)):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_killed_training_resumes_from_its_checkpoint(tmp_path, tiny_model_dir, harness_cmd):
+    # Two epochs with a checkpoint every 2 steps: enough steps to kill the process in the middle.
+    task = write_tiny_task(tmp_path / "t", tiny_model_dir, finetune={"epochs": 3, "batch_size": 2, "logging_steps": 2})
+    home = Path(os.environ["HARNESS_HOME"])
+    args = [*harness_cmd, "run", str(task), "--systems", "lora", "--limit", "3",
+            "--reports-dir", str(tmp_path / "r"), "--indices-dir", str(tmp_path / "i")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_for("train/*/*/qa/checkpoint-*/trainer_state.json", home, 120), "no checkpoint was written"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not list((tmp_path / "r").glob("*/*")), "a killed run leaves no run directory"
+    state = json.loads(sorted(home.glob("train/*/*/qa/checkpoint-*/trainer_state.json"))[-1].read_text())
+    killed_at = state["global_step"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "resuming qa training from checkpoint-" in out.stderr
+    run = sorted(p for p in (tmp_path / "r").glob("*/*") if p.name != "latest")[-1]
+    training = json.loads((run / "results.json").read_text())["systems"]["lora"]["training"]
+    assert training["resumed_from"].startswith("qa/checkpoint-")
+    total = training["steps"]
+    assert killed_at < total, "the kill came before training ended"
+    assert not (home / "train").exists() or not any((home / "train").rglob("checkpoint-*")), \
+        "checkpoints are removed once the adapter is saved"
+
+
+def test_accelerate_launcher_writes_config_and_trains(tmp_path, tiny_model_dir):
+    task = write_tiny_task(tmp_path / "t", tiny_model_dir)
+    ctx = make_ctx(task, tmp_path, launcher="accelerate")
+    system = make_system("lora", ctx)
+    info = system.build()
+    record = ctx.cache_get("launch:lora")
+    assert record["config"]["distributed_type"] == "NO" and record["config"]["num_processes"] == 1
+    assert "accelerate" in record["command"] and "harness.train_worker" in record["command"]
+    cfg = yaml.safe_load(Path(record["command"].split("--config_file ")[1].split()[0]).read_text())
+    assert cfg == record["config"]
+    assert cache.verify(system.adapter_dir()) is None
+    assert info.training["steps"] > 0
+
+
+def test_accelerate_config_for_fsdp_and_deepspeed():
+    from harness.launch import accelerate_config
+    from harness.spec import AccelerateSpec
+
+    fsdp = accelerate_config(AccelerateSpec(num_processes=8, distributed_type="FSDP"), use_cpu=False)
+    assert fsdp["num_processes"] == 8 and fsdp["fsdp_config"]["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    ds = accelerate_config(AccelerateSpec(num_processes=4, distributed_type="DEEPSPEED", deepspeed_stage=3), use_cpu=False)
+    assert ds["deepspeed_config"]["zero_stage"] == 3 and ds["deepspeed_config"]["zero3_init_flag"] is True
+    assert "fsdp_config" not in ds
