@@ -38,6 +38,8 @@ def make_timed_lm_class():
             self.warmup = warmup
             self.seconds: dict[int, float] = {}
             self.new_tokens: dict[int, int] = {}
+            self.first_token_s: dict[int, float] = {}
+            self._current_doc: int | None = None
 
         def _per_question(self, requests, run):
             groups: dict[int, list[int]] = defaultdict(list)
@@ -49,6 +51,7 @@ def make_timed_lm_class():
                 run([requests[i] for i in groups[doc_id]])
             for doc_id in order:
                 idx = groups[doc_id]
+                self._current_doc = doc_id
                 start = time.perf_counter()
                 res = run([requests[i] for i in idx])
                 self.seconds[doc_id] = time.perf_counter() - start
@@ -58,6 +61,24 @@ def make_timed_lm_class():
 
         def loglikelihood(self, requests, disable_tqdm: bool = False):
             return self._per_question(requests, lambda rs: super(TimedHFLM, self).loglikelihood(rs, disable_tqdm=True))
+
+        def _model_generate(self, context, max_length, stop, **generation_kwargs):
+            # A streamer sees the prompt first, then each new token: the second call marks the first token.
+            if context.shape[0] != 1:
+                return super()._model_generate(context, max_length, stop, **generation_kwargs)
+            calls, start, doc = [0], time.perf_counter(), self._current_doc
+            lm = self
+
+            class FirstToken:
+                def put(self, value):
+                    calls[0] += 1
+                    if calls[0] == 2 and doc is not None:
+                        lm.first_token_s[doc] = time.perf_counter() - start
+
+                def end(self):
+                    pass
+
+            return super()._model_generate(context, max_length, stop, streamer=FirstToken(), **generation_kwargs)
 
         def generate_until(self, requests, disable_tqdm: bool = False):
             def run(rs):
@@ -140,6 +161,8 @@ def run_lm_eval(model, tokenizer, questions: list[Question], prompts: list[str],
                 rec["margin"] = lls[0] - lls[1]  # log P(Yes) - log P(No)
         else:
             resp = s["filtered_resps"][0]
-            rec.update({"prediction": str(resp).strip(), "new_tokens": lm.new_tokens.get(i)})
+            new = lm.new_tokens.get(i)
+            rec.update({"prediction": str(resp).strip(), "new_tokens": new, "first_token_s": lm.first_token_s.get(i),
+                        "tokens_per_s": new / rec["latency_s"] if new and rec["latency_s"] else None})
         records.append(rec)
     return records

@@ -106,12 +106,26 @@ def evaluate_system(system, ctx: RunContext, questions, task_name: str):
     return records
 
 
+CONTENT_FREE = ("N/A", "", "[MASK]")
+
+
 def _calibration_threshold(system, ctx: RunContext, name: str) -> float | None:
+    """The Yes-No margin above which a system's calibrated answer is Yes, from its calibration data."""
+    from harness.data import Question
+
     spec = ctx.spec
-    if spec.answer_format != "yes-no" or spec.evaluation.calibration == "none" or not ctx.data.dev:
+    if spec.answer_format != "yes-no" or spec.evaluation.calibration == "none":
+        return None
+    task = f"harness_{name}_calibration".replace("+", "_").replace("-", "_")
+    if spec.evaluation.calibration == "contextual":
+        free = [Question(id=f"content-free-{i}", question=t, answers=["Yes"], choices=["Yes", "No"])
+                for i, t in enumerate(CONTENT_FREE)]
+        recs = evaluate_system(system, ctx, free, task)
+        return sum(r["margin"] for r in recs) / len(recs)
+    if not ctx.data.dev:
         return None
     dev = ctx.data.dev[: spec.evaluation.calibration_limit]
-    recs = evaluate_system(system, ctx, dev, f"harness_{name}_dev".replace("+", "_").replace("-", "_"))
+    recs = evaluate_system(system, ctx, dev, task)
     labels = [int(q.answers[0] == "Yes") for q in dev]
     return stats.fit_threshold(labels, [r["margin"] for r in recs])
 
@@ -137,6 +151,11 @@ def run_system(name: str, ctx: RunContext) -> tuple[dict, list[dict]]:
         if mem.cuda_peak_mb is not None:
             entry["cuda_peak_memory_mb"] = round(mem.cuda_peak_mb, 1)
         entry["prompt_tokens_mean"] = round(sum(r["prompt_tokens"] for r in records) / len(records), 1)
+        if spec.answer_format == "free-text":
+            for key in ("first_token_s", "tokens_per_s"):
+                values = [r[key] for r in records if r.get(key) is not None]
+                if values:
+                    entry[key] = stats.percentiles(values)
         if any("retrieval_latency_s" in r for r in records):
             from harness.retrieval import retrieval_quality
 

@@ -267,7 +267,7 @@ evaluation: {batch_size: 1, max_new_tokens: 16, bootstrap: 2000}"""
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="Evaluation precision: `auto` uses bf16 where supported.")
     warmup: int = Field(2, ge=0, description="Questions run before timing starts.")
     max_new_tokens: int = Field(32, gt=0, description="Free-text: longest generated answer.")
-    calibration: Literal["dev-threshold", "none"] = Field("dev-threshold", description="Yes/no: fit a decision threshold on the dev split's Yes-No margin, and report calibrated accuracy.")
+    calibration: Literal["dev-threshold", "contextual", "none"] = Field("dev-threshold", description="Yes/no calibrated accuracy: `dev-threshold` fits a decision threshold on the dev split's Yes-No margin; `contextual` subtracts the margin the system gives content-free questions (`N/A`, empty, `[MASK]`), as in Zhao et al. 2021 \"Calibrate Before Use\"; `none` skips it.")
     calibration_limit: int = Field(80, gt=0, description="Most dev questions used for calibration.")
     bootstrap: int = Field(2000, gt=0, description="Bootstrap resamples for the 95% intervals.")
 

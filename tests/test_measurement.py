@@ -1,0 +1,60 @@
+"""Calibration settings and generation measurements (time to first token, tokens per second)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness import stats
+from harness.context import Reporter, RunContext
+from harness.data import load_task_data
+from harness.models import resolve_model
+from harness.run import CONTENT_FREE, _calibration_threshold, evaluate_system
+from harness.spec import load_spec
+from harness.systems import make_system
+from tests.conftest import write_tiny_task
+
+
+def _ctx(task, tmp_path):
+    spec = load_spec(task)
+    return RunContext(spec, load_task_data(spec), resolve_model(spec.model), Reporter(), indices_dir=tmp_path / "i")
+
+
+def test_contextual_calibration_is_the_content_free_margin(tmp_path, tiny_model_dir):
+    ctx = _ctx(write_tiny_task(tmp_path / "t", tiny_model_dir, evaluation={"calibration": "contextual"}), tmp_path)
+    system = make_system("prompt", ctx)
+    threshold = _calibration_threshold(system, ctx, "prompt")
+    from harness.data import Question
+
+    free = [Question(id=str(i), question=t, answers=["Yes"], choices=["Yes", "No"]) for i, t in enumerate(CONTENT_FREE)]
+    margins = [r["margin"] for r in evaluate_system(system, ctx, free, "check_cf")]
+    assert threshold == pytest.approx(sum(margins) / len(margins))
+
+
+def test_dev_threshold_is_fitted_on_dev_not_test(tmp_path, tiny_model_dir):
+    ctx = _ctx(write_tiny_task(tmp_path / "t", tiny_model_dir), tmp_path)
+    system = make_system("prompt", ctx)
+    dev = ctx.data.dev[: ctx.spec.evaluation.calibration_limit]
+    margins = [r["margin"] for r in evaluate_system(system, ctx, dev, "check_dev")]
+    expected = stats.fit_threshold([int(q.answers[0] == "Yes") for q in dev], margins)
+    assert _calibration_threshold(system, ctx, "prompt") == pytest.approx(expected)
+
+
+def test_free_text_records_first_token_and_tokens_per_second(tmp_path, tiny_model_dir):
+    rows = [{"id": f"q{i}", "question": f"What is item {i}?", "answer": ["alpha", "a"], "doc_id": f"d{i % 3}"}
+            for i in range(12)]
+    folder = tmp_path / "ft"
+    folder.mkdir()
+    (folder / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "task.yaml").write_text(
+        "name: ft\nanswer_format: free-text\n"
+        f"model: {tiny_model_dir}\n"
+        "data: {questions: {path: q.jsonl}, split: {by: doc, test_fraction: 0.34, dev_fraction: 0}}\n"
+        "evaluation: {max_new_tokens: 6, warmup: 1, dtype: float32, bootstrap: 100}\n")
+    ctx = _ctx(folder / "task.yaml", tmp_path)
+    recs = evaluate_system(make_system("prompt", ctx), ctx, ctx.data.test, "check_gen")
+    assert recs and all(isinstance(r["prediction"], str) for r in recs)
+    for r in recs:
+        assert r["first_token_s"] is not None and 0 < r["first_token_s"] <= r["latency_s"]
+        if r["new_tokens"]:
+            assert r["tokens_per_s"] == pytest.approx(r["new_tokens"] / r["latency_s"])
