@@ -33,15 +33,18 @@ def make_timed_lm_class():
     class TimedHFLM(HFLM):
         """HFLM that answers one question (all its choices) at a time and records seconds per question."""
 
-        def __init__(self, *args, warmup: int = 0, **kwargs):
+        def __init__(self, *args, warmup: int = 0, questions_per_batch: int = 1, **kwargs):
             super().__init__(*args, **kwargs)
             self.warmup = warmup
+            self.questions_per_batch = questions_per_batch
             self.seconds: dict[int, float] = {}
             self.new_tokens: dict[int, int] = {}
             self.first_token_s: dict[int, float] = {}
             self._current_doc: int | None = None
 
         def _per_question(self, requests, run):
+            """Run `questions_per_batch` questions per call (1: the latency a single user sees); each
+            question of a call is charged the call's time divided by the questions in it."""
             groups: dict[int, list[int]] = defaultdict(list)
             for i, req in enumerate(requests):
                 groups[req.doc_id].append(i)
@@ -49,12 +52,16 @@ def make_timed_lm_class():
             order = list(groups)
             for doc_id in order[: self.warmup]:  # untimed: first calls pay for lazy init and allocator warm-up
                 run([requests[i] for i in groups[doc_id]])
-            for doc_id in order:
-                idx = groups[doc_id]
-                self._current_doc = doc_id
+            n = max(1, self.questions_per_batch)
+            for b in range(0, len(order), n):
+                docs = order[b:b + n]
+                idx = [i for d in docs for i in groups[d]]
+                self._current_doc = docs[0] if len(docs) == 1 else None
                 start = time.perf_counter()
                 res = run([requests[i] for i in idx])
-                self.seconds[doc_id] = time.perf_counter() - start
+                took = time.perf_counter() - start
+                for d in docs:
+                    self.seconds[d] = took / len(docs)
                 for i, r in zip(idx, res):
                     out[i] = r
             return out
@@ -135,7 +142,9 @@ def run_lm_eval(model, tokenizer, questions: list[Question], prompts: list[str],
     TimedHFLM = make_timed_lm_class()
     # lm-eval wraps each forward in its own autocast (disabled unless mixed_precision_dtype is set), so
     # bf16 must be requested here; an outer autocast would be switched off inside.
-    lm = TimedHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, warmup=min(warmup, len(rows)),
+    n_choices = max((len(q.choices) for q in questions if q.choices), default=1)
+    lm = TimedHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size * n_choices,
+                   questions_per_batch=batch_size, warmup=min(warmup, len(rows)),
                    max_length=getattr(model.config, "max_position_embeddings", 2048),
                    mixed_precision_dtype=torch.bfloat16 if dtype == "bfloat16" else None,
                    softmax_dtype=torch.float32)  # bf16 log-softmax rounds margins to 0.25 steps: ties ruin AUC

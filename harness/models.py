@@ -41,11 +41,16 @@ _THREADS_SET = False
 
 
 def set_threads(n: int | None = None) -> int:
-    """Set torch's thread count once, explicitly (default: all cores this process may use)."""
+    """Set torch's thread count once, explicitly: `n`, else HARNESS_THREADS or OMP_NUM_THREADS, else every
+    core this process may use. Two processes each taking every core run far slower than one at a time
+    (OpenMP threads spin while they wait), so a shared machine should say how many to take."""
     global _THREADS_SET
     import torch
 
-    n = n or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if n is None:
+        env = os.environ.get("HARNESS_THREADS") or os.environ.get("OMP_NUM_THREADS")
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        n = int(env) if env and env.isdigit() and int(env) > 0 else cores
     if not _THREADS_SET:
         torch.set_num_threads(n)
         _THREADS_SET = True

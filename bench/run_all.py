@@ -1,0 +1,48 @@
+"""`make bench`: every benchmark, one after the other (one heavy process at a time), into bench/results.json.
+
+    python bench/run_all.py [--skip-run] [--repeat N]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import bench_ratios  # noqa: E402
+import bench_run  # noqa: E402
+
+TARGETS = {"cold_run_s": ("<=", 600), "warm_run_s": ("<=", 60), "peak_memory_mb": ("<=", 4096),
+           "train_ratio": (">=", 0.9), "eval_ratio": (">=", 0.9), "generate_ratio": (">=", 0.9)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skip-run", action="store_true", help="only the ratios")
+    ap.add_argument("--repeat", type=int, default=1)
+    args = ap.parse_args()
+    from harness.manifest import machine, versions
+
+    results = {"machine": machine(), "versions": versions(), "date": time.strftime("%Y-%m-%d %H:%M"),
+               "python": platform.python_version()}
+    if not args.skip_run:
+        results.update(bench_run.main(["--repeat", str(args.repeat)]))
+    results.update(bench_ratios.main([]))
+    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"{'figure':<16}{'value':>10}  target")
+    for key, (op, bound) in TARGETS.items():
+        if key in results:
+            v = results[key]
+            ok = v <= bound if op == "<=" else v >= bound
+            print(f"{key:<16}{v:>10}  {op} {bound}  {'met' if ok else 'NOT MET'}")
+    print(f"wrote {HERE / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
