@@ -62,15 +62,28 @@ def run(task: str = typer.Argument(..., help="Task name (see `harness tasks list
     print_summary(run_dir)
 
 
+def _verdict(vs: dict) -> str:
+    if not vs:
+        return "–"
+    p = f"(p={vs['p_value']:.3g})"
+    if vs.get("beats"):
+        return f"beats {vs['baseline']} {p}"
+    if vs.get("significant"):
+        return f"below {vs['baseline']} {p}"
+    return f"≈ {vs['baseline']} {p}"
+
+
 def print_summary(run_dir: Path) -> None:
     res = json.loads((run_dir / "results.json").read_text())
     metric = res["headline_metric"]
-    table = Table(title=f"{res['task']} · {res['n_test']} test questions · {res['model']}")
-    for col in ("system", metric, "AUC", "calibrated", "latency p50/p95 s", "peak MB", "build s", "artifact MB", "vs best baseline"):
-        table.add_column(col, justify="left" if col == "system" else "right")
+    table = Table(title=f"{res['task']}: {res['n_test']} test questions", caption=f"model: {res['model']}")
+    for col in ("system", metric, "AUC", "calibrated", "p50/p95 s", "peak MB", "build s", "size MB", "vs best baseline"):
+        table.add_column(col, justify="left" if col == "system" else "right", no_wrap=True)
 
     def ci(m):
-        return f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]" if m and m.get("value") is not None else "–"
+        if not m or m.get("value") is None:
+            return "–"
+        return f"{m['value']:.3f} ({m['ci_low']:.2f}–{m['ci_high']:.2f})"
 
     for name, s in res["systems"].items():
         if s["status"] != "ok":
@@ -78,15 +91,17 @@ def print_summary(run_dir: Path) -> None:
             continue
         m = s["metrics"]
         vs = s.get("vs_best_baseline") or {}
-        verdict = ("beats " if vs.get("beats") else "does not beat ") + vs.get("baseline", "") + f" (p={vs.get('p_value', 1):.3g})" if vs else "–"
+        verdict = _verdict(vs)
         build = "cached" if s.get("cached") else f"{s.get('build_s', 0):.1f}"
         table.add_row(name, ci(m.get(metric)), ci(m.get("auc")), ci(m.get("calibrated_accuracy")),
                       f"{s['latency_s']['p50']:.3f}/{s['latency_s']['p95']:.3f}", f"{s['peak_memory_mb']:.0f}",
                       build, f"{s.get('artifact_mb', 0):.2f}", verdict)
     for name, b in res["baselines"].items():
-        table.add_row(f"[baseline] {name}", ci(b["metrics"].get(metric)), *[""] * 7)
-    console.print(table)
-    console.print(f"report: {run_dir / 'index.html'}")
+        table.add_row(f"baseline: {name}", ci(b["metrics"].get(metric)), *[""] * 7)
+    # Not a terminal (a log, a pipe): rich would wrap at 80 columns and fold every cell.
+    wide = Console(width=max(console.width, 160), highlight=False)
+    wide.print(table)
+    wide.print(f"report: {run_dir / 'index.html'}")
 
 
 @app.command()

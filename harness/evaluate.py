@@ -33,8 +33,9 @@ def make_timed_lm_class():
     class TimedHFLM(HFLM):
         """HFLM that answers one question (all its choices) at a time and records seconds per question."""
 
-        def __init__(self, *args, warmup: int = 0, questions_per_batch: int = 1, **kwargs):
+        def __init__(self, *args, warmup: int = 0, questions_per_batch: int = 1, progress=None, **kwargs):
             super().__init__(*args, **kwargs)
+            self.progress = progress
             self.warmup = warmup
             self.questions_per_batch = questions_per_batch
             self.seconds: dict[int, float] = {}
@@ -62,6 +63,8 @@ def make_timed_lm_class():
                 took = time.perf_counter() - start
                 for d in docs:
                     self.seconds[d] = took / len(docs)
+                if self.progress:
+                    self.progress(len(docs))
                 for i, r in zip(idx, res):
                     out[i] = r
             return out
@@ -125,7 +128,7 @@ def write_lm_eval_task(folder: Path, task_name: str, rows: list[dict], answer_fo
 
 def run_lm_eval(model, tokenizer, questions: list[Question], prompts: list[str], *, answer_format: str,
                 task_name: str, batch_size: int, warmup: int, max_new_tokens: int, seed: int,
-                dtype: str = "float32") -> list[dict]:
+                dtype: str = "float32", progress=None) -> list[dict]:
     """Evaluate rendered prompts with lm-eval; one record per question, in input order."""
     import torch
     from lm_eval import evaluator
@@ -144,7 +147,7 @@ def run_lm_eval(model, tokenizer, questions: list[Question], prompts: list[str],
     # bf16 must be requested here; an outer autocast would be switched off inside.
     n_choices = max((len(q.choices) for q in questions if q.choices), default=1)
     lm = TimedHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size * n_choices,
-                   questions_per_batch=batch_size, warmup=min(warmup, len(rows)),
+                   questions_per_batch=batch_size, warmup=min(warmup, len(rows)), progress=progress,
                    max_length=getattr(model.config, "max_position_embeddings", 2048),
                    mixed_precision_dtype=torch.bfloat16 if dtype == "bfloat16" else None,
                    softmax_dtype=torch.float32)  # bf16 log-softmax rounds margins to 0.25 steps: ties ruin AUC

@@ -95,7 +95,8 @@ def evaluate_system(system, ctx: RunContext, questions, task_name: str):
         records = run_lm_eval(model, ctx.tokenizer, questions, prompts.texts, answer_format=spec.answer_format,
                               task_name=task_name, batch_size=spec.evaluation.batch_size,
                               warmup=spec.evaluation.warmup, max_new_tokens=spec.evaluation.max_new_tokens,
-                              seed=spec.seed, dtype=ctx.dtype)
+                              seed=spec.seed, dtype=ctx.dtype,
+                              progress=ctx.reporter.progress(f"{system.name}: {task_name.rsplit('_', 1)[-1]}", len(questions)))
     for i, r in enumerate(records):
         if prompts.retrieved is not None:
             r["retrieved"] = prompts.retrieved[i]
