@@ -167,6 +167,7 @@ finetune: {r: 16, alpha: 32, epochs: 2, learning_rate: 2.0e-4, overrides: {qlora
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     bf16: Literal["auto", "on", "off"] = Field("auto", description="bf16 autocast: `auto` uses it where the CPU/GPU supports it.")
     logging_steps: int = Field(10, gt=0, description="Log training and validation loss every this many steps.")
+    validation_examples: int = Field(40, gt=0, description="Dev examples the validation loss is computed on (at each logged step).")
     objective: Literal["supervised-qa", "corpus", "both"] = Field("supervised-qa", description="`supervised-qa` trains on the training questions (loss on the answer only); `corpus` continues pre-training on the corpus text (unsupervised knowledge injection); `both` does the corpus pass first, then the questions, on one adapter.")
     corpus_epochs: float = Field(1.0, gt=0, description="Passes over the corpus when `objective` is `corpus` or `both`.")
     corpus_chunk_tokens: int = Field(256, gt=16, description="Length in model tokens of the corpus pieces used for continued pre-training.")

@@ -238,7 +238,8 @@ class FinetuneSystem(System):
                 train_ds, eval_ds = Dataset.from_list(self.corpus_rows()), None
             else:
                 train_ds = Dataset.from_list(self.rows(train_q))
-                eval_ds = Dataset.from_list(self.rows(dev_q)) if dev_q else None
+                dev_rows = self.rows(dev_q[: s.validation_examples])
+                eval_ds = Dataset.from_list(dev_rows) if dev_rows else None
             checkpoints = _complete_checkpoints(workdir / phase) if (workdir / phase).exists() else []
             trainer = SFTTrainer(model=model, args=self._sft_config(workdir, phase, eval_ds is not None),
                                  train_dataset=train_ds, eval_dataset=eval_ds, processing_class=ctx.tokenizer,
