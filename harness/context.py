@@ -66,6 +66,14 @@ class RunContext:
             self._base = models.load_model(self.model_ref, "float32")
         return self._base
 
+    def release_base_model(self) -> None:
+        """Drop the shared model (it reloads from disk in a fraction of a second) so that training does not
+        hold two copies of the weights at once."""
+        import gc
+
+        self._base = None
+        gc.collect()
+
     def embedder(self):
         if self._embedder is None:
             from harness.errors import HarnessError

@@ -138,6 +138,7 @@ class FinetuneSystem(System):
                 return self.build()
             if final.exists() and cache.verify(final):
                 self.ctx.log(f"warning: adapter at {final} is damaged ({cache.verify(final)}); training again")
+            self.ctx.release_base_model()
             with PeakMemory() as mem, timer() as took:
                 training = self._train(final)
             training["peak_memory_mb"] = round(mem.peak_mb, 1)
