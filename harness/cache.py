@@ -7,6 +7,7 @@ nothing or a complete artifact; a checksum manifest (`_artifact.json`) lets a la
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -92,12 +93,86 @@ def lock(path: Path, timeout: float = 3600):
         yield
 
 
+# Errors that mean "this place cannot take the artifact" (full disk, quota, read-only, permissions): the user
+# can fix them, so they end as one clear line naming the path instead of a traceback.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def storage_error(path: Path, e: OSError, fix: str = "") -> HarnessError:
+    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+            errno.EROFS: "the file system is read-only"}.get(e.errno, e.strerror or str(e))
+    return HarnessError(f"cannot write {path} ({what}){'; ' + fix if fix else ''}")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale(folder: Path, pattern: str, pid_of) -> list[Path]:
+    """Remove the temporary files/folders matching `pattern` in `folder` whose writer (pid_of(name)) is dead:
+    what a killed process (SIGKILL, power loss) left behind. Live writers' temporaries are never touched."""
+    removed = []
+    for p in Path(folder).glob(pattern):
+        try:
+            pid = pid_of(p.name)
+        except (ValueError, IndexError):
+            continue
+        if pid == os.getpid() or pid_alive(pid):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def check_free_space(folders: dict[str, Path], min_mb: float | None = None) -> None:
+    """Fail at once, naming the folder, when a disk a run writes to is (nearly) full: better than losing
+    the work of a run at its end. HARNESS_MIN_FREE_MB sets the floor (default 100 MB; 0 turns it off)."""
+    if min_mb is None:
+        try:
+            min_mb = float(os.environ.get("HARNESS_MIN_FREE_MB", "100"))
+        except ValueError:
+            raise HarnessError(f"HARNESS_MIN_FREE_MB must be a number of megabytes, got "
+                               f"'{os.environ['HARNESS_MIN_FREE_MB']}'") from None
+    if min_mb <= 0:
+        return
+    for label, folder in folders.items():
+        probe = Path(folder).absolute()
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            free_mb = shutil.disk_usage(probe).free / 2**20
+        except OSError:
+            continue
+        if free_mb < min_mb:
+            raise HarnessError(f"{label} {folder}: only {free_mb:.1f} MB free on its disk, and a run needs at least "
+                               f"{min_mb:g} MB there; free some space or choose another folder "
+                               "(HARNESS_MIN_FREE_MB sets this limit)")
+
+
 @contextlib.contextmanager
 def build_atomically(final: Path, meta: dict | None = None):
-    """Yield a temporary folder; on success record checksums and rename it to `final`."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{int(time.time() * 1000)}")
-    tmp.mkdir(parents=True)
+    """Yield a temporary folder; on success record checksums and rename it to `final`.
+
+    The caller holds `final`'s lock, so temporaries beside it from dead processes are leftovers of a killed
+    build and are removed first. A full or read-only disk ends as a HarnessError naming `final`."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(final.parent, f".{final.name}.tmp-*", lambda name: int(name.rsplit(".tmp-", 1)[1].split("-")[0]))
+        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{int(time.time() * 1000)}")
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        if e.errno in _STORAGE_ERRNOS:
+            raise storage_error(final, e, "free some space or set HARNESS_HOME to a writable folder") from None
+        raise
     try:
         yield tmp
         manifest = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(meta or {}),
@@ -106,6 +181,11 @@ def build_atomically(final: Path, meta: dict | None = None):
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno in _STORAGE_ERRNOS:
+            raise storage_error(final, e, "free some space or set HARNESS_HOME to a writable folder") from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

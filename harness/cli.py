@@ -25,6 +25,17 @@ err_console = Console(stderr=True, highlight=False)
 TasksDir = typer.Option(None, "--tasks-dir", help="Extra folder of task YAML files (also: HARNESS_TASKS).")
 
 
+_LINE_BREAKERS = {"\x85", "\u2028", "\u2029"}
+
+
+def one_line(text: str) -> str:
+    """A message on one line, whatever it quotes: control characters (a newline in a file name, a NUL from a
+    task file) are shown escaped, as Python writes them, instead of breaking or garbling the line."""
+    import unicodedata
+
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) == "Cc" or c in _LINE_BREAKERS else c for c in str(text))
+
+
 def _split(value: str | None) -> list[str] | None:
     if value is None:
         return None
@@ -57,7 +68,8 @@ def run(task: str = typer.Argument(..., help="Task name (see `harness tasks list
                       reports_dir=reports_dir, indices_dir=indices_dir, task_dirs=tasks_dir or [], retrain=retrain, launcher=launcher,
                       command=["harness", *sys.argv[1:]])
     p = plan(opts)
-    reporter = Reporter(None if quiet else lambda line: err_console.print(line, markup=False))
+    # soft_wrap: a progress line is never cut inside a path, whatever the terminal's (or a log file's) width
+    reporter = Reporter(None if quiet else lambda line: err_console.print(line, markup=False, soft_wrap=True))
     run_dir = execute(p, reporter)
     print_summary(run_dir)
 
@@ -157,11 +169,11 @@ def tasks_validate(paths: list[Path] = typer.Argument(..., help="Task YAML files
     for path in expand_paths(paths):
         try:
             info = validate_file(path)
-            console.print(f"ok   {path}: {info}", markup=False, soft_wrap=True)
+            console.print(f"ok   {one_line(path)}: {one_line(info)}", markup=False, soft_wrap=True)
         except HarnessError as e:
             failed += 1
             for problem in getattr(e, "problems", None) or [str(e)]:  # every problem, one line each
-                err_console.print(f"FAIL {problem}", markup=False, soft_wrap=True)
+                err_console.print(f"FAIL {one_line(problem)}", markup=False, soft_wrap=True)
     if failed:
         raise typer.Exit(2)
 
@@ -181,22 +193,50 @@ def _click_exceptions() -> tuple[tuple, tuple, tuple]:
     return tuple(usage), tuple(exits), tuple(aborts)
 
 
+INTERRUPTED = 130  # what shells report for a process stopped by Ctrl-C (128 + SIGINT)
+
+
+def _interrupted() -> None:
+    err_console.print("interrupted: no run directory was written; built artifacts are kept, and the next run "
+                      "reuses or resumes them", markup=False, soft_wrap=True)
+    sys.exit(INTERRUPTED)
+
+
+def _usage_error(e) -> None:
+    """One line in click's words, e.g. `Error: No such option: --bogus (try 'harness run --help')`."""
+    if type(e).__name__ == "NoArgsIsHelpError":  # `harness` alone: the help is the answer
+        e.show()
+        return
+    ctx = getattr(e, "ctx", None)
+    hint = f" (try '{ctx.command_path} --help')" if ctx is not None else ""
+    message = one_line(" ".join(e.format_message().split()))
+    err_console.print(f"Error: {message}{hint}", markup=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     usage_errors, exits, aborts = _click_exceptions()
     try:
         code = app(args=argv, standalone_mode=False)  # click returns an Exit's code instead of raising it here
     except HarnessError as e:
-        err_console.print(f"error: {e}", markup=False, soft_wrap=True)
+        err_console.print(f"error: {one_line(e)}", markup=False, soft_wrap=True)
         sys.exit(2)
     except exits as e:
+        if e.exit_code == INTERRUPTED:
+            _interrupted()
         sys.exit(e.exit_code)
     except usage_errors as e:
-        e.show()
+        _usage_error(e)
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, *aborts):
-        err_console.print("interrupted: no run directory was written; built artifacts are kept, and the next run "
-                          "reuses or resumes them", markup=False)
-        sys.exit(130)
+        _interrupted()
+    except OSError as e:  # the environment (a full disk, a folder that cannot be read): one line, no traceback
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        err_console.print(one_line(f"error: {where}{e.strerror or e}"), markup=False, soft_wrap=True)
+        sys.exit(2)
+    # typer turns a KeyboardInterrupt (Ctrl-C, SIGINT) into Exit(130) and, outside standalone mode, returns
+    # the code: say what happened instead of exiting silently.
+    if code == INTERRUPTED:
+        _interrupted()
     if isinstance(code, int) and code:
         sys.exit(code)
 

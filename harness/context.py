@@ -49,6 +49,7 @@ class RunContext:
         self.spec, self.data, self.model_ref, self.reporter = spec, data, model_ref, reporter
         self.indices_dir = Path(indices_dir)
         self.retrain = retrain
+        self.limit: int | None = None  # --limit: test questions (and at most as many calibration questions)
         self.launcher = launcher  # "local" trains in this process; "accelerate" via `accelerate launch`
         self.device = models.device()
         self.dtype = models.eval_dtype(spec.evaluation.dtype)

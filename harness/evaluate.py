@@ -15,6 +15,7 @@ import logging
 import tempfile
 import time
 from collections import defaultdict
+from unittest import mock
 from pathlib import Path
 
 import yaml
@@ -153,7 +154,10 @@ def run_lm_eval(model, tokenizer, questions: list[Question], prompts: list[str],
                    softmax_dtype=torch.float32)  # bf16 log-softmax rounds margins to 0.25 steps: ties ruin AUC
     with tempfile.TemporaryDirectory(prefix="harness-lmeval-") as tmp:
         write_lm_eval_task(Path(tmp), task_name, rows, answer_format, stop, max_new_tokens)
-        with torch.inference_mode():
+        # simple_evaluate also collects environment info (spawning pip and lscpu) and runs `git describe`,
+        # twice per system; the run's manifest records versions and machine once, so skip both here.
+        with torch.inference_mode(), mock.patch.object(evaluator, "add_env_info", lambda *a, **k: None), \
+                mock.patch.object(evaluator, "get_git_commit_hash", lambda *a, **k: None, create=True):
             out = evaluator.simple_evaluate(
                 model=lm, tasks=[task_name], task_manager=TaskManager(include_path=tmp, include_defaults=False),
                 log_samples=True, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed,

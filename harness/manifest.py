@@ -73,26 +73,46 @@ def build_manifest(spec, ref, data, opts, run_id: str) -> dict:
     }
 
 
+RUN_CHECKSUMS = ("results.json", "samples.jsonl")  # the figures; index.html etc. are re-rendered from them
+
+
+def _stale_pid(name: str) -> int:
+    return int(name.rsplit(".tmp-", 1)[1])
+
+
 def write_run(task_dir: Path, run_id: str, results: dict, samples: list[dict], manifest: dict, reporter) -> Path:
-    """Write everything into a hidden folder, render the report, then rename it into place."""
+    """Write everything into a hidden folder, render the report, then rename it into place.
+
+    manifest.json records the sha256 of results.json and samples.jsonl (`checksums`), so a report rendered
+    later can tell a damaged or edited run from a good one. Hidden folders that killed runs left are removed."""
     from harness.report import render_report
 
-    task_dir.mkdir(parents=True, exist_ok=True)
-    tmp = task_dir / f".{run_id}.tmp"
     final = task_dir / run_id
+    tmp = task_dir / f".{run_id}.tmp-{os.getpid()}"
+    kept = "nothing was written there; the built artifacts stay cached and the next run reuses them"
+    fix = f"{kept}: free some space (or pass --reports-dir) and run again"
     try:
+        task_dir.mkdir(parents=True, exist_ok=True)
+        cache.remove_stale(task_dir, ".*.tmp-*", _stale_pid)
         tmp.mkdir()
         tracebacks = {n: e.pop("traceback") for n, e in results["systems"].items() if "traceback" in e}
         cache.write_json_atomic(tmp / "results.json", results)
-        cache.write_json_atomic(tmp / "manifest.json", manifest)
         (tmp / "samples.jsonl").write_text("".join(json.dumps(s, default=str) + "\n" for s in samples))
+        manifest = {**manifest, "checksums": {name: cache.file_sha256(tmp / name) for name in RUN_CHECKSUMS}}
+        cache.write_json_atomic(tmp / "manifest.json", manifest)
         if tracebacks:
             (tmp / "errors.log").write_text("\n\n".join(f"== {n}\n{t}" for n, t in tracebacks.items()))
         render_report(tmp)
         os.replace(tmp, final)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise HarnessError(f"cannot write the run directory {final} ({e.strerror}); nothing was written") from None
+        raise cache.storage_error(final, e, fix) from None
+    except HarnessError as e:  # a file could not be written (report.atomic_write, cache.write_json_atomic)
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = str(e).replace(str(tmp), str(final))
+        if "No space left on device" in reason or "Errno 28" in reason:
+            raise HarnessError(f"cannot write {final} (the disk is full: {reason}); {fix}") from None
+        raise HarnessError(f"cannot write the run directory {final}: {reason}; {kept}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -103,5 +123,20 @@ def write_run(task_dir: Path, run_id: str, results: dict, samples: list[dict], m
         os.replace(tmp_link, link)
     except OSError:
         tmp_link.unlink(missing_ok=True)
-    reporter.log(f"report: {final / 'index.html'}")
     return final
+
+
+def run_checksum_problems(run_dir: Path, manifest: dict) -> list[str]:
+    """Files of a run directory that differ from the checksums its manifest recorded (empty when intact,
+    or when the manifest predates checksums)."""
+    expected = manifest.get("checksums") if isinstance(manifest, dict) else None
+    if not isinstance(expected, dict):
+        return []
+    problems = []
+    for name, digest in expected.items():
+        path = Path(run_dir) / str(name)
+        if not path.is_file():
+            problems.append(f"{path} is missing")
+        elif cache.file_sha256(path) != digest:
+            problems.append(f"{path} does not match the checksum in manifest.json (damaged or edited after the run)")
+    return problems

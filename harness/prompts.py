@@ -5,11 +5,14 @@ from __future__ import annotations
 from functools import lru_cache
 
 import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from harness.data import Question
 from harness.errors import HarnessError
 
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+# Templates come from task files, which must not be able to run code: the sandbox refuses attribute access
+# to Python internals (`{{ cycler.__init__.__globals__.os... }}`), which a plain Environment would allow.
+_ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
 @lru_cache(maxsize=64)
@@ -25,6 +28,8 @@ def user_turn(question_template: str, q: Question) -> str:
         text = template(question_template, "question_template").render(question=q.question, choices=q.choices or [])
     except jinja2.UndefinedError as e:
         raise HarnessError(f"field 'question_template': {e.message} (available: question, choices)") from None
+    except SecurityError as e:
+        raise HarnessError(f"field 'question_template': not allowed in a task file: {e}") from None
     if q.choices and len(q.choices) > 2 and "choices" not in question_template:
         text += "\nOptions:\n" + "\n".join(f"- {c}" for c in q.choices)
     return text

@@ -11,6 +11,7 @@ import secrets
 import shutil
 import time
 import traceback
+from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,7 +82,8 @@ def plan(opts: RunOptions) -> Plan:
             raise HarnessError(f"cannot create {folder} ({e.strerror})") from None
         if not os.access(folder, os.W_OK):
             raise HarnessError(f"{folder} is not writable")
-    cache.home()
+    cache.check_free_space({"HARNESS_HOME": cache.home(), "--reports-dir": opts.reports_dir,
+                            "--indices-dir": opts.indices_dir})  # a full disk fails now, not after training
     return Plan(spec, list(names), opts)
 
 
@@ -125,7 +127,8 @@ def _calibration_threshold(system, ctx: RunContext, name: str) -> float | None:
         return sum(r["margin"] for r in recs) / len(recs)
     if not ctx.data.dev:
         return None
-    dev = ctx.data.dev[: spec.evaluation.calibration_limit]
+    # --limit N asks for a quick look: calibrate on at most N dev questions too.
+    dev = ctx.data.dev[: min(spec.evaluation.calibration_limit, ctx.limit or spec.evaluation.calibration_limit)]
     recs = evaluate_system(system, ctx, dev, task)
     labels = [int(q.answers[0] == "Yes") for q in dev]
     return stats.fit_threshold(labels, [r["margin"] for r in recs])
@@ -134,7 +137,8 @@ def _calibration_threshold(system, ctx: RunContext, name: str) -> float | None:
 def run_system(name: str, ctx: RunContext) -> tuple[dict, list[dict]]:
     spec, rep = ctx.spec, ctx.reporter
     system = systems.make_system(name, ctx)
-    entry = {"kind": system.kind, "status": "ok", "error": None}
+    entry = {"kind": system.kind, "status": "ok", "error": None, "training": None, "retrieval": None,
+             "retrieval_latency_s": None}
     try:
         with rep.stage(f"{name}: build"):
             info = system.build()
@@ -203,6 +207,7 @@ def execute(p: Plan, reporter: Reporter) -> Path:
         ref = models.resolve_model(spec.model, reporter.log)
     ctx = RunContext(spec, data, ref, reporter, indices_dir=opts.indices_dir, retrain=opts.retrain,
                      launcher=opts.launcher)
+    ctx.limit = opts.limit
     system_objs = [systems.make_system(n, ctx) for n in p.systems]
     for s in system_objs:
         s.validate()
@@ -226,7 +231,7 @@ def execute(p: Plan, reporter: Reporter) -> Path:
             e["vs_best_baseline"] = results.vs_best_baseline(recs, base_res, metric, spec.seed)
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
     out = {
-        "task": spec.name, "run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "task": spec.name, "run_id": run_id, "created": datetime.now().astimezone().isoformat(timespec="seconds"),
         "answer_format": spec.answer_format, "headline_metric": metric, "n_test": len(data.test),
         "seed": spec.seed, "model": ref.display, "systems": entries,
         "baselines": {n: {k: v for k, v in b.items() if k != "per_question"} for n, b in base_res.items()},

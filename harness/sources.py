@@ -32,14 +32,20 @@ class Problems(list):
 
 
 def package_folder(package: str, where: str) -> Path:
-    """The folder of an installed package, found without importing it (its import may be heavy)."""
+    """The folder of an installed package, found without importing it (its import may be heavy). Only the
+    top-level name goes to find_spec: for `a.b` it would import `a`, running code a task file chose."""
+    parts = package.split(".")
+    if not all(part.isidentifier() for part in parts):
+        raise HarnessError(f"{where}: '{package}' is not a package name")
     try:
-        spec = importlib.util.find_spec(package)
+        spec = importlib.util.find_spec(parts[0])
     except (ImportError, ValueError):
         spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise HarnessError(f"{where}: package '{package}' is not installed (pip install {package})")
-    return Path(list(spec.submodule_search_locations)[0])
+    folder = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts[1:]) \
+        if spec is not None and spec.submodule_search_locations else None
+    if folder is None or not folder.is_dir():
+        raise HarnessError(f"{where}: package '{package}' is not installed (pip install {parts[0]})")
+    return folder
 
 
 def resolve_path(spec: TaskSpec, section: str, path: str, package: str | None) -> Path:

@@ -412,7 +412,10 @@ def validation_problems(sources: list[str], err: ValidationError, skip_missing: 
     for e in err.errors():
         if skip_missing and e["type"] == "missing":
             continue
-        grouped.setdefault(_clean_loc(tuple(e["loc"])), []).append(e)
+        loc = tuple(e["loc"])
+        # the last part of an unknown field's loc is the user's key, even when it looks like a union tag ("a[")
+        loc = _clean_loc(loc[:-1]) + loc[-1:] if e["type"] == "extra_forbidden" and loc else _clean_loc(loc)
+        grouped.setdefault(loc, []).append(e)
     return [_problem(sources, loc, errs) for loc, errs in grouped.items()]
 
 

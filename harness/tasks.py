@@ -34,7 +34,8 @@ def list_task_files(extra: list[Path] | None = None) -> dict[str, Path]:
 
 def find_task(name_or_path: str, extra: list[Path] | None = None) -> Path:
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
+    # A folder that happens to share a task's name (`tasks/legal-qa/` when run from tasks/) is not the task.
+    if p.suffix in (".yaml", ".yml") or p.is_file():
         if not p.exists():
             raise HarnessError(f"task file {p} not found")
         if p.is_dir():
@@ -43,6 +44,8 @@ def find_task(name_or_path: str, extra: list[Path] | None = None) -> Path:
     known = list_task_files(extra)
     if name_or_path in known:
         return known[name_or_path]
+    if p.is_dir():
+        raise HarnessError(f"{p} is a folder; pass a task YAML file or a task name")
     guess = difflib.get_close_matches(name_or_path, known, n=1)
     hint = f"did you mean '{guess[0]}'? " if guess else ""
     listing = ", ".join(sorted(known)) or "none found"

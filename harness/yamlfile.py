@@ -45,6 +45,37 @@ def _duplicate_keys(path: Path, node) -> None:
             _duplicate_keys(path, item)
 
 
+MAX_VALUES = 100_000  # values a task file may expand to once its aliases are resolved
+
+
+def _expanded_size(path: Path, node) -> None:
+    """A few lines of anchors and aliases can stand for billions of values (the "billion laughs" document);
+    validating or printing them would never end. Count what the aliases expand to, and refuse a bomb."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(n) -> int:
+        if id(n) in open_nodes:  # `&a [*a]`: a value that contains itself never ends
+            raise HarnessError(f"{path}:{n.start_mark.line + 1}: a YAML alias refers to the value that contains "
+                               "it (a recursive value); a task file cannot hold one")
+        if id(n) in sizes:
+            return sizes[id(n)]
+        open_nodes.add(id(n))
+        if isinstance(n, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in n.value)
+        elif isinstance(n, yaml.SequenceNode):
+            total = 1 + sum(size(v) for v in n.value)
+        else:
+            total = 1
+        open_nodes.discard(id(n))
+        sizes[id(n)] = total
+        return total
+
+    if size(node) > MAX_VALUES:
+        raise HarnessError(f"{path}: its YAML aliases (*name) expand to more than {MAX_VALUES:,} values; "
+                           "a task file this large is refused (write the values out, or shorten it)")
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """One YAML mapping, or a HarnessError naming the file and line."""
     try:
@@ -56,6 +87,14 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except OSError as e:
         raise HarnessError(f"{path}: cannot read ({e.strerror})") from None
     text = _decode(path, raw)
+    try:
+        return _read_text(path, text)
+    except RecursionError:  # PyYAML composes and constructs recursively
+        raise HarnessError(f"{path}: lists or mappings nested too deeply to read; a task file needs a few "
+                           "levels at most") from None
+
+
+def _read_text(path: Path, text: str) -> dict[str, Any]:
     node = _compose(path, text)
     if node is None:
         raise HarnessError(f"{path}: the file is empty (a task file needs at least name, answer_format and data)")
@@ -63,6 +102,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         kind = {yaml.SequenceNode: "a list", yaml.ScalarNode: "a single value"}.get(type(node), "not a mapping")
         raise HarnessError(f"{path}:{node.start_mark.line + 1}: a task file must be a mapping of fields "
                            f"(name: ..., answer_format: ...), got {kind}")
+    _expanded_size(path, node)
     _duplicate_keys(path, node)
     try:
         data = yaml.safe_load(text)

@@ -109,6 +109,13 @@ def load_run(run_dir: Path, with_samples: bool = True) -> Run:
     warnings: list[str] = []
     samples = load_samples(run_dir / "samples.jsonl", warnings) if with_samples else []
     manifest = load_manifest(run_dir / "manifest.json", warnings)
+    from harness.manifest import run_checksum_problems  # the checksums write_run recorded
+
+    damaged = run_checksum_problems(run_dir, manifest)
+    bad_results = [p for p in damaged if p.startswith(str(run_dir / "results.json"))]
+    if bad_results:
+        raise ReportError(f"{bad_results[0]}; its figures cannot be trusted: run `harness run` again to rebuild them")
+    warnings.extend(damaged)
     return Run(path=run_dir, results=results, samples=samples, manifest=manifest, warnings=warnings)
 
 

@@ -1,0 +1,114 @@
+"""Evaluation through lm-eval on the tiny model: one record per question, in order, with margins and latency."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import models
+from harness.data import Question
+from harness.evaluate import run_lm_eval, write_lm_eval_task
+from harness.prompts import chat_prompt
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    ref = models.resolve_model(str(tiny_model_dir))
+    return models.load_model(ref), models.load_tokenizer(ref)
+
+
+def _questions(n: int, choices=("Yes", "No")) -> list[Question]:
+    return [Question(id=f"q{i}", question=f"Does the Alpha licence allow use number {i}?",
+                     answers=[choices[i % len(choices)]], choices=list(choices)) for i in range(n)]
+
+
+def test_yes_no_records(tiny):
+    model, tok = tiny
+    qs = _questions(5)
+    prompts = [chat_prompt(tok, "Answer with Yes or No.", q.question) for q in qs]
+    recs = run_lm_eval(model, tok, qs, prompts, answer_format="yes-no", task_name="harness_test_yesno",
+                       batch_size=1, warmup=1, max_new_tokens=4, seed=0)
+    assert [r["id"] for r in recs] == [q.id for q in qs]
+    for r, p in zip(recs, prompts):
+        assert r["prediction"] in ("Yes", "No")
+        lls = r["loglikelihoods"]
+        assert len(lls) == 2 and all(math.isfinite(x) and x < 0 for x in lls)
+        assert math.isfinite(r["margin"]) and r["margin"] == pytest.approx(lls[0] - lls[1])
+        assert r["prediction"] == ("Yes" if r["margin"] > 0 else "No")
+        assert r["latency_s"] is not None and r["latency_s"] > 0
+        assert r["prompt_tokens"] == len(tok(p).input_ids)
+
+
+def test_margin_matches_a_direct_forward(tiny):
+    """The margin is log P(Yes | prompt) - log P(No | prompt), as the model itself computes it.
+
+    (lm-eval moves the prompt's trailing newline into the continuation, so each log-likelihood also holds
+    log P("\\n" | prompt without it); that term is the same for both options and cancels in the margin.)
+    """
+    import torch
+
+    model, tok = tiny
+    q = _questions(1)[0]
+    prompt = chat_prompt(tok, "", q.question)
+    assert prompt.endswith("assistant\n")
+    rec = run_lm_eval(model, tok, [q], [prompt], answer_format="yes-no", task_name="harness_test_direct",
+                      batch_size=1, warmup=0, max_new_tokens=4, seed=0)[0]
+
+    def logp(context: str, continuation: str) -> float:
+        ctx = tok(context).input_ids
+        cont = tok(context + continuation).input_ids[len(ctx):]
+        with torch.no_grad():
+            out = torch.log_softmax(model(torch.tensor([ctx + cont])).logits[0].float(), -1)
+        return sum(out[len(ctx) - 1 + i, t].item() for i, t in enumerate(cont))
+
+    direct = {c: logp(prompt, c) for c in ("Yes", "No")}
+    assert rec["margin"] == pytest.approx(direct["Yes"] - direct["No"], abs=1e-3)
+    lm_eval_view = [logp(prompt.rstrip(), "\n" + c) for c in ("Yes", "No")]
+    assert rec["loglikelihoods"] == pytest.approx(lm_eval_view, abs=1e-3)
+
+
+def test_multiple_choice_records(tiny):
+    model, tok = tiny
+    qs = _questions(3, choices=("red", "green", "blue"))
+    prompts = [chat_prompt(tok, "", q.question) for q in qs]
+    recs = run_lm_eval(model, tok, qs, prompts, answer_format="multiple-choice", task_name="harness_test_mc",
+                       batch_size=1, warmup=0, max_new_tokens=4, seed=0)
+    for r in recs:
+        assert r["prediction"] in ("red", "green", "blue") and len(r["loglikelihoods"]) == 3
+        assert "margin" not in r
+
+
+def test_free_text_records(tiny):
+    model, tok = tiny
+    qs = [Question(id=f"f{i}", question=f"Name licence {i}.", answers=["Alpha"]) for i in range(2)]
+    prompts = [chat_prompt(tok, "", q.question) for q in qs]
+    recs = run_lm_eval(model, tok, qs, prompts, answer_format="free-text", task_name="harness_test_free",
+                       batch_size=1, warmup=0, max_new_tokens=3, seed=0)
+    assert [r["id"] for r in recs] == ["f0", "f1"]
+    for r in recs:
+        assert isinstance(r["prediction"], str) and r["latency_s"] > 0
+        assert r["new_tokens"] is not None and r["new_tokens"] <= 3 + 1
+
+
+def test_task_yaml_uses_absolute_data_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = Path("relative-folder")
+    folder.mkdir()
+    rows = [{"id": "q0", "prompt": "P", "answer": "Yes", "choices": ["Yes", "No"], "gold": 0}]
+    write_lm_eval_task(folder, "harness_abs", rows, "yes-no", ["\n"], 8)
+    cfg = yaml.safe_load((folder / "harness_abs.yaml").read_text())
+    data_file = Path(cfg["dataset_kwargs"]["data_files"]["test"])
+    assert data_file.is_absolute() and data_file.exists()
+    assert data_file == (tmp_path / "relative-folder" / "harness_abs.jsonl")
+    assert cfg["task"] == "harness_abs" and cfg["output_type"] == "multiple_choice"
+    assert cfg["target_delimiter"] == ""
+    # metrics lm-eval knows offline (an unknown name would fall back to `evaluate.load`, which needs the hub)
+    assert [m["metric"] for m in cfg["metric_list"]] == ["acc"]
+
+    write_lm_eval_task(folder, "harness_gen", [{"id": "q0", "prompt": "P", "answer": "x"}], "free-text", ["\n"], 8)
+    gen = yaml.safe_load((folder / "harness_gen.yaml").read_text())
+    assert Path(gen["dataset_kwargs"]["data_files"]["test"]).is_absolute()
+    assert gen["output_type"] == "generate_until"
+    assert gen["generation_kwargs"]["max_gen_toks"] == 8 and gen["generation_kwargs"]["do_sample"] is False

@@ -1,0 +1,142 @@
+"""Resolving models: local folders, hub ids offline, the embedded default's folder; loading the tiny model."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import pytest
+
+from harness import models
+from harness.errors import HarnessError
+
+
+@pytest.fixture
+def copy_of_tiny(tiny_model_dir, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, dst)
+    return dst
+
+
+def test_resolve_local_folder(tiny_model_dir):
+    ref = models.resolve_model(str(tiny_model_dir))
+    assert ref.path == str(tiny_model_dir.resolve())
+    assert ref.display == tiny_model_dir.name
+    assert ref.fingerprint == models.resolve_model(str(tiny_model_dir)).fingerprint
+
+
+def test_fingerprint_changes_with_weights(copy_of_tiny):
+    before = models.resolve_model(str(copy_of_tiny)).fingerprint
+    (copy_of_tiny / "model.safetensors").write_bytes(b"different")
+    assert models.resolve_model(str(copy_of_tiny)).fingerprint != before
+
+
+@pytest.mark.parametrize("name", ["./does-not-exist", "/no/such/model/folder", "~/no-such-model-xyz", "a/b/c"])
+def test_missing_path(name):
+    with pytest.raises(HarnessError, match="does not exist"):
+        models.resolve_model(name)
+
+
+def test_file_not_folder(tmp_path):
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(b"x")
+    with pytest.raises(HarnessError, match="is a file, not a model folder"):
+        models.resolve_model(str(f))
+
+
+def test_folder_without_config(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HarnessError, match="no config.json"):
+        models.resolve_model(str(tmp_path / "empty"))
+
+
+def test_bad_config_json(copy_of_tiny):
+    (copy_of_tiny / "config.json").write_text("{oops")
+    with pytest.raises(HarnessError, match="config.json is not valid JSON"):
+        models.resolve_model(str(copy_of_tiny))
+
+
+def test_no_weights(copy_of_tiny):
+    (copy_of_tiny / "model.safetensors").unlink()
+    with pytest.raises(HarnessError, match="no weights"):
+        models.resolve_model(str(copy_of_tiny))
+
+
+@pytest.mark.parametrize("name", ["HuggingFaceTB/SmolLM2-135M-Instruct", "gpt2"])
+def test_hub_id_offline_fails_at_once(name, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(HarnessError, match="pass a local model folder") as e:
+        models.resolve_model(name)
+    assert time.perf_counter() - start < 1
+    assert name in str(e.value) and "\n" not in str(e.value)
+
+
+def test_hub_id_online_is_passed_through(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    ref = models.resolve_model("org/some-model")
+    assert ref.path == "org/some-model" and ref.fingerprint
+
+
+def test_set_offline_defaults_respects_user(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE")
+    models.set_offline_defaults()
+    import os
+
+    assert os.environ["HF_HUB_OFFLINE"] == "0"  # the user's choice stands
+    assert os.environ["HF_DATASETS_OFFLINE"] == "1"
+
+
+def test_eval_dtype():
+    assert models.eval_dtype("float32") == "float32"
+    assert models.eval_dtype("bfloat16") == "bfloat16"
+    assert models.eval_dtype("auto") in ("float32", "bfloat16")
+    assert models.eval_dtype("auto") == ("bfloat16" if models.bf16_supported() else "float32")
+
+
+def test_default_folder_is_under_harness_home(harness_home):
+    folder = models._default_folder()  # no conversion: only where it would go
+    assert folder.parent == harness_home / "models"
+    assert folder.name.startswith("smollm2-135m-instruct-")
+    assert not folder.exists()
+
+
+def test_load_tiny_model_and_tokenizer(tiny_model_dir):
+    ref = models.resolve_model(str(tiny_model_dir))
+    tok = models.load_tokenizer(ref)
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<pad>"
+    assert tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True) \
+        == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    model = models.load_model(ref)
+    assert not model.training and model.config.hidden_size == 32
+    assert models.linear_layer_names(model) == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+
+
+def test_load_tokenizer_pad_falls_back_to_eos(copy_of_tiny):
+    cfg_path = copy_of_tiny / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.pop("pad_token", None)
+    cfg_path.write_text(json.dumps(cfg))
+    special = copy_of_tiny / "special_tokens_map.json"
+    if special.exists():
+        sm = json.loads(special.read_text())
+        sm.pop("pad_token", None)
+        special.write_text(json.dumps(sm))
+    tok = models.load_tokenizer(models.resolve_model(str(copy_of_tiny)))
+    assert tok.pad_token == tok.eos_token == "<|im_end|>"
+
+
+def test_broken_weights_give_a_clear_error(copy_of_tiny):
+    (copy_of_tiny / "model.safetensors").write_bytes(b"not safetensors")
+    ref = models.resolve_model(str(copy_of_tiny))
+    with pytest.raises(HarnessError, match="cannot load it as a causal LM"):
+        models.load_model(ref)
+
+
+def test_broken_tokenizer_gives_a_clear_error(copy_of_tiny):
+    for f in copy_of_tiny.glob("tokenizer*"):
+        f.unlink()
+    ref = models.resolve_model(str(copy_of_tiny))
+    with pytest.raises(HarnessError, match="cannot load its tokenizer"):
+        models.load_tokenizer(ref)

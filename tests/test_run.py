@@ -1,0 +1,261 @@
+"""The pipeline end to end on the tiny model, through the CLI entry point (in-process, so the heavy imports
+are paid once): prompt + lora + rag, then a cached re-run, a --retrain run and a --limit run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from harness import cache
+from harness.cli import main
+
+SYSTEMS = ["prompt", "lora", "rag"]
+FILES = ("results.json", "samples.jsonl", "manifest.json", "index.html", "results.csv", "summary.md")
+
+
+def harness(*args: str) -> int:
+    """`harness ARGS` in this process; returns the exit code."""
+    try:
+        main([str(a) for a in args])
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def load(run_dir: Path) -> tuple[dict, list[dict], dict]:
+    res = json.loads((run_dir / "results.json").read_text())
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    return res, samples, manifest
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_task_session, tmp_path_factory):
+    """Four runs sharing one HARNESS_HOME, reports and indices folder."""
+    root = tmp_path_factory.mktemp("pipeline")
+    home, reports, indices = root / "home", root / "reports", root / "indices"
+    common = ["--reports-dir", reports, "--indices-dir", indices, "--quiet"]
+    out = {"home": home, "reports": reports, "indices": indices, "task": tiny_task_session}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HARNESS_HOME", str(home))
+        latest = reports / "tiny-qa" / "latest"
+        for name, extra in (("first", []), ("again", []), ("retrain", ["--retrain"])):
+            assert harness("run", tiny_task_session, "--systems", ",".join(SYSTEMS), *common, *extra) == 0
+            out[name] = latest.resolve()
+            if name == "first":  # what the cache holds after the first run, to check the second reuses it
+                out["adapters"] = {p: p.stat().st_mtime_ns for p in (home / "adapters").rglob("*") if p.is_file()}
+                out["index_files"] = {p: p.stat().st_mtime_ns for p in indices.rglob("*") if p.is_file()}
+            if name == "again":
+                out["adapters_after_again"] = {p: p.stat().st_mtime_ns for p in (home / "adapters").rglob("*") if p.is_file()}
+                out["index_files_after_again"] = {p: p.stat().st_mtime_ns for p in indices.rglob("*") if p.is_file()}
+        assert harness("run", tiny_task_session, "--systems", "prompt", "--limit", "5", *common) == 0
+        out["limited"] = latest.resolve()
+    return out
+
+
+def metric_values(res: dict) -> dict:
+    return {name: {m: v["value"] for m, v in s["metrics"].items()} for name, s in res["systems"].items()}
+
+
+def test_run_directory_files(runs):
+    run_dir = runs["first"]
+    assert run_dir.parent == runs["reports"] / "tiny-qa"
+    for f in FILES:
+        assert (run_dir / f).is_file() and (run_dir / f).stat().st_size > 0, f
+    # the run was assembled in a hidden folder and renamed: nothing half-written is left beside it
+    assert not [p for p in run_dir.parent.iterdir() if p.name.startswith(".")]
+    assert len({runs[k] for k in ("first", "again", "retrain", "limited")}) == 4
+
+
+def test_latest_points_at_the_newest_run(runs):
+    link = runs["reports"] / "tiny-qa" / "latest"
+    assert link.is_symlink()
+    assert os.readlink(link) == runs["limited"].name  # relative, so the reports folder can move
+    assert link.resolve() == runs["limited"]
+
+
+def _check_ci(m: dict, where: str) -> None:
+    assert set(m) >= {"value", "ci_low", "ci_high"}, where
+    assert m["ci_low"] <= m["value"] <= m["ci_high"], where
+    assert 0 <= m["ci_low"] and m["ci_high"] <= 1, where
+
+
+def _check_percentiles(p: dict, where: str) -> None:
+    assert set(p) >= {"p50", "p95", "mean"}, where
+    assert 0 < p["p50"] <= p["p95"], where
+
+
+def test_results_json_follows_the_format(runs):
+    res, _, _ = load(runs["first"])
+    assert res["task"] == "tiny-qa" and res["run_id"] == runs["first"].name
+    assert res["answer_format"] == "yes-no" and res["headline_metric"] == "accuracy"
+    assert res["n_test"] == 20 and res["seed"] == 0 and res["created"]
+    assert list(res["systems"]) == SYSTEMS
+    for name, s in res["systems"].items():
+        assert s["status"] == "ok", (name, s.get("error"))
+        assert s["error"] is None and s["kind"] == {"prompt": "prompt", "lora": "finetune", "rag": "rag"}[name]
+        for metric in ("accuracy", "auc", "calibrated_accuracy"):
+            _check_ci(s["metrics"][metric], f"{name}.{metric}")
+        _check_percentiles(s["latency_s"], f"{name}.latency_s")
+        assert s["peak_memory_mb"] > 0 and s["build_s"] >= 0 and s["artifact_mb"] >= 0
+        assert isinstance(s["cached"], bool)
+        vs = s["vs_best_baseline"]
+        assert vs["baseline"] in res["baselines"] and vs["metric"] == "accuracy"
+        assert 0 <= vs["p_value"] <= 1 and isinstance(vs["significant"], bool) and isinstance(vs["beats"], bool)
+    assert res["systems"]["prompt"]["training"] is None and res["systems"]["prompt"].get("retrieval") is None
+    assert res["systems"]["prompt"]["build_s"] == 0 and res["systems"]["prompt"]["artifact_mb"] == 0
+
+    settings = res["settings"]
+    assert settings["threads"] >= 1 and settings["batch_size"] == 1 and settings["dtype"] == "float32"
+    assert settings["warmup"] == 1 and settings["device"] == "cpu"
+
+
+def test_every_system_entry_has_every_documented_key(runs):
+    res = load(runs["first"])[0]
+    documented = {"kind", "status", "error", "metrics", "latency_s", "peak_memory_mb", "build_s", "cached",
+                  "artifact_mb", "training", "retrieval", "retrieval_latency_s", "vs_best_baseline"}
+    for name, s in res["systems"].items():
+        assert documented <= set(s), (name, sorted(documented - set(s)))
+
+
+def test_lora_training_record(runs):
+    lora = load(runs["first"])[0]["systems"]["lora"]
+    assert lora["cached"] is False and lora["build_s"] > 0 and lora["artifact_mb"] > 0
+    t = lora["training"]
+    assert t["method"] == "lora" and t["epochs"] == 1
+    assert 0 < t["trainable_params"] < t["total_params"]
+    assert t["tokens_per_s"] > 0 and t["seconds"] > 0 and t["peak_memory_mb"] > 0
+    assert t["steps"] == math.ceil(30 / 8)  # 30 training questions, batch 8, one epoch
+    curve = t["loss_curve"]
+    assert curve and [p["step"] for p in curve] == sorted(p["step"] for p in curve)
+    assert any(p["train_loss"] is not None for p in curve)
+    assert any(p["eval_loss"] is not None for p in curve)  # the dev split gives validation loss
+    for p in curve:
+        assert all(v is None or math.isfinite(v) for v in (p["train_loss"], p["eval_loss"]))
+
+
+def test_rag_retrieval_record(runs):
+    rag = load(runs["first"])[0]["systems"]["rag"]
+    assert rag["cached"] is False and rag["artifact_mb"] > 0
+    r = rag["retrieval"]
+    assert r["k"] == 2 and 0 <= r["recall_at_k"] <= 1 and 0 <= r["mrr"] <= r["recall_at_k"]
+    _check_percentiles(rag["retrieval_latency_s"], "rag.retrieval_latency_s")
+    # the end-to-end latency includes retrieval
+    assert rag["latency_s"]["mean"] >= rag["retrieval_latency_s"]["mean"]
+
+
+def test_baselines_and_comparisons(runs):
+    res = load(runs["first"])[0]
+    for name in ("majority", "category_prior"):
+        b = res["baselines"][name]
+        _check_ci(b["metrics"]["accuracy"], name)
+        assert b["accuracy"] == b["metrics"]["accuracy"]["value"] and b["description"]
+    pairs = {(c["a"], c["b"], c["metric"]) for c in res["comparisons"]}
+    for a, b in (("prompt", "lora"), ("prompt", "rag"), ("lora", "rag")):
+        assert (a, b, "accuracy") in pairs or (b, a, "accuracy") in pairs
+    for c in res["comparisons"]:
+        assert 0 <= c["p_value"] <= 1 and c["test"] and isinstance(c["significant"], bool)
+
+
+def test_samples_one_row_per_system_and_question(runs):
+    res, samples, _ = load(runs["first"])
+    assert len(samples) == len(SYSTEMS) * res["n_test"]
+    keys = [(s["system"], s["id"]) for s in samples]
+    assert len(set(keys)) == len(keys)
+    ids = {s["id"] for s in samples}
+    assert len(ids) == res["n_test"]
+    for s in samples:
+        assert s["prediction"] in ("Yes", "No") and s["gold"] in ("Yes", "No")
+        assert s["correct"] == float(s["prediction"] == s["gold"])
+        assert math.isfinite(s["margin"]) and (s["prediction"] == "Yes") == (s["margin"] > 0)
+        assert s["latency_s"] > 0 and s["doc_id"] and s["category"]
+        assert s["scores"]["accuracy"] == s["correct"]
+        if s["system"] == "rag":
+            assert s["retrieved"] and all({"doc_id", "score", "text"} <= set(p) for p in s["retrieved"])
+            assert len(s["retrieved"]) <= 2
+        else:
+            assert s["retrieved"] is None
+    # accuracy in results.json is the mean of the per-question scores
+    for name, entry in res["systems"].items():
+        rows = [s for s in samples if s["system"] == name]
+        assert entry["metrics"]["accuracy"]["value"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
+    # test questions come from held-out documents only (split by doc)
+    man = load(runs["first"])[2]
+    assert man["data"]["train"] == 30 and man["data"]["test"] == 20
+
+
+def test_manifest(runs):
+    _, _, man = load(runs["first"])
+    assert man["run_id"] == runs["first"].name and man["seed"] == 0
+    assert man["task_file"] == str(runs["task"].resolve())
+    assert man["config"]["name"] == "tiny-qa" and man["config"]["rag"]["k"] == 2
+    assert man["model"]["path"] == man["config"]["model"] and man["model"]["fingerprint"]
+    assert man["versions"]["torch"] and man["versions"]["transformers"] and man["versions"]["lm-eval"]
+    assert man["harness_home"] == str(runs["home"])
+    assert man["data"]["fingerprint"]
+
+
+def test_report_html_is_self_contained(runs):
+    html = (runs["first"] / "index.html").read_text()
+    for name in SYSTEMS:
+        assert name in html
+    assert "<script src" not in html and "https://" not in html.replace("https://www.w3.org", "")
+
+
+def test_second_run_reuses_adapter_and_index(runs):
+    res = load(runs["again"])[0]
+    lora, rag = res["systems"]["lora"], res["systems"]["rag"]
+    assert lora["status"] == "ok" and lora["cached"] is True and lora["build_s"] == 0
+    assert lora["training"]["loss_curve"]  # the training record travels with the cached adapter
+    assert rag["cached"] is True and rag["build_s"] == 0
+    assert runs["adapters"] and runs["adapters_after_again"] == runs["adapters"]  # not rewritten
+    assert runs["index_files"] and runs["index_files_after_again"] == runs["index_files"]
+
+
+def test_same_seed_gives_identical_metrics(runs):
+    first, again, retrain = (metric_values(load(runs[k])[0]) for k in ("first", "again", "retrain"))
+    assert again == first
+    # --retrain trains the adapter again from scratch, with the same seed: the same numbers come out
+    assert retrain == first
+    s1, s2 = load(runs["first"])[1], load(runs["retrain"])[1]
+    assert [(s["system"], s["id"], round(s["margin"], 4)) for s in s1] == \
+           [(s["system"], s["id"], round(s["margin"], 4)) for s in s2]
+
+
+def test_retrain_trains_again(runs):
+    lora = load(runs["retrain"])[0]["systems"]["lora"]
+    assert lora["cached"] is False and lora["build_s"] > 0
+    assert lora["training"]["steps"] == load(runs["first"])[0]["systems"]["lora"]["training"]["steps"]
+    adapters = [p for p in (runs["home"] / "adapters" / "tiny-qa").iterdir() if not p.name.endswith(".lock")]
+    assert len(adapters) == 1 and cache.verify(adapters[0]) is None
+    assert not (runs["home"] / "train" / "tiny-qa" / adapters[0].name).exists()  # checkpoints cleaned up
+    # RAG is not retrained: --retrain is about adapters
+    assert load(runs["retrain"])[0]["systems"]["rag"]["cached"] is True
+
+
+def test_limit(runs):
+    res, samples, man = load(runs["limited"])
+    assert res["n_test"] == 5 and list(res["systems"]) == ["prompt"]
+    assert len(samples) == 5 and man["limit"] == 5
+    first_ids = [s["id"] for s in load(runs["first"])[1] if s["system"] == "prompt"][:5]
+    assert [s["id"] for s in samples] == first_ids  # the first N test questions
+
+
+def test_report_command_rerenders(runs, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(runs["first"], copy)
+    (copy / "index.html").unlink()
+    assert harness("report", copy) == 0
+    assert (copy / "index.html").stat().st_size > 1000
+
+
+def test_compare_command(runs, tmp_path):
+    out = tmp_path / "cmp"
+    assert harness("compare", runs["first"], runs["limited"], "--out", out) == 0
+    assert (out / "index.html").is_file()

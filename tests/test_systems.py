@@ -1,0 +1,167 @@
+"""The systems registry and what each system sends to the model, on the tiny task (no training here)."""
+from __future__ import annotations
+
+import pytest
+
+from harness import systems
+from harness.context import Reporter, RunContext
+from harness.data import load_task_data
+from harness.errors import HarnessError
+from harness.models import resolve_model
+from harness.prompts import chat_prompt
+from harness.retrieval import Chunk
+from harness.spec import load_spec
+from harness.systems.finetune import loss_curve, training_rows
+
+
+def make_ctx(task_path, tmp_path, **updates) -> RunContext:
+    spec = load_spec(task_path)
+    if updates:
+        spec = spec.model_copy(update=updates)
+    return RunContext(spec, load_task_data(spec), resolve_model(spec.model), Reporter(), indices_dir=tmp_path / "indices")
+
+
+@pytest.fixture
+def ctx(tiny_task, tmp_path):
+    return make_ctx(tiny_task, tmp_path)
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_registry_lists_every_system():
+    names = systems.available()  # other modules may register more systems: check ours, and the order
+    assert names == sorted(names)
+    assert {"dora", "dpo", "fewshot", "lora", "orpo", "prompt", "qlora", "rag"} <= set(names)
+
+
+def test_unknown_system_error():
+    with pytest.raises(HarnessError, match=r"unknown system 'promt'; did you mean 'prompt'\? valid systems: dora, .*lora"):
+        systems.make_system("promt", None)
+
+
+def test_a_new_system_is_one_registered_class(ctx):
+    @systems.register_system("echo-test")
+    class Echo(systems.System):
+        kind = "prompt"
+
+        def prompts(self, questions):
+            return systems.Prompts([q.question for q in questions])
+
+    try:
+        assert "echo-test" in systems.available()
+        s = systems.make_system("echo-test", ctx)
+        assert s.prompts(ctx.data.test[:2]).texts == [q.question for q in ctx.data.test[:2]]
+        with pytest.raises(ValueError, match="registered twice"):
+            systems.register_system("echo-test")(Echo)
+    finally:
+        systems.SYSTEMS.pop("echo-test")
+
+
+# ---------------------------------------------------------------- prompt
+
+
+def test_prompt_system_renders_chat_prompts(ctx):
+    s = systems.make_system("prompt", ctx)
+    assert s.kind == "prompt" and s.build().cached is False
+    q = ctx.data.test[0]
+    text = s.prompts([q]).texts[0]
+    assert text == (f"<|im_start|>system\n{ctx.spec.system_prompt}<|im_end|>\n"
+                    f"<|im_start|>user\n{q.question}<|im_end|>\n<|im_start|>assistant\n")
+    assert s.prompts([q]).retrieved is None
+    with s.model() as model:
+        assert model is ctx.base_model()
+
+
+# ---------------------------------------------------------------- fine-tuning (no training)
+
+
+def test_training_rows_use_the_evaluation_prompt(ctx):
+    s = systems.make_system("lora", ctx)
+    rows = training_rows(ctx, ctx.data.train[:3])
+    assert [r["prompt"] for r in rows] == s.prompts(ctx.data.train[:3]).texts
+    assert [r["completion"] for r in rows] == [q.answers[0] for q in ctx.data.train[:3]]
+
+
+def test_adapter_key_follows_what_determines_it(ctx, tiny_task, tmp_path, harness_home):
+    lora = systems.make_system("lora", ctx)
+    dora = systems.make_system("dora", ctx)
+    assert lora.adapter_dir().parent == harness_home / "adapters" / "tiny-qa"
+    assert lora.key() == systems.make_system("lora", make_ctx(tiny_task, tmp_path)).key()
+    assert lora.key() != dora.key()
+    assert lora.key() != systems.make_system("lora", make_ctx(tiny_task, tmp_path, seed=1)).key()
+    spec = load_spec(tiny_task)
+    other = make_ctx(tiny_task, tmp_path, finetune=spec.finetune.model_copy(update={"r": 8}))
+    assert lora.key() != systems.make_system("lora", other).key()
+    prompt_changed = make_ctx(tiny_task, tmp_path, system_prompt="Say Yes or No.")
+    assert lora.key() != systems.make_system("lora", prompt_changed).key()
+
+
+def test_target_modules_checked_against_the_model(tiny_task, tmp_path):
+    spec = load_spec(tiny_task)
+    bad = make_ctx(tiny_task, tmp_path, finetune=spec.finetune.model_copy(update={"target_modules": ["q_proj", "c_attn"]}))
+    with pytest.raises(HarnessError, match=r"c_attn not in the model; its linear layers are: down_proj, gate_proj"):
+        systems.make_system("lora", bad).validate()
+    good = make_ctx(tiny_task, tmp_path, finetune=spec.finetune.model_copy(update={"target_modules": ["q_proj", "v_proj"]}))
+    systems.make_system("lora", good).validate()
+
+
+def test_method_overrides(tiny_task, tmp_path):
+    spec = load_spec(tiny_task)
+    ft = spec.finetune.model_copy(update={"overrides": {"dora": {"learning_rate": 1e-3, "r": 2}}})
+    c = make_ctx(tiny_task, tmp_path, finetune=ft)
+    assert systems.make_system("dora", c).settings.learning_rate == 1e-3
+    assert systems.make_system("dora", c).settings.r == 2
+    assert systems.make_system("lora", c).settings.r == 4
+    bad = spec.finetune.model_copy(update={"overrides": {"lora": {"r": -1}}})
+    with pytest.raises(HarnessError, match="finetune.overrides.lora"):
+        systems.make_system("lora", make_ctx(tiny_task, tmp_path, finetune=bad)).validate()
+
+
+def test_loss_curve_merges_train_and_eval():
+    history = [{"step": 2, "loss": 1.5}, {"step": 2, "eval_loss": 1.4}, {"step": 4, "loss": 1.1},
+               {"train_runtime": 3.0}, {"step": 4, "eval_loss": 1.0}]
+    assert loss_curve(history) == [{"step": 2, "train_loss": 1.5, "eval_loss": 1.4},
+                                   {"step": 4, "train_loss": 1.1, "eval_loss": 1.0}]
+
+
+# ---------------------------------------------------------------- rag (no embedder needed here)
+
+
+def test_rag_validate(tiny_task, tmp_path):
+    spec = load_spec(tiny_task)
+    bad = make_ctx(tiny_task, tmp_path, rag=spec.rag.model_copy(update={"overlap": 64}))
+    with pytest.raises(HarnessError, match=r"rag.overlap \(64\) must be smaller than rag.chunk_tokens \(64\)"):
+        systems.make_system("rag", bad).validate()
+    tmpl = make_ctx(tiny_task, tmp_path, rag=spec.rag.model_copy(update={"context_template": "{% for p in passages %}"}))
+    with pytest.raises(HarnessError, match="rag.context_template"):
+        systems.make_system("rag", tmpl).validate()
+
+
+def _hits(texts):
+    return [(Chunk(f"doc{i}", 0, t, 0, 10), 0.9 - i / 10) for i, t in enumerate(texts)]
+
+
+def test_rag_passages_fit_the_prompt_budget(tiny_task, tmp_path):
+    spec = load_spec(tiny_task)
+    c = make_ctx(tiny_task, tmp_path, rag=spec.rag.model_copy(update={"max_prompt_tokens": 160}))
+    rag = systems.make_system("rag", c)
+    q = c.data.test[0]
+    budget = 160 - spec.evaluation.max_new_tokens
+    short = "The Alpha licence permits commercial use."
+    long = " ".join(["Section 3. The Bravo licence permits modification and distribution."] * 30)
+    kept = rag.fit_passages(q, _hits([short, long, short]))
+    assert kept[0]["text"] == short and kept[0]["doc_id"] == "doc0"
+    assert len(kept) == 2 and kept[1].get("truncated") is True and kept[1]["text"] in long
+    full = chat_prompt(c.tokenizer, spec.system_prompt, rag.user_text(q, kept))
+    assert len(c.tokenizer(full).input_ids) <= budget
+    text = rag.user_text(q, kept)
+    assert text.startswith("Passages:\n[1] The Alpha licence") and text.endswith(f"Question: {q.question}")
+
+
+def test_rag_question_too_long_for_budget(tiny_task, tmp_path):
+    spec = load_spec(tiny_task)
+    c = make_ctx(tiny_task, tmp_path, rag=spec.rag.model_copy(update={"max_prompt_tokens": 65}),
+                 evaluation=spec.evaluation.model_copy(update={"max_new_tokens": 40}))
+    with pytest.raises(HarnessError, match="raise rag.max_prompt_tokens"):
+        systems.make_system("rag", c).fit_passages(c.data.test[0], _hits(["x"]))
