@@ -245,6 +245,10 @@ class FinetuneSystem(System):
             trainer = SFTTrainer(model=model, args=self._sft_config(workdir, phase, eval_ds is not None),
                                  train_dataset=train_ds, eval_dataset=eval_ds, processing_class=ctx.tokenizer,
                                  callbacks=[ctx.training_callback(self.name)])
+            # With tqdm off, transformers prints every log dict to stdout; progress goes through our Reporter.
+            from transformers.trainer_callback import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)
             resume = str(checkpoints[-1]) if checkpoints else None
             if resume:
                 resumed.append(f"{phase}/{checkpoints[-1].name}")
