@@ -36,8 +36,10 @@ class RagSystem(System):
             except ValueError as e:
                 raise HarnessError(f"rag: {e}") from None
         ctx.cache_put("rag_index", index)
-        if rag.k > len(index.chunks):
-            ctx.log(f"warning: rag.k is {rag.k} but the index has only {len(index.chunks)} chunks; using {len(index.chunks)}")
+        if rag.k > len(index.chunks) and not ctx.cache_get("rag_k_warned"):  # once per run, not once per system
+            ctx.cache_put("rag_k_warned", True)
+            ctx.log(f"warning: rag.k is {rag.k} but the index has only {len(index.chunks)} chunks; k was clamped to "
+                    f"{len(index.chunks)} (set rag.k to {len(index.chunks)} or less, or add documents)")
         notes = ["RAG indexes the training question-answer pairs (the task has no corpus)"] if ctx.data.corpus_is_fallback else []
         return BuildInfo(0.0 if info["reused"] else took(), info["reused"], info["size_mb"],
                          None if info["reused"] else mem.peak_mb, index=info, notes=notes)
@@ -54,11 +56,21 @@ class RagSystem(System):
         return template(spec.rag.context_template, "rag.context_template").render(
             passages=passages, question=user_turn(spec.question_template, q))
 
-    def fit_passages(self, q, hits) -> list[dict]:
-        """Keep passages, best first, while the prompt fits the budget; the last one may be cut."""
+    def prompt_budget(self) -> int:
+        """Tokens a whole prompt may take: the context length (or rag.max_prompt_tokens) minus the answer's room."""
+        spec = self.ctx.spec
+        return min(spec.rag.max_prompt_tokens, self.ctx.model_max_length()) - spec.evaluation.max_new_tokens
+
+    def k(self, index) -> int:
+        """rag.k, clamped to the number of chunks (build() warns once when it clamps)."""
+        return min(self.ctx.spec.rag.k, len(index.chunks))
+
+    def fit_passages(self, q, hits, budget: int | None = None) -> list[dict]:
+        """Keep passages, best first, while the prompt fits the budget; the last one may be cut. The system
+        prompt and the question are never cut: a question that alone overflows the budget is an error."""
         ctx, spec = self.ctx, self.ctx.spec
         tok = ctx.tokenizer
-        budget = min(spec.rag.max_prompt_tokens, ctx.model_max_length()) - spec.evaluation.max_new_tokens
+        budget = self.prompt_budget() if budget is None else budget
         base = len(tok(chat_prompt(tok, spec.system_prompt, self.user_text(q, []))).input_ids)
         if base > budget:
             raise HarnessError(f"question '{q.id}' alone takes {base} tokens, more than the prompt budget {budget}; "
@@ -71,10 +83,12 @@ class RagSystem(System):
             if used <= budget:
                 kept = trial
                 continue
-            room = budget - (used - len(tok(chunk.text).input_ids))
-            if room > 32:  # cut the passage to what fits, at a token boundary
-                ids = tok(chunk.text).input_ids[:room - 8]
-                kept.append({**p, "text": tok.decode(ids), "truncated": True})
+            ids = tok(chunk.text, add_special_tokens=False).input_ids
+            room = budget - (used - len(ids))
+            if room > 32:  # cut the passage to what fits, at a token boundary (re-checked: merges can differ)
+                cut = {**p, "text": tok.decode(ids[:room - 8]), "truncated": True}
+                if len(tok(chat_prompt(tok, spec.system_prompt, self.user_text(q, kept + [cut]))).input_ids) <= budget:
+                    kept.append(cut)
             break
         return kept
 
@@ -83,7 +97,7 @@ class RagSystem(System):
 
         ctx, spec = self.ctx, self.ctx.spec
         index = self._index()
-        k = min(spec.rag.k, len(index.chunks))
+        k = self.k(index)
         hits, latency = retrieval.retrieve(index, ctx.embedder(), [user_turn(spec.question_template, q) for q in questions], k)
         texts, retrieved = [], []
         for q, h in zip(questions, hits):

@@ -1,0 +1,271 @@
+"""rag+lora (RAFT-style training with retrieved passages), oracle (the gold document in the prompt), and
+the bad inputs retrieval must reject or warn about, on the tiny model and task. One end-to-end run
+(prompt, rag, rag+lora, oracle) checks that the report shows them side by side."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import tiny_docs, write_tiny_task
+from harness import systems
+from harness.context import Reporter, RunContext
+from harness.data import Document, load_task_data
+from harness.errors import HarnessError
+from harness.models import resolve_model
+from harness.retrieval import Embedder
+from harness.spec import load_spec
+from harness.systems.rag_finetune import DISTRACTOR_FRACTION, micro_batch
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return Embedder.load("default")  # the packaged MiniLM, loaded once for the module
+
+
+def make_ctx(task_path, tmp_path, embedder=None, **updates) -> RunContext:
+    spec = load_spec(task_path)
+    if updates:
+        spec = spec.model_copy(update=updates)
+    ctx = RunContext(spec, load_task_data(spec), resolve_model(spec.model), Reporter(), indices_dir=tmp_path / "indices")
+    ctx._embedder = embedder
+    return ctx
+
+
+@pytest.fixture
+def ctx(tiny_task, tmp_path, embedder):
+    return make_ctx(tiny_task, tmp_path, embedder)
+
+
+def test_micro_batch():
+    assert micro_batch(8, 100) == 8 and micro_batch(8, 300) == 2 and micro_batch(8, 509) == 2
+    assert micro_batch(8, 2000) == 1 and micro_batch(6, 256) == 3 and micro_batch(5, 300) == 1
+
+
+def test_registered_names_kinds_and_methods():
+    names = systems.available()
+    assert {"rag+lora", "rag+qlora", "rag+dora", "oracle"} <= set(names)
+    for method in ("lora", "qlora", "dora"):
+        s = systems.SYSTEMS[f"rag+{method}"](f"rag+{method}", None)
+        assert s.method == method and s.kind == "rag+finetune"
+    assert systems.SYSTEMS["oracle"].kind == "oracle"
+
+
+# ---------------------------------------------------------------- rag+lora: training prompts
+
+
+def test_raft_rows_carry_retrieved_passages_and_a_seeded_share_of_distractors(ctx, tiny_task, tmp_path, embedder):
+    s = systems.make_system("rag+lora", ctx)
+    s.validate()
+    train = ctx.data.train
+    rows = s.raft_rows(train)
+    assert [r["id"] for r in rows] == [q.id for q in train]
+    assert all(r["passages"] and "Passages:\n[1] " in r["prompt"] for r in rows)
+    distract = [r for r in rows if r["raft"] == "distractors"]
+    assert len(distract) == round(DISTRACTOR_FRACTION * len(train)) > 0
+    by_id = {q.id: q for q in train}
+    for r in rows:
+        own = by_id[r["id"]].doc_id
+        if r["raft"] == "distractors":  # not one passage of the gold document
+            assert all(p["doc_id"] != own for p in r["passages"]) and not r["gold_in_prompt"]
+        else:
+            assert r["raft"] == "gold" and any(p["doc_id"] == own for p in r["passages"])
+        for p in r["passages"]:
+            assert p["text"] in r["prompt"]
+        assert r["completion"] == by_id[r["id"]].answers[0]
+    # every training prompt leaves room for the answer within finetune.max_length
+    assert max(len(ctx.tokenizer(r["prompt"]).input_ids) for r in rows) <= s.train_budget() < s.settings.max_length
+    # rows() hands trl only prompt/completion
+    assert s.rows(train) == [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
+    # deterministic under the seed; another seed picks another share
+    again = systems.make_system("rag+lora", make_ctx(tiny_task, tmp_path, embedder))
+    assert [r["prompt"] for r in again.raft_rows(train)] == [r["prompt"] for r in rows]
+    other = systems.make_system("rag+lora", make_ctx(tiny_task, tmp_path, embedder, seed=1))
+    assert other.distractor_ids(train) != s.distractor_ids(train)
+    assert len(other.distractor_ids(train)) == len(distract)
+
+
+def test_raft_adds_the_gold_passage_when_retrieval_misses_it(ctx):
+    s = systems.make_system("rag+lora", ctx)
+    index = s.rag._index()
+    real = index.search
+
+    def no_gold(q, k):  # a retriever that never finds the first training question's document
+        return [[h for h in hits if h[0].doc_id != ctx.data.train[0].doc_id] for hits in real(q, k)]
+
+    index.search = no_gold
+    q = next(q for q in ctx.data.train if q.id not in s.distractor_ids(ctx.data.train)
+             and q.doc_id == ctx.data.train[0].doc_id)
+    row = s.raft_rows([q] + [x for x in ctx.data.train if x is not q])[0]
+    assert row["raft"] == "gold" and row["gold_inserted"] and row["gold_in_prompt"]
+    assert any(p["doc_id"] == q.doc_id for p in row["passages"])
+
+
+def test_without_a_corpus_a_question_never_sees_its_own_answer(tmp_path, tiny_model_dir, embedder):
+    task = write_tiny_task(tmp_path / "t", tiny_model_dir, data={"corpus": None})
+    c = make_ctx(task, tmp_path, embedder)
+    assert c.data.corpus_is_fallback
+    rows = systems.make_system("rag+lora", c).raft_rows(c.data.train)
+    assert {r["raft"] for r in rows} == {"retrieved"}
+    assert all(p["doc_id"] != r["id"] for r in rows for p in r["passages"])
+
+
+def test_adapter_cached_apart_from_lora_and_keyed_on_retrieval(ctx, tiny_task, tmp_path, embedder, harness_home):
+    rl = systems.make_system("rag+lora", ctx)
+    lora = systems.make_system("lora", ctx)
+    assert rl.adapter_dir().parent == lora.adapter_dir().parent == harness_home / "adapters" / "tiny-qa"
+    assert rl.adapter_dir().name.startswith("rag-lora-") and rl.key() != lora.key()
+    assert rl.key() != systems.make_system("rag+dora", ctx).key()
+    assert rl.key() == systems.make_system("rag+lora", make_ctx(tiny_task, tmp_path, embedder)).key()
+    spec = load_spec(tiny_task)
+    for change in ({"k": 3}, {"chunk_tokens": 48}, {"index": "hnsw"}, {"max_prompt_tokens": 300}):
+        other = make_ctx(tiny_task, tmp_path, embedder, rag=spec.rag.model_copy(update=change))
+        assert systems.make_system("rag+lora", other).key() != rl.key(), change
+
+
+# ---------------------------------------------------------------- oracle
+
+
+def test_oracle_prompt_holds_the_gold_document(ctx):
+    o = systems.make_system("oracle", ctx)
+    o.validate()
+    qs = ctx.data.test[:4]
+    p = o.prompts(qs)
+    docs = tiny_docs()
+    for q, text, passages, ranked in zip(qs, p.texts, p.retrieved, p.ranked_doc_ids):
+        assert passages and len(passages) <= ctx.spec.rag.k
+        assert all(x["doc_id"] == q.doc_id and x["text"] in docs[q.doc_id] and x["text"] in text for x in passages)
+        assert [x["score"] for x in passages] == sorted((x["score"] for x in passages), reverse=True)
+        assert set(ranked) == {q.doc_id} and text.rstrip().endswith("<|im_start|>assistant")
+    assert len(p.retrieval_latency_s) == len(qs) and all(t > 0 for t in p.retrieval_latency_s)
+    # the chunks it picks are the gold document's most similar ones, exactly ranked
+    index = o.rag._index()
+    qv = ctx.embedder().encode([qs[0].question])[0]
+    ids = index.chunk_ids_of(qs[0].doc_id)
+    best = max(ids, key=lambda i: float(index.vectors()[i] @ qv))
+    assert p.retrieved[0][0]["chunk"] == index.chunks[best].position
+
+
+def test_oracle_needs_a_corpus_and_doc_ids(tmp_path, tiny_model_dir, embedder):
+    no_corpus = write_tiny_task(tmp_path / "a", tiny_model_dir, data={"corpus": None})
+    with pytest.raises(HarnessError, match="oracle needs a corpus.*add data.corpus"):
+        systems.make_system("oracle", make_ctx(no_corpus, tmp_path, embedder)).validate()
+    no_ids = write_tiny_task(tmp_path / "b", tiny_model_dir, data={
+        "questions": {"path": "tiny-qa/questions.jsonl", "fields": {"doc_id": None}},
+        "split": {"by": "question", "test_fraction": 0.3, "dev_fraction": 0.17, "seed": 0}})
+    with pytest.raises(HarnessError, match=r"oracle needs every test and dev question's doc_id.*fields.doc_id"):
+        systems.make_system("oracle", make_ctx(no_ids, tmp_path, embedder)).validate()
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_empty_corpus_folder(tmp_path, tiny_model_dir):
+    task = write_tiny_task(tmp_path / "t", tiny_model_dir)
+    for f in (tmp_path / "t" / "tiny-qa" / "corpus").iterdir():
+        f.unlink()
+    with pytest.raises(HarnessError, match="the corpus is empty"):
+        load_task_data(load_spec(task))
+
+
+def test_document_with_no_text(tmp_path, tiny_model_dir):
+    task = write_tiny_task(tmp_path / "t", tiny_model_dir)
+    (tmp_path / "t" / "tiny-qa" / "corpus" / "golf.txt").write_text("  \n\n ")
+    with pytest.raises(HarnessError, match=r"golf.txt: document has no text; remove it or add it to data.corpus.exclude"):
+        load_task_data(load_spec(task))
+
+
+def test_retrieval_rejects_empty_corpus_and_empty_documents(ctx):
+    # The same checks guard the index itself, for corpora that do not come through the task loader.
+    ctx.data.corpus = [Document("alpha", "The Alpha licence."), Document("blank", " \n ")]
+    with pytest.raises(HarnessError, match="rag: document 'blank' has no text"):
+        systems.make_system("rag", ctx).build()
+    ctx.data.corpus = []
+    with pytest.raises(HarnessError, match="rag: the corpus is empty"):
+        systems.make_system("rag", ctx).build()
+
+
+def test_k_larger_than_the_chunks_is_clamped_with_a_warning(tiny_task, tmp_path, embedder):
+    spec = load_spec(tiny_task)
+    c = make_ctx(tiny_task, tmp_path, embedder, rag=spec.rag.model_copy(update={"k": 1000}))
+    rag = systems.make_system("rag", c)
+    rag.build()
+    n = len(c.cache_get("rag_index").chunks)
+    warnings = [line for line in c.reporter.lines if line.startswith("warning")]
+    assert warnings == [f"warning: rag.k is 1000 but the index has only {n} chunks; k was clamped to {n} "
+                        f"(set rag.k to {n} or less, or add documents)"]
+    p = rag.prompts(c.data.test[:1])
+    assert len(p.ranked_doc_ids[0]) == n
+    systems.make_system("oracle", c).build()  # a second system on the same run does not repeat the warning
+    assert len([line for line in c.reporter.lines if line.startswith("warning")]) == 1
+
+
+class _Truncated:
+    """The real embedder cut to a different dimension but with the same fingerprint: the cached index no
+    longer fits it."""
+
+    def __init__(self, real, dim):
+        self.real, self.dim = real, dim
+        self.tokenizer, self.max_seq_length, self.fingerprint = real.tokenizer, real.max_seq_length, real.fingerprint
+        self.name = "cut-minilm"
+
+    def encode(self, texts, **kw):
+        v = self.real.encode(texts)[:, : self.dim]
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_embedder_dimension_differs_from_the_existing_index(ctx, tiny_task, tmp_path, embedder):
+    systems.make_system("rag", ctx).build()
+    (folder,) = [p.parent for p in (tmp_path / "indices" / "tiny-qa").glob("*/manifest.json")]
+    other = make_ctx(tiny_task, tmp_path, _Truncated(embedder, 128))
+    with pytest.raises(HarnessError) as err:
+        systems.make_system("rag", other).build()
+    msg = str(err.value)
+    assert "dim 384" in msg and "dim 128" in msg and str(folder) in msg
+    assert f"delete {folder}" in msg and "rag.embedder" in msg
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def test_run_with_every_kind_of_system(tmp_path, tiny_model_dir, harness_home):
+    from harness.cli import main
+
+    # (plain lora is left out to keep this fast: test_run.py trains it, and its key test above keeps them apart)
+    task = write_tiny_task(tmp_path / "t", tiny_model_dir, evaluation={"calibration_limit": 4})
+    reports = tmp_path / "reports"
+    names = ["prompt", "rag", "rag+lora", "oracle"]
+    args = ["run", str(task), "--systems", ",".join(names), "--reports-dir", str(reports),
+            "--indices-dir", str(tmp_path / "indices"), "--quiet", "--limit", "6"]
+    try:
+        main(args)
+    except SystemExit as e:
+        assert not e.code
+    run_dir = (reports / "tiny-qa" / "latest").resolve()
+    res = json.loads((run_dir / "results.json").read_text())
+    got = res["systems"]
+    assert list(got) == names and all(got[n]["status"] == "ok" for n in names), {n: got[n]["error"] for n in names}
+    assert got["rag+lora"]["kind"] == "rag+finetune" and got["oracle"]["kind"] == "oracle"
+    training = got["rag+lora"]["training"]
+    raft = training["raft"]
+    assert raft["distractor_only"] > 0 and raft["rows"] == 30 + len(load_task_data(load_spec(task)).dev)
+    # long prompts go through in micro-batches; the optimiser still sees batches of 8 (30 rows: 4 steps)
+    assert raft["micro_batch_size"] * raft["gradient_accumulation_steps"] == 8 and raft["micro_batch_size"] < 8
+    assert training["steps"] == 4
+    assert any("RAFT training" in n for n in got["rag+lora"]["notes"])
+    for n in ("rag", "rag+lora", "oracle"):
+        assert got[n]["retrieval"]["k"] == 2 and got[n]["retrieval_latency_s"]["mean"] > 0
+        assert got[n]["model_latency_s"]["mean"] > 0
+    assert got["oracle"]["retrieval"]["recall_at_k"] == 1.0 and got["oracle"]["retrieval"]["mrr"] == 1.0
+    assert got["rag+lora"]["retrieval"] == got["rag"]["retrieval"]  # the same retriever
+    adapters = [p.name for p in (harness_home / "adapters" / "tiny-qa").iterdir() if p.is_dir()]
+    assert len(adapters) == 1 and adapters[0].startswith("rag-lora-")
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    for s in samples:
+        assert (s["retrieved"] is not None) == (s["system"] in ("rag", "rag+lora", "oracle"))
+        if s["system"] == "oracle":
+            assert {p["doc_id"] for p in s["retrieved"]} == {s["doc_id"]}
+    html = (run_dir / "index.html").read_text()
+    assert "recall@2" in html and "rag+lora" in html and "oracle" in html
