@@ -266,7 +266,12 @@ def load_corpus(spec: TaskSpec) -> list[Document]:
                 title = str(row.get(src.title_field) or "") if src.title_field else ""
                 docs.append(Document(str(doc_id).strip(), text.strip(), title))
     else:
-        files = sorted(p for p in path.glob(src.glob) if p.is_file() and p.name not in src.exclude
+        try:  # pathlib refuses some patterns: '' (ValueError), '/abs' (NotImplementedError)
+            matched = list(path.glob(src.glob))
+        except (ValueError, NotImplementedError) as e:
+            raise HarnessError(f"{spec.where('data.corpus.glob')}: '{src.glob}' is not a pattern pathlib can use "
+                               f"({e}); e.g. '*.txt', or '**/*.md' for subfolders") from None
+        files = sorted(p for p in matched if p.is_file() and p.name not in src.exclude
                        and p.suffix.lower() in DOC_SUFFIXES)
         for p in files:
             try:

@@ -50,6 +50,8 @@ def package_folder(package: str, where: str) -> Path:
 
 def resolve_path(spec: TaskSpec, section: str, path: str, package: str | None) -> Path:
     root = package_folder(package, spec.where(f"{section}.package")) if package else spec.folder
+    if "\x00" in path:  # no file name holds one (and pathlib raises ValueError on it)
+        raise HarnessError(f"{spec.where(f'{section}.path')}: {path!r} is not a file name (it holds a NUL character)")
     full = (root / path).resolve()
     if not full.exists():
         inside = f" inside package '{package}'" if package else ""

@@ -176,6 +176,8 @@ def load_with_includes(path: Path, stack: tuple[Path, ...], sources: list[str]) 
             raise HarnessError(f"{here}: field 'include' must be a file name or a list of file names")
         merged: dict[str, Any] = {}
         for inc in includes:
+            if "\x00" in inc:  # no file name holds one (and pathlib raises ValueError on it)
+                raise HarnessError(f"{here}: field 'include': {inc!r} is not a file name (it holds a NUL character)")
             inc_path = path.parent / inc
             if inc_path.resolve() in (*stack, key):
                 chain = " -> ".join(p.name for p in (*stack, key, inc_path.resolve()))
