@@ -15,6 +15,7 @@ FinetuneSystem's.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -237,11 +238,15 @@ class PreferenceSystem(FinetuneSystem):
         train_ds = Dataset.from_list(cols(train_pairs))
         eval_ds = Dataset.from_list(cols(dev_pairs)) if dev_pairs else None
         bf16 = ctx.use_bf16(s.bf16)
+        # A validation pass scores every dev pair with the policy and the reference: about six of them per run
+        # draw the curve at a fraction of the cost of one every logging step.
+        total_steps = math.ceil(math.ceil(len(train_pairs) / p.batch_size) * p.epochs)
+        eval_every = max(s.logging_steps, math.ceil(total_steps / 6))
         common = dict(
             output_dir=str(workdir), num_train_epochs=p.epochs, per_device_train_batch_size=p.batch_size,
             per_device_eval_batch_size=p.batch_size, learning_rate=p.learning_rate, lr_scheduler_type="cosine",
             warmup_steps=0.1, logging_steps=s.logging_steps, eval_strategy="steps" if eval_ds else "no",
-            eval_steps=s.logging_steps, save_strategy="steps", save_steps=s.logging_steps, save_total_limit=2,
+            eval_steps=eval_every, save_strategy="steps", save_steps=eval_every, save_total_limit=2,
             bf16=bf16, use_cpu=ctx.device == "cpu", report_to="none", seed=ctx.spec.seed, data_seed=ctx.spec.seed,
             max_length=s.max_length, gradient_checkpointing=s.gradient_checkpointing, beta=p.beta,
             dataloader_num_workers=0, disable_tqdm=True, save_only_model=False, dataset_num_proc=None)
