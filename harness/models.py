@@ -7,6 +7,7 @@ a fraction of a second instead of ~20 s.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,9 @@ def set_offline_defaults() -> None:
     # 2 shared cores, a SmolLM2 forward took 4.9-7.2 s spinning and 0.9 s passive (tiny ops: 140 ms vs 4 ms).
     # Read when torch loads OpenMP, so this must run before the first `import torch` (the CLI does so).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # bitsandbytes warns at import, on AVX-512-bf16 CPUs, that it could not fetch an optional kernel from the
+    # hub (`kernels` package); offline that can never succeed and it falls back by itself, so the line is noise.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def offline() -> bool:
