@@ -51,7 +51,8 @@ def run(task: str = typer.Argument(..., help="Task name (see `harness tasks list
         model: Optional[str] = typer.Option(None, "--model", "-m", help="`default`, a model folder, or a hub id."),
         limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N test questions."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Override the task's seed."),
-        retrain: bool = typer.Option(False, "--retrain", help="Train adapters again even when cached."),
+        retrain: bool = typer.Option(False, "--retrain", help="Train adapters again even when cached (and evaluate again)."),
+        reevaluate: bool = typer.Option(False, "--reevaluate", help="Evaluate every system again, even where nothing that decides its answers changed."),
         launcher: str = typer.Option("local", "--launcher", help="`local` trains in this process; `accelerate` runs training through `accelerate launch` with a config the harness writes (finetune.accelerate)."),
         reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", help="Where run directories go."),
         indices_dir: Path = typer.Option(Path("indices"), "--indices-dir", help="Where FAISS indices go."),
@@ -65,7 +66,7 @@ def run(task: str = typer.Argument(..., help="Task name (see `harness tasks list
     from harness.run import RunOptions, execute, plan
 
     opts = RunOptions(task=task, systems=_split(systems), model=model, limit=limit, seed=seed,
-                      reports_dir=reports_dir, indices_dir=indices_dir, task_dirs=tasks_dir or [], retrain=retrain, launcher=launcher,
+                      reports_dir=reports_dir, indices_dir=indices_dir, task_dirs=tasks_dir or [], retrain=retrain, reevaluate=reevaluate, launcher=launcher,
                       command=["harness", *sys.argv[1:]])
     p = plan(opts)
     # soft_wrap: a progress line is never cut inside a path, whatever the terminal's (or a log file's) width
@@ -113,6 +114,10 @@ def print_summary(run_dir: Path) -> None:
     # Not a terminal (a log, a pipe): rich would wrap at 80 columns and fold every cell.
     wide = Console(width=max(console.width, 160), highlight=False)
     wide.print(table)
+    reused = {n: s["evaluation_reused"]["measured_at"] for n, s in res["systems"].items() if s.get("evaluation_reused")}
+    if reused:
+        wide.print("evaluation reused (nothing that decides the answers changed; figures as measured then; "
+                   "--reevaluate measures again): " + ", ".join(f"{n} ({t})" for n, t in reused.items()))
     wide.print(f"report: {run_dir / 'index.html'}")
 
 

@@ -45,10 +45,11 @@ class Reporter:
 
 class RunContext:
     def __init__(self, spec, data: TaskData, model_ref: models.ModelRef, reporter: Reporter, *,
-                 indices_dir: Path, retrain: bool = False, launcher: str = "local"):
+                 indices_dir: Path, retrain: bool = False, launcher: str = "local", reevaluate: bool = False):
         self.spec, self.data, self.model_ref, self.reporter = spec, data, model_ref, reporter
         self.indices_dir = Path(indices_dir)
         self.retrain = retrain
+        self.reevaluate = reevaluate or retrain  # --retrain measures everything again too
         self.limit: int | None = None  # --limit: test questions (and at most as many calibration questions)
         self.launcher = launcher  # "local" trains in this process; "accelerate" via `accelerate launch`
         self.device = models.device()

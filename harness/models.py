@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,8 @@ def set_offline_defaults() -> None:
     # bitsandbytes warns at import, on AVX-512-bf16 CPUs, that it could not fetch an optional kernel from the
     # hub (`kernels` package); offline that can never succeed and it falls back by itself, so the line is noise.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # transformers 5 renamed gradient checkpointing and warns whenever trl reads the old name, on every run.
+    warnings.filterwarnings("ignore", message=r"`(is_)?gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def offline() -> bool:

@@ -48,6 +48,33 @@ def test_objectives_train_and_record_phases(tmp_path, tiny_model_dir):
     assert qa.adapter_dir() != system.adapter_dir()
 
 
+@pytest.mark.parametrize("method", ["lora", "dora"])
+def test_evaluation_merges_the_adapter_and_leaves_the_shared_model_clean(tmp_path, tiny_model_dir, method):
+    """The adapter is merged into the weights for scoring (as fast as the base model), gives the unmerged
+    adapter's outputs, and the next system gets weights identical to the model on disk."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ctx = make_ctx(write_tiny_task(tmp_path / "t", tiny_model_dir, finetune={"learning_rate": 5e-2}), tmp_path)
+    system = make_system(method, ctx)
+    system.build()
+    ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
+    fresh = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        base_logits = fresh(ids).logits
+        unmerged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+                                             str(system.adapter_dir())).eval()(ids).logits
+        with system.model() as model:
+            assert all(m.merged for m in model.modules() if hasattr(m, "merged") and hasattr(m, "lora_A"))
+            merged = model(ids).logits
+        after = ctx.base_model()(ids).logits
+    assert not torch.allclose(unmerged, base_logits, atol=1e-3), "the adapter was trained and changes the outputs"
+    torch.testing.assert_close(merged, unmerged, atol=1e-4, rtol=1e-4)
+    assert not hasattr(ctx.base_model(), "peft_config")
+    assert torch.equal(after, base_logits), "the shared model holds the weights on disk again"
+
+
 def test_corpus_objective_needs_a_corpus(tmp_path, tiny_model_dir):
     task = write_tiny_task(tmp_path / "t", tiny_model_dir, finetune={"objective": "corpus"})
     cfg = yaml.safe_load(task.read_text())

@@ -43,7 +43,7 @@ def runs(tiny_task_session, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HARNESS_HOME", str(home))
         latest = reports / "tiny-qa" / "latest"
-        for name, extra in (("first", []), ("again", []), ("retrain", ["--retrain"])):
+        for name, extra in (("first", []), ("again", []), ("reevaluate", ["--reevaluate"]), ("retrain", ["--retrain"])):
             assert harness("run", tiny_task_session, "--systems", ",".join(SYSTEMS), *common, *extra) == 0
             out[name] = latest.resolve()
             if name == "first":  # what the cache holds after the first run, to check the second reuses it
@@ -216,9 +216,34 @@ def test_second_run_reuses_adapter_and_index(runs):
     assert runs["index_files"] and runs["index_files_after_again"] == runs["index_files"]
 
 
+def test_second_run_reuses_the_evaluations_and_says_so(runs):
+    first, again = load(runs["first"]), load(runs["again"])
+    for name in SYSTEMS:
+        assert first[0]["systems"][name]["evaluation_reused"] is None
+        reused = again[0]["systems"][name]["evaluation_reused"]
+        assert reused and reused["measured_at"] and reused["seconds"] > 0, name
+        # the figures are the ones measured then, not re-measured and not invented
+        assert again[0]["systems"][name]["latency_s"] == first[0]["systems"][name]["latency_s"]
+        assert again[0]["systems"][name]["peak_memory_mb"] == first[0]["systems"][name]["peak_memory_mb"]
+    assert [(s["system"], s["id"], s["latency_s"]) for s in again[1]] == [(s["system"], s["id"], s["latency_s"]) for s in first[1]]
+    html = (runs["again"] / "index.html").read_text()
+    assert html.count('data-metric="evaluation_reused"') == len(SYSTEMS)
+    stored = list((runs["home"] / "evaluations" / "tiny-qa").glob("*.json"))
+    assert len(stored) >= len(SYSTEMS)
+
+
+def test_reevaluate_and_retrain_measure_again(runs):
+    for run in ("reevaluate", "retrain"):
+        res = load(runs[run])[0]
+        assert all(e["evaluation_reused"] is None for e in res["systems"].values()), run
+    assert load(runs["reevaluate"])[0]["systems"]["lora"]["cached"] is True  # the adapter is still reused
+
+
 def test_same_seed_gives_identical_metrics(runs):
-    first, again, retrain = (metric_values(load(runs[k])[0]) for k in ("first", "again", "retrain"))
+    first, again, reevaluated, retrain = (metric_values(load(runs[k])[0]) for k in ("first", "again", "reevaluate", "retrain"))
     assert again == first
+    # scored again from the same artifacts: the same numbers come out
+    assert reevaluated == first
     # --retrain trains the adapter again from scratch, with the same seed: the same numbers come out
     assert retrain == first
     s1, s2 = load(runs["first"])[1], load(runs["retrain"])[1]
@@ -259,3 +284,30 @@ def test_compare_command(runs, tmp_path):
     out = tmp_path / "cmp"
     assert harness("compare", runs["first"], runs["limited"], "--out", out) == 0
     assert (out / "index.html").is_file()
+
+
+def test_a_change_re_evaluates_only_the_systems_it_affects(tmp_path, tiny_model_dir, harness_home, capsys):
+    from tests.conftest import write_tiny_task
+
+    common = ["--systems", "prompt,rag", "--reports-dir", tmp_path / "r", "--indices-dir", tmp_path / "i"]
+    latest = tmp_path / "r" / "tiny-qa" / "latest"
+
+    def run(task) -> dict:
+        assert harness("run", task, *common) == 0
+        return {n: e["evaluation_reused"] for n, e in load(latest.resolve())[0]["systems"].items()}
+
+    assert run(write_tiny_task(tmp_path / "a", tiny_model_dir)) == {"prompt": None, "rag": None}
+    # rag retrieves one passage more: its prompts change, the prompt system's do not
+    reused = run(write_tiny_task(tmp_path / "b", tiny_model_dir, rag={"k": 3}))
+    assert reused["prompt"] is not None and reused["rag"] is None
+    # a damaged stored evaluation is reported, removed and measured again; the run still succeeds
+    stored = sorted((harness_home / "evaluations" / "tiny-qa").glob("*.json"))
+    assert len(stored) == 3
+    for path in stored:
+        path.write_text('{"format": 1, "test": [')
+    capsys.readouterr()
+    assert run(write_tiny_task(tmp_path / "b", tiny_model_dir, rag={"k": 3})) == {"prompt": None, "rag": None}
+    err = capsys.readouterr().err
+    assert "ignoring a damaged stored evaluation" in err and str(harness_home / "evaluations") in err
+    # the two damaged files that were read are replaced; the k=2 rag one was not asked for and stays as it is
+    assert sum(p.read_text().startswith('{"format": 1, "test": [') for p in stored if p.exists()) == 1

@@ -67,6 +67,10 @@ class System:
         """The model to evaluate with, for the duration of the block."""
         yield self.ctx.base_model()
 
+    def weights_identity(self) -> str:
+        """Identifies the weights `model()` evaluates with (for reusing evaluations); call after build()."""
+        return self.ctx.model_ref.fingerprint
+
 
 def _load_all() -> None:
     # Importing a module registers its systems; every module in this package is one way of specialising.
