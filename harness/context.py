@@ -64,8 +64,12 @@ class RunContext:
         self.reporter.log(message)
 
     def base_model(self):
+        """The shared model systems evaluate with, in the evaluation precision. bf16 weights rather than
+        fp32 weights under bf16 autocast: the matmuls are the same, but autocast re-casts every weight on
+        every forward, which measured 0.24 vs 0.13 s for a 70-token prompt (0.89 vs 0.71 s at 630 tokens),
+        and the copy in memory is half the size. Log-softmax stays in fp32 (see harness.evaluate)."""
         if self._base is None:
-            self._base = models.load_model(self.model_ref, "float32")
+            self._base = models.load_model(self.model_ref, self.dtype)
         return self._base
 
     def release_base_model(self) -> None:

@@ -43,6 +43,7 @@ def make_timed_lm_class():
             self.new_tokens: dict[int, int] = {}
             self.first_token_s: dict[int, float] = {}
             self._current_doc: int | None = None
+            self._logits_keep: int | None = None
 
         def _per_question(self, requests, run):
             """Run `questions_per_batch` questions per call (1: the latency a single user sees); each
@@ -69,6 +70,36 @@ def make_timed_lm_class():
                 for i, r in zip(idx, res):
                     out[i] = r
             return out
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
+            # The positions whose logits this call needs, from lm-eval's own tokens: rows are right-padded to
+            # the longest, so the last `keep` positions of the padded batch hold every row's continuation when
+            # keep >= longest - shortest + longest continuation.
+            whole = [len(ctx) + len(cont) for _, ctx, cont in requests]
+            if requests and max(whole) <= self.max_length + 1:
+                self._logits_keep = max(whole) - min(whole) + max(len(cont) for _, _, cont in requests)
+            try:
+                return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+            finally:
+                self._logits_keep = None
+
+        def _model_call(self, inps, attn_mask=None, labels=None):
+            # Scoring Yes/No needs the logits of the last position only, but the model projects every position
+            # through its 49k-word head and lm-eval then log-softmaxes them all: a fifth of the compute of a
+            # 700-token RAG prompt. Keep the last positions only; lm-eval locates each continuation from the
+            # end of the returned logits (ctx_len = inplen + logits_len - padded_len), so its slicing holds.
+            keep = self._logits_keep
+            if keep is None or keep >= inps.shape[1] or attn_mask is not None or self.backend != "causal":
+                return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+            import torch
+
+            with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
+                                                 enabled=self.mixed_precision_dtype is not None):
+                try:
+                    return self.model(inps, logits_to_keep=keep).logits
+                except TypeError:  # a model whose forward has no logits_to_keep
+                    self._logits_keep = None
+                    return self.model(inps).logits
 
         def loglikelihood(self, requests, disable_tqdm: bool = False):
             return self._per_question(requests, lambda rs: super(TimedHFLM, self).loglikelihood(rs, disable_tqdm=True))
@@ -150,7 +181,8 @@ def run_lm_eval(model, tokenizer, questions: list[Question], prompts: list[str],
     lm = TimedHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size * n_choices,
                    questions_per_batch=batch_size, warmup=min(warmup, len(rows)), progress=progress,
                    max_length=getattr(model.config, "max_position_embeddings", 2048),
-                   mixed_precision_dtype=torch.bfloat16 if dtype == "bfloat16" else None,
+                   # autocast only where the weights are not already bf16
+                   mixed_precision_dtype=torch.bfloat16 if dtype == "bfloat16" and model.dtype != torch.bfloat16 else None,
                    softmax_dtype=torch.float32)  # bf16 log-softmax rounds margins to 0.25 steps: ties ruin AUC
     with tempfile.TemporaryDirectory(prefix="harness-lmeval-") as tmp:
         write_lm_eval_task(Path(tmp), task_name, rows, answer_format, stop, max_new_tokens)

@@ -80,6 +80,43 @@ def test_multiple_choice_records(tiny):
         assert "margin" not in r
 
 
+def test_scoring_only_the_last_positions_gives_the_full_logits_answer(tiny, monkeypatch):
+    """Only the positions the continuations need are projected through the LM head (logits_to_keep),
+    one question or a padded batch of them per call; the log-likelihoods are those of the full logits."""
+    model, tok = tiny
+    choices = ("Apache License 2.0", "MIT", "GNU General Public License v3 or later")
+    qs = _questions(3, choices=choices)
+    passage = "The licence text says that copies may be made and shared if the notice is kept. " * 3
+    prompts = [chat_prompt(tok, "Name the licence.", passage + q.question) for q in qs]  # RAG-like: long context
+    kept = []
+    forward = type(model).forward
+
+    def spy(self, *args, **kwargs):
+        kept.append(kwargs.get("logits_to_keep"))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", spy)
+    one = run_lm_eval(model, tok, qs, prompts, answer_format="multiple-choice", task_name="harness_test_keep1",
+                      batch_size=1, warmup=0, max_new_tokens=4, seed=0)
+    shortest = min(len(tok(p).input_ids) for p in prompts)
+    assert kept and all(isinstance(k, int) and k < shortest for k in kept), (kept, shortest)
+    batched = run_lm_eval(model, tok, qs, prompts, answer_format="multiple-choice", task_name="harness_test_keep3",
+                          batch_size=3, warmup=0, max_new_tokens=4, seed=0)
+    kept.clear()
+    monkeypatch.setattr(type(model), "forward", forward)
+    import harness.evaluate as ev
+
+    full_class = ev.make_timed_lm_class()
+    monkeypatch.setattr(full_class, "_loglikelihood_tokens", full_class.__mro__[1]._loglikelihood_tokens)
+    monkeypatch.setattr(ev, "make_timed_lm_class", lambda: full_class)
+    full = run_lm_eval(model, tok, qs, prompts, answer_format="multiple-choice", task_name="harness_test_full",
+                       batch_size=1, warmup=0, max_new_tokens=4, seed=0)
+    for a, b, c in zip(one, batched, full):
+        assert a["loglikelihoods"] == pytest.approx(c["loglikelihoods"], abs=1e-4)
+        assert b["loglikelihoods"] == pytest.approx(c["loglikelihoods"], abs=1e-4)
+        assert a["prediction"] == b["prediction"] == c["prediction"]
+
+
 def test_free_text_records(tiny):
     model, tok = tiny
     qs = [Question(id=f"f{i}", question=f"Name licence {i}.", answers=["Alpha"]) for i in range(2)]
