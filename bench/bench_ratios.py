@@ -133,20 +133,25 @@ def generate_ratio(ctx, n: int, batch: int = 8) -> dict:
 
 
 def main(argv=None) -> dict:
+    """{"train_ratio": .., "eval_ratio": .., "generate_ratio": .., "ratio_details": {"train": {..}, ...}}:
+    the details of each pair stay under their own key (they share names such as `questions`)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--train-examples", type=int, default=96)
     ap.add_argument("--eval-questions", type=int, default=60)
     ap.add_argument("--gen-questions", type=int, default=32)
     args = ap.parse_args(argv)
-    out = {}
+    details = {}
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as home:
         ctx = context("legal-qa", home)
-        out.update(eval_ratio(ctx, args.eval_questions))
-        print(json.dumps(out), flush=True)
-        out.update(train_ratio(ctx, args.train_examples))
-        print(json.dumps(out), flush=True)
+        details["eval"] = eval_ratio(ctx, args.eval_questions)
+        print(json.dumps(details["eval"]), flush=True)
+        details["train"] = train_ratio(ctx, args.train_examples)
+        print(json.dumps(details["train"]), flush=True)
         gen = context("geo-qa", home)
-        out.update(generate_ratio(gen, args.gen_questions))
+        details["generate"] = generate_ratio(gen, args.gen_questions)
+        print(json.dumps(details["generate"]), flush=True)
+    out = {f"{k}_ratio": details[k][f"{k}_ratio"] for k in ("train", "eval", "generate")}
+    out["ratio_details"] = details
     return out
 
 
