@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from harness import cache
+from harness.errors import HarnessError
 
 FORMAT = 1  # bump when the records' layout changes
 
@@ -72,10 +73,14 @@ def load(task: str, k: str, log) -> dict | None:
 
 
 def save(task: str, k: str, *, test: list[dict], calibration: list[dict] | None, peak_memory_mb: float,
-         cuda_peak_memory_mb: float | None, seconds: float) -> None:
+         cuda_peak_memory_mb: float | None, seconds: float, log) -> None:
+    """Store an evaluation; failing to (a full disk) costs the next run a re-evaluation, not this run."""
     path = _path(task, k)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_json_atomic(path, {
-        "format": FORMAT, "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "seconds": round(seconds, 2), "peak_memory_mb": peak_memory_mb, "cuda_peak_memory_mb": cuda_peak_memory_mb,
-        "test": test, "calibration": calibration})
+    entry = {"format": FORMAT, "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+             "seconds": round(seconds, 2), "peak_memory_mb": peak_memory_mb,
+             "cuda_peak_memory_mb": cuda_peak_memory_mb, "test": test, "calibration": calibration}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_json_atomic(path, entry)
+    except (OSError, HarnessError) as e:
+        log(f"  could not store the evaluation for reuse ({e}); the next run will evaluate again")

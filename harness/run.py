@@ -188,7 +188,7 @@ def evaluate_or_reuse(system, ctx: RunContext, entry: dict) -> tuple[list[dict],
                                            prompts=cal_prompts) if cal_q else None)
         entry["peak_memory_mb"], cuda_peak = round(mem.peak_mb, 1), mem.cuda_peak_mb
         evalcache.save(ctx.spec.name, key, test=records, calibration=cal_records, peak_memory_mb=entry["peak_memory_mb"],
-                       cuda_peak_memory_mb=cuda_peak, seconds=took())
+                       cuda_peak_memory_mb=cuda_peak, seconds=took(), log=rep.log)
     if cuda_peak is not None:
         entry["cuda_peak_memory_mb"] = round(cuda_peak, 1)
     return records, calibration_threshold(ctx, cal_q, cal_records)

@@ -311,3 +311,15 @@ def test_a_change_re_evaluates_only_the_systems_it_affects(tmp_path, tiny_model_
     assert "ignoring a damaged stored evaluation" in err and str(harness_home / "evaluations") in err
     # the two damaged files that were read are replaced; the k=2 rag one was not asked for and stays as it is
     assert sum(p.read_text().startswith('{"format": 1, "test": [') for p in stored if p.exists()) == 1
+
+
+def test_an_evaluation_that_cannot_be_stored_does_not_fail_the_run(tmp_path, tiny_model_dir, harness_home, capsys):
+    from tests.conftest import write_tiny_task
+
+    (harness_home / "evaluations").write_text("a file where the folder should be")
+    task = write_tiny_task(tmp_path / "a", tiny_model_dir)
+    assert harness("run", task, "--systems", "prompt", "--limit", "3", "--reports-dir", tmp_path / "r") == 0
+    err = capsys.readouterr().err
+    assert "could not store the evaluation for reuse" in err and "the next run will evaluate again" in err
+    res = load((tmp_path / "r" / "tiny-qa" / "latest").resolve())[0]
+    assert res["systems"]["prompt"]["status"] == "ok" and res["systems"]["prompt"]["evaluation_reused"] is None
