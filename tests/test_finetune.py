@@ -75,6 +75,43 @@ def test_evaluation_merges_the_adapter_and_leaves_the_shared_model_clean(tmp_pat
     assert torch.equal(after, base_logits), "the shared model holds the weights on disk again"
 
 
+def test_answer_positions_loss_equals_the_models_own_loss(tmp_path, tiny_model_dir):
+    """Off CUDA the trainer projects only the labelled (answer) positions through the LM head; the loss and its
+    gradients are those of the model's own loss on the same completion-only labels, padding included."""
+    import torch
+    import transformers
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig
+
+    from harness.systems.finetune import _answer_positions_loss_applies, sft_trainer_class
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    trainer = sft_trainer_class()(
+        model=model, train_dataset=Dataset.from_list([{"prompt": "Q?", "completion": "Yes"}]),
+        args=SFTConfig(output_dir=str(tmp_path / "o"), use_cpu=True, report_to="none", disable_tqdm=True))
+    assert _answer_positions_loss_applies(model)  # the harness's own path is the one under test
+    ids = torch.randint(3, 60, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0  # a right-padded row
+    labels = torch.full_like(ids, -100)
+    labels[0, 8:10], labels[1, 6:9], labels[2, 10:12] = ids[0, 8:10], ids[1, 6:9], ids[2, 10:12]
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    grads = []
+    for compute in (trainer.compute_loss, lambda m, b: transformers.Trainer.compute_loss(trainer, m, b)):
+        model.zero_grad()
+        loss = compute(model, dict(batch))
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-5, rtol=1e-5)
+    assert any(g.abs().sum() > 0 for g in grads[0][1])
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
 def test_corpus_objective_needs_a_corpus(tmp_path, tiny_model_dir):
     task = write_tiny_task(tmp_path / "t", tiny_model_dir, finetune={"objective": "corpus"})
     cfg = yaml.safe_load(task.read_text())

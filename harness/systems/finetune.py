@@ -262,6 +262,7 @@ class FinetuneSystem(System):
         from datasets import Dataset
         from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
         from safetensors.torch import load_file
+
         s, ctx = self.settings, self.ctx
         SFTTrainer = sft_trainer_class()
         workdir = cache.home() / "train" / ctx.spec.name / final.name
