@@ -211,6 +211,7 @@ def test_second_run_reuses_adapter_and_index(runs):
     lora, rag = res["systems"]["lora"], res["systems"]["rag"]
     assert lora["status"] == "ok" and lora["cached"] is True and lora["build_s"] == 0
     assert lora["training"]["loss_curve"]  # the training record travels with the cached adapter
+    assert lora["training"]["peak_memory_mb"] > 0  # what training took, though it did not run this time
     assert rag["cached"] is True and rag["build_s"] == 0
     assert runs["adapters"] and runs["adapters_after_again"] == runs["adapters"]  # not rewritten
     assert runs["index_files"] and runs["index_files_after_again"] == runs["index_files"]

@@ -81,6 +81,18 @@ def _answer_positions_loss_applies(model) -> bool:
             and getattr(cfg, "logit_scale", None) is None and getattr(cfg, "logits_scaling", None) is None)
 
 
+def record_training_memory(system, training: dict) -> None:
+    """The peak memory so far of the build, into the training record before it is written with the adapter,
+    so that a run that reuses the adapter still reports what training took."""
+    mem = getattr(system, "_training_memory", None)
+    if mem is not None:
+        training["peak_memory_mb"] = round(mem.peak_mb, 1)
+        import torch
+
+        if torch.cuda.is_available():  # PeakMemory reset the CUDA peak when the build started
+            training["cuda_peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
 def loss_curve(log_history: list[dict]) -> list[dict]:
     by_step: dict[int, dict] = {}
     for entry in log_history:
@@ -187,6 +199,7 @@ class FinetuneSystem(System):
                 self.ctx.log(f"warning: adapter at {final} is damaged ({cache.verify(final)}); training again")
             self.ctx.release_base_model()
             with PeakMemory() as mem, timer() as took:
+                self._training_memory = mem  # read by _train when it writes the adapter's manifest
                 training = self._train(final)
             training["peak_memory_mb"] = round(mem.peak_mb, 1)
             if mem.cuda_peak_mb is not None:
@@ -327,6 +340,7 @@ class FinetuneSystem(System):
             "world_size": int(os.environ.get("WORLD_SIZE", "1")),
             "settings": s.model_dump(exclude={"overrides"}, mode="json"),
         }
+        record_training_memory(self, training)
         if int(os.environ.get("RANK", "0")) == 0:
             with cache.build_atomically(final, {"training": training, "versions": library_versions()}) as tmp:
                 model.save_pretrained(tmp)

@@ -27,7 +27,8 @@ from harness.errors import HarnessError
 from harness.measure import timer
 from harness.prompts import chat_prompt, user_turn
 from harness.systems import register_system
-from harness.systems.finetune import FinetuneSystem, _complete_checkpoints, library_versions, loss_curve
+from harness.systems.finetune import (FinetuneSystem, _complete_checkpoints, library_versions, loss_curve,
+                                      record_training_memory)
 
 PAIRS_VERSION = 1  # part of the adapter key: bump when the way pairs are made changes
 ROLES = ("prompt", "chosen", "rejected")
@@ -293,6 +294,7 @@ class PreferenceSystem(FinetuneSystem):
             "settings": {**s.model_dump(exclude={"overrides"}, mode="json"), "preference": p.model_dump(mode="json")},
         }
         if int(os.environ.get("RANK", "0")) == 0:  # under `accelerate launch`, only the main process writes
+            record_training_memory(self, training)
             with cache.build_atomically(final, {"training": training, "versions": library_versions()}) as tmp:
                 # DPO keeps a frozen copy of the starting adapter as "ref"; only the trained one is the artifact.
                 trainer.model.save_pretrained(tmp, selected_adapters=["default"])
