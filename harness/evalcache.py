@@ -21,20 +21,9 @@ from pathlib import Path
 
 from harness import cache
 from harness.errors import HarnessError
+from harness.manifest import package_versions
 
 FORMAT = 1  # bump when the records' layout changes
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("torch", "transformers", "peft", "lm_eval", "sentence-transformers", "faiss-cpu"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "missing"
-    return out
 
 
 def _questions(questions) -> list:
@@ -48,7 +37,8 @@ def key(system, ctx, test: tuple[list, list[str]], calibration: tuple[list, list
     ev = ctx.spec.evaluation.model_dump(exclude={"bootstrap"})
     return cache.key_of(FORMAT, __version__, system.name, system.kind, system.weights_identity(),
                         ctx.spec.answer_format, ev, ctx.dtype, ctx.device, threads, ctx.spec.seed,
-                        platform.machine(), os.cpu_count(), _versions(),
+                        platform.machine(), os.cpu_count(),
+                        package_versions(("torch", "transformers", "peft", "lm_eval", "sentence-transformers", "faiss-cpu")),
                         _questions(test[0]), test[1],
                         None if calibration is None else [_questions(calibration[0]), calibration[1]])
 

@@ -19,14 +19,20 @@ PACKAGES = ("harness", "torch", "transformers", "peft", "trl", "bitsandbytes", "
             "faiss-cpu", "lm-eval", "datasets", "numpy", "scipy", "pydantic", "jinja2")
 
 
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in PACKAGES:
+def package_versions(packages) -> dict[str, str]:
+    """{package: installed version, or "missing"}: what cache keys and manifests record."""
+    out = {}
+    for pkg in packages:
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
-            pass
+            out[pkg] = "missing"
     return out
+
+
+def versions() -> dict[str, str]:
+    installed = {k: v for k, v in package_versions(PACKAGES).items() if v != "missing"}
+    return {"python": platform.python_version(), **installed}
 
 
 def machine() -> dict:

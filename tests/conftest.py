@@ -254,3 +254,20 @@ def pytest_terminal_summary(terminalreporter):
     if _reliability.touched():
         terminalreporter.write_sep("-", "reliability summary")
         terminalreporter.write_line(_reliability.summary_line())
+
+
+def run_cli(*args) -> tuple[int, str, str]:
+    """`harness ARGS` in this process (the heavy imports are paid once): (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from harness.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return code, out.getvalue(), err.getvalue()

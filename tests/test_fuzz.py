@@ -11,8 +11,6 @@ argument lists, none of which may end in a traceback.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import itertools
 import json
 import typing
@@ -25,6 +23,7 @@ from hypothesis import strategies as st
 
 from harness.errors import HarnessError
 from tests import reliability_counts as counts
+from tests.conftest import run_cli as cli
 
 EXAMPLES = 1000
 FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
@@ -166,19 +165,6 @@ def dump(doc, self_name: str) -> bytes:
     if isinstance(doc, dict) and "include" in doc:
         doc = {**doc, "include": fix(doc["include"])}
     return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False).encode("utf-8")
-
-
-def cli(*args) -> tuple[int, str, str]:
-    from harness.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ import pytest
 from harness import cache
 from harness.errors import HarnessError
 from tests import reliability_counts as counts
+from tests.conftest import run_cli as _cli
 from tests.conftest import write_tiny_task
 
 REPO = Path(__file__).resolve().parent.parent
@@ -475,23 +476,6 @@ def test_damaged_adapter_and_index_are_rebuilt(reference, tmp_path):
 
     RetrievalIndex.load(index)
     counts.add("corrupt artifacts detected", 2)
-
-
-def _cli(*args) -> tuple[int, str, str]:
-    """`harness ARGS` in this process: (exit code, stdout, stderr)."""
-    import contextlib
-    import io
-
-    from harness.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return code, out.getvalue(), err.getvalue()
 
 
 def assert_one_line_error(code: int, err: str, *words: str) -> str:

@@ -23,15 +23,9 @@ METHODS = ("lora", "qlora", "dora")
 
 
 def library_versions() -> dict[str, str]:
-    import importlib.metadata as md
+    from harness.manifest import package_versions
 
-    out = {}
-    for pkg in ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "missing"
-    return out
+    return package_versions(("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate"))
 
 
 def training_rows(ctx, questions, user_text=None) -> list[dict]:
