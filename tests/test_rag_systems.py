@@ -17,7 +17,7 @@ from harness.errors import HarnessError
 from harness.models import resolve_model
 from harness.retrieval import Embedder
 from harness.spec import load_spec
-from harness.systems.rag_finetune import DISTRACTOR_FRACTION, micro_batch
+from harness.systems.rag_finetune import DISTRACTOR_FRACTION, _raft_note, micro_batch
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +85,27 @@ def test_raft_rows_carry_retrieved_passages_and_a_seeded_share_of_distractors(ct
     other = systems.make_system("rag+lora", make_ctx(tiny_task, tmp_path, embedder, seed=1))
     assert other.distractor_ids(train) != s.distractor_ids(train)
     assert len(other.distractor_ids(train)) == len(distract)
+
+
+def test_evaluation_prompts_get_the_budget_the_adapter_trained_with(tiny_task, tmp_path, embedder):
+    """A short finetune.max_length holds rag+lora's test prompts to its training budget; rag keeps its own."""
+    spec = load_spec(tiny_task)
+    c = make_ctx(tiny_task, tmp_path, embedder, finetune=spec.finetune.model_copy(update={"max_length": 120}),
+                 rag=spec.rag.model_copy(update={"k": 4}))
+    s, rag = systems.make_system("rag+lora", c), systems.make_system("rag", c)
+    budget = s.train_budget()
+    assert budget < rag.prompt_budget()
+    qs = c.data.test
+    ours, theirs = s.prompts(qs), rag.prompts(qs)
+    lengths = [len(c.tokenizer(t).input_ids) for t in ours.texts]
+    assert max(lengths) <= budget
+    assert max(len(c.tokenizer(t).input_ids) for t in theirs.texts) > budget  # rag alone is not held back
+    assert all(p["text"] in t for t, ps in zip(ours.texts, ours.retrieved) for p in ps)
+    # the training rows were held to the same budget
+    assert max(len(c.tokenizer(r["prompt"]).input_ids) for r in s.raft_rows(c.data.train)) <= budget
+    note = " ".join(_raft_note(s._raft_stats, s.settings, s.name))
+    assert f"training and evaluation prompts are held to {budget} tokens by finetune.max_length=120" in note
+    assert f"rag alone allows {rag.prompt_budget()}" in note
 
 
 def test_raft_adds_the_gold_passage_when_retrieval_misses_it(ctx):

@@ -92,7 +92,7 @@ class RagSystem(System):
             break
         return kept
 
-    def prompts(self, questions):
+    def prompts(self, questions, budget: int | None = None):
         from harness import retrieval
 
         ctx, spec = self.ctx, self.ctx.spec
@@ -101,7 +101,7 @@ class RagSystem(System):
         hits, latency = retrieval.retrieve(index, ctx.embedder(), [user_turn(spec.question_template, q) for q in questions], k)
         texts, retrieved = [], []
         for q, h in zip(questions, hits):
-            passages = self.fit_passages(q, h)
+            passages = self.fit_passages(q, h, budget)
             retrieved.append(passages)
             texts.append(chat_prompt(ctx.tokenizer, spec.system_prompt, self.user_text(q, passages)))
         return Prompts(texts, retrieved, latency, [[c.doc_id for c, _ in h] for h in hits])
