@@ -105,7 +105,8 @@ def print_summary(run_dir: Path) -> None:
         m = s["metrics"]
         vs = s.get("vs_best_baseline") or {}
         verdict = _verdict(vs)
-        build = "cached" if s.get("cached") else f"{s.get('build_s', 0):.1f}"
+        cost = s.get("build_cost_s")  # a reused artifact: what building it took in the run that did
+        build = (f"cached ({cost:.0f})" if cost is not None else "cached") if s.get("cached") else f"{s.get('build_s', 0):.1f}"
         table.add_row(name, ci(m.get(metric)), ci(m.get("auc")), ci(m.get("calibrated_accuracy")),
                       f"{s['latency_s']['p50']:.3f}/{s['latency_s']['p95']:.3f}", f"{s['peak_memory_mb']:.0f}",
                       build, f"{s.get('artifact_mb', 0):.2f}", verdict)

@@ -440,12 +440,15 @@ def build_or_load(docs: Sequence[Any], embedder: Any, settings: dict, folder_roo
                 return idx, _info(idx, True, 0.0, 0.0, folder)
         t0 = time.perf_counter()
         idx, embed_s = _build(docs, embedder, s)
+        # Kept in the manifest so that a later run reusing the index can still say what it cost to build.
+        idx.manifest["build_s"] = build_s = round(time.perf_counter() - t0, 3)
         idx.save(folder)
-        return idx, _info(idx, False, time.perf_counter() - t0, embed_s, folder)
+        return idx, _info(idx, False, build_s, embed_s, folder)
 
 
 def _info(idx: RetrievalIndex, reused: bool, build_s: float, embed_s: float, folder: Path) -> dict:
-    return {"reused": reused, "build_s": build_s, "embed_s": embed_s, "n_chunks": len(idx.chunks),
+    built = idx.manifest.get("build_s") if reused else build_s  # None: an index saved before it was recorded
+    return {"reused": reused, "build_s": build_s, "embed_s": embed_s, "built_s": built, "n_chunks": len(idx.chunks),
             "n_docs": int(idx.manifest.get("n_docs", 0)), "path": str(folder),
             "size_mb": sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 1e6}
 

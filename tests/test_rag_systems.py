@@ -281,6 +281,12 @@ def test_run_with_every_kind_of_system(tmp_path, tiny_model_dir, harness_home):
         assert got[n]["model_latency_s"]["mean"] > 0
     assert got["oracle"]["retrieval"]["recall_at_k"] == 1.0 and got["oracle"]["retrieval"]["mrr"] == 1.0
     assert got["rag+lora"]["retrieval"] == got["rag"]["retrieval"]  # the same retriever
+    # rag built the index, rag+lora and oracle reused it: each cost is what was spent on its own artifacts
+    assert got["rag"]["build_cost_s"] == got["rag"]["build_s"] > 0 and got["oracle"]["cached"]
+    index_s = got["rag"]["index"]["built_s"]  # results round to 0.01 s
+    assert index_s > 0 and got["oracle"]["build_cost_s"] == pytest.approx(index_s, abs=0.006)
+    assert got["rag+lora"]["build_cost_s"] == pytest.approx(got["rag+lora"]["training"]["seconds"] + index_s, abs=1.0)
+    assert got["rag+lora"]["build_cost_s"] >= got["rag+lora"]["build_s"]
     adapters = [p.name for p in (harness_home / "adapters" / "tiny-qa").iterdir() if p.is_dir()]
     assert len(adapters) == 1 and adapters[0].startswith("rag-lora-")
     samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]

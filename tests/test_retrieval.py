@@ -187,6 +187,7 @@ def test_reuse_corruption_and_rebuild(tmp_path, tokenizer):
     _, first = build_or_load(corpus(), emb, SETTINGS, tmp_path, log=logs.append)
     _, second = build_or_load(corpus(), emb, SETTINGS, tmp_path, log=logs.append)
     assert second["reused"] and second["build_s"] == 0.0 and second["path"] == first["path"] and not logs
+    assert second["built_s"] == first["build_s"] == first["built_s"] > 0  # the cost of building it, kept in its manifest
     faiss_file = Path(first["path"]) / "index.faiss"
     faiss_file.write_bytes(faiss_file.read_bytes()[:100])  # truncate
     with pytest.raises(IndexCorrupt, match="index.faiss.*rebuilt"):

@@ -116,7 +116,7 @@ def test_results_json_follows_the_format(runs):
 
 def test_every_system_entry_has_every_documented_key(runs):
     res = load(runs["first"])[0]
-    documented = {"kind", "status", "error", "metrics", "latency_s", "peak_memory_mb", "build_s", "cached",
+    documented = {"kind", "status", "error", "metrics", "latency_s", "peak_memory_mb", "build_s", "build_cost_s", "cached",
                   "artifact_mb", "training", "retrieval", "retrieval_latency_s", "vs_best_baseline"}
     for name, s in res["systems"].items():
         assert documented <= set(s), (name, sorted(documented - set(s)))
@@ -213,6 +213,12 @@ def test_second_run_reuses_adapter_and_index(runs):
     assert lora["training"]["loss_curve"]  # the training record travels with the cached adapter
     assert lora["training"]["peak_memory_mb"] > 0  # what training took, though it did not run this time
     assert rag["cached"] is True and rag["build_s"] == 0
+    # what each reused artifact cost is the time the first run spent building it, not this run's 0 s
+    first = load(runs["first"])[0]["systems"]
+    assert lora["build_cost_s"] == lora["training"]["seconds"] > 0
+    assert first["lora"]["build_cost_s"] == first["lora"]["build_s"] and first["rag"]["build_cost_s"] == first["rag"]["build_s"]
+    assert 0 < rag["build_cost_s"] <= first["rag"]["build_s"]  # the index alone, recorded in its manifest
+    assert res["systems"]["prompt"]["build_cost_s"] == 0
     assert runs["adapters"] and runs["adapters_after_again"] == runs["adapters"]  # not rewritten
     assert runs["index_files"] and runs["index_files_after_again"] == runs["index_files"]
 

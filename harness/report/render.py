@@ -16,7 +16,7 @@ from .charts import loss_chart, metric_charts, retrieval_chart, tradeoff_chart
 from .load import Run, atomic_write, load_run, machine_line, model_label
 from .questions import question_rows, retrieval_systems
 from .recommend import headline, recommendation
-from .summary import best_baseline_name, csv_text, markdown_text, metric_names, summary_rows
+from .summary import best_baseline_name, build_text, csv_text, markdown_text, metric_names, summary_rows
 from .svg import colors_for
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -32,6 +32,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(fmt.FILTERS)
+    env.filters["build_text"] = build_text
     return env
 
 

@@ -67,7 +67,7 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             "latency_mean": _num(lat.get("mean")),
             "retrieval_latency_p50": _num(rlat.get("p50")), "retrieval_latency_p95": _num(rlat.get("p95")),
             "peak_memory_mb": _num(e.get("peak_memory_mb")), "build_s": _num(e.get("build_s")),
-            "cached": bool(e.get("cached")), "artifact_mb": _num(e.get("artifact_mb")),
+            "build_cost_s": _num(e.get("build_cost_s")), "cached": bool(e.get("cached")), "artifact_mb": _num(e.get("artifact_mb")),
             "evaluation_reused": (e.get("evaluation_reused") or {}).get("measured_at") if isinstance(e.get("evaluation_reused"), dict) else None,
             "vs_best_baseline": vb, "beats": beats_verdict(vb),
             "beats_p": _num(vb.get("p_value")) if vb else None,
@@ -83,7 +83,7 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             "description": b.get("description"), "metrics": metrics,
             "latency_p50": None, "latency_p95": None, "latency_mean": None,
             "retrieval_latency_p50": None, "retrieval_latency_p95": None,
-            "peak_memory_mb": None, "build_s": None, "cached": False, "artifact_mb": None, "evaluation_reused": None,
+            "peak_memory_mb": None, "build_s": None, "build_cost_s": None, "cached": False, "artifact_mb": None, "evaluation_reused": None,
             "vs_best_baseline": None, "beats": None, "beats_p": None,
         })
     return rows
@@ -100,7 +100,7 @@ def metric_names(results: dict[str, Any], rows: list[dict[str, Any]] | None = No
 
 
 CSV_TAIL = ("latency_p50", "latency_p95", "retrieval_latency_p50", "retrieval_latency_p95",
-            "peak_memory_mb", "build_s", "cached", "artifact_mb", "evaluation_reused", "beats_best_baseline",
+            "peak_memory_mb", "build_s", "build_cost_s", "cached", "artifact_mb", "evaluation_reused", "beats_best_baseline",
             "beats_p_value", "error")
 
 
@@ -117,7 +117,7 @@ def csv_text(results: dict[str, Any]) -> str:
         for m in metrics:
             cell = r["metrics"].get(m) or {}
             line += [_csv(cell.get(part)) for part in METRIC_PARTS]
-        line += [_csv(r[k]) for k in CSV_TAIL[:6]]
+        line += [_csv(r[k]) for k in CSV_TAIL[:7]]
         line += [str(r["cached"]).lower() if not r["is_baseline"] else "", _csv(r["artifact_mb"]),
                  _csv(r["evaluation_reused"]), r["beats"] or "", _csv(r["beats_p"]), " ".join(str(r["error"] or "").split())]
         writer.writerow(line)
@@ -141,9 +141,12 @@ def beats_text(r: dict[str, Any]) -> str:
 
 
 def build_text(r: dict[str, Any]) -> str:
+    """This run's build time; for a reused artifact, what it took when it was built (when that was recorded)."""
     if r["build_s"] is None:
         return fmt.DASH
-    return fmt.duration(r["build_s"]) + (" (cached)" if r["cached"] else "")
+    if not r["cached"]:
+        return fmt.duration(r["build_s"])
+    return "cached" + (f" (built in {fmt.duration(r['build_cost_s'])})" if r.get("build_cost_s") is not None else "")
 
 
 def markdown_text(results: dict[str, Any]) -> str:

@@ -38,13 +38,16 @@ class Prompts:
 
 @dataclass
 class BuildInfo:
-    build_s: float = 0.0
+    build_s: float = 0.0          # seconds spent building in this run (0 when the artifact was reused)
     cached: bool = False
     artifact_mb: float = 0.0
     peak_memory_mb: float | None = None
     training: dict | None = None
     index: dict | None = None
     notes: list[str] = field(default_factory=list)
+    # Seconds the artifact took when it was built, in this run or the one that built the cached copy: what the
+    # system cost to build, which a warm run's 0 s would hide. None when that earlier run did not record it.
+    build_cost_s: float | None = None
 
 
 class System:

@@ -180,7 +180,9 @@ class FinetuneSystem(System):
         final = self.adapter_dir()
         if not self.ctx.retrain and cache.verify(final) is None:
             meta = json.loads((final / cache.MANIFEST).read_text())
-            return BuildInfo(0.0, True, cache.folder_size_mb(final), training=meta.get("training"))
+            training = meta.get("training") or {}
+            return BuildInfo(0.0, True, cache.folder_size_mb(final), training=meta.get("training"),
+                             build_cost_s=training.get("seconds"))
         if self.ctx.launcher == "accelerate":
             return self._build_with_accelerate(final)
         # Under `accelerate launch` every process trains; only the main one writes. A lock would

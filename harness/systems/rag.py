@@ -41,8 +41,9 @@ class RagSystem(System):
             ctx.log(f"warning: rag.k is {rag.k} but the index has only {len(index.chunks)} chunks; k was clamped to "
                     f"{len(index.chunks)} (set rag.k to {len(index.chunks)} or less, or add documents)")
         notes = ["RAG indexes the training question-answer pairs (the task has no corpus)"] if ctx.data.corpus_is_fallback else []
-        return BuildInfo(0.0 if info["reused"] else took(), info["reused"], info["size_mb"],
-                         None if info["reused"] else mem.peak_mb, index=info, notes=notes)
+        build_s = 0.0 if info["reused"] else took()
+        return BuildInfo(build_s, info["reused"], info["size_mb"], None if info["reused"] else mem.peak_mb,
+                         index=info, notes=notes, build_cost_s=info["built_s"] if info["reused"] else build_s)
 
     def _index(self):
         index = self.ctx.cache_get("rag_index")

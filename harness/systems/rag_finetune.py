@@ -190,6 +190,9 @@ class RagFinetuneSystem(FinetuneSystem):
             info = super().build()
         finally:
             self._building = False
+        adapter_cost = info.build_cost_s if info.cached else info.build_s
+        info.build_cost_s = (None if adapter_cost is None or index_info.build_cost_s is None
+                             else adapter_cost + index_info.build_cost_s)
         info.index = index_info.index
         info.build_s += 0.0 if index_info.cached else index_info.build_s
         info.cached = info.cached and index_info.cached
