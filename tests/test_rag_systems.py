@@ -285,8 +285,10 @@ def test_run_with_every_kind_of_system(tmp_path, tiny_model_dir, harness_home):
     assert got["rag"]["build_cost_s"] == got["rag"]["build_s"] > 0 and got["oracle"]["cached"]
     index_s = got["rag"]["index"]["built_s"]  # results round to 0.01 s
     assert index_s > 0 and got["oracle"]["build_cost_s"] == pytest.approx(index_s, abs=0.006)
-    assert got["rag+lora"]["build_cost_s"] == pytest.approx(got["rag+lora"]["training"]["seconds"] + index_s, abs=1.0)
-    assert got["rag+lora"]["build_cost_s"] >= got["rag+lora"]["build_s"]
+    # rag+lora trained here on the index rag built: its cost is its own build time plus the index's
+    cost = got["rag+lora"]["build_cost_s"]
+    assert cost == pytest.approx(got["rag+lora"]["build_s"] + index_s, abs=0.02)
+    assert cost > got["rag+lora"]["training"]["seconds"]
     adapters = [p.name for p in (harness_home / "adapters" / "tiny-qa").iterdir() if p.is_dir()]
     assert len(adapters) == 1 and adapters[0].startswith("rag-lora-")
     samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
