@@ -217,7 +217,7 @@ def test_second_run_reuses_adapter_and_index(runs):
     first = load(runs["first"])[0]["systems"]
     assert lora["build_cost_s"] == lora["training"]["seconds"] > 0
     assert first["lora"]["build_cost_s"] == first["lora"]["build_s"] and first["rag"]["build_cost_s"] == first["rag"]["build_s"]
-    assert 0 < rag["build_cost_s"] <= first["rag"]["build_s"]  # the index alone, recorded in its manifest
+    assert 0 < rag["build_cost_s"] <= first["rag"]["build_s"] + 0.01  # the index alone, from its manifest (0.01 s: rounding)
     assert res["systems"]["prompt"]["build_cost_s"] == 0
     assert runs["adapters"] and runs["adapters_after_again"] == runs["adapters"]  # not rewritten
     assert runs["index_files"] and runs["index_files_after_again"] == runs["index_files"]
