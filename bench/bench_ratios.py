@@ -6,6 +6,7 @@ train_ratio     harness training tokens/s  / a plain trl+peft script's (same mod
 eval_ratio      harness questions/s        / lm-eval called directly on the same model and generated task
 generate_ratio  harness generated tokens/s / plain batched model.generate on the same prompts
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,9 @@ def context(task: str, home: str):
 
     spec = load_spec(find_task(task))
     data = load_task_data(spec)
-    return RunContext(spec, data, models.resolve_model(spec.model), Reporter(), indices_dir=Path(home) / "indices",
-                      retrain=True)
+    return RunContext(
+        spec, data, models.resolve_model(spec.model), Reporter(), indices_dir=Path(home) / "indices", retrain=True
+    )
 
 
 def train_ratio(ctx, n: int) -> dict:
@@ -55,18 +57,41 @@ def train_ratio(ctx, n: int) -> dict:
     rows = training_rows(ctx, ctx.data.train)
     model = AutoModelForCausalLM.from_pretrained(ctx.model_ref.path)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = SFTTrainer(model=model, processing_class=ctx.tokenizer, train_dataset=Dataset.from_list(rows),
-                             args=SFTConfig(output_dir=tmp, num_train_epochs=s.epochs, per_device_train_batch_size=s.batch_size,
-                                            learning_rate=s.learning_rate, bf16=ctx.use_bf16(s.bf16), use_cpu=ctx.device == "cpu",
-                                            report_to="none", save_strategy="no", logging_steps=s.logging_steps,
-                                            max_length=s.max_length, seed=ctx.spec.seed, disable_tqdm=True),
-                             peft_config=LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout,
-                                                    target_modules=s.target_modules, task_type="CAUSAL_LM"))
+        trainer = SFTTrainer(
+            model=model,
+            processing_class=ctx.tokenizer,
+            train_dataset=Dataset.from_list(rows),
+            args=SFTConfig(
+                output_dir=tmp,
+                num_train_epochs=s.epochs,
+                per_device_train_batch_size=s.batch_size,
+                learning_rate=s.learning_rate,
+                bf16=ctx.use_bf16(s.bf16),
+                use_cpu=ctx.device == "cpu",
+                report_to="none",
+                save_strategy="no",
+                logging_steps=s.logging_steps,
+                max_length=s.max_length,
+                seed=ctx.spec.seed,
+                disable_tqdm=True,
+            ),
+            peft_config=LoraConfig(
+                r=s.r,
+                lora_alpha=s.alpha,
+                lora_dropout=s.dropout,
+                target_modules=s.target_modules,
+                task_type="CAUSAL_LM",
+            ),
+        )
         result = trainer.train()
         tokens = sum(len(i) for i in trainer.train_dataset["input_ids"]) * s.epochs
         plain_tps = tokens / result.metrics["train_runtime"]
-    return {"train_ratio": round(harness_tps / plain_tps, 3), "harness_tokens_per_s": harness_tps,
-            "plain_tokens_per_s": round(plain_tps, 1), "examples": n}
+    return {
+        "train_ratio": round(harness_tps / plain_tps, 3),
+        "harness_tokens_per_s": harness_tps,
+        "plain_tokens_per_s": round(plain_tps, 1),
+        "examples": n,
+    }
 
 
 def eval_ratio(ctx, n: int) -> dict:
@@ -84,22 +109,52 @@ def eval_ratio(ctx, n: int) -> dict:
 
     mp = torch.bfloat16 if ctx.dtype == "bfloat16" else None
     start = time.perf_counter()
-    run_lm_eval(model, tok, qs, prompts, answer_format=ctx.spec.answer_format, task_name="bench_h", batch_size=ev.batch_size,
-                warmup=0, max_new_tokens=ev.max_new_tokens, seed=0, dtype=ctx.dtype)
+    run_lm_eval(
+        model,
+        tok,
+        qs,
+        prompts,
+        answer_format=ctx.spec.answer_format,
+        task_name="bench_h",
+        batch_size=ev.batch_size,
+        warmup=0,
+        max_new_tokens=ev.max_new_tokens,
+        seed=0,
+        dtype=ctx.dtype,
+    )
     harness_s = time.perf_counter() - start
-    rows = [{"id": q.id, "prompt": p, "answer": q.answers[0], "choices": q.choices, "gold": q.gold_index}
-            for q, p in zip(qs, prompts)]
+    rows = [
+        {"id": q.id, "prompt": p, "answer": q.answers[0], "choices": q.choices, "gold": q.gold_index}
+        for q, p in zip(qs, prompts)
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         write_lm_eval_task(Path(tmp), "bench_d", rows, ctx.spec.answer_format, [tok.eos_token], ev.max_new_tokens)
-        lm = HFLM(pretrained=model, tokenizer=tok, batch_size=ev.batch_size * 2, mixed_precision_dtype=mp,
-                  softmax_dtype=torch.float32)
+        lm = HFLM(
+            pretrained=model,
+            tokenizer=tok,
+            batch_size=ev.batch_size * 2,
+            mixed_precision_dtype=mp,
+            softmax_dtype=torch.float32,
+        )
         start = time.perf_counter()
         with torch.inference_mode():
-            evaluator.simple_evaluate(model=lm, tasks=["bench_d"], task_manager=TaskManager(include_path=tmp, include_defaults=False),
-                                      log_samples=True, bootstrap_iters=0, device=str(lm.device), verbosity="ERROR")
+            evaluator.simple_evaluate(
+                model=lm,
+                tasks=["bench_d"],
+                task_manager=TaskManager(include_path=tmp, include_defaults=False),
+                log_samples=True,
+                bootstrap_iters=0,
+                device=str(lm.device),
+                verbosity="ERROR",
+            )
         direct_s = time.perf_counter() - start
-    return {"eval_ratio": round(direct_s / harness_s, 3), "harness_questions_per_s": round(n / harness_s, 2),
-            "lm_eval_questions_per_s": round(n / direct_s, 2), "questions": n, "batch_size": ev.batch_size}
+    return {
+        "eval_ratio": round(direct_s / harness_s, 3),
+        "harness_questions_per_s": round(n / harness_s, 2),
+        "lm_eval_questions_per_s": round(n / direct_s, 2),
+        "questions": n,
+        "batch_size": ev.batch_size,
+    }
 
 
 def generate_ratio(ctx, n: int, batch: int = 8) -> dict:
@@ -112,24 +167,46 @@ def generate_ratio(ctx, n: int, batch: int = 8) -> dict:
     prompts = make_system("prompt", ctx).prompts(qs).texts
     model, tok, max_new = ctx.base_model(), ctx.tokenizer, ctx.spec.evaluation.max_new_tokens
     start = time.perf_counter()
-    recs = run_lm_eval(model, tok, qs, prompts, answer_format="free-text", task_name="bench_g", batch_size=batch,
-                       warmup=0, max_new_tokens=max_new, seed=0, dtype=ctx.dtype)
+    recs = run_lm_eval(
+        model,
+        tok,
+        qs,
+        prompts,
+        answer_format="free-text",
+        task_name="bench_g",
+        batch_size=batch,
+        warmup=0,
+        max_new_tokens=max_new,
+        seed=0,
+        dtype=ctx.dtype,
+    )
     harness_s = time.perf_counter() - start
     harness_tokens = sum(r["new_tokens"] or 0 for r in recs)
     tok.padding_side = "left"
     generated, start = 0, time.perf_counter()
     with torch.inference_mode(), torch.autocast(ctx.device, dtype=torch.bfloat16, enabled=ctx.dtype == "bfloat16"):
         for b in range(0, len(prompts), batch):
-            enc = tok(prompts[b:b + batch], return_tensors="pt", padding=True, add_special_tokens=False)
-            out = model.generate(**enc, max_new_tokens=max_new, do_sample=False, stop_strings=["\n"], tokenizer=tok,
-                                 pad_token_id=tok.pad_token_id)
-            for row in out[:, enc.input_ids.shape[1]:]:
+            enc = tok(prompts[b : b + batch], return_tensors="pt", padding=True, add_special_tokens=False)
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new,
+                do_sample=False,
+                stop_strings=["\n"],
+                tokenizer=tok,
+                pad_token_id=tok.pad_token_id,
+            )
+            for row in out[:, enc.input_ids.shape[1] :]:
                 text = tok.decode(row, skip_special_tokens=True).split("\n")[0]
                 generated += len(tok(text, add_special_tokens=False).input_ids)
     plain_s = time.perf_counter() - start
     h, p = harness_tokens / harness_s, generated / plain_s
-    return {"generate_ratio": round(h / p, 3), "harness_tokens_per_s": round(h, 1), "plain_tokens_per_s": round(p, 1),
-            "questions": n, "batch_size": batch}
+    return {
+        "generate_ratio": round(h / p, 3),
+        "harness_tokens_per_s": round(h, 1),
+        "plain_tokens_per_s": round(p, 1),
+        "questions": n,
+        "batch_size": batch,
+    }
 
 
 def main(argv=None) -> dict:

@@ -5,6 +5,7 @@
 cold: an empty HARNESS_HOME and indices folder (the model is converted, the adapter trained, the index built);
 warm: the same command again with nothing changed (everything reused).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,7 +64,16 @@ def main(argv=None) -> dict:
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
             env = {**os.environ, "HARNESS_HOME": f"{tmp}/home"}
-            cmd = [harness, "run", args.task, "--quiet", "--reports-dir", f"{tmp}/reports", "--indices-dir", f"{tmp}/indices"]
+            cmd = [
+                harness,
+                "run",
+                args.task,
+                "--quiet",
+                "--reports-dir",
+                f"{tmp}/reports",
+                "--indices-dir",
+                f"{tmp}/indices",
+            ]
             if args.systems:
                 cmd += ["--systems", args.systems]
             secs, peak, rc = timed_run(cmd, env)
@@ -80,11 +90,17 @@ def main(argv=None) -> dict:
                 print(f"warm run: {secs:.1f} s", flush=True)
             latest = sorted(Path(f"{tmp}/reports/{args.task}").glob("2*"))[0]  # the cold run
             stages = json.loads((latest / "results.json").read_text())
-    return {"cold_run_s": round(statistics.median(cold), 1), "warm_run_s": round(statistics.median(warm), 1),
-            "peak_memory_mb": round(max(peaks), 1), "cold_runs_s": [round(c, 1) for c in cold],
-            "warm_runs_s": [round(w, 1) for w in warm],
-            "systems": {n: {"build_s": s.get("build_s"), "latency_p50_s": (s.get("latency_s") or {}).get("p50")}
-                        for n, s in stages["systems"].items()}}
+    return {
+        "cold_run_s": round(statistics.median(cold), 1),
+        "warm_run_s": round(statistics.median(warm), 1),
+        "peak_memory_mb": round(max(peaks), 1),
+        "cold_runs_s": [round(c, 1) for c in cold],
+        "warm_runs_s": [round(w, 1) for w in warm],
+        "systems": {
+            n: {"build_s": s.get("build_s"), "latency_p50_s": (s.get("latency_s") or {}).get("p50")}
+            for n, s in stages["systems"].items()
+        },
+    }
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ scoring paths, and GPU memory figures. Run on a lent GPU machine; prints JSON an
 With --random-init the SmolLM2-135M architecture (config + tokenizer from DIR) is built with random
 weights: the paths, speeds and memory are real, the accuracies are not (say so wherever they are quoted).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,20 +74,30 @@ def main() -> None:
     from harness.stats import auc
     from harness.systems import make_system
 
-    report: dict = {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (cpu)", "torch": torch.__version__,
-                    "cuda": torch.version.cuda, "random_init": args.random_init, "systems": {}}
+    report: dict = {
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (cpu)",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "random_init": args.random_init,
+        "systems": {},
+    }
     import bitsandbytes
     import peft
     import transformers
     import trl
 
-    report["versions"] = {"bitsandbytes": bitsandbytes.__version__, "peft": peft.__version__,
-                          "transformers": transformers.__version__, "trl": trl.__version__}
+    report["versions"] = {
+        "bitsandbytes": bitsandbytes.__version__,
+        "peft": peft.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+    }
     model_dir = build_model_dir(args.model_dir, Path("/tmp/gpu-model"), args.random_init)
     root = Path(__file__).resolve().parent.parent
     spec = load_spec(root / "tasks" / "legal-qa.yaml")
-    spec = spec.model_copy(update={"model": str(model_dir),
-                                   "finetune": spec.finetune.model_copy(update={"epochs": args.epochs})})
+    spec = spec.model_copy(
+        update={"model": str(model_dir), "finetune": spec.finetune.model_copy(update={"epochs": args.epochs})}
+    )
     data = load_task_data(spec)
     rep = Reporter(lambda line: print(line, flush=True))
     ref = models.resolve_model(str(model_dir))
@@ -105,11 +116,13 @@ def main() -> None:
         score_choices(m, ctx.tokenizer, prompts[:4])  # warm-up
         lls, secs = score_choices(m, ctx.tokenizer, prompts)
         margins = [a - b for a, b in lls]
-        report[f"score_{dtype}"] = {"questions_per_s": round(len(prompts) / secs, 1),
-                                    "ms_per_question": round(1000 * secs / len(prompts), 2),
-                                    "cuda_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
-                                    "auc": auc(labels, margins),
-                                    "finite": all(abs(x) < 1e4 for x in margins)}
+        report[f"score_{dtype}"] = {
+            "questions_per_s": round(len(prompts) / secs, 1),
+            "ms_per_question": round(1000 * secs / len(prompts), 2),
+            "cuda_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
+            "auc": auc(labels, margins),
+            "finite": all(abs(x) < 1e4 for x in margins),
+        }
         del m
         args.out.write_text(json.dumps(report, indent=2))  # partial results survive a later failure
 
@@ -125,28 +138,39 @@ def main() -> None:
         except Exception as e:  # record and go on: the other method's figures still count
             import traceback
 
-            report["systems"][method] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+            report["systems"][method] = {
+                "error": f"{type(e).__name__}: {e}",
+                "traceback": traceback.format_exc()[-3000:],
+            }
             args.out.write_text(json.dumps(report, indent=2))
             continue
         with system.model() as m:
             if method == "qlora":
                 report["systems"].setdefault(method, {})["linear4bit_layers"] = sum(
-                    1 for mod in m.modules() if type(mod).__name__ == "Linear4bit")
+                    1 for mod in m.modules() if type(mod).__name__ == "Linear4bit"
+                )
             with torch.autocast(ctx.device, dtype=torch.bfloat16):
                 score_choices(m, ctx.tokenizer, prompts[:4])  # warm-up
                 lls, secs = score_choices(m, ctx.tokenizer, prompts)
         margins = [a - b for a, b in lls]
         acc = sum((mg > 0) == bool(y) for mg, y in zip(margins, labels)) / len(labels)
         t = info.training or {}
-        report["systems"].setdefault(method, {}).update({
-            "train_seconds": t.get("seconds"), "tokens_per_s": t.get("tokens_per_s"),
-            "trainable_params": t.get("trainable_params"), "steps": t.get("steps"),
-            "final_train_loss": t.get("final_train_loss"), "bf16": t.get("bf16"),
-            "cuda_peak_memory_mb": t.get("cuda_peak_memory_mb"), "adapter_mb": round(info.artifact_mb, 2),
-            "eval_accuracy": round(acc, 3), "eval_auc": auc(labels, margins),
-            "eval_ms_per_question": round(1000 * secs / len(prompts), 2),
-            "loss_curve_points": len(t.get("loss_curve") or []),
-        })
+        report["systems"].setdefault(method, {}).update(
+            {
+                "train_seconds": t.get("seconds"),
+                "tokens_per_s": t.get("tokens_per_s"),
+                "trainable_params": t.get("trainable_params"),
+                "steps": t.get("steps"),
+                "final_train_loss": t.get("final_train_loss"),
+                "bf16": t.get("bf16"),
+                "cuda_peak_memory_mb": t.get("cuda_peak_memory_mb"),
+                "adapter_mb": round(info.artifact_mb, 2),
+                "eval_accuracy": round(acc, 3),
+                "eval_auc": auc(labels, margins),
+                "eval_ms_per_question": round(1000 * secs / len(prompts), 2),
+                "loss_curve_points": len(t.get("loss_curve") or []),
+            }
+        )
         args.out.write_text(json.dumps(report, indent=2))
     args.out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))

@@ -11,6 +11,7 @@ the function the rag system uses, so `rag.index` / `rag.nprobe` / `rag.hnsw_m` i
 as here. Latency is one query at a time on one faiss thread, as `retrieve` searches a user's question;
 exact top-10 comes from the flat index. Writes bench/index_results.json beside this script.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,13 +25,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from harness.retrieval import build_faiss_index  # noqa: E402
+from harness.retrieval import build_faiss_index
 
 K = 10
 
 
-def synthetic(n: int, n_queries: int, dim: int, centres: int, latent: int, spread: float, noise: float,
-              seed: int) -> tuple[np.ndarray, np.ndarray]:
+def synthetic(
+    n: int, n_queries: int, dim: int, centres: int, latent: int, spread: float, noise: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """A seeded mixture: each cluster spreads along its own `latent`-dim subspace around a unit centre, plus
     a little isotropic noise, then every vector is normalised. (Pure isotropic noise in 384 dims makes
     neighbours within a cluster arbitrary and every index look perfect; text embeddings lie near a
@@ -47,7 +49,11 @@ def synthetic(n: int, n_queries: int, dim: int, centres: int, latent: int, sprea
             e = min(s + 10_000, m)
             c = rng.choice(centres, size=e - s, p=weights)
             z = rng.standard_normal((e - s, latent)).astype(np.float32) * spread
-            x = mu[c] + np.einsum("ml,mld->md", z, basis[c]) + rng.standard_normal((e - s, dim), dtype=np.float32) * noise
+            x = (
+                mu[c]
+                + np.einsum("ml,mld->md", z, basis[c])
+                + rng.standard_normal((e - s, dim), dtype=np.float32) * noise
+            )
             out[s:e] = x / np.linalg.norm(x, axis=1, keepdims=True)
         return out
 
@@ -60,7 +66,7 @@ def one_at_a_time(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
     index.search(queries[:1], k)  # warm-up
     for i in range(len(queries)):
         t0 = time.perf_counter()
-        _, ids[i] = index.search(queries[i:i + 1], k)
+        _, ids[i] = index.search(queries[i : i + 1], k)
         lat[i] = time.perf_counter() - t0
     return ids, lat
 
@@ -78,8 +84,12 @@ def main() -> None:
     ap.add_argument("--latent", type=int, default=32, help="dimensions each cluster spreads along")
     ap.add_argument("--spread", type=float, default=0.5, help="scale of the spread along those dimensions")
     ap.add_argument("--noise", type=float, default=0.02, help="isotropic per-dimension noise")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="faiss threads while searching; 1 is what harness.retrieval.retrieve uses per question")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="faiss threads while searching; 1 is what harness.retrieval.retrieve uses per question",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "index_results.json")
     a = ap.parse_args()
@@ -89,11 +99,13 @@ def main() -> None:
 
     t0 = time.perf_counter()
     x, q = synthetic(a.n, a.queries, a.dim, a.centres, a.latent, a.spread, a.noise, a.seed)
-    print(f"{a.n:,} x {a.dim} vectors, {a.queries:,} queries ({a.centres} centres, {a.latent}-dim spread {a.spread}, "
-          f"noise {a.noise}) made in {time.perf_counter() - t0:.1f} s; faiss {faiss.__version__}; "
-          f"build on {torch.get_num_threads()} threads, search on {a.threads}")
+    print(
+        f"{a.n:,} x {a.dim} vectors, {a.queries:,} queries ({a.centres} centres, {a.latent}-dim spread {a.spread}, "
+        f"noise {a.noise}) made in {time.perf_counter() - t0:.1f} s; faiss {faiss.__version__}; "
+        f"build on {torch.get_num_threads()} threads, search on {a.threads}"
+    )
 
-    nlist = round(4 * a.n ** 0.5)
+    nlist = round(4 * a.n**0.5)
     configs = [  # (label, kind, build kwargs, search-time parameter to set, its values)
         ("flat", "flat", {}, None, [None]),
         ("hnsw M=32", "hnsw", {"hnsw_m": 32}, "efSearch", [64, 128]),
@@ -113,22 +125,43 @@ def main() -> None:
             elif param == "nprobe":
                 index.nprobe = v
             ids, lat = one_at_a_time(index, q, K)
-            rows.append({"index": label, "param": f"{param}={v}" if param else "exact",
-                         "build_s": round(build_s, 2), "search_ms_mean": round(1e3 * lat.mean(), 3),
-                         "search_ms_p95": round(1e3 * float(np.percentile(lat, 95)), 3),
-                         f"recall_at_{K}": round(recall(ids, exact), 4)})
+            rows.append(
+                {
+                    "index": label,
+                    "param": f"{param}={v}" if param else "exact",
+                    "build_s": round(build_s, 2),
+                    "search_ms_mean": round(1e3 * lat.mean(), 3),
+                    "search_ms_p95": round(1e3 * float(np.percentile(lat, 95)), 3),
+                    f"recall_at_{K}": round(recall(ids, exact), 4),
+                }
+            )
             print(f"  done: {label} {rows[-1]['param']}", flush=True)
 
     head = f"{'index':<18}{'search param':<14}{'build s':>9}{'mean ms':>10}{'p95 ms':>10}{'recall@10':>11}"
     print("\n" + head + "\n" + "-" * len(head))
     for r in rows:
-        print(f"{r['index']:<18}{r['param']:<14}{r['build_s']:>9.2f}{r['search_ms_mean']:>10.3f}"
-              f"{r['search_ms_p95']:>10.3f}{r[f'recall_at_{K}']:>11.4f}")
+        print(
+            f"{r['index']:<18}{r['param']:<14}{r['build_s']:>9.2f}{r['search_ms_mean']:>10.3f}"
+            f"{r['search_ms_p95']:>10.3f}{r[f'recall_at_{K}']:>11.4f}"
+        )
     print("(build time is shared by the rows of one index; latency is one query at a time)")
-    result = {"n": a.n, "dim": a.dim, "queries": a.queries, "k": K, "centres": a.centres, "latent": a.latent,
-              "spread": a.spread, "noise": a.noise, "seed": a.seed, "faiss": faiss.__version__,
-              "build_threads": torch.get_num_threads(), "search_threads": a.threads,
-              "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(), "results": rows}
+    result = {
+        "n": a.n,
+        "dim": a.dim,
+        "queries": a.queries,
+        "k": K,
+        "centres": a.centres,
+        "latent": a.latent,
+        "spread": a.spread,
+        "noise": a.noise,
+        "seed": a.seed,
+        "faiss": faiss.__version__,
+        "build_threads": torch.get_num_threads(),
+        "search_threads": a.threads,
+        "cpus": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "results": rows,
+    }
     a.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {a.out}")
 

@@ -1,7 +1,8 @@
 """`make bench`: every benchmark, one after the other (one heavy process at a time), into bench/results.json.
 
-    python bench/run_all.py [--skip-run] [--repeat N]
+python bench/run_all.py [--skip-run] [--repeat N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,14 @@ sys.path.insert(0, str(HERE.parent))
 import bench_ratios  # noqa: E402
 import bench_run  # noqa: E402
 
-TARGETS = {"cold_run_s": ("<=", 600), "warm_run_s": ("<=", 60), "peak_memory_mb": ("<=", 4096),
-           "train_ratio": (">=", 0.9), "eval_ratio": (">=", 0.9), "generate_ratio": (">=", 0.9)}
+TARGETS = {
+    "cold_run_s": ("<=", 600),
+    "warm_run_s": ("<=", 60),
+    "peak_memory_mb": ("<=", 4096),
+    "train_ratio": (">=", 0.9),
+    "eval_ratio": (">=", 0.9),
+    "generate_ratio": (">=", 0.9),
+}
 
 
 def main() -> None:
@@ -29,8 +36,12 @@ def main() -> None:
     args = ap.parse_args()
     from harness.manifest import machine, versions
 
-    results = {"machine": machine(), "versions": versions(), "date": time.strftime("%Y-%m-%d %H:%M"),
-               "python": platform.python_version()}
+    results = {
+        "machine": machine(),
+        "versions": versions(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "python": platform.python_version(),
+    }
     if not args.skip_run:
         results.update(bench_run.main(["--repeat", str(args.repeat)]))
     results.update(bench_ratios.main([]))

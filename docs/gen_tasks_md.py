@@ -6,6 +6,7 @@
 Every field's type, default and description come from the models, every section's example from the
 model's `example`, and the lists of metrics and systems from their registries, so the docs cannot drift.
 """
+
 from __future__ import annotations
 
 import json
@@ -134,15 +135,23 @@ def cell(text: str) -> str:
 
 def section_md(section: str, model) -> str:
     title = f"`{section}`" if section else "Top level"
-    lines = [f"## {title}", "", " ".join(model.__doc__.split()), "",
-             "| field | type | default | description |", "| --- | --- | --- | --- |"]
+    lines = [
+        f"## {title}",
+        "",
+        " ".join(model.__doc__.split()),
+        "",
+        "| field | type | default | description |",
+        "| --- | --- | --- | --- |",
+    ]
     for name, field in model.model_fields.items():
         if name == "source_path":
             continue
         full = f"{section}.{name}" if section else name
         kind = type_name(field.annotation) + (f", {constraints(field)}" if constraints(field) else "")
-        lines.append(f"| `{full}` | {cell(kind)} | {cell(default_text(field, section, name))} "
-                     f"| {cell(field.description or '')} |")
+        lines.append(
+            f"| `{full}` | {cell(kind)} | {cell(default_text(field, section, name))} "
+            f"| {cell(field.description or '')} |"
+        )
     if section:
         lines += ["", "Example:", "", "```yaml", model.example, "```"]
     return "\n".join(lines) + "\n"
@@ -150,13 +159,16 @@ def section_md(section: str, model) -> str:
 
 def render() -> str:
     formats = []
-    for fmt, how in (("yes-no", "picks Yes or No by log-likelihood"),
-                     ("multiple-choice", "picks one of the options by log-likelihood"),
-                     ("free-text", "generates a short answer, scored against every acceptable answer")):
+    for fmt, how in (
+        ("yes-no", "picks Yes or No by log-likelihood"),
+        ("multiple-choice", "picks one of the options by log-likelihood"),
+        ("free-text", "generates a short answer, scored against every acceptable answer"),
+    ):
         formats.append(f"| `{fmt}` | {how} | {', '.join(scorers.metric_names_for(fmt))} |")
     top = dict(SECTIONS)[""]
-    intro = INTRO.format(formats="\n".join(formats), systems=", ".join(f"`{s}`" for s in systems.available()),
-                         example=top.example)
+    intro = INTRO.format(
+        formats="\n".join(formats), systems=", ".join(f"`{s}`" for s in systems.available()), example=top.example
+    )
     return intro + "\n" + "\n".join(section_md(s, m) for s, m in SECTIONS)
 
 

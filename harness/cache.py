@@ -4,6 +4,7 @@ An artifact (converted model, adapter, index) is a folder under HARNESS_HOME key
 determines it. It is built in a temporary sibling folder and renamed into place, so a reader sees either
 nothing or a complete artifact; a checksum manifest (`_artifact.json`) lets a later run detect corruption.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,7 +31,9 @@ def home() -> Path:
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
-        raise HarnessError(f"HARNESS_HOME {root} is not writable ({e.strerror}); set HARNESS_HOME to a writable folder") from None
+        raise HarnessError(
+            f"HARNESS_HOME {root} is not writable ({e.strerror}); set HARNESS_HOME to a writable folder"
+        ) from None
     return root
 
 
@@ -49,8 +52,11 @@ def file_sha256(path: Path) -> str:
 
 
 def folder_checksums(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != MANIFEST}
+    return {
+        str(p.relative_to(folder)): file_sha256(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
 
 
 def folder_size_mb(folder: Path) -> float:
@@ -99,8 +105,11 @@ _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.
 
 
 def storage_error(path: Path, e: OSError, fix: str = "") -> HarnessError:
-    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-            errno.EROFS: "the file system is read-only"}.get(e.errno, e.strerror or str(e))
+    what = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exceeded",
+        errno.EROFS: "the file system is read-only",
+    }.get(e.errno, e.strerror or str(e))
     return HarnessError(f"cannot write {path} ({what}){'; ' + fix if fix else ''}")
 
 
@@ -140,8 +149,9 @@ def check_free_space(folders: dict[str, Path], min_mb: float | None = None) -> N
         try:
             min_mb = float(os.environ.get("HARNESS_MIN_FREE_MB", "100"))
         except ValueError:
-            raise HarnessError(f"HARNESS_MIN_FREE_MB must be a number of megabytes, got "
-                               f"'{os.environ['HARNESS_MIN_FREE_MB']}'") from None
+            raise HarnessError(
+                f"HARNESS_MIN_FREE_MB must be a number of megabytes, got '{os.environ['HARNESS_MIN_FREE_MB']}'"
+            ) from None
     if min_mb <= 0:
         return
     for label, folder in folders.items():
@@ -153,9 +163,11 @@ def check_free_space(folders: dict[str, Path], min_mb: float | None = None) -> N
         except OSError:
             continue
         if free_mb < min_mb:
-            raise HarnessError(f"{label} {folder}: only {free_mb:.1f} MB free on its disk, and a run needs at least "
-                               f"{min_mb:g} MB there; free some space or choose another folder "
-                               "(HARNESS_MIN_FREE_MB sets this limit)")
+            raise HarnessError(
+                f"{label} {folder}: only {free_mb:.1f} MB free on its disk, and a run needs at least "
+                f"{min_mb:g} MB there; free some space or choose another folder "
+                "(HARNESS_MIN_FREE_MB sets this limit)"
+            )
 
 
 @contextlib.contextmanager
@@ -175,8 +187,11 @@ def build_atomically(final: Path, meta: dict | None = None):
         raise
     try:
         yield tmp
-        manifest = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(meta or {}),
-                    "checksums": folder_checksums(tmp)}
+        manifest = {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **(meta or {}),
+            "checksums": folder_checksums(tmp),
+        }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
         if final.exists():
             shutil.rmtree(final)

@@ -2,12 +2,12 @@
 
 Every error a user can cause is a HarnessError and ends as one line on stderr with exit code 2.
 """
+
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -15,8 +15,12 @@ from rich.table import Table
 
 from harness.errors import HarnessError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Prompt it, fine-tune it, or give it retrieval? Build all three on one task and compare them.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Prompt it, fine-tune it, or give it retrieval? Build all three on one task and compare them.",
+)
 tasks_app = typer.Typer(no_args_is_help=True, help="List, show and validate task files.")
 app.add_typer(tasks_app, name="tasks")
 console = Console(stderr=False, highlight=False)
@@ -46,18 +50,30 @@ def _split(value: str | None) -> list[str] | None:
 
 
 @app.command()
-def run(task: str = typer.Argument(..., help="Task name (see `harness tasks list`) or path to a task YAML."),
-        systems: Optional[str] = typer.Option(None, "--systems", "-s", help="Comma-separated systems, e.g. prompt,lora,rag."),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help="`default`, a model folder, or a hub id."),
-        limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N test questions."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Override the task's seed."),
-        retrain: bool = typer.Option(False, "--retrain", help="Train adapters again even when cached (and evaluate again)."),
-        reevaluate: bool = typer.Option(False, "--reevaluate", help="Evaluate every system again, even where nothing that decides its answers changed."),
-        launcher: str = typer.Option("local", "--launcher", help="`local` trains in this process; `accelerate` runs training through `accelerate launch` with a config the harness writes (finetune.accelerate)."),
-        reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", help="Where run directories go."),
-        indices_dir: Path = typer.Option(Path("indices"), "--indices-dir", help="Where FAISS indices go."),
-        tasks_dir: Optional[list[Path]] = TasksDir,
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final table.")):
+def run(
+    task: str = typer.Argument(..., help="Task name (see `harness tasks list`) or path to a task YAML."),
+    systems: str | None = typer.Option(
+        None, "--systems", "-s", help="Comma-separated systems, e.g. prompt,lora,rag."
+    ),
+    model: str | None = typer.Option(None, "--model", "-m", help="`default`, a model folder, or a hub id."),
+    limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N test questions."),
+    seed: int | None = typer.Option(None, "--seed", help="Override the task's seed."),
+    retrain: bool = typer.Option(
+        False, "--retrain", help="Train adapters again even when cached (and evaluate again)."
+    ),
+    reevaluate: bool = typer.Option(
+        False, "--reevaluate", help="Evaluate every system again, even where nothing that decides its answers changed."
+    ),
+    launcher: str = typer.Option(
+        "local",
+        "--launcher",
+        help="`local` trains in this process; `accelerate` runs training through `accelerate launch` with a config the harness writes (finetune.accelerate).",
+    ),
+    reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", help="Where run directories go."),
+    indices_dir: Path = typer.Option(Path("indices"), "--indices-dir", help="Where FAISS indices go."),
+    tasks_dir: list[Path] | None = TasksDir,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final table."),
+):
     """Build the systems, evaluate them on the held-out questions, and write the report."""
     from harness.context import Reporter
     from harness.models import set_offline_defaults
@@ -65,9 +81,20 @@ def run(task: str = typer.Argument(..., help="Task name (see `harness tasks list
     set_offline_defaults()
     from harness.run import RunOptions, execute, plan
 
-    opts = RunOptions(task=task, systems=_split(systems), model=model, limit=limit, seed=seed,
-                      reports_dir=reports_dir, indices_dir=indices_dir, task_dirs=tasks_dir or [], retrain=retrain, reevaluate=reevaluate, launcher=launcher,
-                      command=["harness", *sys.argv[1:]])
+    opts = RunOptions(
+        task=task,
+        systems=_split(systems),
+        model=model,
+        limit=limit,
+        seed=seed,
+        reports_dir=reports_dir,
+        indices_dir=indices_dir,
+        task_dirs=tasks_dir or [],
+        retrain=retrain,
+        reevaluate=reevaluate,
+        launcher=launcher,
+        command=["harness", *sys.argv[1:]],
+    )
     p = plan(opts)
     # soft_wrap: a progress line is never cut inside a path, whatever the terminal's (or a log file's) width
     reporter = Reporter(None if quiet else lambda line: err_console.print(line, markup=False, soft_wrap=True))
@@ -90,7 +117,17 @@ def print_summary(run_dir: Path) -> None:
     res = json.loads((run_dir / "results.json").read_text())
     metric = res["headline_metric"]
     table = Table(title=f"{res['task']}: {res['n_test']} test questions", caption=f"model: {res['model']}")
-    for col in ("system", metric, "AUC", "calibrated", "p50/p95 s", "peak MB", "build s", "size MB", "vs best baseline"):
+    for col in (
+        "system",
+        metric,
+        "AUC",
+        "calibrated",
+        "p50/p95 s",
+        "peak MB",
+        "build s",
+        "size MB",
+        "vs best baseline",
+    ):
         table.add_column(col, justify="left" if col == "system" else "right", no_wrap=True)
 
     def ci(m):
@@ -106,19 +143,35 @@ def print_summary(run_dir: Path) -> None:
         vs = s.get("vs_best_baseline") or {}
         verdict = _verdict(vs)
         cost = s.get("build_cost_s")  # a reused artifact: what building it took in the run that did
-        build = (f"cached ({cost:.0f})" if cost is not None else "cached") if s.get("cached") else f"{s.get('build_s', 0):.1f}"
-        table.add_row(name, ci(m.get(metric)), ci(m.get("auc")), ci(m.get("calibrated_accuracy")),
-                      f"{s['latency_s']['p50']:.3f}/{s['latency_s']['p95']:.3f}", f"{s['peak_memory_mb']:.0f}",
-                      build, f"{s.get('artifact_mb', 0):.2f}", verdict)
+        build = (
+            (f"cached ({cost:.0f})" if cost is not None else "cached")
+            if s.get("cached")
+            else f"{s.get('build_s', 0):.1f}"
+        )
+        table.add_row(
+            name,
+            ci(m.get(metric)),
+            ci(m.get("auc")),
+            ci(m.get("calibrated_accuracy")),
+            f"{s['latency_s']['p50']:.3f}/{s['latency_s']['p95']:.3f}",
+            f"{s['peak_memory_mb']:.0f}",
+            build,
+            f"{s.get('artifact_mb', 0):.2f}",
+            verdict,
+        )
     for name, b in res["baselines"].items():
         table.add_row(f"baseline: {name}", ci(b["metrics"].get(metric)), *[""] * 7)
     # Not a terminal (a log, a pipe): rich would wrap at 80 columns and fold every cell.
     wide = Console(width=max(console.width, 160), highlight=False)
     wide.print(table)
-    reused = {n: s["evaluation_reused"]["measured_at"] for n, s in res["systems"].items() if s.get("evaluation_reused")}
+    reused = {
+        n: s["evaluation_reused"]["measured_at"] for n, s in res["systems"].items() if s.get("evaluation_reused")
+    }
     if reused:
-        wide.print("evaluation reused (nothing that decides the answers changed; figures as measured then; "
-                   "--reevaluate measures again): " + ", ".join(f"{n} ({t})" for n, t in reused.items()))
+        wide.print(
+            "evaluation reused (nothing that decides the answers changed; figures as measured then; "
+            "--reevaluate measures again): " + ", ".join(f"{n} ({t})" for n, t in reused.items())
+        )
     wide.print(f"report: {run_dir / 'index.html'}")
 
 
@@ -131,8 +184,10 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory (reports/<t
 
 
 @app.command()
-def compare(run_dirs: list[Path] = typer.Argument(..., help="Two or more run directories."),
-            out: Path = typer.Option(..., "--out", help="Folder for the comparison report.")):
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Two or more run directories."),
+    out: Path = typer.Option(..., "--out", help="Folder for the comparison report."),
+):
     """Compare runs (two models, or two settings) side by side, with deltas."""
     from harness.report import compare_runs
 
@@ -140,7 +195,7 @@ def compare(run_dirs: list[Path] = typer.Argument(..., help="Two or more run dir
 
 
 @tasks_app.command("list")
-def tasks_list(tasks_dir: Optional[list[Path]] = TasksDir):
+def tasks_list(tasks_dir: list[Path] | None = TasksDir):
     """Name, answer format, split sizes and description of every task found."""
     from harness.taskinfo import describe_all
 
@@ -153,7 +208,7 @@ def tasks_list(tasks_dir: Optional[list[Path]] = TasksDir):
 
 
 @tasks_app.command("show")
-def tasks_show(task: str, tasks_dir: Optional[list[Path]] = TasksDir):
+def tasks_show(task: str, tasks_dir: list[Path] | None = TasksDir):
     """The resolved configuration of a task, after includes and defaults."""
     import yaml
 
@@ -162,8 +217,9 @@ def tasks_show(task: str, tasks_dir: Optional[list[Path]] = TasksDir):
 
     spec = load_spec(find_task(task, tasks_dir or []))
     console.print(f"# {spec.source_path}", markup=False, soft_wrap=True)
-    console.print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True), markup=False,
-                  soft_wrap=True)
+    console.print(
+        yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True), markup=False, soft_wrap=True
+    )
 
 
 @tasks_app.command("validate")
@@ -189,7 +245,11 @@ def _click_exceptions() -> tuple[tuple, tuple, tuple]:
     not the `click` package's: catch both, or a mistyped option ends in a traceback."""
     import click
 
-    usage, exits, aborts = [click.ClickException], [click.exceptions.Exit, typer.Exit], [click.exceptions.Abort, typer.Abort]
+    usage, exits, aborts = (
+        [click.ClickException],
+        [click.exceptions.Exit, typer.Exit],
+        [click.exceptions.Abort, typer.Abort],
+    )
     try:
         from typer._click.exceptions import ClickException as VendoredClickException
 
@@ -203,8 +263,11 @@ INTERRUPTED = 130  # what shells report for a process stopped by Ctrl-C (128 + S
 
 
 def _interrupted() -> None:
-    err_console.print("interrupted: no run directory was written; built artifacts are kept, and the next run "
-                      "reuses or resumes them", markup=False, soft_wrap=True)
+    err_console.print(
+        "interrupted: no run directory was written; built artifacts are kept, and the next run reuses or resumes them",
+        markup=False,
+        soft_wrap=True,
+    )
     sys.exit(INTERRUPTED)
 
 

@@ -1,5 +1,6 @@
 """What every stage of a run shares: the spec, the data, one tokenizer, one base model, one embedder,
 and one place to report progress. Heavy things load lazily and once."""
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +45,18 @@ class Reporter:
 
 
 class RunContext:
-    def __init__(self, spec, data: TaskData, model_ref: models.ModelRef, reporter: Reporter, *,
-                 indices_dir: Path, retrain: bool = False, launcher: str = "local", reevaluate: bool = False):
+    def __init__(
+        self,
+        spec,
+        data: TaskData,
+        model_ref: models.ModelRef,
+        reporter: Reporter,
+        *,
+        indices_dir: Path,
+        retrain: bool = False,
+        launcher: str = "local",
+        reevaluate: bool = False,
+    ):
         self.spec, self.data, self.model_ref, self.reporter = spec, data, model_ref, reporter
         self.indices_dir = Path(indices_dir)
         self.retrain = retrain
@@ -117,6 +128,8 @@ class RunContext:
                 if logs and "loss" in logs:
                     reporter.log(f"  {name}: step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f}")
                 elif logs and "eval_loss" in logs:
-                    reporter.log(f"  {name}: step {state.global_step}/{state.max_steps} validation loss {logs['eval_loss']:.4f}")
+                    reporter.log(
+                        f"  {name}: step {state.global_step}/{state.max_steps} validation loss {logs['eval_loss']:.4f}"
+                    )
 
         return Progress()

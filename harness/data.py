@@ -5,6 +5,7 @@ Questions checked against the answer format, documents become the corpus (.txt/.
 JSONL file), and the split is made. Every problem names the file (and line, where there is one) and the
 field, and all of a file's problems are reported together (TaskProblems), so data is fixed in one pass.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -103,8 +104,16 @@ def _scalar_text(v) -> str | None:
     return None
 
 
-SPLIT_NAMES = {"train": "train", "training": "train", "dev": "dev", "validation": "dev", "valid": "dev",
-               "val": "dev", "test": "test", "testing": "test"}
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "dev": "dev",
+    "validation": "dev",
+    "valid": "dev",
+    "val": "dev",
+    "test": "test",
+    "testing": "test",
+}
 
 
 def _check_mapping(spec: TaskSpec, rows: list[tuple[str, dict]], origin: str) -> None:
@@ -116,8 +125,10 @@ def _check_mapping(spec: TaskSpec, rows: list[tuple[str, dict]], origin: str) ->
     needed = [("question", f.question), ("answer", f.answer)]
     if fmt == "multiple-choice":
         if f.choices is None:
-            raise HarnessError(f"{spec.where('data.questions.fields.choices')}: a multiple-choice task needs "
-                               "its choices: name the field (or the list of fields) that holds them")
+            raise HarnessError(
+                f"{spec.where('data.questions.fields.choices')}: a multiple-choice task needs "
+                "its choices: name the field (or the list of fields) that holds them"
+            )
         needed += [("choices", c) for c in ([f.choices] if isinstance(f.choices, str) else f.choices)]
     if spec.data.split.by == "given":
         if f.split is None:
@@ -127,8 +138,10 @@ def _check_mapping(spec: TaskSpec, rows: list[tuple[str, dict]], origin: str) ->
     for role, name in needed:
         if name not in keys:
             field = "data.questions.fields." + role
-            problems.append(f"{spec.where(field)}: no row of {origin} has a field '{name}'"
-                            f"{did_you_mean(name, keys)} (rows have: {', '.join(list(keys)[:12])})")
+            problems.append(
+                f"{spec.where(field)}: no row of {origin} has a field '{name}'"
+                f"{did_you_mean(name, keys)} (rows have: {', '.join(list(keys)[:12])})"
+            )
     if problems:
         raise TaskProblems(problems)
 
@@ -146,7 +159,7 @@ def _row_question(spec: TaskSpec, loc: str, row: dict, n: int, problems: Problem
         problems.add(f"{loc}: field '{f.question}' must be text, got {type(text).__name__}")
     raw = row.get(f.answer)
     answers = []
-    for a in ([] if raw is None else _as_list(raw, f.separator)):
+    for a in [] if raw is None else _as_list(raw, f.separator):
         t = _scalar_text(a)
         if t is None:
             problems.add(f"{loc}: field '{f.answer}' must be text or a list of texts, got {type(a).__name__}")
@@ -163,8 +176,11 @@ def _row_question(spec: TaskSpec, loc: str, row: dict, n: int, problems: Problem
         else:
             answers, choices = [canon[answers[0].lower()]], list(YES_NO)
     elif fmt == "multiple-choice":
-        raw_choices = ([row.get(c) for c in f.choices] if isinstance(f.choices, list)
-                       else _as_list(row.get(f.choices), f.separator))
+        raw_choices = (
+            [row.get(c) for c in f.choices]
+            if isinstance(f.choices, list)
+            else _as_list(row.get(f.choices), f.separator)
+        )
         choices = [_scalar_text(c) or "" for c in raw_choices if c is not None]
         name = f.choices if isinstance(f.choices, str) else "/".join(f.choices)
         if len(choices) < 2 or any(not c for c in choices):
@@ -197,9 +213,16 @@ def _row_question(spec: TaskSpec, loc: str, row: dict, n: int, problems: Problem
     if len(problems) > before:
         return None
     doc_id, category = row.get(f.doc_id) if f.doc_id else None, row.get(f.category) if f.category else None
-    return Question(id=qid, question=text.strip(), answers=answers, choices=choices,
-                    doc_id=None if _empty(doc_id) else str(doc_id).strip(),
-                    category=None if _empty(category) else str(category).strip(), split=split, origin=loc)
+    return Question(
+        id=qid,
+        question=text.strip(),
+        answers=answers,
+        choices=choices,
+        doc_id=None if _empty(doc_id) else str(doc_id).strip(),
+        category=None if _empty(category) else str(category).strip(),
+        split=split,
+        origin=loc,
+    )
 
 
 def load_questions(spec: TaskSpec) -> list[Question]:
@@ -261,7 +284,9 @@ def load_corpus(spec: TaskSpec) -> list[Document]:
             if _empty(doc_id):
                 problems.add(f"{loc}: missing field '{src.id_field}' (the document id; data.corpus.id_field)")
             elif not isinstance(text, str) or not text.strip():
-                problems.add(f"{loc}: document '{doc_id}' has no text (field '{src.text_field}'; data.corpus.text_field)")
+                problems.add(
+                    f"{loc}: document '{doc_id}' has no text (field '{src.text_field}'; data.corpus.text_field)"
+                )
             else:
                 title = str(row.get(src.title_field) or "") if src.title_field else ""
                 docs.append(Document(str(doc_id).strip(), text.strip(), title))
@@ -269,10 +294,13 @@ def load_corpus(spec: TaskSpec) -> list[Document]:
         try:  # pathlib refuses some patterns: '' (ValueError), '/abs' (NotImplementedError)
             matched = list(path.glob(src.glob))
         except (ValueError, NotImplementedError) as e:
-            raise HarnessError(f"{spec.where('data.corpus.glob')}: '{src.glob}' is not a pattern pathlib can use "
-                               f"({e}); e.g. '*.txt', or '**/*.md' for subfolders") from None
-        files = sorted(p for p in matched if p.is_file() and p.name not in src.exclude
-                       and p.suffix.lower() in DOC_SUFFIXES)
+            raise HarnessError(
+                f"{spec.where('data.corpus.glob')}: '{src.glob}' is not a pattern pathlib can use "
+                f"({e}); e.g. '*.txt', or '**/*.md' for subfolders"
+            ) from None
+        files = sorted(
+            p for p in matched if p.is_file() and p.name not in src.exclude and p.suffix.lower() in DOC_SUFFIXES
+        )
         for p in files:
             try:
                 text = _doc_text(p, src.strip_front_matter)
@@ -286,15 +314,19 @@ def load_corpus(spec: TaskSpec) -> list[Document]:
             docs.append(Document(doc_id, text, p.stem))
     problems.raise_if_any()
     if not docs:
-        raise HarnessError(f"{spec.where('data.corpus.path')}: the corpus is empty (no .txt/.md/.html documents "
-                           f"matching '{src.glob}' in {path})")
+        raise HarnessError(
+            f"{spec.where('data.corpus.path')}: the corpus is empty (no .txt/.md/.html documents "
+            f"matching '{src.glob}' in {path})"
+        )
     seen: dict[str, int] = {}
     for d in docs:
         seen[d.doc_id] = seen.get(d.doc_id, 0) + 1
     dups = [i for i, c in seen.items() if c > 1]
     if dups:
-        raise HarnessError(f"{spec.where('data.corpus.path')}: duplicate document id '{dups[0]}' in {path} "
-                           f"({len(dups)} duplicated ids)")
+        raise HarnessError(
+            f"{spec.where('data.corpus.path')}: duplicate document id '{dups[0]}' in {path} "
+            f"({len(dups)} duplicated ids)"
+        )
     return docs
 
 
@@ -310,38 +342,46 @@ def split_questions(questions: list[Question], split: SplitSpec, where) -> tuple
     """train, dev, test. `where(field)` names the task file and line for a message about a field."""
     if isinstance(where, str):
         prefix = where
-        where = lambda f: f"{prefix}: field '{f}'"  # noqa: E731
+        where = lambda f: f"{prefix}: field '{f}'"
     if split.by == "given":
         parts = {"train": [], "dev": [], "test": []}
         for q in questions:
             if q.split is None:
-                raise HarnessError(f"{where('data.split.by')}: is 'given' but question '{q.id}' "
-                                   f"({q.origin or 'no location'}) has no split")
+                raise HarnessError(
+                    f"{where('data.split.by')}: is 'given' but question '{q.id}' "
+                    f"({q.origin or 'no location'}) has no split"
+                )
             parts[q.split].append(q)
         train, dev, test = parts["train"], parts["dev"], parts["test"]
         for name, part in (("train", train), ("test", test)):
             if not part:
-                raise HarnessError(f"{where('data.split.by')}: is 'given' but no row has split '{name}', so the "
-                                   f"{name} split is empty ({len(train)} train, {len(dev)} dev, {len(test)} test)")
+                raise HarnessError(
+                    f"{where('data.split.by')}: is 'given' but no row has split '{name}', so the "
+                    f"{name} split is empty ({len(train)} train, {len(dev)} dev, {len(test)} test)"
+                )
         return train, dev, test
     rng = random.Random(split.seed)
     if split.by == "doc":
         missing = [q for q in questions if q.doc_id is None]
         if missing:
-            raise HarnessError(f"{where('data.split.by')}: is 'doc' but {len(missing)} question(s) have no doc_id, "
-                               f"e.g. {missing[0].origin or missing[0].id}; map data.questions.fields.doc_id "
-                               "or use by: question")
+            raise HarnessError(
+                f"{where('data.split.by')}: is 'doc' but {len(missing)} question(s) have no doc_id, "
+                f"e.g. {missing[0].origin or missing[0].id}; map data.questions.fields.doc_id "
+                "or use by: question"
+            )
         keys = sorted({q.doc_id for q in questions})
     else:
         keys = sorted({q.id for q in questions})
     what = "documents" if split.by == "doc" else "questions"
     if len(keys) < 2:
-        raise HarnessError(f"{where('data.split.by')}: only {len(keys)} {what[:-1] if len(keys) == 1 else what}: "
-                           "cannot make both a train and a test split from that")
+        raise HarnessError(
+            f"{where('data.split.by')}: only {len(keys)} {what[:-1] if len(keys) == 1 else what}: "
+            "cannot make both a train and a test split from that"
+        )
     rng.shuffle(keys)
     n_test = max(1, round(len(keys) * split.test_fraction))
     n_dev = min(round(len(keys) * split.dev_fraction), len(keys) - n_test - 1)
-    test_keys, dev_keys = set(keys[:n_test]), set(keys[n_test:n_test + n_dev])
+    test_keys, dev_keys = set(keys[:n_test]), set(keys[n_test : n_test + n_dev])
     key = (lambda q: q.doc_id) if split.by == "doc" else (lambda q: q.id)
     test = [q for q in questions if key(q) in test_keys]
     dev = [q for q in questions if key(q) in dev_keys]
@@ -376,10 +416,12 @@ def load_task_data(spec: TaskSpec) -> TaskData:
         unknown = [q for q in questions if q.doc_id and q.doc_id not in known]
         if unknown:
             ids = sorted({q.doc_id for q in unknown})
-            problems.append(f"{unknown[0].origin}: doc_id '{unknown[0].doc_id}' is not a document of the corpus "
-                            f"({spec.where('data.corpus.path')}); {len(unknown)} question(s) name {len(ids)} unknown "
-                            f"id(s): {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}; corpus ids look like "
-                            f"'{next(iter(known))}'")
+            problems.append(
+                f"{unknown[0].origin}: doc_id '{unknown[0].doc_id}' is not a document of the corpus "
+                f"({spec.where('data.corpus.path')}); {len(unknown)} question(s) name {len(ids)} unknown "
+                f"id(s): {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}; corpus ids look like "
+                f"'{next(iter(known))}'"
+            )
     if problems:
         raise TaskProblems(problems)
     if corpus is None:

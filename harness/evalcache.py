@@ -11,6 +11,7 @@ fine-tuned systems, so `--retrain` re-evaluates), the evaluation settings, threa
 and library versions. Labels are not in it: scoring, intervals and the calibration threshold are computed
 again on every run from the stored records.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,12 +36,25 @@ def key(system, ctx, test: tuple[list, list[str]], calibration: tuple[list, list
     from harness import __version__
 
     ev = ctx.spec.evaluation.model_dump(exclude={"bootstrap"})
-    return cache.key_of(FORMAT, __version__, system.name, system.kind, system.weights_identity(),
-                        ctx.spec.answer_format, ev, ctx.dtype, ctx.device, threads, ctx.spec.seed,
-                        platform.machine(), os.cpu_count(),
-                        package_versions(("torch", "transformers", "peft", "lm_eval", "sentence-transformers", "faiss-cpu")),
-                        _questions(test[0]), test[1],
-                        None if calibration is None else [_questions(calibration[0]), calibration[1]])
+    return cache.key_of(
+        FORMAT,
+        __version__,
+        system.name,
+        system.kind,
+        system.weights_identity(),
+        ctx.spec.answer_format,
+        ev,
+        ctx.dtype,
+        ctx.device,
+        threads,
+        ctx.spec.seed,
+        platform.machine(),
+        os.cpu_count(),
+        package_versions(("torch", "transformers", "peft", "lm_eval", "sentence-transformers", "faiss-cpu")),
+        _questions(test[0]),
+        test[1],
+        None if calibration is None else [_questions(calibration[0]), calibration[1]],
+    )
 
 
 def _path(task: str, k: str) -> Path:
@@ -62,13 +76,28 @@ def load(task: str, k: str, log) -> dict | None:
         return None
 
 
-def save(task: str, k: str, *, test: list[dict], calibration: list[dict] | None, peak_memory_mb: float,
-         cuda_peak_memory_mb: float | None, seconds: float, log) -> None:
+def save(
+    task: str,
+    k: str,
+    *,
+    test: list[dict],
+    calibration: list[dict] | None,
+    peak_memory_mb: float,
+    cuda_peak_memory_mb: float | None,
+    seconds: float,
+    log,
+) -> None:
     """Store an evaluation; failing to (a full disk) costs the next run a re-evaluation, not this run."""
     path = _path(task, k)
-    entry = {"format": FORMAT, "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
-             "seconds": round(seconds, 2), "peak_memory_mb": peak_memory_mb,
-             "cuda_peak_memory_mb": cuda_peak_memory_mb, "test": test, "calibration": calibration}
+    entry = {
+        "format": FORMAT,
+        "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "seconds": round(seconds, 2),
+        "peak_memory_mb": peak_memory_mb,
+        "cuda_peak_memory_mb": cuda_peak_memory_mb,
+        "test": test,
+        "calibration": calibration,
+    }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         cache.write_json_atomic(path, entry)

@@ -8,6 +8,7 @@ greedy generation, then our scorers.
 Latency: `TimedHFLM` runs lm-eval's own batched code one question at a time and times each question,
 after `warmup` untimed questions. That is the latency a single user sees.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,8 @@ import logging
 import tempfile
 import time
 from collections import defaultdict
-from unittest import mock
 from pathlib import Path
+from unittest import mock
 
 import yaml
 
@@ -57,7 +58,7 @@ def make_timed_lm_class():
                 run([requests[i] for i in groups[doc_id]])
             n = max(1, self.questions_per_batch)
             for b in range(0, len(order), n):
-                docs = order[b:b + n]
+                docs = order[b : b + n]
                 idx = [i for d in docs for i in groups[d]]
                 self._current_doc = docs[0] if len(docs) == 1 else None
                 start = time.perf_counter()
@@ -93,8 +94,14 @@ def make_timed_lm_class():
                 return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
             import torch
 
-            with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
-                                                 enabled=self.mixed_precision_dtype is not None):
+            with (
+                torch.no_grad(),
+                torch.autocast(
+                    device_type=self.device.type,
+                    dtype=self.mixed_precision_dtype,
+                    enabled=self.mixed_precision_dtype is not None,
+                ),
+            ):
                 try:
                     return self.model(inps, logits_to_keep=keep).logits
                 except TypeError:  # a model whose forward has no logits_to_keep
@@ -134,8 +141,9 @@ def make_timed_lm_class():
     return TimedHFLM
 
 
-def write_lm_eval_task(folder: Path, task_name: str, rows: list[dict], answer_format: str,
-                       stop: list[str], max_new_tokens: int) -> None:
+def write_lm_eval_task(
+    folder: Path, task_name: str, rows: list[dict], answer_format: str, stop: list[str], max_new_tokens: int
+) -> None:
     """An lm-eval task YAML + JSONL pair. Paths are absolute: lm-eval resolves relative ones against the cwd."""
     data = folder / f"{task_name}.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -148,19 +156,43 @@ def write_lm_eval_task(folder: Path, task_name: str, rows: list[dict], answer_fo
     }
     if answer_format in ("yes-no", "multiple-choice"):
         # The chat prompt ends with the assistant header, so the option follows it with no delimiter.
-        cfg.update({"output_type": "multiple_choice", "doc_to_choice": "choices", "doc_to_target": "gold",
-                    "target_delimiter": "",
-                    "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]})
+        cfg.update(
+            {
+                "output_type": "multiple_choice",
+                "doc_to_choice": "choices",
+                "doc_to_target": "gold",
+                "target_delimiter": "",
+                "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+            }
+        )
     else:
-        cfg.update({"output_type": "generate_until", "doc_to_target": "answer", "target_delimiter": "",
-                    "generation_kwargs": {"until": stop, "max_gen_toks": max_new_tokens, "do_sample": False},
-                    "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}]})
+        cfg.update(
+            {
+                "output_type": "generate_until",
+                "doc_to_target": "answer",
+                "target_delimiter": "",
+                "generation_kwargs": {"until": stop, "max_gen_toks": max_new_tokens, "do_sample": False},
+                "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+            }
+        )
     (folder / f"{task_name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
-def run_lm_eval(model, tokenizer, questions: list[Question], prompts: list[str], *, answer_format: str,
-                task_name: str, batch_size: int, warmup: int, max_new_tokens: int, seed: int,
-                dtype: str = "float32", progress=None) -> list[dict]:
+def run_lm_eval(
+    model,
+    tokenizer,
+    questions: list[Question],
+    prompts: list[str],
+    *,
+    answer_format: str,
+    task_name: str,
+    batch_size: int,
+    warmup: int,
+    max_new_tokens: int,
+    seed: int,
+    dtype: str = "float32",
+    progress=None,
+) -> list[dict]:
     """Evaluate rendered prompts with lm-eval; one record per question, in input order."""
     import torch
     from lm_eval import evaluator
@@ -178,22 +210,40 @@ def run_lm_eval(model, tokenizer, questions: list[Question], prompts: list[str],
     # lm-eval wraps each forward in its own autocast (disabled unless mixed_precision_dtype is set), so
     # bf16 must be requested here; an outer autocast would be switched off inside.
     n_choices = max((len(q.choices) for q in questions if q.choices), default=1)
-    lm = TimedHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size * n_choices,
-                   questions_per_batch=batch_size, warmup=min(warmup, len(rows)), progress=progress,
-                   max_length=getattr(model.config, "max_position_embeddings", 2048),
-                   # autocast only where the weights are not already bf16
-                   mixed_precision_dtype=torch.bfloat16 if dtype == "bfloat16" and model.dtype != torch.bfloat16 else None,
-                   softmax_dtype=torch.float32)  # bf16 log-softmax rounds margins to 0.25 steps: ties ruin AUC
+    lm = TimedHFLM(
+        pretrained=model,
+        tokenizer=tokenizer,
+        batch_size=batch_size * n_choices,
+        questions_per_batch=batch_size,
+        warmup=min(warmup, len(rows)),
+        progress=progress,
+        max_length=getattr(model.config, "max_position_embeddings", 2048),
+        # autocast only where the weights are not already bf16
+        mixed_precision_dtype=torch.bfloat16 if dtype == "bfloat16" and model.dtype != torch.bfloat16 else None,
+        softmax_dtype=torch.float32,
+    )  # bf16 log-softmax rounds margins to 0.25 steps: ties ruin AUC
     with tempfile.TemporaryDirectory(prefix="harness-lmeval-") as tmp:
         write_lm_eval_task(Path(tmp), task_name, rows, answer_format, stop, max_new_tokens)
         # simple_evaluate also collects environment info (spawning pip and lscpu) and runs `git describe`,
         # twice per system; the run's manifest records versions and machine once, so skip both here.
-        with torch.inference_mode(), mock.patch.object(evaluator, "add_env_info", lambda *a, **k: None), \
-                mock.patch.object(evaluator, "get_git_commit_hash", lambda *a, **k: None, create=True):
+        with (
+            torch.inference_mode(),
+            mock.patch.object(evaluator, "add_env_info", lambda *a, **k: None),
+            mock.patch.object(evaluator, "get_git_commit_hash", lambda *a, **k: None, create=True),
+        ):
             out = evaluator.simple_evaluate(
-                model=lm, tasks=[task_name], task_manager=TaskManager(include_path=tmp, include_defaults=False),
-                log_samples=True, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed,
-                torch_random_seed=seed, fewshot_random_seed=seed, device=str(lm.device), verbosity="ERROR")
+                model=lm,
+                tasks=[task_name],
+                task_manager=TaskManager(include_path=tmp, include_defaults=False),
+                log_samples=True,
+                bootstrap_iters=0,
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+                fewshot_random_seed=seed,
+                device=str(lm.device),
+                verbosity="ERROR",
+            )
     if not out or task_name not in out.get("samples", {}):
         raise RuntimeError(f"lm-eval produced no samples for {task_name}")
     by_doc = {s["doc_id"]: s for s in out["samples"][task_name]}
@@ -210,7 +260,13 @@ def run_lm_eval(model, tokenizer, questions: list[Question], prompts: list[str],
         else:
             resp = s["filtered_resps"][0]
             new = lm.new_tokens.get(i)
-            rec.update({"prediction": str(resp).strip(), "new_tokens": new, "first_token_s": lm.first_token_s.get(i),
-                        "tokens_per_s": new / rec["latency_s"] if new and rec["latency_s"] else None})
+            rec.update(
+                {
+                    "prediction": str(resp).strip(),
+                    "new_tokens": new,
+                    "first_token_s": lm.first_token_s.get(i),
+                    "tokens_per_s": new / rec["latency_s"] if new and rec["latency_s"] else None,
+                }
+            )
         records.append(rec)
     return records

@@ -1,4 +1,5 @@
 """The run's manifest (what produced these numbers) and writing the run directory atomically."""
+
 from __future__ import annotations
 
 import importlib.metadata as md
@@ -15,8 +16,23 @@ import psutil
 from harness import cache
 from harness.errors import HarnessError
 
-PACKAGES = ("harness", "torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "sentence-transformers",
-            "faiss-cpu", "lm-eval", "datasets", "numpy", "scipy", "pydantic", "jinja2")
+PACKAGES = (
+    "harness",
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "bitsandbytes",
+    "accelerate",
+    "sentence-transformers",
+    "faiss-cpu",
+    "lm-eval",
+    "datasets",
+    "numpy",
+    "scipy",
+    "pydantic",
+    "jinja2",
+)
 
 
 def package_versions(packages) -> dict[str, str]:
@@ -44,8 +60,12 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    info = {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
-            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)}
+    info = {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+    }
     try:
         import torch
 
@@ -58,8 +78,13 @@ def machine() -> dict:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -67,14 +92,25 @@ def _git_commit() -> str | None:
 
 def build_manifest(spec, ref, data, opts, run_id: str) -> dict:
     return {
-        "run_id": run_id, "command": " ".join(opts.command or sys.argv), "task_file": spec.source_path,
-        "config": spec.model_dump(mode="json"), "seed": spec.seed, "systems": opts.systems or spec.systems,
+        "run_id": run_id,
+        "command": " ".join(opts.command or sys.argv),
+        "task_file": spec.source_path,
+        "config": spec.model_dump(mode="json"),
+        "seed": spec.seed,
+        "systems": opts.systems or spec.systems,
         "limit": opts.limit,
         "model": {"requested": ref.name, "path": ref.path, "display": ref.display, "fingerprint": ref.fingerprint},
-        "data": {"fingerprint": data.fingerprint(), "train": len(data.train), "dev": len(data.dev),
-                 "test": len(data.test), "corpus_documents": len(data.corpus),
-                 "corpus_is_training_qa": data.corpus_is_fallback},
-        "versions": versions(), "machine": machine(), "harness_commit": _git_commit(),
+        "data": {
+            "fingerprint": data.fingerprint(),
+            "train": len(data.train),
+            "dev": len(data.dev),
+            "test": len(data.test),
+            "corpus_documents": len(data.corpus),
+            "corpus_is_training_qa": data.corpus_is_fallback,
+        },
+        "versions": versions(),
+        "machine": machine(),
+        "harness_commit": _git_commit(),
         "harness_home": str(cache.home()),
     }
 

@@ -1,4 +1,5 @@
 """Timers and memory probes. Every system is measured the same way, by these."""
+
 from __future__ import annotations
 
 import contextlib
@@ -27,7 +28,7 @@ class PeakMemory:
             self.peak_mb = max(self.peak_mb, self._proc.memory_info().rss / 2**20)
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self.peak_mb = self._proc.memory_info().rss / 2**20
         self._cuda = _cuda_reset()
         self._thread = threading.Thread(target=self._sample, daemon=True)

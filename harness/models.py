@@ -4,6 +4,7 @@ The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file by the `ll
 converted once (dequantised) into a normal transformers folder under HARNESS_HOME, so later loads take
 a fraction of a second instead of ~20 s.
 """
+
 from __future__ import annotations
 
 import json
@@ -95,10 +96,10 @@ def eval_dtype(setting: str) -> str:
 
 @dataclass
 class ModelRef:
-    name: str          # what the user asked for ("default", a folder, a hub id)
-    path: str          # folder or hub id that from_pretrained takes
-    display: str       # for reports
-    fingerprint: str   # identifies the weights, for cache keys
+    name: str  # what the user asked for ("default", a folder, a hub id)
+    path: str  # folder or hub id that from_pretrained takes
+    display: str  # for reports
+    fingerprint: str  # identifies the weights, for cache keys
 
 
 def _default_folder() -> Path:
@@ -166,8 +167,10 @@ def resolve_model(name: str, log=print) -> ModelRef:
             raise HarnessError(f"model path {p} has no weights (*.safetensors)")
         return ModelRef(name, str(p.resolve()), p.name, _folder_fingerprint(p))
     if offline():
-        raise HarnessError(f"model '{name}' is not a local folder, and this run is offline (HF_HUB_OFFLINE=1): "
-                           "pass a local model folder, or set HF_HUB_OFFLINE=0 if you have a model hub")
+        raise HarnessError(
+            f"model '{name}' is not a local folder, and this run is offline (HF_HUB_OFFLINE=1): "
+            "pass a local model folder, or set HF_HUB_OFFLINE=0 if you have a model hub"
+        )
     return ModelRef(name, name, name, cache.key_of(name))
 
 
@@ -177,7 +180,9 @@ def load_tokenizer(ref: ModelRef):
     try:
         tok = AutoTokenizer.from_pretrained(ref.path)
     except Exception as e:
-        raise HarnessError(f"model {ref.path}: cannot load its tokenizer ({type(e).__name__}: {str(e)[:200]})") from None
+        raise HarnessError(
+            f"model {ref.path}: cannot load its tokenizer ({type(e).__name__}: {str(e)[:200]})"
+        ) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -192,7 +197,9 @@ def load_model(ref: ModelRef, dtype: str = "float32"):
     try:
         model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=getattr(torch, dtype))
     except Exception as e:
-        raise HarnessError(f"model {ref.path}: cannot load it as a causal LM ({type(e).__name__}: {str(e)[:200]})") from None
+        raise HarnessError(
+            f"model {ref.path}: cannot load it as a causal LM ({type(e).__name__}: {str(e)[:200]})"
+        ) from None
     model.to(device())
     model.eval()
     return model

@@ -1,5 +1,6 @@
 """Render prompts. Training and evaluation call the same function, so a fine-tuned adapter is
 evaluated on exactly the prompt format it was trained on."""
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -38,7 +39,8 @@ def user_turn(question_template: str, q: Question) -> str:
 def chat_prompt(tokenizer, system_prompt: str, user: str) -> str:
     """The full prompt, ending where the assistant's answer starts."""
     messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
-        {"role": "user", "content": user}]
+        {"role": "user", "content": user}
+    ]
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     # Base models without a chat template get a plain transcript.

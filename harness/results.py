@@ -3,6 +3,7 @@
 Every figure here is computed from the per-question records, so results.json can always be re-derived
 from samples.jsonl.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -41,20 +42,28 @@ def baselines(train: list[Question], test: list[Question], answer_format: str) -
     """Predictions that need no model. Each maps question id -> predicted answer."""
     if answer_format == "free-text":
         common = Counter(q.answers[0] for q in train).most_common(1)[0][0]
-        return {"majority": {"predictions": {q.id: common for q in test},
-                             "description": f"always answers the most common training answer ({common!r})"}}
+        return {
+            "majority": {
+                "predictions": {q.id: common for q in test},
+                "description": f"always answers the most common training answer ({common!r})",
+            }
+        }
     overall = Counter(q.answers[0] for q in train).most_common(1)[0][0]
     out = {}
     if answer_format == "yes-no" or all(q.choices == test[0].choices for q in test):
-        out["majority"] = {"predictions": {q.id: overall for q in test},
-                           "description": f"always answers the training split's majority answer ({overall})"}
+        out["majority"] = {
+            "predictions": {q.id: overall for q in test},
+            "description": f"always answers the training split's majority answer ({overall})",
+        }
     if any(q.category for q in train):
         by_cat: dict[str, Counter] = {}
         for q in train:
             by_cat.setdefault(q.category, Counter())[q.answers[0]] += 1
         preds = {q.id: (by_cat[q.category].most_common(1)[0][0] if q.category in by_cat else overall) for q in test}
-        out["category_prior"] = {"predictions": preds,
-                                 "description": "answers each category's majority answer in the training split"}
+        out["category_prior"] = {
+            "predictions": preds,
+            "description": "answers each category's majority answer in the training split",
+        }
     return out
 
 
@@ -65,18 +74,27 @@ def baseline_results(base: dict[str, dict], test: list[Question], answer_format:
             correct = [float(b["predictions"][q.id] == q.answers[0]) for q in test]
             metric = "accuracy"
         else:
-            correct = [scorers.SCORERS["token_f1"].fn(b["predictions"][q.id], q.answers, {}, scorers.ScoreContext())
-                       for q in test]
+            correct = [
+                scorers.SCORERS["token_f1"].fn(b["predictions"][q.id], q.answers, {}, scorers.ScoreContext())
+                for q in test
+            ]
             metric = "token_f1"
         ci = stats.bootstrap_ci(correct, n_boot=n_boot, seed=seed)
-        out[name] = {metric: ci["value"], "metrics": {metric: ci}, "description": b["description"],
-                     "per_question": correct}
+        out[name] = {
+            metric: ci["value"],
+            "metrics": {metric: ci},
+            "description": b["description"],
+            "per_question": correct,
+        }
     if answer_format == "multiple-choice":
         expected = [1.0 / len(q.choices) for q in test]
         ci = stats.bootstrap_ci(expected, n_boot=n_boot, seed=seed)
-        out["uniform_random"] = {"accuracy": ci["value"], "metrics": {"accuracy": ci},
-                                 "description": "expected accuracy of picking an option uniformly at random",
-                                 "per_question": None}
+        out["uniform_random"] = {
+            "accuracy": ci["value"],
+            "metrics": {"accuracy": ci},
+            "description": "expected accuracy of picking an option uniformly at random",
+            "per_question": None,
+        }
     return out
 
 
@@ -108,7 +126,8 @@ def score_system(records: list[dict], questions: list[Question], spec, embed, th
                 r["calibrated_prediction"] = "Yes" if r["margin"] > threshold else "No"
                 r["scores"]["calibrated_accuracy"] = float((r["margin"] > threshold) == bool(y))
             metrics["calibrated_accuracy"] = stats.bootstrap_ci(
-                [r["scores"]["calibrated_accuracy"] for r in records], n_boot=n_boot, seed=seed)
+                [r["scores"]["calibrated_accuracy"] for r in records], n_boot=n_boot, seed=seed
+            )
             metrics["calibrated_accuracy"]["threshold"] = threshold
     return metrics
 
@@ -123,8 +142,13 @@ def compare(a: dict[str, float], b: dict[str, float], metric: str, seed: int) ->
         return None
     x, y = [a[i] for i in ids], [b[i] for i in ids]
     res = stats.compare_paired(x, y, binary=is_binary(metric), seed=seed)
-    return {"metric": metric, "diff": float(np.mean(x) - np.mean(y)), "p_value": float(res["p_value"]),
-            "test": res["test"], "n": len(ids)}
+    return {
+        "metric": metric,
+        "diff": float(np.mean(x) - np.mean(y)),
+        "p_value": float(res["p_value"]),
+        "test": res["test"],
+        "n": len(ids),
+    }
 
 
 def comparisons(system_records: dict[str, list[dict]], metrics: list[str], seed: int) -> list[dict]:
@@ -133,7 +157,9 @@ def comparisons(system_records: dict[str, list[dict]], metrics: list[str], seed:
     for metric in metrics:
         rows = []
         for a, b in itertools.combinations(sorted(system_records), 2):
-            res = compare(per_question(system_records[a], metric), per_question(system_records[b], metric), metric, seed)
+            res = compare(
+                per_question(system_records[a], metric), per_question(system_records[b], metric), metric, seed
+            )
             if res:
                 rows.append({"a": a, "b": b, **res})
         for row, adj in zip(rows, stats.holm([r["p_value"] for r in rows])):

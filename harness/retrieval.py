@@ -16,10 +16,11 @@ import shutil
 import time
 import warnings
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,8 +31,11 @@ KEY_SETTINGS = ("chunk_tokens", "overlap", "index", "nlist", "nprobe", "hnsw_m",
 DEFAULT_SETTINGS = dict(chunk_tokens=200, overlap=32, index="flat", nlist=None, nprobe=8, hnsw_m=32, ef_search=64)
 _FILES = ("index.faiss", "chunks.jsonl")
 # Markdown headings, "Section 2"/"Article IV", and numbered headings "1. Definitions", "2) Scope", "1.2 Terms".
-_HEADING = re.compile(r"^\s{0,3}(#{1,6}\s|(section|article|chapter|part|§)\s*[\dIVXLC]+\b"
-                      r"|\d{1,3}(\.\d{1,3})*[.)]\s+\S|\d{1,3}(\.\d{1,3})+\s+\S)", re.IGNORECASE)
+_HEADING = re.compile(
+    r"^\s{0,3}(#{1,6}\s|(section|article|chapter|part|§)\s*[\dIVXLC]+\b"
+    r"|\d{1,3}(\.\d{1,3})*[.)]\s+\S|\d{1,3}(\.\d{1,3})+\s+\S)",
+    re.IGNORECASE,
+)
 
 
 @dataclass
@@ -89,8 +93,9 @@ def _word_at_or_after(word_starts: list[int], i: int, hi: int) -> int:
     return word_starts[j] if j < len(word_starts) and word_starts[j] < hi else hi
 
 
-def _token_bounds(n: int, para_ends: list[int], word_starts: list[int], size: int, overlap: int,
-                  fits: Callable[[int, int], bool]) -> list[tuple[int, int]]:
+def _token_bounds(
+    n: int, para_ends: list[int], word_starts: list[int], size: int, overlap: int, fits: Callable[[int, int], bool]
+) -> list[tuple[int, int]]:
     """Greedy [start, end) token windows: end at the furthest paragraph end that fits, else cut a window of
     `size` at a word boundary; each next window starts ~`overlap` tokens before the previous end."""
     ends_set, bounds, s, e = set(para_ends), [], 0, 0
@@ -136,7 +141,7 @@ def _chunk_document(doc: Any, tokenizer: Any, size: int, overlap: int) -> list[C
 
     def span(s: int, e: int) -> str:
         # Exact slice of the original text, so no detokenisation artefacts.
-        return text[offsets[s][0]:max(o[1] for o in offsets[s:e])]
+        return text[offsets[s][0] : max(o[1] for o in offsets[s:e])]
 
     def fits(s: int, e: int) -> bool:
         ids = tokenizer(span(s, e), add_special_tokens=False, verbose=False)["input_ids"]
@@ -146,8 +151,9 @@ def _chunk_document(doc: Any, tokenizer: Any, size: int, overlap: int) -> list[C
     return [Chunk(doc.doc_id, i, span(s, e), s, e) for i, (s, e) in enumerate(bounds)]
 
 
-def chunk_documents(docs: Sequence[Any], tokenizer: Any, chunk_tokens: int = 200, overlap: int = 32,
-                    max_tokens: int | None = None) -> list[Chunk]:
+def chunk_documents(
+    docs: Sequence[Any], tokenizer: Any, chunk_tokens: int = 200, overlap: int = 32, max_tokens: int | None = None
+) -> list[Chunk]:
     """Split documents into chunks of at most `chunk_tokens` embedder tokens, packing whole paragraphs."""
     for field, value in (("chunk_tokens", chunk_tokens), ("overlap", overlap)):
         if not isinstance(value, int) or value <= 0:
@@ -155,8 +161,10 @@ def chunk_documents(docs: Sequence[Any], tokenizer: Any, chunk_tokens: int = 200
     if overlap >= chunk_tokens:
         raise ValueError(f"overlap ({overlap}) must be smaller than chunk_tokens ({chunk_tokens})")
     if max_tokens is not None and chunk_tokens > max_tokens:
-        raise ValueError(f"chunk_tokens={chunk_tokens} exceeds the embedder's window of max_tokens={max_tokens} "
-                         "(max_seq_length minus special tokens); the tail of every chunk would be truncated")
+        raise ValueError(
+            f"chunk_tokens={chunk_tokens} exceeds the embedder's window of max_tokens={max_tokens} "
+            "(max_seq_length minus special tokens); the tail of every chunk would be truncated"
+        )
     _validate_docs(docs)
     return [c for doc in docs for c in _chunk_document(doc, tokenizer, chunk_tokens, overlap)]
 
@@ -172,9 +180,12 @@ def _resolve_model(name_or_path: str) -> tuple[Path, str]:
     if path.is_dir():
         return path, str(path)
     if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ValueError(f"embedder {name_or_path!r} is not a local folder and HF_HUB_OFFLINE=1: pass the path of "
-                         "a local sentence-transformers model folder, or 'default' for the packaged MiniLM")
+        raise ValueError(
+            f"embedder {name_or_path!r} is not a local folder and HF_HUB_OFFLINE=1: pass the path of "
+            "a local sentence-transformers model folder, or 'default' for the packaged MiniLM"
+        )
     from huggingface_hub import snapshot_download
+
     return Path(snapshot_download(name_or_path)), name_or_path
 
 
@@ -203,12 +214,13 @@ class Embedder:
         self._fingerprint: str | None = None
 
     @classmethod
-    def load(cls, name_or_path: str = "default") -> "Embedder":
+    def load(cls, name_or_path: str = "default") -> Embedder:
         # Offline unless the user explicitly opted in (HF_HUB_OFFLINE=0); set before the hub libraries import.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", os.environ["HF_HUB_OFFLINE"])
         folder, name = _resolve_model(name_or_path)
         from sentence_transformers import SentenceTransformer
+
         return cls(SentenceTransformer(str(folder), device="cpu"), folder, name)
 
     @property
@@ -225,8 +237,13 @@ class Embedder:
     def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
         if len(texts) == 0:  # sentence-transformers returns [] here, not a (0, dim) array
             return np.zeros((0, self.dim), dtype=np.float32)
-        emb = self._model.encode(list(texts), batch_size=batch_size, show_progress_bar=show_progress,
-                                 normalize_embeddings=True, convert_to_numpy=True)
+        emb = self._model.encode(
+            list(texts),
+            batch_size=batch_size,
+            show_progress_bar=show_progress,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+        )
         return np.ascontiguousarray(emb, dtype=np.float32)
 
 
@@ -238,13 +255,21 @@ def max_content_tokens(embedder: Any) -> int:
 def _faiss():
     import faiss
     import torch
+
     # faiss's OpenMP pool otherwise grabs every core and fights torch's threads on a small machine.
     faiss.omp_set_num_threads(torch.get_num_threads())
     return faiss
 
 
-def build_faiss_index(embeddings: np.ndarray, kind: str = "flat", nlist: int | None = None, nprobe: int = 8,
-                      hnsw_m: int = 32, ef_search: int = 64, seed: int = 0) -> Any:
+def build_faiss_index(
+    embeddings: np.ndarray,
+    kind: str = "flat",
+    nlist: int | None = None,
+    nprobe: int = 8,
+    hnsw_m: int = 32,
+    ef_search: int = 64,
+    seed: int = 0,
+) -> Any:
     """Inner-product index; the embeddings are normalised, so inner product is cosine similarity."""
     faiss = _faiss()
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
@@ -258,7 +283,7 @@ def build_faiss_index(embeddings: np.ndarray, kind: str = "flat", nlist: int | N
         index.hnsw.efSearch = ef_search
     elif kind == "ivf":
         # faiss wants ~39 training points per centroid; fewer gives poor centroids (and a warning).
-        nlist = round(4 * n ** 0.5) if nlist is None else nlist
+        nlist = round(4 * n**0.5) if nlist is None else nlist
         nlist = int(min(max(nlist, 1), max(n // 39, 1)))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
@@ -280,8 +305,10 @@ def _sha256(path: Path) -> str:
 
 def _check_dim(index_dim: int, other_dim: int, what: str) -> None:
     if index_dim != other_dim:
-        raise ValueError(f"the index has embedding dim {index_dim} but {what} has dim {other_dim}; "
-                         "rebuild the index with this embedder")
+        raise ValueError(
+            f"the index has embedding dim {index_dim} but {what} has dim {other_dim}; "
+            "rebuild the index with this embedder"
+        )
 
 
 class RetrievalIndex:
@@ -329,8 +356,9 @@ class RetrievalIndex:
         if k <= 0 or q.shape[0] == 0:
             return [[] for _ in range(q.shape[0])]
         scores, ids = self.index.search(q, k)
-        return [[(self.chunks[i], float(s)) for s, i in zip(row_s, row_i) if i >= 0]
-                for row_s, row_i in zip(scores, ids)]
+        return [
+            [(self.chunks[i], float(s)) for s, i in zip(row_s, row_i) if i >= 0] for row_s, row_i in zip(scores, ids)
+        ]
 
     def save(self, folder: Path) -> None:
         """Write into a sibling temp folder, then swap it in, so readers never see a half-written index."""
@@ -341,10 +369,12 @@ class RetrievalIndex:
         _faiss().write_index(self.index, str(tmp / "index.faiss"))
         with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in self.chunks)
-        self.manifest.update(n_chunks=len(self.chunks), format_version=FORMAT_VERSION,
-                             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                             files={f: {"sha256": _sha256(tmp / f), "bytes": (tmp / f).stat().st_size}
-                                    for f in _FILES})
+        self.manifest.update(
+            n_chunks=len(self.chunks),
+            format_version=FORMAT_VERSION,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            files={f: {"sha256": _sha256(tmp / f), "bytes": (tmp / f).stat().st_size} for f in _FILES},
+        )
         (tmp / "manifest.json").write_text(json.dumps(self.manifest, indent=2), encoding="utf-8")
         old = folder.parent / f"{folder.name}.old-{os.getpid()}"
         if folder.exists():
@@ -353,7 +383,7 @@ class RetrievalIndex:
         shutil.rmtree(old, ignore_errors=True)
 
     @classmethod
-    def load(cls, folder: Path) -> "RetrievalIndex":
+    def load(cls, folder: Path) -> RetrievalIndex:
         folder = Path(folder)
         manifest_path = folder / "manifest.json"
         try:
@@ -404,18 +434,28 @@ def _build(docs: Sequence[Any], embedder: Any, s: dict) -> tuple[RetrievalIndex,
     _check_dim(emb.shape[1], embedder.dim, "the embedder")
     index = build_faiss_index(emb, s["index"], s["nlist"], s["nprobe"], s["hnsw_m"], s["ef_search"])
     # Record what faiss actually used: nlist and nprobe are clamped to the corpus size.
-    params = ({"hnsw_m": int(index.hnsw.nb_neighbors(1)), "ef_search": int(index.hnsw.efSearch)} if s["index"] == "hnsw"
-              else {"nlist": int(index.nlist), "nprobe": int(index.nprobe)} if s["index"] == "ivf" else {})
-    manifest = {"embedder": {"name": embedder.name, "fingerprint": embedder.fingerprint, "dim": embedder.dim},
-                "chunking": {"chunk_tokens": s["chunk_tokens"], "overlap": s["overlap"], "max_tokens": max_tokens},
-                "index": {"kind": s["index"], **params}, "n_docs": len(docs)}
+    params = (
+        {"hnsw_m": int(index.hnsw.nb_neighbors(1)), "ef_search": int(index.hnsw.efSearch)}
+        if s["index"] == "hnsw"
+        else {"nlist": int(index.nlist), "nprobe": int(index.nprobe)}
+        if s["index"] == "ivf"
+        else {}
+    )
+    manifest = {
+        "embedder": {"name": embedder.name, "fingerprint": embedder.fingerprint, "dim": embedder.dim},
+        "chunking": {"chunk_tokens": s["chunk_tokens"], "overlap": s["overlap"], "max_tokens": max_tokens},
+        "index": {"kind": s["index"], **params},
+        "n_docs": len(docs),
+    }
     return RetrievalIndex(chunks, index, manifest), embed_s
 
 
-def build_or_load(docs: Sequence[Any], embedder: Any, settings: dict, folder_root: Path,
-                  log: Callable[[str], Any] = print) -> tuple[RetrievalIndex, dict]:
+def build_or_load(
+    docs: Sequence[Any], embedder: Any, settings: dict, folder_root: Path, log: Callable[[str], Any] = print
+) -> tuple[RetrievalIndex, dict]:
     """Reuse the cached index for these settings/embedder/corpus, or build (and cache) it."""
     from filelock import FileLock
+
     _validate_docs(docs)
     s = _settings(settings)
     folder = Path(folder_root) / index_key(s, embedder.fingerprint, docs)
@@ -436,7 +476,8 @@ def build_or_load(docs: Sequence[Any], embedder: Any, settings: dict, folder_roo
                     raise ValueError(
                         f"the index at {folder} holds vectors of dim {idx.dim} but the embedder "
                         f"{embedder.name!r} gives dim {embedder.dim}: delete {folder} to rebuild the index with "
-                        "this embedder, or set rag.embedder back to the one that built it")
+                        "this embedder, or set rag.embedder back to the one that built it"
+                    )
                 return idx, _info(idx, True, 0.0, 0.0, folder)
         t0 = time.perf_counter()
         idx, embed_s = _build(docs, embedder, s)
@@ -448,13 +489,21 @@ def build_or_load(docs: Sequence[Any], embedder: Any, settings: dict, folder_roo
 
 def _info(idx: RetrievalIndex, reused: bool, build_s: float, embed_s: float, folder: Path) -> dict:
     built = idx.manifest.get("build_s") if reused else build_s  # None: an index saved before it was recorded
-    return {"reused": reused, "build_s": build_s, "embed_s": embed_s, "built_s": built, "n_chunks": len(idx.chunks),
-            "n_docs": int(idx.manifest.get("n_docs", 0)), "path": str(folder),
-            "size_mb": sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 1e6}
+    return {
+        "reused": reused,
+        "build_s": build_s,
+        "embed_s": embed_s,
+        "built_s": built,
+        "n_chunks": len(idx.chunks),
+        "n_docs": int(idx.manifest.get("n_docs", 0)),
+        "path": str(folder),
+        "size_mb": sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 1e6,
+    }
 
 
-def retrieve(index: RetrievalIndex, embedder: Any, queries: list[str],
-             k: int) -> tuple[list[list[tuple[Chunk, float]]], list[float]]:
+def retrieve(
+    index: RetrievalIndex, embedder: Any, queries: list[str], k: int
+) -> tuple[list[list[tuple[Chunk, float]]], list[float]]:
     """Top-k chunks per query plus per-query latency (embed + search, one query at a time, as a user sees it)."""
     if k > len(index.chunks):
         warnings.warn(f"k={k} exceeds the {len(index.chunks)} chunks in the index; returning all of them")

@@ -4,15 +4,15 @@ Everything a user can get wrong is checked in `plan`, before any model loads. Th
 assembled in a hidden temporary folder and renamed into place at the end, so an interrupted or failed
 run leaves no half-written run directory behind (built artifacts stay cached and are reused).
 """
+
 from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import time
 import traceback
-from datetime import datetime
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from harness import cache, models, results, stats, systems
@@ -83,8 +83,9 @@ def plan(opts: RunOptions) -> Plan:
             raise HarnessError(f"cannot create {folder} ({e.strerror})") from None
         if not os.access(folder, os.W_OK):
             raise HarnessError(f"{folder} is not writable")
-    cache.check_free_space({"HARNESS_HOME": cache.home(), "--reports-dir": opts.reports_dir,
-                            "--indices-dir": opts.indices_dir})  # a full disk fails now, not after training
+    cache.check_free_space(
+        {"HARNESS_HOME": cache.home(), "--reports-dir": opts.reports_dir, "--indices-dir": opts.indices_dir}
+    )  # a full disk fails now, not after training
     return Plan(spec, list(names), opts)
 
 
@@ -108,11 +109,20 @@ def evaluate_system(system, ctx: RunContext, questions, task_name: str, *, timed
         import torch
 
         torch.manual_seed(spec.seed)
-        records = run_lm_eval(model, ctx.tokenizer, questions, prompts.texts, answer_format=spec.answer_format,
-                              task_name=task_name, batch_size=batch,
-                              warmup=spec.evaluation.warmup if timed else 0, max_new_tokens=spec.evaluation.max_new_tokens,
-                              seed=spec.seed, dtype=ctx.dtype,
-                              progress=ctx.reporter.progress(f"{system.name}: {task_name.rsplit('_', 1)[-1]}", len(questions)))
+        records = run_lm_eval(
+            model,
+            ctx.tokenizer,
+            questions,
+            prompts.texts,
+            answer_format=spec.answer_format,
+            task_name=task_name,
+            batch_size=batch,
+            warmup=spec.evaluation.warmup if timed else 0,
+            max_new_tokens=spec.evaluation.max_new_tokens,
+            seed=spec.seed,
+            dtype=ctx.dtype,
+            progress=ctx.reporter.progress(f"{system.name}: {task_name.rsplit('_', 1)[-1]}", len(questions)),
+        )
     for i, r in enumerate(records):
         if prompts.retrieved is not None:
             r["retrieved"] = prompts.retrieved[i]
@@ -134,8 +144,10 @@ def calibration_questions(ctx: RunContext) -> list | None:
     if spec.answer_format != "yes-no" or spec.evaluation.calibration == "none":
         return None
     if spec.evaluation.calibration == "contextual":
-        return [Question(id=f"content-free-{i}", question=t, answers=["Yes"], choices=["Yes", "No"])
-                for i, t in enumerate(CONTENT_FREE)]
+        return [
+            Question(id=f"content-free-{i}", question=t, answers=["Yes"], choices=["Yes", "No"])
+            for i, t in enumerate(CONTENT_FREE)
+        ]
     if not ctx.data.dev:
         return None
     # --limit N asks for a quick look: calibrate on at most N dev questions too.
@@ -171,24 +183,41 @@ def evaluate_or_reuse(system, ctx: RunContext, entry: dict) -> tuple[list[dict],
     test_prompts = system.prompts(ctx.data.test)
     cal_q = calibration_questions(ctx)
     cal_prompts = system.prompts(cal_q) if cal_q else None
-    key = evalcache.key(system, ctx, (ctx.data.test, test_prompts.texts),
-                        (cal_q, cal_prompts.texts) if cal_q else None, _torch_threads())
+    key = evalcache.key(
+        system,
+        ctx,
+        (ctx.data.test, test_prompts.texts),
+        (cal_q, cal_prompts.texts) if cal_q else None,
+        _torch_threads(),
+    )
     hit = None if ctx.reevaluate else evalcache.load(ctx.spec.name, key, rep.log)
     if hit is not None:
-        rep.log(f"  {name}: nothing that decides its answers changed: reusing its evaluation measured "
-                f"{hit['measured_at']} (--reevaluate measures again)")
+        rep.log(
+            f"  {name}: nothing that decides its answers changed: reusing its evaluation measured "
+            f"{hit['measured_at']} (--reevaluate measures again)"
+        )
         entry["evaluation_reused"] = {"measured_at": hit["measured_at"], "seconds": hit.get("seconds")}
         records, cal_records = hit["test"], hit["calibration"]
         entry["peak_memory_mb"], cuda_peak = hit["peak_memory_mb"], hit.get("cuda_peak_memory_mb")
     else:
-        with rep.stage(f"{name}: evaluate {len(ctx.data.test)} questions"), PeakMemory() as mem, \
-                timer() as took:
+        with rep.stage(f"{name}: evaluate {len(ctx.data.test)} questions"), PeakMemory() as mem, timer() as took:
             records = evaluate_system(system, ctx, ctx.data.test, _task_name(name, "test"), prompts=test_prompts)
-            cal_records = (evaluate_system(system, ctx, cal_q, _task_name(name, "calibration"), timed=False,
-                                           prompts=cal_prompts) if cal_q else None)
+            cal_records = (
+                evaluate_system(system, ctx, cal_q, _task_name(name, "calibration"), timed=False, prompts=cal_prompts)
+                if cal_q
+                else None
+            )
         entry["peak_memory_mb"], cuda_peak = round(mem.peak_mb, 1), mem.cuda_peak_mb
-        evalcache.save(ctx.spec.name, key, test=records, calibration=cal_records, peak_memory_mb=entry["peak_memory_mb"],
-                       cuda_peak_memory_mb=cuda_peak, seconds=took(), log=rep.log)
+        evalcache.save(
+            ctx.spec.name,
+            key,
+            test=records,
+            calibration=cal_records,
+            peak_memory_mb=entry["peak_memory_mb"],
+            cuda_peak_memory_mb=cuda_peak,
+            seconds=took(),
+            log=rep.log,
+        )
     if cuda_peak is not None:
         entry["cuda_peak_memory_mb"] = round(cuda_peak, 1)
     return records, calibration_threshold(ctx, cal_q, cal_records)
@@ -197,16 +226,31 @@ def evaluate_or_reuse(system, ctx: RunContext, entry: dict) -> tuple[list[dict],
 def run_system(name: str, ctx: RunContext) -> tuple[dict, list[dict]]:
     spec, rep = ctx.spec, ctx.reporter
     system = systems.make_system(name, ctx)
-    entry = {"kind": system.kind, "status": "ok", "error": None, "training": None, "retrieval": None,
-             "retrieval_latency_s": None, "evaluation_reused": None}
+    entry = {
+        "kind": system.kind,
+        "status": "ok",
+        "error": None,
+        "training": None,
+        "retrieval": None,
+        "retrieval_latency_s": None,
+        "evaluation_reused": None,
+    }
     try:
         with rep.stage(f"{name}: build"):
             info = system.build()
         # What the artifact cost to build: this run's time, or (reused) the time recorded when it was built.
         cost = info.build_s if info.build_cost_s is None and not info.cached else info.build_cost_s
-        entry.update({"build_s": round(info.build_s, 2), "cached": info.cached, "artifact_mb": round(info.artifact_mb, 3),
-                      "build_cost_s": None if cost is None else round(cost, 2),
-                      "training": info.training, "index": info.index, "notes": info.notes})
+        entry.update(
+            {
+                "build_s": round(info.build_s, 2),
+                "cached": info.cached,
+                "artifact_mb": round(info.artifact_mb, 3),
+                "build_cost_s": None if cost is None else round(cost, 2),
+                "training": info.training,
+                "index": info.index,
+                "notes": info.notes,
+            }
+        )
         if info.cached:
             rep.log(f"  {name}: reused the cached artifact")
         records, threshold = evaluate_or_reuse(system, ctx, entry)
@@ -240,12 +284,26 @@ def _sample_rows(name: str, records: list[dict], questions, metric: str) -> list
     rows = []
     for r in records:
         q = by_id[r["id"]]
-        rows.append({"system": name, "id": q.id, "question": q.question, "gold": q.answers[0], "golds": q.answers,
-                     "prediction": r["prediction"], "correct": r["scores"].get(metric),
-                     "calibrated_prediction": r.get("calibrated_prediction"), "latency_s": r["latency_s"],
-                     "retrieval_latency_s": r.get("retrieval_latency_s"), "category": q.category, "doc_id": q.doc_id,
-                     "margin": r.get("margin"), "prompt_tokens": r["prompt_tokens"], "scores": r["scores"],
-                     "retrieved": r.get("retrieved")})
+        rows.append(
+            {
+                "system": name,
+                "id": q.id,
+                "question": q.question,
+                "gold": q.answers[0],
+                "golds": q.answers,
+                "prediction": r["prediction"],
+                "correct": r["scores"].get(metric),
+                "calibrated_prediction": r.get("calibrated_prediction"),
+                "latency_s": r["latency_s"],
+                "retrieval_latency_s": r.get("retrieval_latency_s"),
+                "category": q.category,
+                "doc_id": q.doc_id,
+                "margin": r.get("margin"),
+                "prompt_tokens": r["prompt_tokens"],
+                "scores": r["scores"],
+                "retrieved": r.get("retrieved"),
+            }
+        )
     return rows
 
 
@@ -259,12 +317,22 @@ def execute(p: Plan, reporter: Reporter) -> Path:
         data = load_task_data(spec)
         if opts.limit:
             data.test = data.test[: opts.limit]
-        reporter.log(f"  {len(data.train)} train, {len(data.dev)} dev, {len(data.test)} test questions; "
-                     f"{len(data.corpus)} documents")
+        reporter.log(
+            f"  {len(data.train)} train, {len(data.dev)} dev, {len(data.test)} test questions; "
+            f"{len(data.corpus)} documents"
+        )
     with reporter.stage("resolve model"):
         ref = models.resolve_model(spec.model, reporter.log)
-    ctx = RunContext(spec, data, ref, reporter, indices_dir=opts.indices_dir, retrain=opts.retrain,
-                     launcher=opts.launcher, reevaluate=opts.reevaluate)
+    ctx = RunContext(
+        spec,
+        data,
+        ref,
+        reporter,
+        indices_dir=opts.indices_dir,
+        retrain=opts.retrain,
+        launcher=opts.launcher,
+        reevaluate=opts.reevaluate,
+    )
     ctx.limit = opts.limit
     system_objs = [systems.make_system(n, ctx) for n in p.systems]
     for s in system_objs:
@@ -281,22 +349,35 @@ def execute(p: Plan, reporter: Reporter) -> Path:
     base_res = results.baseline_results(base, data.test, spec.answer_format, spec.evaluation.bootstrap, spec.seed)
     ok = {n: e["_records"] for n, e in entries.items() if e["status"] == "ok"}
     headline = [metric] + (["calibrated_accuracy"] if spec.answer_format == "yes-no" else [])
-    comps = results.comparisons(ok, [m for m in headline if all(
-        any(m in r["scores"] for r in recs) for recs in ok.values())], spec.seed)
+    comps = results.comparisons(
+        ok, [m for m in headline if all(any(m in r["scores"] for r in recs) for recs in ok.values())], spec.seed
+    )
     for n, e in entries.items():
         recs = e.pop("_records")
         if e["status"] == "ok":
             e["vs_best_baseline"] = results.vs_best_baseline(recs, base_res, metric, spec.seed)
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
     out = {
-        "task": spec.name, "run_id": run_id, "created": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "answer_format": spec.answer_format, "headline_metric": metric, "n_test": len(data.test),
-        "seed": spec.seed, "model": ref.display, "systems": entries,
+        "task": spec.name,
+        "run_id": run_id,
+        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "answer_format": spec.answer_format,
+        "headline_metric": metric,
+        "n_test": len(data.test),
+        "seed": spec.seed,
+        "model": ref.display,
+        "systems": entries,
         "baselines": {n: {k: v for k, v in b.items() if k != "per_question"} for n, b in base_res.items()},
         "comparisons": comps,
-        "settings": {"threads": threads, "batch_size": spec.evaluation.batch_size, "dtype": ctx.dtype,
-                     "warmup": spec.evaluation.warmup, "device": ctx.device,
-                     "calibration": spec.evaluation.calibration, "seconds": round(time.time() - started, 1)},
+        "settings": {
+            "threads": threads,
+            "batch_size": spec.evaluation.batch_size,
+            "dtype": ctx.dtype,
+            "warmup": spec.evaluation.warmup,
+            "device": ctx.device,
+            "calibration": spec.evaluation.calibration,
+            "seconds": round(time.time() - started, 1),
+        },
     }
     manifest = build_manifest(spec, ref, data, opts, run_id)
     launches = {k.split(":", 1)[1]: v for k, v in ctx._cache.items() if k.startswith("launch:")}

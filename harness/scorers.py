@@ -11,8 +11,8 @@ import difflib
 import re
 import string
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -66,14 +66,18 @@ class Scorer:
 SCORERS: dict[str, Scorer] = {}
 
 
-def register_scorer(name: str, kind: str | Iterable[str] = "free-text", higher_is_better: bool = True,
-                    binary: bool = False, description: str = "") -> Callable[[ScorerFn], ScorerFn]:
+def register_scorer(
+    name: str,
+    kind: str | Iterable[str] = "free-text",
+    higher_is_better: bool = True,
+    binary: bool = False,
+    description: str = "",
+) -> Callable[[ScorerFn], ScorerFn]:
     """Decorator adding `fn` to SCORERS. `kind` is one format, several, or "all"."""
     kinds = frozenset(ANSWER_FORMATS if kind == "all" else [kind] if isinstance(kind, str) else kind)
     unknown = kinds - set(ANSWER_FORMATS)
     if unknown:
-        raise ValueError(f"scorer {name!r}: unknown answer format(s) {sorted(unknown)}; "
-                         f"valid: {list(ANSWER_FORMATS)}")
+        raise ValueError(f"scorer {name!r}: unknown answer format(s) {sorted(unknown)}; valid: {list(ANSWER_FORMATS)}")
 
     def decorate(fn: ScorerFn) -> ScorerFn:
         if name in SCORERS:  # a silent overwrite would change results without anyone noticing
@@ -90,13 +94,9 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
 
 # Small on purpose: groundedness should ignore glue words, not judge vocabulary.
-STOP_WORDS = frozenset("""
-    a an the and or but if of to in on at by for with from as into about than then so
-    is are was were be been being am do does did done has have had having it its this that
-    these those there here i you he she we they them his her their our your my me us
-    not no yes can could may might must shall should will would which who whom what when
-    where why how also only just very such any all each some other more most own same
-""".split())
+STOP_WORDS = frozenset(
+    ["a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "into", "about", "than", "then", "so", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "done", "has", "have", "had", "having", "it", "its", "this", "that", "these", "those", "there", "here", "i", "you", "he", "she", "we", "they", "them", "his", "her", "their", "our", "your", "my", "me", "us", "not", "no", "yes", "can", "could", "may", "might", "must", "shall", "should", "will", "would", "which", "who", "whom", "what", "when", "where", "why", "how", "also", "only", "just", "very", "such", "any", "all", "each", "some", "other", "more", "most", "own", "same"]
+)
 
 
 def normalize_answer(text: str) -> str:
@@ -161,16 +161,25 @@ def _cosine(u: np.ndarray, v: np.ndarray) -> float:
 
 # ---------------------------------------------------------------- registered scorers
 
-@register_scorer("accuracy", kind=CHOICE_FORMATS, binary=True,
-                 description="1 if the normalised prediction equals the gold choice, else 0")
+
+@register_scorer(
+    "accuracy",
+    kind=CHOICE_FORMATS,
+    binary=True,
+    description="1 if the normalised prediction equals the gold choice, else 0",
+)
 def accuracy(prediction, golds, sample, ctx):
     if not golds:
         return None
     return float(normalize_answer(prediction) == normalize_answer(golds[0]))
 
 
-@register_scorer("exact_match", kind="free-text", binary=True,
-                 description="1 if the normalised prediction equals any acceptable answer")
+@register_scorer(
+    "exact_match",
+    kind="free-text",
+    binary=True,
+    description="1 if the normalised prediction equals any acceptable answer",
+)
 def exact_match(prediction, golds, sample, ctx):
     return _best_over_golds(lambda p, g: float(normalize_answer(p) == normalize_answer(g)), prediction, golds)
 
@@ -185,8 +194,11 @@ def rouge_l(prediction, golds, sample, ctx):
     return _best_over_golds(_rouge_l, prediction, golds)
 
 
-@register_scorer("semantic_similarity", kind="free-text",
-                 description="cosine similarity of sentence embeddings, best over acceptable answers")
+@register_scorer(
+    "semantic_similarity",
+    kind="free-text",
+    description="cosine similarity of sentence embeddings, best over acceptable answers",
+)
 def semantic_similarity(prediction, golds, sample, ctx):
     if ctx.embed is None or not golds:
         return None
@@ -194,14 +206,21 @@ def semantic_similarity(prediction, golds, sample, ctx):
     return max(_cosine(pred_vec, g) for g in gold_vecs)
 
 
-@register_scorer("answer_length", kind="all", higher_is_better=False,
-                 description="number of whitespace-separated tokens in the prediction")
+@register_scorer(
+    "answer_length",
+    kind="all",
+    higher_is_better=False,
+    description="number of whitespace-separated tokens in the prediction",
+)
 def answer_length(prediction, golds, sample, ctx):
     return float(len(prediction.split()))
 
 
-@register_scorer("groundedness", kind="free-text",
-                 description="share of the prediction's content words found in the retrieved passages")
+@register_scorer(
+    "groundedness",
+    kind="free-text",
+    description="share of the prediction's content words found in the retrieved passages",
+)
 def groundedness(prediction, golds, sample, ctx):
     retrieved = sample.get("retrieved")
     if not retrieved:
@@ -214,6 +233,7 @@ def groundedness(prediction, golds, sample, ctx):
 
 
 # ---------------------------------------------------------------- lookup and validation
+
 
 def _check_format(answer_format: str) -> None:
     if answer_format not in ANSWER_FORMATS:
@@ -243,7 +263,8 @@ def validate_metric_names(names: Iterable[str], answer_format: str) -> list[str]
             raise ValueError(
                 f"metric {name!r} does not apply to answer format {answer_format!r} "
                 f"(it applies to {sorted(SCORERS[name].kinds)}); "
-                f"metrics for {answer_format!r}: {', '.join(metric_names_for(answer_format))}")
+                f"metrics for {answer_format!r}: {', '.join(metric_names_for(answer_format))}"
+            )
     return names
 
 

@@ -1,5 +1,6 @@
 """Reading rows and documents: JSONL, JSON, CSV and Parquet files, files inside installed packages, and
 `datasets` hub specs. Every problem names the file and line (or row), or the task-file field that points there."""
+
 from __future__ import annotations
 
 import csv
@@ -41,8 +42,11 @@ def package_folder(package: str, where: str) -> Path:
         spec = importlib.util.find_spec(parts[0])
     except (ImportError, ValueError):
         spec = None
-    folder = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts[1:]) \
-        if spec is not None and spec.submodule_search_locations else None
+    folder = (
+        Path(list(spec.submodule_search_locations)[0]).joinpath(*parts[1:])
+        if spec is not None and spec.submodule_search_locations
+        else None
+    )
     if folder is None or not folder.is_dir():
         raise HarnessError(f"{where}: package '{package}' is not installed (pip install {parts[0]})")
     return folder
@@ -68,18 +72,27 @@ def text_of(path: Path) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise HarnessError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-                           "save the file as UTF-8") from None
+        raise HarnessError(
+            f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); save the file as UTF-8"
+        ) from None
 
 
 def read_rows(path: Path, fmt: str, spec: TaskSpec, section: str, problems: Problems) -> list[tuple[str, dict]]:
     """(location, row) pairs; the location is `file:line` (`file: row N` for Parquet and JSON arrays)."""
     if fmt == "auto":
-        fmt = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet",
-               ".pq": "parquet"}.get(path.suffix.lower(), "")
+        fmt = {
+            ".jsonl": "jsonl",
+            ".ndjson": "jsonl",
+            ".json": "json",
+            ".csv": "csv",
+            ".parquet": "parquet",
+            ".pq": "parquet",
+        }.get(path.suffix.lower(), "")
         if not fmt:
-            raise HarnessError(f"{spec.where(f'{section}.path')}: cannot tell the format of {path.name} "
-                               "from its extension; set format: jsonl, json, csv or parquet")
+            raise HarnessError(
+                f"{spec.where(f'{section}.path')}: cannot tell the format of {path.name} "
+                "from its extension; set format: jsonl, json, csv or parquet"
+            )
     if path.is_dir():
         raise HarnessError(f"{spec.where(f'{section}.path')}: {path} is a folder; questions come from one file")
     if fmt == "parquet":
@@ -140,13 +153,17 @@ def hub_rows(spec: TaskSpec) -> list[tuple[str, dict]]:
     hub_off = os.environ.setdefault("HF_HUB_OFFLINE", "1")
     datasets_off = os.environ.setdefault("HF_DATASETS_OFFLINE", hub_off)
     if "1" in (hub_off, datasets_off):
-        raise HarnessError(f"{where}: '{hub.name}' is on the datasets hub, and this run is offline "
-                           f"(HF_HUB_OFFLINE={hub_off}, HF_DATASETS_OFFLINE={datasets_off}); with a hub, set both "
-                           "to 0; without one, export the data to a JSONL/CSV/Parquet file and use data.questions.path")
+        raise HarnessError(
+            f"{where}: '{hub.name}' is on the datasets hub, and this run is offline "
+            f"(HF_HUB_OFFLINE={hub_off}, HF_DATASETS_OFFLINE={datasets_off}); with a hub, set both "
+            "to 0; without one, export the data to a JSONL/CSV/Parquet file and use data.questions.path"
+        )
     import datasets
 
     try:
         ds = datasets.load_dataset(hub.name, hub.config, split=hub.split)
     except Exception as e:
-        raise HarnessError(f"{where}: cannot load '{hub.name}' ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise HarnessError(
+            f"{where}: cannot load '{hub.name}' ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
     return [(f"hub {hub.name} ({hub.split}): row {i + 1}", dict(r)) for i, r in enumerate(ds)]

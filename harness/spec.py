@@ -4,6 +4,7 @@ A task file is declarative: it names data, prompts, systems and metrics. Every f
 text (as peft's dataclasses do), and every section an example; docs/tasks.md is generated from them
 (`python docs/gen_tasks_md.py`), and a test keeps the two equal.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -11,8 +12,16 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo,
-                      field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from harness.errors import HarnessError
 from harness.yamlfile import load_with_includes, locate, read_yaml, resolve_includes  # noqa: F401 (re-exported)
@@ -47,45 +56,81 @@ def _check_template(source: str) -> str:
 
 class FieldMap(Strict):
     """Which field of each row holds what. Optional fields are used when a row has them."""
+
     example: ClassVar[str] = """\
 fields: {question: prompt, answer: gold, choices: [A, B, C, D], answer_is: letter, doc_id: source}"""
 
-    id: str | None = Field("id", description="Field holding a unique question id; rows without it are numbered by their line.")
+    id: str | None = Field(
+        "id", description="Field holding a unique question id; rows without it are numbered by their line."
+    )
     question: str = Field("question", description="Field holding the question text.")
-    answer: str = Field("answer", description="Field holding the gold answer: a string, or (free-text) a list of acceptable answers.")
-    choices: str | list[str] | None = Field("choices", description="Multiple-choice options: one field holding a list, or a list of fields (one option each, e.g. CSV columns `[A, B, C, D]`). Yes/no tasks always use Yes/No.")
-    answer_is: Literal["text", "index", "letter"] = Field("text", description="Multiple-choice: how the answer names the gold option: its `text`, its 0-based `index`, or its `letter` (A, B, C...).")
-    separator: str | None = Field(None, description="Split text cells (CSV answers or choices) on this string, e.g. `|`. A cell holding a JSON list is always read as a list.")
-    doc_id: str | None = Field("doc_id", description="Field holding the id of the corpus document that answers the question (for retrieval metrics and by-document splits).")
-    category: str | None = Field("category", description="Field holding a category label (for the per-category baseline and breakdowns).")
-    split: str | None = Field("split", description="Field naming each row's split (`train`, `dev`/`validation`, `test`); read only with `data.split.by: given`.")
+    answer: str = Field(
+        "answer", description="Field holding the gold answer: a string, or (free-text) a list of acceptable answers."
+    )
+    choices: str | list[str] | None = Field(
+        "choices",
+        description="Multiple-choice options: one field holding a list, or a list of fields (one option each, e.g. CSV columns `[A, B, C, D]`). Yes/no tasks always use Yes/No.",
+    )
+    answer_is: Literal["text", "index", "letter"] = Field(
+        "text",
+        description="Multiple-choice: how the answer names the gold option: its `text`, its 0-based `index`, or its `letter` (A, B, C...).",
+    )
+    separator: str | None = Field(
+        None,
+        description="Split text cells (CSV answers or choices) on this string, e.g. `|`. A cell holding a JSON list is always read as a list.",
+    )
+    doc_id: str | None = Field(
+        "doc_id",
+        description="Field holding the id of the corpus document that answers the question (for retrieval metrics and by-document splits).",
+    )
+    category: str | None = Field(
+        "category", description="Field holding a category label (for the per-category baseline and breakdowns)."
+    )
+    split: str | None = Field(
+        "split",
+        description="Field naming each row's split (`train`, `dev`/`validation`, `test`); read only with `data.split.by: given`.",
+    )
 
 
 class HubSource(Strict):
     """A dataset on a `datasets` hub. Offline (the default) this fails at once with a clear message."""
+
     example: ClassVar[str] = """\
 hub: {name: org/dataset, config: default, split: train}"""
 
-    name: str = Field(..., description="A `datasets` hub name, e.g. `org/dataset`. Needs a hub (HF_HUB_OFFLINE=0); offline it fails with a clear error.")
+    name: str = Field(
+        ...,
+        description="A `datasets` hub name, e.g. `org/dataset`. Needs a hub (HF_HUB_OFFLINE=0); offline it fails with a clear error.",
+    )
     config: str | None = Field(None, description="The dataset configuration name.")
-    split: str = Field("train", description="Which split of the hub dataset to read (the harness makes its own train/dev/test from it).")
+    split: str = Field(
+        "train",
+        description="Which split of the hub dataset to read (the harness makes its own train/dev/test from it).",
+    )
 
 
 class QuestionSource(Strict):
     """Where the questions and gold answers come from: one local file, a file inside a package, or a hub dataset."""
+
     example: ClassVar[str] = """\
 questions:
   path: my-domain/questions.csv
   fields: {question: q, answer: a}"""
 
-    path: str | None = Field(None, description="A JSONL, CSV or Parquet file (or a JSON array), relative to the task file's folder.")
+    path: str | None = Field(
+        None, description="A JSONL, CSV or Parquet file (or a JSON array), relative to the task file's folder."
+    )
     package: str | None = Field(None, description="Read `path` from inside this installed Python package instead.")
     hub: HubSource | None = Field(None, description="Read from a `datasets` hub spec instead of a file.")
-    format: Literal["auto", "jsonl", "json", "csv", "parquet"] = Field("auto", description="File format; `auto` goes by the extension (.jsonl, .json, .csv, .parquet).")
-    fields: FieldMap = Field(default_factory=FieldMap, description="Which field holds what (see `data.questions.fields`).")
+    format: Literal["auto", "jsonl", "json", "csv", "parquet"] = Field(
+        "auto", description="File format; `auto` goes by the extension (.jsonl, .json, .csv, .parquet)."
+    )
+    fields: FieldMap = Field(
+        default_factory=FieldMap, description="Which field holds what (see `data.questions.fields`)."
+    )
 
     @model_validator(mode="after")
-    def _one_source(self) -> "QuestionSource":
+    def _one_source(self) -> QuestionSource:
         if (self.path is None) == (self.hub is None):
             raise ValueError("give exactly one of `path` or `hub`")
         if self.package and not self.path:
@@ -95,14 +140,23 @@ questions:
 
 class CorpusSource(Strict):
     """Documents that RAG indexes: a folder of .txt/.md/.html files, or a JSONL file with one document a line."""
+
     example: ClassVar[str] = """\
 corpus: {package: pychoosealicense, path: _licenses, glob: "*.txt", strip_front_matter: true}"""
 
-    path: str = Field(..., description="A folder of .txt/.md/.html documents, or a JSONL file with one document a line; relative to the task file, or to `package`.")
+    path: str = Field(
+        ...,
+        description="A folder of .txt/.md/.html documents, or a JSONL file with one document a line; relative to the task file, or to `package`.",
+    )
     package: str | None = Field(None, description="Read `path` from inside this installed Python package.")
-    glob: str = Field("*", description="Which files of the folder to read (e.g. `*.txt`, or `**/*.md` for subfolders). A document's id is its path below the folder, without the extension.")
+    glob: str = Field(
+        "*",
+        description="Which files of the folder to read (e.g. `*.txt`, or `**/*.md` for subfolders). A document's id is its path below the folder, without the extension.",
+    )
     exclude: list[str] = Field(default_factory=list, description="File names to leave out (e.g. `__init__.py`).")
-    strip_front_matter: bool = Field(False, description="Drop a leading `---` YAML front-matter block from each document (metadata, not text).")
+    strip_front_matter: bool = Field(
+        False, description="Drop a leading `---` YAML front-matter block from each document (metadata, not text)."
+    )
     text_field: str = Field("text", description="JSONL corpus: the field holding the document text.")
     id_field: str = Field("doc_id", description="JSONL corpus: the field holding the document id.")
     title_field: str | None = Field("title", description="JSONL corpus: the field holding the title, if any.")
@@ -110,23 +164,34 @@ corpus: {package: pychoosealicense, path: _licenses, glob: "*.txt", strip_front_
 
 class SplitSpec(Strict):
     """How train / dev / test are made. Ratio splits are seeded, so every run sees the same test questions."""
+
     example: ClassVar[str] = """\
 split: {by: doc, test_fraction: 0.2, dev_fraction: 0.1, seed: 0}"""
 
-    by: Literal["doc", "question", "given"] = Field("doc", description="`doc` holds out whole documents (no test question about a document seen in training); `question` splits questions at random; `given` uses each row's split field.")
-    test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of documents (or questions) held out for testing.")
-    dev_fraction: float = Field(0.1, ge=0, lt=1, description="Share held out of training for validation loss and calibration.")
+    by: Literal["doc", "question", "given"] = Field(
+        "doc",
+        description="`doc` holds out whole documents (no test question about a document seen in training); `question` splits questions at random; `given` uses each row's split field.",
+    )
+    test_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of documents (or questions) held out for testing."
+    )
+    dev_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Share held out of training for validation loss and calibration."
+    )
     seed: int = Field(0, description="Seed of the split.")
 
     @model_validator(mode="after")
-    def _fractions(self) -> "SplitSpec":
+    def _fractions(self) -> SplitSpec:
         if self.test_fraction + self.dev_fraction >= 1:
-            raise ValueError(f"test_fraction + dev_fraction must be below 1 (got {self.test_fraction} + {self.dev_fraction})")
+            raise ValueError(
+                f"test_fraction + dev_fraction must be below 1 (got {self.test_fraction} + {self.dev_fraction})"
+            )
         return self
 
 
 class DataSpec(Strict):
     """Questions, corpus and split."""
+
     example: ClassVar[str] = """\
 data:
   questions: {path: my-domain/questions.jsonl}
@@ -134,45 +199,81 @@ data:
   split: {by: doc, test_fraction: 0.2}"""
 
     questions: QuestionSource = Field(..., description="Where the questions and gold answers come from.")
-    corpus: CorpusSource | None = Field(None, description="Documents that RAG indexes. Without it, RAG indexes the training question-answer pairs.")
+    corpus: CorpusSource | None = Field(
+        None, description="Documents that RAG indexes. Without it, RAG indexes the training question-answer pairs."
+    )
     split: SplitSpec = Field(default_factory=SplitSpec, description="How train / dev / test are made.")
 
 
 class AccelerateSpec(Strict):
     """The configuration `harness run --launcher accelerate` writes for `accelerate launch`."""
+
     example: ClassVar[str] = """\
 finetune: {accelerate: {num_processes: 8, distributed_type: FSDP}}"""
 
     num_processes: int = Field(1, gt=0, description="Training processes (one per GPU).")
-    distributed_type: Literal["NO", "MULTI_GPU", "MULTI_CPU", "FSDP", "DEEPSPEED"] = Field("NO", description="Accelerate's distribution: plain DDP (`MULTI_GPU`), FSDP or DeepSpeed.")
-    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="Mixed precision inside accelerate (the trainer's bf16 setting still applies).")
+    distributed_type: Literal["NO", "MULTI_GPU", "MULTI_CPU", "FSDP", "DEEPSPEED"] = Field(
+        "NO", description="Accelerate's distribution: plain DDP (`MULTI_GPU`), FSDP or DeepSpeed."
+    )
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+        "no", description="Mixed precision inside accelerate (the trainer's bf16 setting still applies)."
+    )
     deepspeed_stage: int = Field(2, ge=0, le=3, description="ZeRO stage when `distributed_type` is `DEEPSPEED`.")
     num_machines: int = Field(1, gt=0, description="Machines taking part.")
 
 
 class FinetuneSpec(Strict):
     """Adapter training settings shared by the fine-tuning systems (lora, qlora, dora)."""
+
     example: ClassVar[str] = """\
 finetune: {r: 16, alpha: 32, epochs: 2, learning_rate: 2.0e-4, overrides: {qlora: {learning_rate: 3.0e-4}}}"""
 
     r: int = Field(16, gt=0, description="LoRA rank.")
     alpha: int = Field(32, gt=0, description="LoRA alpha (scale = alpha / r).")
-    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout. 0 by default: a dropout of 0.05 made a CPU training step ~25% slower, and a run of one or two epochs does not overfit.")
-    target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="Module names to adapt, or `all-linear`.")
+    dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="LoRA dropout. 0 by default: a dropout of 0.05 made a CPU training step ~25% slower, and a run of one or two epochs does not overfit.",
+    )
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or `all-linear`."
+    )
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (cosine schedule with warm-up).")
     epochs: float = Field(2.0, gt=0, description="Passes over the training split.")
     batch_size: int = Field(8, gt=0, description="Examples per optimiser step.")
-    max_length: int = Field(512, gt=8, description="Longest training sequence in tokens; longer examples are truncated from the left of the prompt.")
+    max_length: int = Field(
+        512,
+        gt=8,
+        description="Longest training sequence in tokens; longer examples are truncated from the left of the prompt.",
+    )
     packing: bool = Field(False, description="Pack several examples into one sequence.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
-    bf16: Literal["auto", "on", "off"] = Field("auto", description="bf16 autocast: `auto` uses it where the CPU/GPU supports it.")
+    bf16: Literal["auto", "on", "off"] = Field(
+        "auto", description="bf16 autocast: `auto` uses it where the CPU/GPU supports it."
+    )
     logging_steps: int = Field(10, gt=0, description="Log training and validation loss every this many steps.")
-    validation_examples: int = Field(40, gt=0, description="Dev examples the validation loss is computed on (at each logged step).")
-    objective: Literal["supervised-qa", "corpus", "both"] = Field("supervised-qa", description="`supervised-qa` trains on the training questions (loss on the answer only); `corpus` continues pre-training on the corpus text (unsupervised knowledge injection); `both` does the corpus pass first, then the questions, on one adapter.")
-    corpus_epochs: float = Field(1.0, gt=0, description="Passes over the corpus when `objective` is `corpus` or `both`.")
-    corpus_chunk_tokens: int = Field(256, gt=16, description="Length in model tokens of the corpus pieces used for continued pre-training.")
-    accelerate: "AccelerateSpec" = Field(default_factory=lambda: AccelerateSpec(), description="How `--launcher accelerate` runs training (processes, distribution, DeepSpeed).")
-    overrides: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Per-method overrides of the fields above, e.g. `{qlora: {learning_rate: 3.0e-4}}`.")
+    validation_examples: int = Field(
+        40, gt=0, description="Dev examples the validation loss is computed on (at each logged step)."
+    )
+    objective: Literal["supervised-qa", "corpus", "both"] = Field(
+        "supervised-qa",
+        description="`supervised-qa` trains on the training questions (loss on the answer only); `corpus` continues pre-training on the corpus text (unsupervised knowledge injection); `both` does the corpus pass first, then the questions, on one adapter.",
+    )
+    corpus_epochs: float = Field(
+        1.0, gt=0, description="Passes over the corpus when `objective` is `corpus` or `both`."
+    )
+    corpus_chunk_tokens: int = Field(
+        256, gt=16, description="Length in model tokens of the corpus pieces used for continued pre-training."
+    )
+    accelerate: AccelerateSpec = Field(
+        default_factory=lambda: AccelerateSpec(),
+        description="How `--launcher accelerate` runs training (processes, distribution, DeepSpeed).",
+    )
+    overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-method overrides of the fields above, e.g. `{qlora: {learning_rate: 3.0e-4}}`.",
+    )
 
     @field_validator("overrides")
     @classmethod
@@ -182,35 +283,48 @@ finetune: {r: 16, alpha: 32, epochs: 2, learning_rate: 2.0e-4, overrides: {qlora
         known = [n for n in cls.model_fields if n != "overrides"]
         for method, extra in v.items():
             if method not in METHODS:
-                raise ValueError(f"'{method}' is not a fine-tuning method (methods: {', '.join(METHODS)})"
-                                 f"{did_you_mean(method, METHODS)}")
+                raise ValueError(
+                    f"'{method}' is not a fine-tuning method (methods: {', '.join(METHODS)})"
+                    f"{did_you_mean(method, METHODS)}"
+                )
             for key in extra:
                 if key not in known:
                     raise ValueError(f"{method}: unknown field '{key}'{did_you_mean(key, known)}")
         return v
 
-    def for_method(self, method: str) -> "FinetuneSpec":
+    def for_method(self, method: str) -> FinetuneSpec:
         extra = self.overrides.get(method, {})
         return FinetuneSpec.model_validate({**self.model_dump(exclude={"overrides"}), **extra})
 
 
 class RagSpec(Strict):
     """Retrieval settings: chunking, embedder, FAISS index and the prompt that carries the passages."""
+
     example: ClassVar[str] = """\
 rag: {chunk_tokens: 200, overlap: 32, k: 4, index: hnsw}"""
 
-    embedder: str = Field("default", description="Sentence-transformers model: `default` (the packaged all-MiniLM-L6-v2), a folder, or a hub id.")
-    chunk_tokens: int = Field(200, gt=0, description="Chunk length in embedder tokens (must fit the embedder's window).")
+    embedder: str = Field(
+        "default",
+        description="Sentence-transformers model: `default` (the packaged all-MiniLM-L6-v2), a folder, or a hub id.",
+    )
+    chunk_tokens: int = Field(
+        200, gt=0, description="Chunk length in embedder tokens (must fit the embedder's window)."
+    )
     overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks (less than chunk_tokens).")
     k: int = Field(4, gt=0, description="Passages put into the prompt.")
     index: Literal["flat", "hnsw", "ivf"] = Field("flat", description="FAISS index type.")
     nlist: int | None = Field(None, gt=0, description="IVF: number of cells (default about 4*sqrt(chunks)).")
     nprobe: int = Field(8, gt=0, description="IVF: cells searched per query.")
     hnsw_m: int = Field(32, gt=0, description="HNSW: neighbours per node.")
-    max_prompt_tokens: int = Field(2048, gt=64, description="Most LLM tokens a RAG prompt may take; passages that do not fit are cut or dropped, never the system prompt or question.")
+    max_prompt_tokens: int = Field(
+        2048,
+        gt=64,
+        description="Most LLM tokens a RAG prompt may take; passages that do not fit are cut or dropped, never the system prompt or question.",
+    )
     context_template: str = Field(
         "Passages:\n{% for p in passages %}[{{ loop.index }}] {{ p.text }}\n\n{% endfor %}Question: {{ question }}",
-        description="Jinja2 template of the user turn with retrieved `passages` (each has text, doc_id, score) and the `question`.")
+        description="Jinja2 template of the user turn with retrieved `passages` (each has text, doc_id, score) and the `question`.",
+    )
 
     @field_validator("context_template")
     @classmethod
@@ -218,7 +332,7 @@ rag: {chunk_tokens: 200, overlap: 32, k: 4, index: hnsw}"""
         return _check_template(v)
 
     @model_validator(mode="after")
-    def _overlap(self) -> "RagSpec":
+    def _overlap(self) -> RagSpec:
         if self.overlap >= self.chunk_tokens:
             raise ValueError(f"overlap ({self.overlap}) must be smaller than chunk_tokens ({self.chunk_tokens})")
         return self
@@ -226,19 +340,31 @@ rag: {chunk_tokens: 200, overlap: 32, k: 4, index: hnsw}"""
 
 class FewshotSpec(Strict):
     """Few-shot prompting: k solved training questions go into the prompt as earlier chat turns."""
+
     example: ClassVar[str] = """\
 fewshot: {k: 4, selection: nearest}"""
 
-    k: int = Field(4, gt=0, description="Solved examples per prompt, each a user turn (question) and an assistant turn (gold answer).")
-    selection: Literal["random", "nearest"] = Field("random", description="`random`: k training questions drawn per question, seeded by `seed` and the question id; `nearest`: the k training questions most similar to the question (embedded with `rag.embedder`). Examples only ever come from the training split.")
+    k: int = Field(
+        4,
+        gt=0,
+        description="Solved examples per prompt, each a user turn (question) and an assistant turn (gold answer).",
+    )
+    selection: Literal["random", "nearest"] = Field(
+        "random",
+        description="`random`: k training questions drawn per question, seeded by `seed` and the question id; `nearest`: the k training questions most similar to the question (embedded with `rag.embedder`). Examples only ever come from the training split.",
+    )
 
 
 class PreferenceFields(Strict):
     """Which field of each preference-file row holds what."""
+
     example: ClassVar[str] = """\
 fields: {prompt: question, chosen: good, rejected: bad}"""
 
-    prompt: str = Field("prompt", description="Field holding the user's question (the system prompt and chat template are added, as at evaluation).")
+    prompt: str = Field(
+        "prompt",
+        description="Field holding the user's question (the system prompt and chat template are added, as at evaluation).",
+    )
     chosen: str = Field("chosen", description="Field holding the preferred answer.")
     rejected: str = Field("rejected", description="Field holding the dispreferred answer.")
 
@@ -246,29 +372,53 @@ fields: {prompt: question, chosen: good, rejected: bad}"""
 class PreferenceSpec(Strict):
     """Preference tuning (dpo, orpo): a LoRA adapter trained with trl's preference trainers. The adapter's shape
     (r, alpha, target modules, max_length) comes from `finetune`."""
+
     example: ClassVar[str] = """\
 preference: {path: my-domain/pairs.jsonl, start_from: sft, beta: 0.1}"""
 
-    path: str | None = Field(None, description="A JSONL (or JSON, CSV, Parquet) file of preference pairs, relative to the task file. Without it, pairs are made from the training split: chosen is the gold answer, rejected a wrong answer the base model gives (or a wrong option).")
-    fields: PreferenceFields = Field(default_factory=PreferenceFields, description="Which field holds the prompt, the chosen and the rejected answer (see `preference.fields`).")
-    start_from: Literal["sft", "base"] = Field("sft", description="dpo: continue the supervised `lora` adapter (trained first, or reused from the cache), or start a new adapter on the base model. orpo always starts from the base model (its loss includes the supervised term).")
-    beta: float = Field(0.1, gt=0, description="DPO: how far the policy may move from the reference; ORPO: weight of the odds-ratio term.")
+    path: str | None = Field(
+        None,
+        description="A JSONL (or JSON, CSV, Parquet) file of preference pairs, relative to the task file. Without it, pairs are made from the training split: chosen is the gold answer, rejected a wrong answer the base model gives (or a wrong option).",
+    )
+    fields: PreferenceFields = Field(
+        default_factory=PreferenceFields,
+        description="Which field holds the prompt, the chosen and the rejected answer (see `preference.fields`).",
+    )
+    start_from: Literal["sft", "base"] = Field(
+        "sft",
+        description="dpo: continue the supervised `lora` adapter (trained first, or reused from the cache), or start a new adapter on the base model. orpo always starts from the base model (its loss includes the supervised term).",
+    )
+    beta: float = Field(
+        0.1,
+        gt=0,
+        description="DPO: how far the policy may move from the reference; ORPO: weight of the odds-ratio term.",
+    )
     epochs: float = Field(1.0, gt=0, description="Passes over the preference pairs.")
     learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate (cosine schedule with warm-up).")
     batch_size: int = Field(4, gt=0, description="Pairs per optimiser step.")
-    max_pairs: int | None = Field(None, gt=0, description="Train on at most this many pairs (a seeded sample), to bound training time.")
+    max_pairs: int | None = Field(
+        None, gt=0, description="Train on at most this many pairs (a seeded sample), to bound training time."
+    )
 
 
 class EvalSpec(Strict):
     """Evaluation and measurement settings."""
+
     example: ClassVar[str] = """\
 evaluation: {batch_size: 1, max_new_tokens: 16, bootstrap: 2000}"""
 
-    batch_size: int = Field(1, gt=0, description="Questions per forward pass. 1 measures the latency a single user sees.")
-    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="Evaluation precision: `auto` uses bf16 where supported.")
+    batch_size: int = Field(
+        1, gt=0, description="Questions per forward pass. 1 measures the latency a single user sees."
+    )
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Evaluation precision: `auto` uses bf16 where supported."
+    )
     warmup: int = Field(2, ge=0, description="Questions run before timing starts.")
     max_new_tokens: int = Field(32, gt=0, description="Free-text: longest generated answer.")
-    calibration: Literal["dev-threshold", "contextual", "none"] = Field("dev-threshold", description="Yes/no calibrated accuracy: `dev-threshold` fits a decision threshold on the dev split's Yes-No margin; `contextual` subtracts the margin the system gives content-free questions (`N/A`, empty, `[MASK]`), as in Zhao et al. 2021 \"Calibrate Before Use\"; `none` skips it.")
+    calibration: Literal["dev-threshold", "contextual", "none"] = Field(
+        "dev-threshold",
+        description='Yes/no calibrated accuracy: `dev-threshold` fits a decision threshold on the dev split\'s Yes-No margin; `contextual` subtracts the margin the system gives content-free questions (`N/A`, empty, `[MASK]`), as in Zhao et al. 2021 "Calibrate Before Use"; `none` skips it.',
+    )
     calibration_limit: int = Field(80, gt=0, description="Most dev questions used for calibration.")
     bootstrap: int = Field(2000, gt=0, description="Bootstrap resamples for the 95% intervals.")
 
@@ -276,6 +426,7 @@ evaluation: {batch_size: 1, max_new_tokens: 16, bootstrap: 2000}"""
 class TaskSpec(Strict):
     """A task file. Only `name`, `answer_format` and `data.questions` are required; `include:` pulls in shared
     settings first (a file name or a list, relative to this file; mappings merge, later files and this file win)."""
+
     example: ClassVar[str] = """\
 # harness run my-domain
 name: my-domain
@@ -287,20 +438,39 @@ data:
 system_prompt: Answer with a few words only.
 metrics: [exact_match, token_f1]"""
 
-    name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="Task name (lower case, digits, `-`, `_`, `.`).")
+    name: str = Field(
+        ..., pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="Task name (lower case, digits, `-`, `_`, `.`)."
+    )
     description: str = Field("", description="One line on what the task asks.")
-    answer_format: AnswerFormat = Field(..., description="`yes-no` or `multiple-choice` (choice by log-likelihood, scored by accuracy), or `free-text` (generation, scored by exact match, token F1, ROUGE-L and embedding similarity).")
+    answer_format: AnswerFormat = Field(
+        ...,
+        description="`yes-no` or `multiple-choice` (choice by log-likelihood, scored by accuracy), or `free-text` (generation, scored by exact match, token F1, ROUGE-L and embedding similarity).",
+    )
     data: DataSpec = Field(..., description="Questions, corpus and split.")
     system_prompt: str = Field("", description="The system turn every system gets.")
-    question_template: str = Field("{{ question }}", description="Jinja2 template of the user turn from a question row (`question`, `choices`).")
-    model: str = Field("default", description="`default` (the embedded SmolLM2-135M-Instruct), a model folder (relative to the task file or the working directory), or a hub id.")
-    systems: list[str] = Field(default_factory=lambda: ["prompt", "lora", "rag"], description="Systems `harness run` builds when `--systems` is not given.")
-    finetune: FinetuneSpec = Field(default_factory=FinetuneSpec, description="Adapter training settings shared by lora/qlora/dora.")
+    question_template: str = Field(
+        "{{ question }}", description="Jinja2 template of the user turn from a question row (`question`, `choices`)."
+    )
+    model: str = Field(
+        "default",
+        description="`default` (the embedded SmolLM2-135M-Instruct), a model folder (relative to the task file or the working directory), or a hub id.",
+    )
+    systems: list[str] = Field(
+        default_factory=lambda: ["prompt", "lora", "rag"],
+        description="Systems `harness run` builds when `--systems` is not given.",
+    )
+    finetune: FinetuneSpec = Field(
+        default_factory=FinetuneSpec, description="Adapter training settings shared by lora/qlora/dora."
+    )
     rag: RagSpec = Field(default_factory=RagSpec, description="Retrieval settings.")
     fewshot: FewshotSpec = Field(default_factory=FewshotSpec, description="Few-shot prompting settings.")
-    preference: PreferenceSpec = Field(default_factory=PreferenceSpec, description="Preference tuning settings (dpo, orpo).")
+    preference: PreferenceSpec = Field(
+        default_factory=PreferenceSpec, description="Preference tuning settings (dpo, orpo)."
+    )
     evaluation: EvalSpec = Field(default_factory=EvalSpec, description="Evaluation and measurement settings.")
-    metrics: list[str] = Field(default_factory=list, description="Metrics to report; empty means every metric that fits the answer format.")
+    metrics: list[str] = Field(
+        default_factory=list, description="Metrics to report; empty means every metric that fits the answer format."
+    )
     seed: int = Field(0, description="Seed for training and sampling.")
 
     # Set by the loader, not by the file.
@@ -348,10 +518,20 @@ metrics: [exact_match, token_f1]"""
 
 
 SECTIONS: list[tuple[str, type[Strict]]] = [
-    ("", TaskSpec), ("data", DataSpec), ("data.questions", QuestionSource), ("data.questions.fields", FieldMap),
-    ("data.questions.hub", HubSource), ("data.corpus", CorpusSource), ("data.split", SplitSpec),
-    ("finetune", FinetuneSpec), ("rag", RagSpec), ("fewshot", FewshotSpec), ("preference", PreferenceSpec),
-    ("preference.fields", PreferenceFields), ("evaluation", EvalSpec)]
+    ("", TaskSpec),
+    ("data", DataSpec),
+    ("data.questions", QuestionSource),
+    ("data.questions.fields", FieldMap),
+    ("data.questions.hub", HubSource),
+    ("data.corpus", CorpusSource),
+    ("data.split", SplitSpec),
+    ("finetune", FinetuneSpec),
+    ("rag", RagSpec),
+    ("fewshot", FewshotSpec),
+    ("preference", PreferenceSpec),
+    ("preference.fields", PreferenceFields),
+    ("evaluation", EvalSpec),
+]
 
 
 # ---------------------------------------------------------------- validation messages
@@ -372,7 +552,9 @@ def _known_fields(loc: tuple) -> list[str]:
         if field is None:
             return []
         ann = field.annotation
-        current = next((c for c in getattr(ann, "__args__", (ann,)) if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        current = next(
+            (c for c in getattr(ann, "__args__", (ann,)) if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
     if isinstance(current, type) and issubclass(current, BaseModel):
         return [n for n in current.model_fields if n != "source_path"]
     return []
@@ -400,7 +582,9 @@ def _problem(sources: list[str], loc: tuple, errs: list[dict]) -> str:
         msgs.append(m if not msgs else m.removeprefix("Input should be "))
     text = ", or ".join(dict.fromkeys(msgs))
     got = first.get("input")
-    shown = f" (got {got!r:.60})" if isinstance(got, (str, int, float, bool)) and first["type"] != "value_error" else ""
+    shown = (
+        f" (got {got!r:.60})" if isinstance(got, (str, int, float, bool)) and first["type"] != "value_error" else ""
+    )
     hint = ""
     if first["type"] == "literal_error" and isinstance(got, str):
         hint = did_you_mean(got, re.findall(r"'([^']*)'", first.get("ctx", {}).get("expected", "")))

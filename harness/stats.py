@@ -8,7 +8,7 @@ so thousands of resamples of a few hundred items take milliseconds.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import stats as _sps
@@ -23,6 +23,7 @@ _MCNEMAR_EXACT_BELOW = 25
 
 
 # ---------------------------------------------------------------- helpers ---
+
 
 def _as_1d(values, name: str = "values") -> np.ndarray:
     arr = np.asarray(values, dtype=float)
@@ -77,8 +78,10 @@ def _tolerance(d: np.ndarray) -> float:
 
 # ------------------------------------------------------------- intervals ---
 
-def bootstrap_ci(values: Sequence[float], stat: Callable = np.mean, n_boot: int = 2000,
-                 alpha: float = 0.05, seed: int = 0) -> dict:
+
+def bootstrap_ci(
+    values: Sequence[float], stat: Callable = np.mean, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> dict:
     """Percentile bootstrap CI of stat over items.
 
     value is stat of the full sample. stat is called as stat(matrix, axis=1)
@@ -127,8 +130,9 @@ def auc(labels: Sequence, scores: Sequence[float]) -> float | None:
     return float(_auc_rows(pos, _sps.rankdata(sc)))
 
 
-def bootstrap_ci_auc(labels: Sequence, scores: Sequence[float], n_boot: int = 1000,
-                     alpha: float = 0.05, seed: int = 0) -> dict:
+def bootstrap_ci_auc(
+    labels: Sequence, scores: Sequence[float], n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> dict:
     """Percentile bootstrap CI of the AUC, resampling items.
 
     Resamples containing a single class are skipped. If the full sample has a
@@ -142,8 +146,7 @@ def bootstrap_ci_auc(labels: Sequence, scores: Sequence[float], n_boot: int = 10
     pos = _as_binary(labels, "labels")
     sc = _as_1d(scores, "scores")
     rng = np.random.default_rng(seed)
-    boot = _resample(rng, pos.size, n_boot,
-                     lambda idx: _auc_rows(pos[idx], _sps.rankdata(sc[idx], axis=1)))
+    boot = _resample(rng, pos.size, n_boot, lambda idx: _auc_rows(pos[idx], _sps.rankdata(sc[idx], axis=1)))
     boot = boot[np.isfinite(boot)]  # single-class resamples give nan
     if boot.size == 0:
         return {"value": value, "ci_low": None, "ci_high": None}
@@ -159,6 +162,7 @@ def percentiles(values: Sequence[float]) -> dict:
 
 
 # ------------------------------------------------------------ paired tests ---
+
 
 def mcnemar(a_correct: Sequence, b_correct: Sequence) -> dict:
     """McNemar test on paired 0/1 outcomes.
@@ -178,18 +182,16 @@ def mcnemar(a_correct: Sequence, b_correct: Sequence) -> dict:
         p = 1.0 if n == 0 else _sps.binomtest(min(b01, b10), n, 0.5).pvalue
         return {"b01": b01, "b10": b10, "p_value": float(p), "test": "mcnemar-exact"}
     chi2 = (abs(b01 - b10) - 1) ** 2 / n
-    return {"b01": b01, "b10": b10, "p_value": float(_sps.chi2.sf(chi2, df=1)),
-            "test": "mcnemar-chi2"}
+    return {"b01": b01, "b10": b10, "p_value": float(_sps.chi2.sf(chi2, df=1)), "test": "mcnemar-chi2"}
 
 
 def _sign_matrix(n: int) -> np.ndarray:
     """All 2**n sign vectors as rows of +-1."""
-    bits = (np.arange(2 ** n)[:, None] >> np.arange(n)) & 1
+    bits = (np.arange(2**n)[:, None] >> np.arange(n)) & 1
     return 1.0 - 2.0 * bits
 
 
-def paired_permutation(x: Sequence[float], y: Sequence[float], n_perm: int = 10000,
-                       seed: int = 0) -> dict:
+def paired_permutation(x: Sequence[float], y: Sequence[float], n_perm: int = 10000, seed: int = 0) -> dict:
     """Two-sided paired sign-flip permutation test on mean(x - y).
 
     For n <= 16 all 2**n sign flips are enumerated (exact p); otherwise n_perm
@@ -217,8 +219,9 @@ def paired_permutation(x: Sequence[float], y: Sequence[float], n_perm: int = 100
     return {"diff": float(d.mean()), "p_value": min(1.0, p), "test": "paired-permutation"}
 
 
-def paired_bootstrap(x: Sequence[float], y: Sequence[float], n_boot: int = 2000,
-                     alpha: float = 0.05, seed: int = 0) -> dict:
+def paired_bootstrap(
+    x: Sequence[float], y: Sequence[float], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> dict:
     """Bootstrap CI and two-sided p-value for mean(x - y), resampling items.
 
     The p-value shifts the bootstrap distribution to be centred on 0 (the
@@ -232,8 +235,13 @@ def paired_bootstrap(x: Sequence[float], y: Sequence[float], n_boot: int = 2000,
     boot = _resample(rng, d.size, n_boot, lambda idx: d[idx].mean(axis=1))
     p = float(np.mean(np.abs(boot - diff) >= abs(diff) - _tolerance(d)))
     lo, hi = _interval(boot, alpha)
-    return {"diff": diff, "ci_low": lo, "ci_high": hi,
-            "p_value": min(1.0, max(p, 1.0 / (n_boot + 1))), "test": "paired-bootstrap"}
+    return {
+        "diff": diff,
+        "ci_low": lo,
+        "ci_high": hi,
+        "p_value": min(1.0, max(p, 1.0 / (n_boot + 1))),
+        "test": "paired-bootstrap",
+    }
 
 
 def compare_paired(x: Sequence[float], y: Sequence[float], binary: bool, **kw) -> dict:
@@ -267,6 +275,7 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 # -------------------------------------------------------------- threshold ---
 
+
 def fit_threshold(labels: Sequence, scores: Sequence[float]) -> float:
     """Threshold t (predict 1 when score > t) maximising accuracy on the data.
 
@@ -293,7 +302,7 @@ def fit_threshold(labels: Sequence, scores: Sequence[float]) -> float:
     # Candidate k gives the same predictions as any t in [lows[k], highs[k]).
     lows = np.concatenate([[-np.inf], u])
     highs = np.concatenate([u, [np.inf]])
-    holds_zero = (lows <= 0) & (0 < highs)
+    holds_zero = (lows <= 0) & (highs > 0)
     dist = np.minimum(np.abs(lows), np.abs(highs))
     best = np.lexsort((np.abs(cands), dist, ~holds_zero, -np.round(acc, 12)))[0]
     return float(cands[best])

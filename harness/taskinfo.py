@@ -1,4 +1,5 @@
 """`harness tasks list` and `harness tasks validate`: load each task and its data, check, and summarise."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,9 +18,18 @@ def is_include(path: Path) -> bool:
 def summarise(path: Path) -> dict:
     spec = load_spec(path)
     data = load_task_data(spec)
-    return {"name": spec.name, "format": spec.answer_format, "train": len(data.train), "dev": len(data.dev),
-            "test": len(data.test), "corpus": len(data.corpus) if not data.corpus_is_fallback else "(train Q&A)",
-            "description": spec.description, "path": str(path), "spec": spec, "data": data}
+    return {
+        "name": spec.name,
+        "format": spec.answer_format,
+        "train": len(data.train),
+        "dev": len(data.dev),
+        "test": len(data.test),
+        "corpus": len(data.corpus) if not data.corpus_is_fallback else "(train Q&A)",
+        "description": spec.description,
+        "path": str(path),
+        "spec": spec,
+        "data": data,
+    }
 
 
 def describe_all(extra_dirs: list[Path]) -> list[dict]:
@@ -28,8 +38,18 @@ def describe_all(extra_dirs: list[Path]) -> list[dict]:
         try:
             rows.append(summarise(path))
         except HarnessError as e:
-            rows.append({"name": name, "format": "?", "train": "", "dev": "", "test": "", "corpus": "",
-                         "description": f"INVALID: {e}", "path": str(path)})
+            rows.append(
+                {
+                    "name": name,
+                    "format": "?",
+                    "train": "",
+                    "dev": "",
+                    "test": "",
+                    "corpus": "",
+                    "description": f"INVALID: {e}",
+                    "path": str(path),
+                }
+            )
     return rows
 
 
@@ -47,7 +67,8 @@ def _check_templates(spec, sample: Question) -> list[str]:
         user = sample.question
     try:
         template(spec.rag.context_template, "rag.context_template").render(
-            passages=[{"text": "passage", "doc_id": "doc", "score": 1.0, "title": "title"}], question=user)
+            passages=[{"text": "passage", "doc_id": "doc", "score": 1.0, "title": "title"}], question=user
+        )
     except jinja2.UndefinedError as e:
         problems.append(f"{spec.where('rag.context_template')}: {e.message} (available: passages, question)")
     except Exception as e:  # a template that raises at render time (bad filter use, ...)
@@ -57,8 +78,9 @@ def _check_templates(spec, sample: Question) -> list[str]:
 
 def _check_model(spec) -> list[str]:
     name = spec.model
-    looks_like_path = name != "default" and (Path(name).expanduser().exists() or name.startswith((".", "/", "~"))
-                                             or name.count("/") > 1)
+    looks_like_path = name != "default" and (
+        Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
+    )
     if not looks_like_path:
         return []  # `default` is checked by a run; a hub id needs the hub
     from harness.models import resolve_model
@@ -80,8 +102,10 @@ def validate_file(path: Path) -> str:
     problems = _check_templates(spec, data.test[0]) + _check_model(spec)
     if problems:
         raise TaskProblems(problems)
-    return (f"{info['name']} ({info['format']}): {info['train']} train, {info['dev']} dev, {info['test']} test, "
-            f"corpus {info['corpus']}")
+    return (
+        f"{info['name']} ({info['format']}): {info['train']} train, {info['dev']} dev, {info['test']} test, "
+        f"corpus {info['corpus']}"
+    )
 
 
 def problems_of(path: Path) -> list[str]:

@@ -1,4 +1,5 @@
 """Finding task files: the shipped tasks/ folder, folders named by HARNESS_TASKS or --tasks-dir, or a path."""
+
 from __future__ import annotations
 
 import difflib

@@ -1,7 +1,8 @@
 """Entry point run by `accelerate launch` (one process per device): build one adapter, then exit.
 
-    python -m harness.train_worker JOB.json
+python -m harness.train_worker JOB.json
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,14 @@ def main(job_path: str) -> None:
     spec = load_spec(Path(job["task_file"])).model_copy(update={"model": job["model"], "seed": job["seed"]})
     data = load_task_data(spec)
     ref = models.resolve_model(spec.model)
-    ctx = RunContext(spec, data, ref, Reporter(lambda line: print(line, flush=True)),
-                     indices_dir=Path(job["indices_dir"]), launcher="local")
+    ctx = RunContext(
+        spec,
+        data,
+        ref,
+        Reporter(lambda line: print(line, flush=True)),
+        indices_dir=Path(job["indices_dir"]),
+        launcher="local",
+    )
     make_system(job["system"], ctx).build()
 
 

@@ -1,5 +1,6 @@
 """Reading task YAML files: UTF-8 and YAML errors with their line, duplicate keys, `include:` files merged
 in order (later wins, mappings merge), and finding the file and line that set a field, for messages."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,13 +10,15 @@ import yaml
 
 from harness.errors import HarnessError
 
+
 def _decode(path: Path | str, raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise HarnessError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-                           "save the file as UTF-8") from None
+        raise HarnessError(
+            f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); save the file as UTF-8"
+        ) from None
 
 
 def _compose(path: Path, text: str):
@@ -36,8 +39,10 @@ def _duplicate_keys(path: Path, node) -> None:
         for key, value in node.value:
             if isinstance(key, yaml.ScalarNode):
                 if key.value in seen:
-                    raise HarnessError(f"{path}:{key.start_mark.line + 1}: duplicate key '{key.value}' "
-                                       f"(first at line {seen[key.value]})")
+                    raise HarnessError(
+                        f"{path}:{key.start_mark.line + 1}: duplicate key '{key.value}' "
+                        f"(first at line {seen[key.value]})"
+                    )
                 seen[key.value] = key.start_mark.line + 1
             _duplicate_keys(path, value)
     elif isinstance(node, yaml.SequenceNode):
@@ -56,8 +61,10 @@ def _expanded_size(path: Path, node) -> None:
 
     def size(n) -> int:
         if id(n) in open_nodes:  # `&a [*a]`: a value that contains itself never ends
-            raise HarnessError(f"{path}:{n.start_mark.line + 1}: a YAML alias refers to the value that contains "
-                               "it (a recursive value); a task file cannot hold one")
+            raise HarnessError(
+                f"{path}:{n.start_mark.line + 1}: a YAML alias refers to the value that contains "
+                "it (a recursive value); a task file cannot hold one"
+            )
         if id(n) in sizes:
             return sizes[id(n)]
         open_nodes.add(id(n))
@@ -72,8 +79,10 @@ def _expanded_size(path: Path, node) -> None:
         return total
 
     if size(node) > MAX_VALUES:
-        raise HarnessError(f"{path}: its YAML aliases (*name) expand to more than {MAX_VALUES:,} values; "
-                           "a task file this large is refused (write the values out, or shorten it)")
+        raise HarnessError(
+            f"{path}: its YAML aliases (*name) expand to more than {MAX_VALUES:,} values; "
+            "a task file this large is refused (write the values out, or shorten it)"
+        )
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -90,8 +99,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         return _read_text(path, text)
     except RecursionError:  # PyYAML composes and constructs recursively
-        raise HarnessError(f"{path}: lists or mappings nested too deeply to read; a task file needs a few "
-                           "levels at most") from None
+        raise HarnessError(
+            f"{path}: lists or mappings nested too deeply to read; a task file needs a few levels at most"
+        ) from None
 
 
 def _read_text(path: Path, text: str) -> dict[str, Any]:
@@ -100,8 +110,10 @@ def _read_text(path: Path, text: str) -> dict[str, Any]:
         raise HarnessError(f"{path}: the file is empty (a task file needs at least name, answer_format and data)")
     if not isinstance(node, yaml.MappingNode):
         kind = {yaml.SequenceNode: "a list", yaml.ScalarNode: "a single value"}.get(type(node), "not a mapping")
-        raise HarnessError(f"{path}:{node.start_mark.line + 1}: a task file must be a mapping of fields "
-                           f"(name: ..., answer_format: ...), got {kind}")
+        raise HarnessError(
+            f"{path}:{node.start_mark.line + 1}: a task file must be a mapping of fields "
+            f"(name: ..., answer_format: ...), got {kind}"
+        )
     _expanded_size(path, node)
     _duplicate_keys(path, node)
     try:

@@ -3,6 +3,7 @@
 Nothing here downloads: the tokenizer is trained on the fixture's own text with `tokenizers`, and the model
 is a randomly initialised (seeded) 2-layer Llama. Runs write under pytest's tmp folders, never ~/.cache.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,13 @@ from pathlib import Path
 import pytest
 
 # Read at import time by huggingface_hub / datasets / transformers: set before anything imports them.
-_OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_TELEMETRY": "1"}
+_OFFLINE = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+}
 os.environ.update(_OFFLINE)
 # Spinning OpenMP threads thrash when other processes share the 2 cores (a tiny-model forward: 140 ms spinning,
 # 4 ms passive). Read when torch first loads, so it is set here, before any test module imports torch.
@@ -28,8 +34,10 @@ os.environ["HF_DATASETS_CACHE"] = _HF_DATASETS_CACHE
 REPO = Path(__file__).resolve().parent.parent
 HARNESS_BIN = REPO / ".venv" / "bin" / "harness"
 
-CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
-          "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 SPECIAL = ["<|im_start|>", "<|im_end|>", "<pad>"]
 SYSTEM_PROMPT = "You are a careful assistant who knows these licences. Answer the question with Yes or No."
 
@@ -42,9 +50,17 @@ CATEGORIES = [  # (category, question template, what the licence text says when 
     ("permissions/distribution", "Can I distribute copies under the {L} licence?", "distribution"),
     ("permissions/patent-use", "Does the {L} licence grant patent rights?", "a patent grant"),
     ("permissions/private-use", "Is private use allowed by the {L} licence?", "private use"),
-    ("conditions/include-copyright", "Must I keep the copyright notice under the {L} licence?", "keeping the copyright notice"),
+    (
+        "conditions/include-copyright",
+        "Must I keep the copyright notice under the {L} licence?",
+        "keeping the copyright notice",
+    ),
     ("conditions/disclose-source", "Does the {L} licence require disclosing the source?", "disclosing the source"),
-    ("conditions/same-license", "Must changes be released under the same {L} licence?", "releasing changes under the same licence"),
+    (
+        "conditions/same-license",
+        "Must changes be released under the same {L} licence?",
+        "releasing changes under the same licence",
+    ),
     ("limitations/liability", "Does the {L} licence limit liability?", "a limitation of liability"),
     ("limitations/warranty", "Does the {L} licence exclude any warranty?", "an exclusion of warranty"),
 ]
@@ -59,8 +75,15 @@ def tiny_questions() -> list[dict]:
     rows = []
     for d, doc in enumerate(DOCS):
         for c, (cat, tmpl, _) in enumerate(CATEGORIES):
-            rows.append({"id": f"{doc}--{cat.replace('/', '--')}", "question": tmpl.format(L=doc.capitalize()),
-                         "answer": _answer(d, c), "doc_id": doc, "category": cat})
+            rows.append(
+                {
+                    "id": f"{doc}--{cat.replace('/', '--')}",
+                    "question": tmpl.format(L=doc.capitalize()),
+                    "answer": _answer(d, c),
+                    "doc_id": doc,
+                    "category": cat,
+                }
+            )
     return rows
 
 
@@ -91,8 +114,9 @@ def _training_text() -> list[str]:
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: runs the real embedded default model (a minute or more); "
-                                       "deselect with -m 'not slow'")
+    config.addinivalue_line(
+        "markers", "slow: runs the real embedded default model (a minute or more); deselect with -m 'not slow'"
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -134,16 +158,30 @@ def build_tiny_model(folder: Path) -> Path:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=SPECIAL, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=700,
+        special_tokens=SPECIAL,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(_training_text(), trainer=trainer)
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                     pad_token="<pad>", model_max_length=512)
+    hf_tok = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<pad>", model_max_length=512
+    )
     hf_tok.chat_template = CHATML
-    config = LlamaConfig(vocab_size=len(hf_tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=512,
-                         bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.eos_token_id,
-                         pad_token_id=hf_tok.pad_token_id, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=len(hf_tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        bos_token_id=hf_tok.bos_token_id,
+        eos_token_id=hf_tok.eos_token_id,
+        pad_token_id=hf_tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     folder.mkdir(parents=True, exist_ok=True)
@@ -173,14 +211,23 @@ def write_tiny_task(folder: Path, model_dir: Path, name: str = "tiny-qa", **over
         "name": name,
         "description": "Yes/no questions about six made-up licences (test fixture).",
         "answer_format": "yes-no",
-        "data": {"questions": {"path": f"{name}/questions.jsonl"},
-                 "corpus": {"path": f"{name}/corpus", "glob": "*.txt"},
-                 "split": {"by": "doc", "test_fraction": 0.3, "dev_fraction": 0.17, "seed": 0}},
+        "data": {
+            "questions": {"path": f"{name}/questions.jsonl"},
+            "corpus": {"path": f"{name}/corpus", "glob": "*.txt"},
+            "split": {"by": "doc", "test_fraction": 0.3, "dev_fraction": 0.17, "seed": 0},
+        },
         "system_prompt": SYSTEM_PROMPT,
         "model": str(model_dir),
         "systems": ["prompt", "lora", "rag"],
-        "finetune": {"r": 4, "alpha": 8, "epochs": 1, "batch_size": 8, "logging_steps": 2, "max_length": 256,
-                     "bf16": "off"},
+        "finetune": {
+            "r": 4,
+            "alpha": 8,
+            "epochs": 1,
+            "batch_size": 8,
+            "logging_steps": 2,
+            "max_length": 256,
+            "bf16": "off",
+        },
         "rag": {"k": 2, "chunk_tokens": 64, "overlap": 8},
         "evaluation": {"bootstrap": 200, "calibration_limit": 10, "warmup": 1, "dtype": "float32"},
         "seed": 0,

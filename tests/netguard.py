@@ -10,6 +10,7 @@ the conftest fixture fails the test during which such a line appears, even when 
 Subprocesses: `tests/netguard_site/sitecustomize.py` installs the same guard when HARNESS_NETGUARD=1; the
 session fixture puts that folder first on PYTHONPATH (`environment()` below says what to export).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -66,8 +67,10 @@ def _is_ip_literal(host) -> bool:
 
 
 def _blocked(what: str, target) -> NetworkBlocked:
-    message = (f"network guard: outbound {what} to {target!r} blocked; the tests run offline "
-               "(only loopback and AF_UNIX sockets are allowed)")
+    message = (
+        f"network guard: outbound {what} to {target!r} blocked; the tests run offline "
+        "(only loopback and AF_UNIX sockets are allowed)"
+    )
     if not getattr(_state, "expected", False):
         path = os.environ.get(LOG_ENV)
         if path:
@@ -95,8 +98,13 @@ def install() -> None:
     if _ORIGINAL:
         return
     sock_cls = socket.socket
-    _ORIGINAL.update(connect=sock_cls.connect, connect_ex=sock_cls.connect_ex, sendto=sock_cls.sendto,
-                     create_connection=socket.create_connection, getaddrinfo=socket.getaddrinfo)
+    _ORIGINAL.update(
+        connect=sock_cls.connect,
+        connect_ex=sock_cls.connect_ex,
+        sendto=sock_cls.sendto,
+        create_connection=socket.create_connection,
+        getaddrinfo=socket.getaddrinfo,
+    )
 
     def connect(self, address):
         _check_address(self, address, "connection")
@@ -151,8 +159,9 @@ def expected():
 
 def environment(log_path: Path) -> dict[str, str]:
     """What to export so that Python subprocesses install the guard too."""
-    parts = [str(SITE_DIR)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-                               if p and p != str(SITE_DIR)]
+    parts = [str(SITE_DIR)] + [
+        p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(SITE_DIR)
+    ]
     return {ENV_FLAG: "1", LOG_ENV: str(log_path), "PYTHONPATH": os.pathsep.join(parts)}
 
 

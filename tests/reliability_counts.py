@@ -1,13 +1,18 @@
 """Counts the reliability tests add up as they pass; conftest prints them at the end of the session:
 
-    reliability: 8 interruptions survived, 4 corrupt artifacts detected, 2000 bad inputs rejected cleanly,
-    0 results lost or wrong
+reliability: 8 interruptions survived, 4 corrupt artifacts detected, 2000 bad inputs rejected cleanly,
+0 results lost or wrong
 """
+
 from __future__ import annotations
 
-KINDS = ("interruptions survived", "corrupt artifacts detected", "bad inputs rejected cleanly",
-         "results lost or wrong")
-COUNTS: dict[str, int] = {k: 0 for k in KINDS}
+KINDS = (
+    "interruptions survived",
+    "corrupt artifacts detected",
+    "bad inputs rejected cleanly",
+    "results lost or wrong",
+)
+COUNTS: dict[str, int] = dict.fromkeys(KINDS, 0)
 _touched = False
 
 

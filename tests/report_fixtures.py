@@ -22,57 +22,147 @@ def _m(v, lo, hi):
 
 
 def _vb(diff, p):
-    return {"baseline": "category_prior", "metric": "accuracy", "diff": diff, "p_value": p,
-            "significant": p < 0.05, "beats": p < 0.05 and diff > 0}
+    return {
+        "baseline": "category_prior",
+        "metric": "accuracy",
+        "diff": diff,
+        "p_value": p,
+        "significant": p < 0.05,
+        "beats": p < 0.05 and diff > 0,
+    }
 
 
 def make_results(n_test: int = 20) -> dict:
     base = {"error": None, "cached": False, "training": None, "retrieval": None, "retrieval_latency_s": None}
     return {
-        "task": "legal-qa", "run_id": "20261126-103000-1a2b", "created": "2026-11-26T10:30:00+00:00",
-        "answer_format": "yes-no", "headline_metric": "accuracy", "n_test": n_test, "seed": 0,
+        "task": "legal-qa",
+        "run_id": "20261126-103000-1a2b",
+        "created": "2026-11-26T10:30:00+00:00",
+        "answer_format": "yes-no",
+        "headline_metric": "accuracy",
+        "n_test": n_test,
+        "seed": 0,
         "systems": {
-            "prompt": {**base, "kind": "prompt", "status": "ok",
-                       "metrics": {"accuracy": _m(0.55, 0.35, 0.75), "auc": _m(0.52, 0.3, 0.74),
-                                   "calibrated_accuracy": _m(0.6, 0.4, 0.8)},
-                       "latency_s": {"p50": 0.09, "p95": 0.2, "mean": 0.11}, "peak_memory_mb": 1400.0,
-                       "build_s": 0.0, "artifact_mb": 0.0, "vs_best_baseline": _vb(-0.2, 0.001)},
-            "lora": {**base, "kind": "finetune", "status": "ok",
-                     "metrics": {"accuracy": _m(0.8, 0.6, 0.95), "auc": _m(0.81, 0.62, 0.96),
-                                 "calibrated_accuracy": _m(0.78, 0.58, 0.93)},
-                     "latency_s": {"p50": 0.1, "p95": 0.25, "mean": 0.12}, "peak_memory_mb": 1800.0,
-                     "build_s": 81.0, "artifact_mb": 3.6, "vs_best_baseline": _vb(0.05, 0.5),
-                     "training": {"method": "lora", "seconds": 81.0, "tokens_per_s": 950.0,
-                                  "peak_memory_mb": 2600.0, "trainable_params": 921600,
-                                  "total_params": 135436800, "epochs": 1, "steps": 70,
-                                  "loss_curve": [{"step": s, "train_loss": 2.0 / (1 + s / 20),
-                                                  "eval_loss": (2.1 / (1 + s / 25)) if s % 20 == 0 else None}
-                                                 for s in range(10, 80, 10)]}},
-            "rag": {**base, "kind": "rag", "status": "ok",
-                    "metrics": {"accuracy": _m(0.85, 0.7, 0.95), "auc": _m(0.88, 0.72, 0.97),
-                                "calibrated_accuracy": _m(0.83, 0.66, 0.95)},
-                    "latency_s": {"p50": 0.31, "p95": 0.55, "mean": 0.34}, "peak_memory_mb": 2100.0,
-                    "build_s": 0.0, "build_cost_s": 12.5, "cached": True, "artifact_mb": 1.2, "vs_best_baseline": _vb(0.1, 0.03),
-                    "retrieval": {"k": 4, "recall_at_k": 0.82, "mrr": 0.7},
-                    "retrieval_latency_s": {"p50": 0.02, "p95": 0.04, "mean": 0.025}},
-            "dora": {**base, "kind": "finetune", "status": "failed",
-                     "error": "CUDA out of memory: tried to allocate 2.00 GiB", "metrics": {},
-                     "latency_s": None, "peak_memory_mb": None, "build_s": None, "artifact_mb": None,
-                     "vs_best_baseline": None},
+            "prompt": {
+                **base,
+                "kind": "prompt",
+                "status": "ok",
+                "metrics": {
+                    "accuracy": _m(0.55, 0.35, 0.75),
+                    "auc": _m(0.52, 0.3, 0.74),
+                    "calibrated_accuracy": _m(0.6, 0.4, 0.8),
+                },
+                "latency_s": {"p50": 0.09, "p95": 0.2, "mean": 0.11},
+                "peak_memory_mb": 1400.0,
+                "build_s": 0.0,
+                "artifact_mb": 0.0,
+                "vs_best_baseline": _vb(-0.2, 0.001),
+            },
+            "lora": {
+                **base,
+                "kind": "finetune",
+                "status": "ok",
+                "metrics": {
+                    "accuracy": _m(0.8, 0.6, 0.95),
+                    "auc": _m(0.81, 0.62, 0.96),
+                    "calibrated_accuracy": _m(0.78, 0.58, 0.93),
+                },
+                "latency_s": {"p50": 0.1, "p95": 0.25, "mean": 0.12},
+                "peak_memory_mb": 1800.0,
+                "build_s": 81.0,
+                "artifact_mb": 3.6,
+                "vs_best_baseline": _vb(0.05, 0.5),
+                "training": {
+                    "method": "lora",
+                    "seconds": 81.0,
+                    "tokens_per_s": 950.0,
+                    "peak_memory_mb": 2600.0,
+                    "trainable_params": 921600,
+                    "total_params": 135436800,
+                    "epochs": 1,
+                    "steps": 70,
+                    "loss_curve": [
+                        {
+                            "step": s,
+                            "train_loss": 2.0 / (1 + s / 20),
+                            "eval_loss": (2.1 / (1 + s / 25)) if s % 20 == 0 else None,
+                        }
+                        for s in range(10, 80, 10)
+                    ],
+                },
+            },
+            "rag": {
+                **base,
+                "kind": "rag",
+                "status": "ok",
+                "metrics": {
+                    "accuracy": _m(0.85, 0.7, 0.95),
+                    "auc": _m(0.88, 0.72, 0.97),
+                    "calibrated_accuracy": _m(0.83, 0.66, 0.95),
+                },
+                "latency_s": {"p50": 0.31, "p95": 0.55, "mean": 0.34},
+                "peak_memory_mb": 2100.0,
+                "build_s": 0.0,
+                "build_cost_s": 12.5,
+                "cached": True,
+                "artifact_mb": 1.2,
+                "vs_best_baseline": _vb(0.1, 0.03),
+                "retrieval": {"k": 4, "recall_at_k": 0.82, "mrr": 0.7},
+                "retrieval_latency_s": {"p50": 0.02, "p95": 0.04, "mean": 0.025},
+            },
+            "dora": {
+                **base,
+                "kind": "finetune",
+                "status": "failed",
+                "error": "CUDA out of memory: tried to allocate 2.00 GiB",
+                "metrics": {},
+                "latency_s": None,
+                "peak_memory_mb": None,
+                "build_s": None,
+                "artifact_mb": None,
+                "vs_best_baseline": None,
+            },
         },
         "baselines": {
-            "majority": {"accuracy": 0.5, "metrics": {"accuracy": _m(0.5, 0.3, 0.7)},
-                         "description": "always answers the training split's majority answer (No)"},
-            "category_prior": {"accuracy": 0.75, "metrics": {"accuracy": _m(0.75, 0.55, 0.9)},
-                               "description": "answers each category's majority answer in the training split"},
+            "majority": {
+                "accuracy": 0.5,
+                "metrics": {"accuracy": _m(0.5, 0.3, 0.7)},
+                "description": "always answers the training split's majority answer (No)",
+            },
+            "category_prior": {
+                "accuracy": 0.75,
+                "metrics": {"accuracy": _m(0.75, 0.55, 0.9)},
+                "description": "answers each category's majority answer in the training split",
+            },
         },
         "comparisons": [
-            {"a": "rag", "b": "lora", "metric": "accuracy", "diff": 0.05, "p_value": 0.4, "test": "mcnemar",
-             "significant": False},
-            {"a": "rag", "b": "prompt", "metric": "accuracy", "diff": 0.3, "p_value": 0.001, "test": "mcnemar",
-             "significant": True},
-            {"a": "lora", "b": "prompt", "metric": "accuracy", "diff": 0.25, "p_value": 0.01, "test": "mcnemar",
-             "significant": True},
+            {
+                "a": "rag",
+                "b": "lora",
+                "metric": "accuracy",
+                "diff": 0.05,
+                "p_value": 0.4,
+                "test": "mcnemar",
+                "significant": False,
+            },
+            {
+                "a": "rag",
+                "b": "prompt",
+                "metric": "accuracy",
+                "diff": 0.3,
+                "p_value": 0.001,
+                "test": "mcnemar",
+                "significant": True,
+            },
+            {
+                "a": "lora",
+                "b": "prompt",
+                "metric": "accuracy",
+                "diff": 0.25,
+                "p_value": 0.01,
+                "test": "mcnemar",
+                "significant": True,
+            },
         ],
         "settings": {"threads": 2, "batch_size": 1, "dtype": "float32", "warmup": 2, "device": "cpu"},
     }
@@ -93,23 +183,38 @@ def make_samples(n: int = 20, systems=("prompt", "lora", "rag"), passage_chars: 
                 pred, wrong = SCRIPT, True
             retrieved = None
             if system == "rag":
-                text = (f"Passage about {docs[(i + 1) % 4]} terms; see {DATA_URL}. " + "lorem ipsum " * 400)
-                retrieved = [{"doc_id": docs[(i + k) % 4], "chunk_id": k, "score": 0.9 - 0.1 * k,
-                              "text": text[:passage_chars]} for k in range(4)]
-            out.append({"system": system, "id": f"q{i:03d}", "question": question, "gold": gold,
-                        "prediction": pred, "correct": not wrong, "latency_s": 0.1 + 0.01 * j,
-                        "category": "permissions/commercial-use", "doc_id": docs[i % 4],
-                        "margin": 1.5 if pred == "Yes" else -1.5, "scores": {"accuracy": float(not wrong)},
-                        "retrieved": retrieved})
+                text = f"Passage about {docs[(i + 1) % 4]} terms; see {DATA_URL}. " + "lorem ipsum " * 400
+                retrieved = [
+                    {"doc_id": docs[(i + k) % 4], "chunk_id": k, "score": 0.9 - 0.1 * k, "text": text[:passage_chars]}
+                    for k in range(4)
+                ]
+            out.append(
+                {
+                    "system": system,
+                    "id": f"q{i:03d}",
+                    "question": question,
+                    "gold": gold,
+                    "prediction": pred,
+                    "correct": not wrong,
+                    "latency_s": 0.1 + 0.01 * j,
+                    "category": "permissions/commercial-use",
+                    "doc_id": docs[i % 4],
+                    "margin": 1.5 if pred == "Yes" else -1.5,
+                    "scores": {"accuracy": float(not wrong)},
+                    "retrieved": retrieved,
+                }
+            )
     return out
 
 
 MANIFEST = {
     "model": {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "revision": "abc123"},
-    "task": {"name": "legal-qa", "hash": "sha256:1f2e"}, "data_hash": "sha256:9a8b",
+    "task": {"name": "legal-qa", "hash": "sha256:1f2e"},
+    "data_hash": "sha256:9a8b",
     "versions": {"torch": "2.13.0", "transformers": "5.24.0", "peft": "0.21.0"},
     "machine": {"cpu": "AMD EPYC 7B13", "cores": 16, "ram_gb": 128, "gpu": None, "os": "Linux 6.8"},
-    "seed": 0, "command": ["harness", "run", "tasks/legal-qa.yaml", "--seed", "0"],
+    "seed": 0,
+    "command": ["harness", "run", "tasks/legal-qa.yaml", "--seed", "0"],
 }
 
 
@@ -127,73 +232,153 @@ def write_run(folder: Path, results=None, samples=None, manifest=None) -> Path:
 # (doc_id, name, the topics the licence answers "Yes" to); roughly choosealicense.com's metadata
 LICENCES = [
     ("mit", "MIT License", {"commercial-use", "include-copyright", "liability", "private-use"}),
-    ("apache-2.0", "Apache License 2.0", {"commercial-use", "include-copyright", "document-changes", "patent-use",
-                                          "trademark-use", "liability", "private-use"}),
-    ("gpl-3.0", "GNU General Public License v3.0", {"commercial-use", "disclose-source", "include-copyright",
-                                                    "same-license", "document-changes", "patent-use", "liability",
-                                                    "private-use"}),
-    ("agpl-3.0", "GNU Affero General Public License v3.0", {"commercial-use", "disclose-source",
-                                                           "include-copyright", "same-license",
-                                                           "document-changes", "network-use-disclose",
-                                                           "patent-use", "liability", "private-use"}),
-    ("lgpl-2.1", "GNU Lesser General Public License v2.1", {"commercial-use", "disclose-source",
-                                                           "include-copyright", "same-license",
-                                                           "document-changes", "liability", "private-use"}),
-    ("mpl-2.0", "Mozilla Public License 2.0", {"commercial-use", "disclose-source", "include-copyright",
-                                               "same-license", "patent-use", "trademark-use", "liability",
-                                               "private-use"}),
-    ("bsd-3-clause", 'BSD 3-Clause "New" or "Revised" License', {"commercial-use", "include-copyright",
-                                                                 "liability", "private-use"}),
-    ("bsl-1.0", "Boost Software License 1.0", {"commercial-use", "include-copyright", "liability",
-                                               "private-use"}),
+    (
+        "apache-2.0",
+        "Apache License 2.0",
+        {
+            "commercial-use",
+            "include-copyright",
+            "document-changes",
+            "patent-use",
+            "trademark-use",
+            "liability",
+            "private-use",
+        },
+    ),
+    (
+        "gpl-3.0",
+        "GNU General Public License v3.0",
+        {
+            "commercial-use",
+            "disclose-source",
+            "include-copyright",
+            "same-license",
+            "document-changes",
+            "patent-use",
+            "liability",
+            "private-use",
+        },
+    ),
+    (
+        "agpl-3.0",
+        "GNU Affero General Public License v3.0",
+        {
+            "commercial-use",
+            "disclose-source",
+            "include-copyright",
+            "same-license",
+            "document-changes",
+            "network-use-disclose",
+            "patent-use",
+            "liability",
+            "private-use",
+        },
+    ),
+    (
+        "lgpl-2.1",
+        "GNU Lesser General Public License v2.1",
+        {
+            "commercial-use",
+            "disclose-source",
+            "include-copyright",
+            "same-license",
+            "document-changes",
+            "liability",
+            "private-use",
+        },
+    ),
+    (
+        "mpl-2.0",
+        "Mozilla Public License 2.0",
+        {
+            "commercial-use",
+            "disclose-source",
+            "include-copyright",
+            "same-license",
+            "patent-use",
+            "trademark-use",
+            "liability",
+            "private-use",
+        },
+    ),
+    (
+        "bsd-3-clause",
+        'BSD 3-Clause "New" or "Revised" License',
+        {"commercial-use", "include-copyright", "liability", "private-use"},
+    ),
+    ("bsl-1.0", "Boost Software License 1.0", {"commercial-use", "include-copyright", "liability", "private-use"}),
     ("isc", "ISC License", {"commercial-use", "include-copyright", "liability", "private-use"}),
     ("unlicense", "The Unlicense", {"commercial-use", "liability", "private-use"}),
-    ("epl-2.0", "Eclipse Public License 2.0", {"commercial-use", "disclose-source", "include-copyright",
-                                               "same-license", "patent-use", "liability", "private-use"}),
+    (
+        "epl-2.0",
+        "Eclipse Public License 2.0",
+        {
+            "commercial-use",
+            "disclose-source",
+            "include-copyright",
+            "same-license",
+            "patent-use",
+            "liability",
+            "private-use",
+        },
+    ),
 ]
 
 QUESTIONS = {
     "commercial-use": ("permissions", "May software under the {name} be used for commercial purposes?"),
     "private-use": ("permissions", "Can material under the {name} be used and modified in private?"),
     "patent-use": ("permissions", "Does the {name} expressly grant the contributors' patent rights?"),
-    "disclose-source": ("conditions", "When software under the {name} is distributed, does the licence require "
-                                      "the source code to be disclosed?"),
-    "include-copyright": ("conditions", "When redistributing material under the {name}, must I include the "
-                                        "licence text and the copyright notice?"),
-    "same-license": ("conditions", "Must modifications of material under the {name} be released under the "
-                                   "same licence?"),
-    "document-changes": ("conditions", "Is a licensee who alters the licensed material obliged by the {name} "
-                                       "to document those changes?"),
-    "network-use-disclose": ("conditions", "Does the {name} treat users interacting with the software over a "
-                                           "network as a distribution that triggers source disclosure?"),
-    "trademark-use": ("limitations", "Does the {name} explicitly withhold any right to use the licensor's "
-                                     "trademarks?"),
+    "disclose-source": (
+        "conditions",
+        "When software under the {name} is distributed, does the licence require the source code to be disclosed?",
+    ),
+    "include-copyright": (
+        "conditions",
+        "When redistributing material under the {name}, must I include the licence text and the copyright notice?",
+    ),
+    "same-license": (
+        "conditions",
+        "Must modifications of material under the {name} be released under the same licence?",
+    ),
+    "document-changes": (
+        "conditions",
+        "Is a licensee who alters the licensed material obliged by the {name} to document those changes?",
+    ),
+    "network-use-disclose": (
+        "conditions",
+        "Does the {name} treat users interacting with the software over a "
+        "network as a distribution that triggers source disclosure?",
+    ),
+    "trademark-use": (
+        "limitations",
+        "Does the {name} explicitly withhold any right to use the licensor's trademarks?",
+    ),
     "liability": ("limitations", "Does the {name} limit the liability of the licensor?"),
 }
 
 PASSAGES = {
     "commercial-use": "Permission is hereby granted, free of charge, to any person obtaining a copy of this "
-                      "software ... to use, copy, modify, merge, publish, distribute, sublicense, and/or sell "
-                      "copies of the Software",
+    "software ... to use, copy, modify, merge, publish, distribute, sublicense, and/or sell "
+    "copies of the Software",
     "disclose-source": "You must make the Corresponding Source available to anyone who possesses the object code, "
-                       "under the terms of this License",
+    "under the terms of this License",
     "include-copyright": "The above copyright notice and this permission notice shall be included in all copies "
-                         "or substantial portions of the Software.",
+    "or substantial portions of the Software.",
     "same-license": "You may convey a work based on the Program ... provided that the work is released under "
-                    "this License and any conditions added under section 7.",
+    "this License and any conditions added under section 7.",
     "patent-use": "Each Contributor hereby grants to You a perpetual, worldwide, non-exclusive, no-charge, "
-                  "royalty-free, irrevocable patent license to make, have made, use, offer to sell, sell ...",
+    "royalty-free, irrevocable patent license to make, have made, use, offer to sell, sell ...",
     "private-use": "Permission is hereby granted ... to deal in the Software without restriction, including "
-                   "without limitation the rights to use, copy, modify ...",
+    "without limitation the rights to use, copy, modify ...",
     "document-changes": "You must cause any modified files to carry prominent notices stating that You changed "
-                        "the files",
+    "the files",
     "network-use-disclose": "if you modify the Program, your modified version must prominently offer all users "
-                            "interacting with it remotely through a computer network ... an opportunity to "
-                            "receive the Corresponding Source",
+    "interacting with it remotely through a computer network ... an opportunity to "
+    "receive the Corresponding Source",
     "trademark-use": "This License does not grant permission to use the trade names, trademarks, service marks, "
-                     "or product names of the Licensor",
+    "or product names of the Licensor",
     "liability": "IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER "
-                 "LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE ...",
+    "LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE ...",
 }
 
 SKILL = {"prompt": 0.62, "lora": 0.8, "rag": 0.88}  # chance of answering correctly
@@ -220,7 +405,7 @@ def _mcnemar(a: list[bool], b: list[bool]) -> float:
     n = b01 + b10
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(b01, b10) + 1)) / 2 ** n
+    tail = sum(math.comb(n, k) for k in range(min(b01, b10) + 1)) / 2**n
     return min(1.0, 2 * tail)
 
 
@@ -246,13 +431,31 @@ def legal_qa_samples(seed: int = 0) -> list[dict]:
                     docs = rng.sample(others, 3)
                     if rng.random() < 0.9:  # the licence asked about is retrieved, not always first
                         docs[rng.choice((0, 0, 0, 1, 2))] = doc_id
-                    retrieved = [{"doc_id": d, "chunk_id": rng.randrange(2, 30), "score": round(0.78 - 0.07 * k, 3),
-                                  "text": PASSAGES[topic]} for k, d in enumerate(docs)]
-                out.append({"system": system, "id": qid, "question": template.format(name=name), "gold": gold,
-                            "prediction": pred, "correct": right,
-                            "latency_s": round(LATENCY[system] * rng.uniform(0.7, 1.6), 4),
-                            "category": f"{group}/{topic}", "doc_id": doc_id, "margin": margin,
-                            "scores": {"accuracy": float(right)}, "retrieved": retrieved})
+                    retrieved = [
+                        {
+                            "doc_id": d,
+                            "chunk_id": rng.randrange(2, 30),
+                            "score": round(0.78 - 0.07 * k, 3),
+                            "text": PASSAGES[topic],
+                        }
+                        for k, d in enumerate(docs)
+                    ]
+                out.append(
+                    {
+                        "system": system,
+                        "id": qid,
+                        "question": template.format(name=name),
+                        "gold": gold,
+                        "prediction": pred,
+                        "correct": right,
+                        "latency_s": round(LATENCY[system] * rng.uniform(0.7, 1.6), 4),
+                        "category": f"{group}/{topic}",
+                        "doc_id": doc_id,
+                        "margin": margin,
+                        "scores": {"accuracy": float(right)},
+                        "retrieved": retrieved,
+                    }
+                )
     return out
 
 
@@ -265,8 +468,10 @@ def legal_qa_results(samples: list[dict]) -> dict:
     # model-free baselines: the majority answer, and each category's majority answer
     majority = max(("Yes", "No"), key=golds.count)
     by_cat = {c: max(("Yes", "No"), key=[g for g, k in zip(golds, cats) if k == c].count) for c in set(cats)}
-    base_correct = {"majority": [g == majority for g in golds],
-                    "category_prior": [g == by_cat[c] for g, c in zip(golds, cats)]}
+    base_correct = {
+        "majority": [g == majority for g in golds],
+        "category_prior": [g == by_cat[c] for g, c in zip(golds, cats)],
+    }
     baselines = {
         "majority": f"always answers the training split's majority answer ({majority})",
         "category_prior": "answers each category's majority answer in the training split",
@@ -282,30 +487,57 @@ def legal_qa_results(samples: list[dict]) -> dict:
         cal = _bootstrap([float(c or (j % 4 == 0)) for j, c in enumerate(correct[name])], seed=10 + i)
         p = _mcnemar(correct[name], base_correct[best])
         diff = acc["value"] - base_fig[best]["value"]
-        entry = {"kind": {"prompt": "prompt", "lora": "finetune", "rag": "rag"}[name], "status": "ok", "error": None,
-                 "metrics": {"accuracy": acc,
-                             "auc": {"value": auc, "ci_low": max(0.0, auc - 0.13), "ci_high": min(1.0, auc + 0.11)},
-                             "calibrated_accuracy": cal},
-                 "latency_s": _percentiles([s["latency_s"] for s in rows]),
-                 "peak_memory_mb": {"prompt": 1278.1, "lora": 1402.6, "rag": 2119.5}[name],
-                 "build_s": {"prompt": 0.0, "lora": 412.0, "rag": 34.6}[name], "cached": False,
-                 "artifact_mb": {"prompt": 0.0, "lora": 3.6, "rag": 1.7}[name],
-                 "training": None, "retrieval": None, "retrieval_latency_s": None,
-                 "vs_best_baseline": {"baseline": best, "metric": "accuracy", "diff": diff, "p_value": p,
-                                      "significant": p < 0.05, "beats": p < 0.05 and diff > 0}}
+        entry = {
+            "kind": {"prompt": "prompt", "lora": "finetune", "rag": "rag"}[name],
+            "status": "ok",
+            "error": None,
+            "metrics": {
+                "accuracy": acc,
+                "auc": {"value": auc, "ci_low": max(0.0, auc - 0.13), "ci_high": min(1.0, auc + 0.11)},
+                "calibrated_accuracy": cal,
+            },
+            "latency_s": _percentiles([s["latency_s"] for s in rows]),
+            "peak_memory_mb": {"prompt": 1278.1, "lora": 1402.6, "rag": 2119.5}[name],
+            "build_s": {"prompt": 0.0, "lora": 412.0, "rag": 34.6}[name],
+            "cached": False,
+            "artifact_mb": {"prompt": 0.0, "lora": 3.6, "rag": 1.7}[name],
+            "training": None,
+            "retrieval": None,
+            "retrieval_latency_s": None,
+            "vs_best_baseline": {
+                "baseline": best,
+                "metric": "accuracy",
+                "diff": diff,
+                "p_value": p,
+                "significant": p < 0.05,
+                "beats": p < 0.05 and diff > 0,
+            },
+        }
         if name == "lora":
-            entry["training"] = {"method": "lora", "seconds": 412.0, "tokens_per_s": 1430.0,
-                                 "peak_memory_mb": 2650.0, "trainable_params": 921600,
-                                 "total_params": 135436800, "epochs": 2, "steps": 120,
-                                 "loss_curve": [{"step": s, "train_loss": round(0.35 + 1.9 / (1 + s / 12), 4),
-                                                 "eval_loss": round(0.45 + 1.8 / (1 + s / 14), 4)
-                                                 if s % 30 == 0 else None} for s in range(10, 130, 10)]}
+            entry["training"] = {
+                "method": "lora",
+                "seconds": 412.0,
+                "tokens_per_s": 1430.0,
+                "peak_memory_mb": 2650.0,
+                "trainable_params": 921600,
+                "total_params": 135436800,
+                "epochs": 2,
+                "steps": 120,
+                "loss_curve": [
+                    {
+                        "step": s,
+                        "train_loss": round(0.35 + 1.9 / (1 + s / 12), 4),
+                        "eval_loss": round(0.45 + 1.8 / (1 + s / 14), 4) if s % 30 == 0 else None,
+                    }
+                    for s in range(10, 130, 10)
+                ],
+            }
         if name == "rag":
             hits = [any(p["doc_id"] == s["doc_id"] for p in s["retrieved"]) for s in rows]
-            ranks = [next((k + 1 for k, p in enumerate(s["retrieved"]) if p["doc_id"] == s["doc_id"]), None)
-                     for s in rows]
-            entry["retrieval"] = {"k": 3, "recall_at_k": sum(hits) / n,
-                                  "mrr": sum(1 / r for r in ranks if r) / n}
+            ranks = [
+                next((k + 1 for k, p in enumerate(s["retrieved"]) if p["doc_id"] == s["doc_id"]), None) for s in rows
+            ]
+            entry["retrieval"] = {"k": 3, "recall_at_k": sum(hits) / n, "mrr": sum(1 / r for r in ranks if r) / n}
             entry["retrieval_latency_s"] = {"p50": 0.0118, "p95": 0.0138, "mean": 0.0122}
         entries[name] = entry
     comparisons = []
@@ -313,14 +545,30 @@ def legal_qa_results(samples: list[dict]) -> dict:
         if a in per and b in per:
             p = _mcnemar(correct[a], correct[b])
             diff = entries[a]["metrics"]["accuracy"]["value"] - entries[b]["metrics"]["accuracy"]["value"]
-            comparisons.append({"a": a, "b": b, "metric": "accuracy", "diff": diff, "p_value": p,
-                                "test": "mcnemar-exact", "significant": p < 0.05})
+            comparisons.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "metric": "accuracy",
+                    "diff": diff,
+                    "p_value": p,
+                    "test": "mcnemar-exact",
+                    "significant": p < 0.05,
+                }
+            )
     return {
-        "task": "legal-qa", "run_id": "20261126-104849-abb5", "created": "2026-11-26T10:48:49+00:00",
-        "answer_format": "yes-no", "headline_metric": "accuracy", "n_test": n, "seed": 0,
+        "task": "legal-qa",
+        "run_id": "20261126-104849-abb5",
+        "created": "2026-11-26T10:48:49+00:00",
+        "answer_format": "yes-no",
+        "headline_metric": "accuracy",
+        "n_test": n,
+        "seed": 0,
         "systems": entries,
-        "baselines": {b: {"accuracy": base_fig[b]["value"], "metrics": {"accuracy": base_fig[b]},
-                          "description": baselines[b]} for b in baselines},
+        "baselines": {
+            b: {"accuracy": base_fig[b]["value"], "metrics": {"accuracy": base_fig[b]}, "description": baselines[b]}
+            for b in baselines
+        },
         "comparisons": comparisons,
         "settings": {"threads": 16, "batch_size": 1, "dtype": "float32", "warmup": 2, "device": "cpu"},
     }

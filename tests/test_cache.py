@@ -1,4 +1,5 @@
 """The content-addressed artifact store: atomic builds, checksums, atomic JSON, locks."""
+
 from __future__ import annotations
 
 import json
@@ -52,10 +53,9 @@ def test_build_atomically_success(tmp_path):
 
 def test_build_atomically_failure_leaves_nothing(tmp_path):
     final = tmp_path / "store" / "artifact"
-    with pytest.raises(RuntimeError, match="boom"):
-        with cache.build_atomically(final) as tmp:
-            (tmp / "half.bin").write_bytes(b"\x01" * 10)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), cache.build_atomically(final) as tmp:
+        (tmp / "half.bin").write_bytes(b"\x01" * 10)
+        raise RuntimeError("boom")
     assert not final.exists()
     assert _siblings(final) == []
 
@@ -64,10 +64,9 @@ def test_build_atomically_interrupt_keeps_old_artifact(tmp_path):
     final = tmp_path / "artifact"
     with cache.build_atomically(final) as tmp:
         (tmp / "v").write_text("1")
-    with pytest.raises(KeyboardInterrupt):
-        with cache.build_atomically(final) as tmp:
-            (tmp / "v").write_text("2")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), cache.build_atomically(final) as tmp:
+        (tmp / "v").write_text("2")
+        raise KeyboardInterrupt
     assert (final / "v").read_text() == "1" and cache.verify(final) is None
     assert _siblings(final) == ["artifact"]
 

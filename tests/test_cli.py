@@ -2,6 +2,7 @@
 
 Each call is a real subprocess of the console script, so what is checked is what a terminal shows.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,9 @@ def cli(harness_cmd, tmp_path):
     work.mkdir()
 
     def run(*args, env: dict | None = None, timeout: float = 120, cwd: Path | None = None):
-        return subprocess.run([*harness_cmd, *map(str, args)], cwd=cwd or work, capture_output=True, text=True,
-                              timeout=timeout, env=env)
+        return subprocess.run(
+            [*harness_cmd, *map(str, args)], cwd=cwd or work, capture_output=True, text=True, timeout=timeout, env=env
+        )
 
     run.work = work
     return run
@@ -65,7 +67,9 @@ def test_misspelt_task_suggests(cli):
 
 def test_unknown_system_suggests_and_lists(cli):
     r = cli("run", "legal-qa", "--systems", "prompt,lorra")
-    assert_one_line_error(r, "unknown system 'lorra'", "did you mean 'lora'?", "valid systems:", "prompt", "rag", "dora")
+    assert_one_line_error(
+        r, "unknown system 'lorra'", "did you mean 'lora'?", "valid systems:", "prompt", "rag", "dora"
+    )
     assert_no_run_written(cli.work)
 
 
@@ -219,7 +223,8 @@ def test_real_default_end_to_end(cli, harness_home, tmp_path):
     (override / "legal-qa.yaml").write_text(
         f"include: {shipped}\n"
         f"data: {{questions: {{path: {REPO / 'tasks' / 'legal-qa' / 'questions.jsonl'}}}}}\n"
-        "evaluation: {calibration_limit: 6, warmup: 1, bootstrap: 200}\n")
+        "evaluation: {calibration_limit: 6, warmup: 1, bootstrap: 200}\n"
+    )
     assert not list(harness_home.iterdir())
     r = cli("run", "legal-qa", "--systems", "prompt,rag", "--limit", "8", "--tasks-dir", override, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -1,5 +1,6 @@
 """harness.data: every source format with a field mapping, acceptable answers, corpora, package resources,
 hub specs, splits, and the no-corpus fallback."""
+
 from __future__ import annotations
 
 import json
@@ -30,21 +31,27 @@ def task(folder: Path, body: str, files: dict[str, str | bytes] | None = None, n
 
 
 FREE = "name: t\nanswer_format: free-text\n"
-ROWS = [{"id": f"q{i}", "question": f"Q{i}?", "answer": f"a{i}", "doc_id": f"d{i % 5}", "category": "c"}
-        for i in range(20)]
+ROWS = [
+    {"id": f"q{i}", "question": f"Q{i}?", "answer": f"a{i}", "doc_id": f"d{i % 5}", "category": "c"} for i in range(20)
+]
 
 
 # ---------------------------------------------------------------- question sources and field mappings
 
 
 def test_csv_with_a_field_mapping_and_choice_columns(tmp_path):
-    csv_text = ("num,prompt,A,B,C,D,gold,source\n"
-                "1,Which is red?,sky,grass,blood,snow,C,doc1\n"
-                '2,"Which one, of these, is cold?",snow,fire,sun,lava,A,doc2\n'
-                "3,Which is a number?,seven,blue,cat,\"multi\nline\",A,doc1\n")
-    spec = task(tmp_path, "name: t\nanswer_format: multiple-choice\ndata:\n  questions:\n    path: q.csv\n"
-                "    fields: {id: num, question: prompt, answer: gold, choices: [A, B, C, D], answer_is: letter, doc_id: source}\n",
-                {"q.csv": csv_text})
+    csv_text = (
+        "num,prompt,A,B,C,D,gold,source\n"
+        "1,Which is red?,sky,grass,blood,snow,C,doc1\n"
+        '2,"Which one, of these, is cold?",snow,fire,sun,lava,A,doc2\n'
+        '3,Which is a number?,seven,blue,cat,"multi\nline",A,doc1\n'
+    )
+    spec = task(
+        tmp_path,
+        "name: t\nanswer_format: multiple-choice\ndata:\n  questions:\n    path: q.csv\n"
+        "    fields: {id: num, question: prompt, answer: gold, choices: [A, B, C, D], answer_is: letter, doc_id: source}\n",
+        {"q.csv": csv_text},
+    )
     qs = load_questions(spec)
     assert [q.id for q in qs] == ["1", "2", "3"]
     assert qs[0].choices == ["sky", "grass", "blood", "snow"] and qs[0].answers == ["blood"] and qs[0].gold_index == 2
@@ -57,47 +64,83 @@ def test_parquet_with_a_field_mapping_list_answers_and_index_gold(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"text": ["2+2?", "Capital of France?"], "opts": [["3", "4", "5"], ["Paris", "Lyon"]],
-                             "label": [1, 0], "alts": [["four", "4"], ["Paris"]]}), tmp_path / "mc.parquet")
-    spec = task(tmp_path, "name: t\nanswer_format: multiple-choice\ndata:\n  questions:\n    path: mc.parquet\n"
-                "    fields: {question: text, choices: opts, answer: label, answer_is: index}\n")
+    pq.write_table(
+        pa.table(
+            {
+                "text": ["2+2?", "Capital of France?"],
+                "opts": [["3", "4", "5"], ["Paris", "Lyon"]],
+                "label": [1, 0],
+                "alts": [["four", "4"], ["Paris"]],
+            }
+        ),
+        tmp_path / "mc.parquet",
+    )
+    spec = task(
+        tmp_path,
+        "name: t\nanswer_format: multiple-choice\ndata:\n  questions:\n    path: mc.parquet\n"
+        "    fields: {question: text, choices: opts, answer: label, answer_is: index}\n",
+    )
     qs = load_questions(spec)
-    assert [(q.id, q.answers, q.choices) for q in qs] == [("1", ["4"], ["3", "4", "5"]), ("2", ["Paris"], ["Paris", "Lyon"])]
-    spec = task(tmp_path, FREE + "data:\n  questions:\n    path: mc.parquet\n    fields: {question: text, answer: alts}\n",
-                name="f.yaml")
+    assert [(q.id, q.answers, q.choices) for q in qs] == [
+        ("1", ["4"], ["3", "4", "5"]),
+        ("2", ["Paris"], ["Paris", "Lyon"]),
+    ]
+    spec = task(
+        tmp_path,
+        FREE + "data:\n  questions:\n    path: mc.parquet\n    fields: {question: text, answer: alts}\n",
+        name="f.yaml",
+    )
     assert [q.answers for q in load_questions(spec)] == [["four", "4"], ["Paris"]]
     assert load_questions(spec)[0].origin.endswith("mc.parquet: row 1")
 
 
 def test_free_text_accepts_several_answers_as_a_list_a_json_cell_or_a_separator(tmp_path):
-    rows = [{"question": "Capital of the Netherlands?", "answer": ["Amsterdam", "amsterdam ", "The Hague?"]},
-            {"question": "Colour of grass?", "answer": "green"}]
+    rows = [
+        {"question": "Capital of the Netherlands?", "answer": ["Amsterdam", "amsterdam ", "The Hague?"]},
+        {"question": "Colour of grass?", "answer": "green"},
+    ]
     spec = task(tmp_path, FREE + "data: {questions: {path: q.jsonl}}\n", {"q.jsonl": jsonl(rows)})
     qs = load_questions(spec)
     assert qs[0].answers == ["Amsterdam", "amsterdam", "The Hague?"] and qs[1].answers == ["green"]
     assert [q.id for q in qs] == ["1", "2"]  # no id field: the line number
     csv_text = 'q,a\nBig cat?,"[""lion"", ""tiger""]"\nSmall dog?,chihuahua|pug\n'
-    spec = task(tmp_path, FREE + "data:\n  questions: {path: q.csv, fields: {question: q, answer: a, separator: '|'}}\n",
-                {"q.csv": csv_text}, name="c.yaml")
+    spec = task(
+        tmp_path,
+        FREE + "data:\n  questions: {path: q.csv, fields: {question: q, answer: a, separator: '|'}}\n",
+        {"q.csv": csv_text},
+        name="c.yaml",
+    )
     assert [q.answers for q in load_questions(spec)] == [["lion", "tiger"], ["chihuahua", "pug"]]
 
 
 def test_yes_no_answers_are_normalised(tmp_path):
-    rows = [{"question": "A?", "answer": "yes"}, {"question": "B?", "answer": "NO"}, {"question": "C?", "answer": True}]
-    spec = task(tmp_path, "name: t\nanswer_format: yes-no\ndata: {questions: {path: q.jsonl}}\n", {"q.jsonl": jsonl(rows)})
+    rows = [
+        {"question": "A?", "answer": "yes"},
+        {"question": "B?", "answer": "NO"},
+        {"question": "C?", "answer": True},
+    ]
+    spec = task(
+        tmp_path, "name: t\nanswer_format: yes-no\ndata: {questions: {path: q.jsonl}}\n", {"q.jsonl": jsonl(rows)}
+    )
     qs = load_questions(spec)
     assert [q.answers for q in qs] == [["Yes"], ["No"], ["Yes"]] and qs[0].choices == ["Yes", "No"]
 
 
 def test_json_array_file(tmp_path):
-    spec = task(tmp_path, FREE + "data: {questions: {path: q.json}}\n",
-                {"q.json": json.dumps([{"id": "x", "question": "Q?", "answer": "A"}], indent=2)})
+    spec = task(
+        tmp_path,
+        FREE + "data: {questions: {path: q.json}}\n",
+        {"q.json": json.dumps([{"id": "x", "question": "Q?", "answer": "A"}], indent=2)},
+    )
     assert [(q.id, q.answers) for q in load_questions(spec)] == [("x", ["A"])]
 
 
 def test_utf8_bom_and_blank_lines_are_fine(tmp_path):
-    spec = task(tmp_path, FREE + "data: {questions: {path: q.jsonl}}\n",
-                {"q.jsonl": "\ufeff" + jsonl(ROWS[:2]) + "\n   \n" + jsonl(ROWS[2:3])})
+    spec = task(
+        tmp_path,
+        FREE + "data: {questions: {path: q.jsonl}}\n",
+        {"q.jsonl": "\ufeff" + jsonl(ROWS[:2]) + "\n   \n" + jsonl(ROWS[2:3])},
+    )
     assert [q.id for q in load_questions(spec)] == ["q0", "q1", "q2"]
 
 
@@ -118,8 +161,11 @@ def data_package(tmp_path, monkeypatch) -> str:
 
 
 def test_questions_and_corpus_from_an_installed_package(tmp_path, data_package):
-    spec = task(tmp_path / "elsewhere", FREE + f"data:\n  questions: {{package: {data_package}, path: data/q.jsonl}}\n"
-                f"  corpus: {{package: {data_package}, path: docs, exclude: [__init__.py]}}\n")
+    spec = task(
+        tmp_path / "elsewhere",
+        FREE + f"data:\n  questions: {{package: {data_package}, path: data/q.jsonl}}\n"
+        f"  corpus: {{package: {data_package}, path: docs, exclude: [__init__.py]}}\n",
+    )
     data = load_task_data(spec)
     assert len(data.train) + len(data.dev) + len(data.test) == 20 and not data.corpus_is_fallback
     assert sorted(d.doc_id for d in data.corpus) == [f"d{i}" for i in range(5)]
@@ -138,8 +184,11 @@ def test_hub_spec_offline_fails_at_once(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     spec = task(tmp_path, FREE + "data:\n  questions:\n    hub: {name: org/qa, split: validation}\n")
     start = time.perf_counter()
-    with pytest.raises(HarnessError, match=r"t.yaml:5: field 'data.questions.hub': 'org/qa' is on the datasets hub, "
-                                           r"and this run is offline"):
+    with pytest.raises(
+        HarnessError,
+        match=r"t.yaml:5: field 'data.questions.hub': 'org/qa' is on the datasets hub, "
+        r"and this run is offline",
+    ):
         load_questions(spec)
     assert time.perf_counter() - start < 1.0
 
@@ -154,8 +203,11 @@ def test_hub_spec_with_a_hub(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
-    spec = task(tmp_path, FREE + "data:\n  questions:\n    hub: {name: org/qa, config: en, split: validation}\n"
-                "    fields: {question: q, answer: a}\n")
+    spec = task(
+        tmp_path,
+        FREE + "data:\n  questions:\n    hub: {name: org/qa, config: en, split: validation}\n"
+        "    fields: {question: q, answer: a}\n",
+    )
     qs = load_questions(spec)
     assert calls == [("org/qa", "en", "validation")]
     assert [q.answers for q in qs][2] == ["A2", "alt2"] and qs[0].origin == "hub org/qa (validation): row 1"
@@ -170,34 +222,48 @@ def test_text_markdown_and_html_corpus(tmp_path):
         "docs/guide.md": "---\ntitle: Guide\n---\n# Guide\n\nUse **bold** text.\n",
         "docs/notes.txt": "Plain notes.\n",
         "docs/page.html": "<html><head><style>p {color: red}</style><script>var x = 1;</script></head>"
-                          "<body><h1>Title</h1><p>Fish &amp; chips &lt;3</p><!-- hidden --></body></html>",
+        "<body><h1>Title</h1><p>Fish &amp; chips &lt;3</p><!-- hidden --></body></html>",
         "docs/sub/deep.md": "Deeper.",
         "docs/skip.pdf": "not a text document",
         "docs/__init__.py": "",
     }
-    spec = task(tmp_path, FREE + "data:\n  questions: {path: q.jsonl}\n"
-                "  corpus: {path: docs, glob: '**/*', strip_front_matter: true, exclude: [__init__.py]}\n", files)
+    spec = task(
+        tmp_path,
+        FREE + "data:\n  questions: {path: q.jsonl}\n"
+        "  corpus: {path: docs, glob: '**/*', strip_front_matter: true, exclude: [__init__.py]}\n",
+        files,
+    )
     docs = {d.doc_id: d for d in load_corpus(spec)}
     assert sorted(docs) == ["guide", "notes", "page", "sub/deep"]
     assert docs["guide"].text == "# Guide\n\nUse **bold** text."
     assert docs["page"].text == "Title\nFish & chips <3" or docs["page"].text == "Title Fish & chips <3"
-    assert "<" not in docs["page"].text.replace("<3", "") and "color" not in docs["page"].text and "var x" not in docs["page"].text
+    assert (
+        "<" not in docs["page"].text.replace("<3", "")
+        and "color" not in docs["page"].text
+        and "var x" not in docs["page"].text
+    )
     data = load_task_data(spec)
     assert not data.corpus_is_fallback and len(data.corpus) == 4
 
 
 def test_jsonl_corpus_with_custom_fields(tmp_path):
     corpus = [{"key": f"d{i}", "body": f"Body {i}", "name": f"Doc {i}"} for i in range(5)]
-    spec = task(tmp_path, FREE + "data:\n  questions: {path: q.jsonl}\n"
-                "  corpus: {path: c.jsonl, id_field: key, text_field: body, title_field: name}\n",
-                {"q.jsonl": jsonl(ROWS), "c.jsonl": jsonl(corpus)})
+    spec = task(
+        tmp_path,
+        FREE + "data:\n  questions: {path: q.jsonl}\n"
+        "  corpus: {path: c.jsonl, id_field: key, text_field: body, title_field: name}\n",
+        {"q.jsonl": jsonl(ROWS), "c.jsonl": jsonl(corpus)},
+    )
     docs = load_corpus(spec)
     assert [(d.doc_id, d.text, d.title) for d in docs][:2] == [("d0", "Body 0", "Doc 0"), ("d1", "Body 1", "Doc 1")]
 
 
 def test_without_a_corpus_rag_indexes_the_training_question_answer_pairs(tmp_path):
-    spec = task(tmp_path, FREE + "data:\n  questions: {path: q.jsonl}\n  split: {by: question, test_fraction: 0.25}\n",
-                {"q.jsonl": jsonl(ROWS)})
+    spec = task(
+        tmp_path,
+        FREE + "data:\n  questions: {path: q.jsonl}\n  split: {by: question, test_fraction: 0.25}\n",
+        {"q.jsonl": jsonl(ROWS)},
+    )
     data = load_task_data(spec)
     assert data.corpus_is_fallback
     assert [d.doc_id for d in data.corpus] == [q.id for q in data.train]
@@ -211,8 +277,12 @@ def test_without_a_corpus_rag_indexes_the_training_question_answer_pairs(tmp_pat
 
 
 def test_ratio_splits_are_seeded_and_deterministic(tmp_path):
-    spec = task(tmp_path, FREE + "data:\n  questions: {path: q.jsonl}\n  split: {by: question, test_fraction: 0.25, dev_fraction: 0.1}\n",
-                {"q.jsonl": jsonl(ROWS)})
+    spec = task(
+        tmp_path,
+        FREE
+        + "data:\n  questions: {path: q.jsonl}\n  split: {by: question, test_fraction: 0.25, dev_fraction: 0.1}\n",
+        {"q.jsonl": jsonl(ROWS)},
+    )
     qs = load_questions(spec)
     a = split_questions(qs, spec.data.split, spec.where)
     b = split_questions(list(reversed(qs)), spec.data.split, spec.where)
@@ -224,8 +294,11 @@ def test_ratio_splits_are_seeded_and_deterministic(tmp_path):
 
 
 def test_by_doc_split_holds_out_whole_documents(tmp_path):
-    spec = task(tmp_path, FREE + "data:\n  questions: {path: q.jsonl}\n  split: {by: doc, test_fraction: 0.2, dev_fraction: 0.2}\n",
-                {"q.jsonl": jsonl(ROWS)})
+    spec = task(
+        tmp_path,
+        FREE + "data:\n  questions: {path: q.jsonl}\n  split: {by: doc, test_fraction: 0.2, dev_fraction: 0.2}\n",
+        {"q.jsonl": jsonl(ROWS)},
+    )
     data = load_task_data(spec)
     docs = [{q.doc_id for q in part} for part in (data.train, data.dev, data.test)]
     assert [len(d) for d in docs] == [3, 1, 1]
@@ -236,8 +309,11 @@ def test_by_doc_split_holds_out_whole_documents(tmp_path):
 def test_given_split(tmp_path):
     names = ["train"] * 12 + ["validation"] * 3 + ["test"] * 5
     rows = [dict(r, part=n) for r, n in zip(ROWS, names)]
-    spec = task(tmp_path, FREE + "data:\n  questions: {path: q.jsonl, fields: {split: part}}\n  split: {by: given}\n",
-                {"q.jsonl": jsonl(rows)})
+    spec = task(
+        tmp_path,
+        FREE + "data:\n  questions: {path: q.jsonl, fields: {split: part}}\n  split: {by: given}\n",
+        {"q.jsonl": jsonl(rows)},
+    )
     data = load_task_data(spec)
     assert [len(data.train), len(data.dev), len(data.test)] == [12, 3, 5]
     assert [q.id for q in data.test] == [f"q{i}" for i in range(15, 20)]

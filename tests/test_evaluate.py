@@ -1,4 +1,5 @@
 """Evaluation through lm-eval on the tiny model: one record per question, in order, with margins and latency."""
+
 from __future__ import annotations
 
 import math
@@ -20,16 +21,33 @@ def tiny(tiny_model_dir):
 
 
 def _questions(n: int, choices=("Yes", "No")) -> list[Question]:
-    return [Question(id=f"q{i}", question=f"Does the Alpha licence allow use number {i}?",
-                     answers=[choices[i % len(choices)]], choices=list(choices)) for i in range(n)]
+    return [
+        Question(
+            id=f"q{i}",
+            question=f"Does the Alpha licence allow use number {i}?",
+            answers=[choices[i % len(choices)]],
+            choices=list(choices),
+        )
+        for i in range(n)
+    ]
 
 
 def test_yes_no_records(tiny):
     model, tok = tiny
     qs = _questions(5)
     prompts = [chat_prompt(tok, "Answer with Yes or No.", q.question) for q in qs]
-    recs = run_lm_eval(model, tok, qs, prompts, answer_format="yes-no", task_name="harness_test_yesno",
-                       batch_size=1, warmup=1, max_new_tokens=4, seed=0)
+    recs = run_lm_eval(
+        model,
+        tok,
+        qs,
+        prompts,
+        answer_format="yes-no",
+        task_name="harness_test_yesno",
+        batch_size=1,
+        warmup=1,
+        max_new_tokens=4,
+        seed=0,
+    )
     assert [r["id"] for r in recs] == [q.id for q in qs]
     for r, p in zip(recs, prompts):
         assert r["prediction"] in ("Yes", "No")
@@ -53,12 +71,22 @@ def test_margin_matches_a_direct_forward(tiny):
     q = _questions(1)[0]
     prompt = chat_prompt(tok, "", q.question)
     assert prompt.endswith("assistant\n")
-    rec = run_lm_eval(model, tok, [q], [prompt], answer_format="yes-no", task_name="harness_test_direct",
-                      batch_size=1, warmup=0, max_new_tokens=4, seed=0)[0]
+    rec = run_lm_eval(
+        model,
+        tok,
+        [q],
+        [prompt],
+        answer_format="yes-no",
+        task_name="harness_test_direct",
+        batch_size=1,
+        warmup=0,
+        max_new_tokens=4,
+        seed=0,
+    )[0]
 
     def logp(context: str, continuation: str) -> float:
         ctx = tok(context).input_ids
-        cont = tok(context + continuation).input_ids[len(ctx):]
+        cont = tok(context + continuation).input_ids[len(ctx) :]
         with torch.no_grad():
             out = torch.log_softmax(model(torch.tensor([ctx + cont])).logits[0].float(), -1)
         return sum(out[len(ctx) - 1 + i, t].item() for i, t in enumerate(cont))
@@ -73,8 +101,18 @@ def test_multiple_choice_records(tiny):
     model, tok = tiny
     qs = _questions(3, choices=("red", "green", "blue"))
     prompts = [chat_prompt(tok, "", q.question) for q in qs]
-    recs = run_lm_eval(model, tok, qs, prompts, answer_format="multiple-choice", task_name="harness_test_mc",
-                       batch_size=1, warmup=0, max_new_tokens=4, seed=0)
+    recs = run_lm_eval(
+        model,
+        tok,
+        qs,
+        prompts,
+        answer_format="multiple-choice",
+        task_name="harness_test_mc",
+        batch_size=1,
+        warmup=0,
+        max_new_tokens=4,
+        seed=0,
+    )
     for r in recs:
         assert r["prediction"] in ("red", "green", "blue") and len(r["loglikelihoods"]) == 3
         assert "margin" not in r
@@ -96,12 +134,32 @@ def test_scoring_only_the_last_positions_gives_the_full_logits_answer(tiny, monk
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(type(model), "forward", spy)
-    one = run_lm_eval(model, tok, qs, prompts, answer_format="multiple-choice", task_name="harness_test_keep1",
-                      batch_size=1, warmup=0, max_new_tokens=4, seed=0)
+    one = run_lm_eval(
+        model,
+        tok,
+        qs,
+        prompts,
+        answer_format="multiple-choice",
+        task_name="harness_test_keep1",
+        batch_size=1,
+        warmup=0,
+        max_new_tokens=4,
+        seed=0,
+    )
     shortest = min(len(tok(p).input_ids) for p in prompts)
     assert kept and all(isinstance(k, int) and k < shortest for k in kept), (kept, shortest)
-    batched = run_lm_eval(model, tok, qs, prompts, answer_format="multiple-choice", task_name="harness_test_keep3",
-                          batch_size=3, warmup=0, max_new_tokens=4, seed=0)
+    batched = run_lm_eval(
+        model,
+        tok,
+        qs,
+        prompts,
+        answer_format="multiple-choice",
+        task_name="harness_test_keep3",
+        batch_size=3,
+        warmup=0,
+        max_new_tokens=4,
+        seed=0,
+    )
     kept.clear()
     monkeypatch.setattr(type(model), "forward", forward)
     import harness.evaluate as ev
@@ -109,8 +167,18 @@ def test_scoring_only_the_last_positions_gives_the_full_logits_answer(tiny, monk
     full_class = ev.make_timed_lm_class()
     monkeypatch.setattr(full_class, "_loglikelihood_tokens", full_class.__mro__[1]._loglikelihood_tokens)
     monkeypatch.setattr(ev, "make_timed_lm_class", lambda: full_class)
-    full = run_lm_eval(model, tok, qs, prompts, answer_format="multiple-choice", task_name="harness_test_full",
-                       batch_size=1, warmup=0, max_new_tokens=4, seed=0)
+    full = run_lm_eval(
+        model,
+        tok,
+        qs,
+        prompts,
+        answer_format="multiple-choice",
+        task_name="harness_test_full",
+        batch_size=1,
+        warmup=0,
+        max_new_tokens=4,
+        seed=0,
+    )
     for a, b, c in zip(one, batched, full):
         assert a["loglikelihoods"] == pytest.approx(c["loglikelihoods"], abs=1e-4)
         assert b["loglikelihoods"] == pytest.approx(c["loglikelihoods"], abs=1e-4)
@@ -121,8 +189,18 @@ def test_free_text_records(tiny):
     model, tok = tiny
     qs = [Question(id=f"f{i}", question=f"Name licence {i}.", answers=["Alpha"]) for i in range(2)]
     prompts = [chat_prompt(tok, "", q.question) for q in qs]
-    recs = run_lm_eval(model, tok, qs, prompts, answer_format="free-text", task_name="harness_test_free",
-                       batch_size=1, warmup=0, max_new_tokens=3, seed=0)
+    recs = run_lm_eval(
+        model,
+        tok,
+        qs,
+        prompts,
+        answer_format="free-text",
+        task_name="harness_test_free",
+        batch_size=1,
+        warmup=0,
+        max_new_tokens=3,
+        seed=0,
+    )
     assert [r["id"] for r in recs] == ["f0", "f1"]
     for r in recs:
         assert isinstance(r["prediction"], str) and r["latency_s"] > 0

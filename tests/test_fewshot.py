@@ -1,4 +1,5 @@
 """fewshot: solved training examples in the prompt, chosen at random (seeded) or by embedding similarity."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,6 +30,7 @@ def fewshot_ctx(tmp_path, tiny_model_dir, seed=0, **fewshot):
 
 class FakeEmbedder:
     """Embeds a question as a one-hot vector of its category (by the question's wording), counting calls."""
+
     fingerprint = "fake"
 
     def __init__(self, ctx):
@@ -54,13 +56,17 @@ def test_prompt_is_a_multi_turn_chat_ending_with_the_question(tmp_path, tiny_mod
     q = ctx.data.test[0]
     picked = [ctx.data.train[i] for i in system.select([q])[0]]
     assert len(picked) == 2
-    turns = "".join(f"<|im_start|>user\n{e.question}<|im_end|>\n<|im_start|>assistant\n{e.answers[0]}<|im_end|>\n"
-                    for e in picked)
-    assert system.prompts([q]).texts[0] == (f"<|im_start|>system\n{ctx.spec.system_prompt}<|im_end|>\n{turns}"
-                                            f"<|im_start|>user\n{q.question}<|im_end|>\n<|im_start|>assistant\n")
+    turns = "".join(
+        f"<|im_start|>user\n{e.question}<|im_end|>\n<|im_start|>assistant\n{e.answers[0]}<|im_end|>\n" for e in picked
+    )
+    assert system.prompts([q]).texts[0] == (
+        f"<|im_start|>system\n{ctx.spec.system_prompt}<|im_end|>\n{turns}"
+        f"<|im_start|>user\n{q.question}<|im_end|>\n<|im_start|>assistant\n"
+    )
     # with no examples it is exactly the prompt system's prompt
     assert fewshot_prompt(ctx.tokenizer, ctx.spec.system_prompt, [], q.question) == chat_prompt(
-        ctx.tokenizer, ctx.spec.system_prompt, q.question)
+        ctx.tokenizer, ctx.spec.system_prompt, q.question
+    )
 
 
 def test_plain_transcript_without_a_chat_template():
@@ -159,8 +165,11 @@ def test_examples_are_dropped_until_the_prompt_fits(tmp_path, tiny_model_dir):
     ctx = fewshot_ctx(tmp_path, tiny_model_dir, k=4)
     system = make_system("fewshot", ctx)
     q = ctx.data.test[0]
-    one = len(ctx.tokenizer(fewshot_prompt(ctx.tokenizer, ctx.spec.system_prompt,
-                                           [(ctx.data.train[0].question, "Yes")], q.question)).input_ids)
+    one = len(
+        ctx.tokenizer(
+            fewshot_prompt(ctx.tokenizer, ctx.spec.system_prompt, [(ctx.data.train[0].question, "Yes")], q.question)
+        ).input_ids
+    )
     ctx.model_max_length = lambda: one + ctx.spec.evaluation.max_new_tokens + 4  # room for about one example
     text = system.prompts([q]).texts[0]
     assert text.count("<|im_start|>assistant\n") in (1, 2)  # at most one example kept, plus the answer header

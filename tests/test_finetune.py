@@ -1,12 +1,12 @@
 """Fine-tuning in depth, on the tiny model: objectives, resume after a kill, the accelerate launcher,
 and settings rejected before any training starts."""
+
 from __future__ import annotations
 
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,12 +25,15 @@ from tests.conftest import write_tiny_task
 
 def make_ctx(task_path: Path, tmp_path: Path, **kw) -> RunContext:
     spec = load_spec(task_path)
-    return RunContext(spec, load_task_data(spec), resolve_model(spec.model), Reporter(), indices_dir=tmp_path / "idx", **kw)
+    return RunContext(
+        spec, load_task_data(spec), resolve_model(spec.model), Reporter(), indices_dir=tmp_path / "idx", **kw
+    )
 
 
 def test_objectives_train_and_record_phases(tmp_path, tiny_model_dir):
-    task = write_tiny_task(tmp_path / "t", tiny_model_dir, finetune={"objective": "both", "corpus_chunk_tokens": 32,
-                                                                      "corpus_epochs": 1})
+    task = write_tiny_task(
+        tmp_path / "t", tiny_model_dir, finetune={"objective": "both", "corpus_chunk_tokens": 32, "corpus_epochs": 1}
+    )
     ctx = make_ctx(task, tmp_path)
     system = make_system("lora", ctx)
     system.validate()
@@ -63,8 +66,13 @@ def test_evaluation_merges_the_adapter_and_leaves_the_shared_model_clean(tmp_pat
     fresh = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     with torch.no_grad():
         base_logits = fresh(ids).logits
-        unmerged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
-                                             str(system.adapter_dir())).eval()(ids).logits
+        unmerged = (
+            PeftModel.from_pretrained(
+                AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32), str(system.adapter_dir())
+            )
+            .eval()(ids)
+            .logits
+        )
         with system.model() as model:
             assert all(m.merged for m in model.modules() if hasattr(m, "merged") and hasattr(m, "lora_A"))
             merged = model(ids).logits
@@ -88,11 +96,15 @@ def test_answer_positions_loss_equals_the_models_own_loss(tmp_path, tiny_model_d
     from harness.systems.finetune import _answer_positions_loss_applies, sft_trainer_class
 
     torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
-                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+        LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
     trainer = sft_trainer_class()(
-        model=model, train_dataset=Dataset.from_list([{"prompt": "Q?", "completion": "Yes"}]),
-        args=SFTConfig(output_dir=str(tmp_path / "o"), use_cpu=True, report_to="none", disable_tqdm=True))
+        model=model,
+        train_dataset=Dataset.from_list([{"prompt": "Q?", "completion": "Yes"}]),
+        args=SFTConfig(output_dir=str(tmp_path / "o"), use_cpu=True, report_to="none", disable_tqdm=True),
+    )
     assert _answer_positions_loss_applies(model)  # the harness's own path is the one under test
     ids = torch.randint(3, 60, (3, 12))
     mask = torch.ones_like(ids)
@@ -128,12 +140,27 @@ def test_unknown_target_module_lists_the_models_linear_layers(tmp_path, tiny_mod
     assert "qkv" in str(e.value) and "q_proj" in str(e.value) and "down_proj" in str(e.value)
 
 
-@pytest.mark.parametrize("field,value,words", [("r", 0, "r"), ("learning_rate", -1e-4, "learning_rate"),
-                                               ("alpha", -2, "alpha")])
+@pytest.mark.parametrize(
+    "field,value,words", [("r", 0, "r"), ("learning_rate", -1e-4, "learning_rate"), ("alpha", -2, "alpha")]
+)
 def test_bad_hyperparameters_fail_before_training(tmp_path, tiny_model_dir, harness_cmd, field, value, words):
     task = write_tiny_task(tmp_path / "t", tiny_model_dir, finetune={field: value})
-    out = subprocess.run([*harness_cmd, "run", str(task), "--systems", "lora", "--reports-dir", str(tmp_path / "r"),
-                          "--indices-dir", str(tmp_path / "i")], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            *harness_cmd,
+            "run",
+            str(task),
+            "--systems",
+            "lora",
+            "--reports-dir",
+            str(tmp_path / "r"),
+            "--indices-dir",
+            str(tmp_path / "i"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode != 0
     assert "Traceback" not in out.stderr
     assert words in out.stderr and str(task.name) in out.stderr
@@ -154,8 +181,19 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path, tiny_model_dir, h
     # Two epochs with a checkpoint every 2 steps: enough steps to kill the process in the middle.
     task = write_tiny_task(tmp_path / "t", tiny_model_dir, finetune={"epochs": 3, "batch_size": 2, "logging_steps": 2})
     home = Path(os.environ["HARNESS_HOME"])
-    args = [*harness_cmd, "run", str(task), "--systems", "lora", "--limit", "3",
-            "--reports-dir", str(tmp_path / "r"), "--indices-dir", str(tmp_path / "i")]
+    args = [
+        *harness_cmd,
+        "run",
+        str(task),
+        "--systems",
+        "lora",
+        "--limit",
+        "3",
+        "--reports-dir",
+        str(tmp_path / "r"),
+        "--indices-dir",
+        str(tmp_path / "i"),
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert _wait_for("train/*/*/qa/checkpoint-*/trainer_state.json", home, 120), "no checkpoint was written"
@@ -176,8 +214,9 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path, tiny_model_dir, h
     assert training["resumed_from"].startswith("qa/checkpoint-")
     total = training["steps"]
     assert killed_at < total, "the kill came before training ended"
-    assert not (home / "train").exists() or not any((home / "train").rglob("checkpoint-*")), \
+    assert not (home / "train").exists() or not any((home / "train").rglob("checkpoint-*")), (
         "checkpoints are removed once the adapter is saved"
+    )
 
 
 def test_accelerate_launcher_writes_config_and_trains(tmp_path, tiny_model_dir):
@@ -200,6 +239,8 @@ def test_accelerate_config_for_fsdp_and_deepspeed():
 
     fsdp = accelerate_config(AccelerateSpec(num_processes=8, distributed_type="FSDP"), use_cpu=False)
     assert fsdp["num_processes"] == 8 and fsdp["fsdp_config"]["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
-    ds = accelerate_config(AccelerateSpec(num_processes=4, distributed_type="DEEPSPEED", deepspeed_stage=3), use_cpu=False)
+    ds = accelerate_config(
+        AccelerateSpec(num_processes=4, distributed_type="DEEPSPEED", deepspeed_stage=3), use_cpu=False
+    )
     assert ds["deepspeed_config"]["zero_stage"] == 3 and ds["deepspeed_config"]["zero3_init_flag"] is True
     assert "fsdp_config" not in ds

@@ -9,6 +9,7 @@ argument lists, none of which may end in a traceback.
     empty strings, unicode). Every call exits with 0, 1 or 2 and prints no traceback. No call can start a run:
     the only task files that exist are broken ones, and the shipped tasks/ folder is hidden.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -26,8 +27,9 @@ from tests import reliability_counts as counts
 from tests.conftest import run_cli as cli
 
 EXAMPLES = 1000
-FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
-                         suppress_health_check=list(HealthCheck))
+FUZZ_SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, database=None, derandomize=False, suppress_health_check=list(HealthCheck)
+)
 
 
 def _known_keys() -> list[str]:
@@ -59,20 +61,68 @@ def _known_keys() -> list[str]:
 
 
 KEYS = _known_keys()
-WORDS = ["yes-no", "multiple-choice", "free-text", "default", "lora", "qlora", "dora", "rag", "prompt", "accuracy",
-         "token_f1", "flat", "hnsw", "ivf", "doc", "given", "random", "supervised-qa", "corpus", "both", "auto",
-         "questions.jsonl", "corpus", "*.txt", "q.csv", "../..", ".", "", " ", "\x00", "\t\n", "é", "法律", "🙂",
-         "{{ question }}", "{{ nope }}", "{% for %}", "{{ cycler.__init__ }}", "1e309", "-0", "NaN", "~", "null"]
+WORDS = [
+    "yes-no",
+    "multiple-choice",
+    "free-text",
+    "default",
+    "lora",
+    "qlora",
+    "dora",
+    "rag",
+    "prompt",
+    "accuracy",
+    "token_f1",
+    "flat",
+    "hnsw",
+    "ivf",
+    "doc",
+    "given",
+    "random",
+    "supervised-qa",
+    "corpus",
+    "both",
+    "auto",
+    "questions.jsonl",
+    "corpus",
+    "*.txt",
+    "q.csv",
+    "../..",
+    ".",
+    "",
+    " ",
+    "\x00",
+    "\t\n",
+    "é",
+    "法律",
+    "🙂",
+    "{{ question }}",
+    "{{ nope }}",
+    "{% for %}",
+    "{{ cycler.__init__ }}",
+    "1e309",
+    "-0",
+    "NaN",
+    "~",
+    "null",
+]
 
 text = st.text(max_size=30)  # any unicode but surrogates: control characters and NULs included
 scalars = st.one_of(
-    st.none(), st.booleans(),
-    st.integers(min_value=-10**40, max_value=10**40), st.integers(min_value=-3, max_value=300),
-    st.floats(allow_nan=True, allow_infinity=True), text, st.sampled_from(WORDS))
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**40), max_value=10**40),
+    st.integers(min_value=-3, max_value=300),
+    st.floats(allow_nan=True, allow_infinity=True),
+    text,
+    st.sampled_from(WORDS),
+)
 keys = st.one_of(st.sampled_from(KEYS), text)
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                         st.dictionaries(keys, inner, max_size=5)),
-                      max_leaves=25)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=5)),
+    max_leaves=25,
+)
 
 
 def safe_name(s: str) -> str:
@@ -82,29 +132,51 @@ def safe_name(s: str) -> str:
 
 includes = st.one_of(
     st.sampled_from(["self", "inc.yaml", "missing.yaml", "sub", "", "data.yaml", "questions.jsonl", "bad-utf8.yaml"]),
-    text.map(safe_name))
+    text.map(safe_name),
+)
 include_field = st.one_of(includes, st.lists(includes, max_size=3), values)
 
 plausible = st.fixed_dictionaries(
-    {"name": st.one_of(st.just("fuzz"), text), "answer_format": st.sampled_from(["yes-no", "multiple-choice", "free-text"]),
-     "data": st.one_of(st.just({"questions": {"path": "questions.jsonl"}}),
-                       st.fixed_dictionaries({"questions": st.just({"path": "questions.jsonl"}),
-                                              "corpus": st.one_of(
-                                                  st.fixed_dictionaries({"path": st.sampled_from(["corpus", "."])},
-                                                                        optional={"glob": st.one_of(text, st.sampled_from(
-                                                                            ["", "/abs", "../*", "**/*", "*.txt", "\x00"])),
-                                                                            "strip_front_matter": values,
-                                                                            "exclude": values}),
-                                                  st.dictionaries(keys, values, max_size=4))},
-                                             optional={"split": st.dictionaries(keys, values, max_size=4)}),
-                       st.fixed_dictionaries({"questions": st.dictionaries(keys, values, max_size=3)}), values)},
-    optional={k: values for k in ("systems", "finetune", "rag", "evaluation", "metrics", "seed", "model",
-                                   "system_prompt", "question_template", "description")}
-    | {"include": include_field} | {k: values for k in ("nonsense", "systems_", "Name")})
-documents = st.one_of(plausible, st.dictionaries(keys, values, max_size=8),
-                      st.dictionaries(st.just("include"), include_field, min_size=1).flatmap(
-                          lambda d: st.dictionaries(keys, values, max_size=4).map(lambda e: {**e, **d})),
-                      values)
+    {
+        "name": st.one_of(st.just("fuzz"), text),
+        "answer_format": st.sampled_from(["yes-no", "multiple-choice", "free-text"]),
+        "data": st.one_of(
+            st.just({"questions": {"path": "questions.jsonl"}}),
+            st.fixed_dictionaries(
+                {
+                    "questions": st.just({"path": "questions.jsonl"}),
+                    "corpus": st.one_of(
+                        st.fixed_dictionaries(
+                            {"path": st.sampled_from(["corpus", "."])},
+                            optional={
+                                "glob": st.one_of(
+                                    text, st.sampled_from(["", "/abs", "../*", "**/*", "*.txt", "\x00"])
+                                ),
+                                "strip_front_matter": values,
+                                "exclude": values,
+                            },
+                        ),
+                        st.dictionaries(keys, values, max_size=4),
+                    ),
+                },
+                optional={"split": st.dictionaries(keys, values, max_size=4)},
+            ),
+            st.fixed_dictionaries({"questions": st.dictionaries(keys, values, max_size=3)}),
+            values,
+        ),
+    },
+    optional=dict.fromkeys(("systems", "finetune", "rag", "evaluation", "metrics", "seed", "model", "system_prompt", "question_template", "description"), values)
+    | {"include": include_field}
+    | dict.fromkeys(("nonsense", "systems_", "Name"), values),
+)
+documents = st.one_of(
+    plausible,
+    st.dictionaries(keys, values, max_size=8),
+    st.dictionaries(st.just("include"), include_field, min_size=1).flatmap(
+        lambda d: st.dictionaries(keys, values, max_size=4).map(lambda e: {**e, **d})
+    ),
+    values,
+)
 
 VALID = """\
 # harness run fuzz.yaml
@@ -119,10 +191,33 @@ rag: {k: 2, chunk_tokens: 64, overlap: 8}
 metrics: [accuracy]
 question_template: "{{ question }}"
 """
-YAML_BITS = ["!!python/object/apply:os.system ['true']", "!!python/name:os.system", "!!binary AAAA", "&a [*a]",
-             "*undefined", "? [a]\n: b", "---\n---\n", "%YAML 1.1\n---\n", "{", "]", "a: b: c", "- x", "\t", "\x00",
-             "\ufeff", "<<: *a", "!custom x", "'unterminated", "key: |\n  block", "include: self",
-             "include: [self, inc.yaml]", "data: {questions: {path: /dev/null}}", "1e999", "0x1F", "~"]
+YAML_BITS = [
+    "!!python/object/apply:os.system ['true']",
+    "!!python/name:os.system",
+    "!!binary AAAA",
+    "&a [*a]",
+    "*undefined",
+    "? [a]\n: b",
+    "---\n---\n",
+    "%YAML 1.1\n---\n",
+    "{",
+    "]",
+    "a: b: c",
+    "- x",
+    "\t",
+    "\x00",
+    "\ufeff",
+    "<<: *a",
+    "!custom x",
+    "'unterminated",
+    "key: |\n  block",
+    "include: self",
+    "include: [self, inc.yaml]",
+    "data: {questions: {path: /dev/null}}",
+    "1e999",
+    "0x1F",
+    "~",
+]
 
 
 @st.composite
@@ -223,9 +318,14 @@ def test_generated_task_texts(fuzz_dir, raw):
 
 # ---------------------------------------------------------------- (b) the CLI
 
-BROKEN = {"broken.yaml": "name: [unclosed\n", "empty.yaml": "", "list.yaml": "- a\n- b\n",
-          "tagged.yaml": "name: !!python/object/apply:os.system ['true']\n",
-          "schema.yaml": "name: x\nanswer_format: maybe\ndata: 3\n", "cycle.yaml": "include: cycle.yaml\nname: c\n"}
+BROKEN = {
+    "broken.yaml": "name: [unclosed\n",
+    "empty.yaml": "",
+    "list.yaml": "- a\n- b\n",
+    "tagged.yaml": "name: !!python/object/apply:os.system ['true']\n",
+    "schema.yaml": "name: x\nanswer_format: maybe\ndata: 3\n",
+    "cycle.yaml": "include: cycle.yaml\nname: c\n",
+}
 
 
 @pytest.fixture(scope="module")
@@ -250,28 +350,90 @@ def cli_sandbox(cli_dir):
         yield cli_dir
 
 
-numbers = st.one_of(st.integers(min_value=-10**30, max_value=10**30), st.integers(-5, 5)).map(str)
-values_cli = st.one_of(numbers, text, st.sampled_from(["", " ", "-", "--", "-1", "0", "1e9", "nan", "inf", "prompt",
-                                                       "lora,rag", ",", "prompt,prompt", "default", "local",
-                                                       "accelerate", "é", "\x00", "🙂", "--help"]))
-task_args = st.one_of(st.sampled_from([*BROKEN, "missing.yaml", "not-a-run", ".", "no-such-task", "legal-qa",
-                                       "country-capitals", ""]),
-                      text.map(safe_name).map(lambda s: f"no-such-{s}"))
-path_args = st.one_of(st.sampled_from(["not-a-run", ".", "missing", "broken.yaml", "", "empty-tasks"]),
-                      text.map(safe_name))
-run_options = st.lists(st.one_of(
-    st.tuples(st.sampled_from(["--systems", "-s", "--model", "-m", "--limit", "--seed", "--launcher",
-                               "--reports-dir", "--indices-dir", "--tasks-dir"]), values_cli),
-    st.tuples(st.sampled_from(["--retrain", "--quiet", "-q", "--help"])),
-    st.tuples(st.one_of(st.sampled_from(["--bogus", "-x", "--limit=", "--systems="]),
-                        text.map(lambda s: "--" + s))),
-), max_size=5).map(lambda opts: [x for o in opts for x in o])
+numbers = st.one_of(st.integers(min_value=-(10**30), max_value=10**30), st.integers(-5, 5)).map(str)
+values_cli = st.one_of(
+    numbers,
+    text,
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "-",
+            "--",
+            "-1",
+            "0",
+            "1e9",
+            "nan",
+            "inf",
+            "prompt",
+            "lora,rag",
+            ",",
+            "prompt,prompt",
+            "default",
+            "local",
+            "accelerate",
+            "é",
+            "\x00",
+            "🙂",
+            "--help",
+        ]
+    ),
+)
+task_args = st.one_of(
+    st.sampled_from([*BROKEN, "missing.yaml", "not-a-run", ".", "no-such-task", "legal-qa", "country-capitals", ""]),
+    text.map(safe_name).map(lambda s: f"no-such-{s}"),
+)
+path_args = st.one_of(
+    st.sampled_from(["not-a-run", ".", "missing", "broken.yaml", "", "empty-tasks"]), text.map(safe_name)
+)
+run_options = st.lists(
+    st.one_of(
+        st.tuples(
+            st.sampled_from(
+                [
+                    "--systems",
+                    "-s",
+                    "--model",
+                    "-m",
+                    "--limit",
+                    "--seed",
+                    "--launcher",
+                    "--reports-dir",
+                    "--indices-dir",
+                    "--tasks-dir",
+                ]
+            ),
+            values_cli,
+        ),
+        st.tuples(st.sampled_from(["--retrain", "--quiet", "-q", "--help"])),
+        st.tuples(
+            st.one_of(st.sampled_from(["--bogus", "-x", "--limit=", "--systems="]), text.map(lambda s: "--" + s))
+        ),
+    ),
+    max_size=5,
+).map(lambda opts: [x for o in opts for x in o])
 
 
 @st.composite
 def argument_lists(draw) -> list[str]:
-    command = draw(st.sampled_from(["run", "report", "compare", "tasks list", "tasks show", "tasks validate",
-                                    "tasks", "", "random", "--help", "run --help", "tasks bogus"]))
+    command = draw(
+        st.sampled_from(
+            [
+                "run",
+                "report",
+                "compare",
+                "tasks list",
+                "tasks show",
+                "tasks validate",
+                "tasks",
+                "",
+                "random",
+                "--help",
+                "run --help",
+                "tasks bogus",
+            ]
+        )
+    )
     args = command.split()
     if command == "random":
         args = draw(st.lists(st.one_of(text, values_cli), max_size=5))

@@ -1,4 +1,5 @@
 """Calibration settings and generation measurements (time to first token, tokens per second)."""
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,9 @@ def test_contextual_calibration_is_the_content_free_margin(tmp_path, tiny_model_
     threshold = _threshold(system, ctx)
     from harness.data import Question
 
-    free = [Question(id=str(i), question=t, answers=["Yes"], choices=["Yes", "No"]) for i, t in enumerate(CONTENT_FREE)]
+    free = [
+        Question(id=str(i), question=t, answers=["Yes"], choices=["Yes", "No"]) for i, t in enumerate(CONTENT_FREE)
+    ]
     margins = [r["margin"] for r in evaluate_system(system, ctx, free, "check_cf")]
     # scored one at a time here, batched (padded) in the run: the same up to rounding
     assert threshold == pytest.approx(sum(margins) / len(margins), abs=1e-4)
@@ -48,8 +51,10 @@ def test_dev_threshold_is_fitted_on_dev_not_test(tmp_path, tiny_model_dir):
 
 
 def test_free_text_records_first_token_and_tokens_per_second(tmp_path, tiny_model_dir):
-    rows = [{"id": f"q{i}", "question": f"What is item {i}?", "answer": ["alpha", "a"], "doc_id": f"d{i % 3}"}
-            for i in range(12)]
+    rows = [
+        {"id": f"q{i}", "question": f"What is item {i}?", "answer": ["alpha", "a"], "doc_id": f"d{i % 3}"}
+        for i in range(12)
+    ]
     folder = tmp_path / "ft"
     folder.mkdir()
     (folder / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -57,7 +62,8 @@ def test_free_text_records_first_token_and_tokens_per_second(tmp_path, tiny_mode
         "name: ft\nanswer_format: free-text\n"
         f"model: {tiny_model_dir}\n"
         "data: {questions: {path: q.jsonl}, split: {by: doc, test_fraction: 0.34, dev_fraction: 0}}\n"
-        "evaluation: {max_new_tokens: 6, warmup: 1, dtype: float32, bootstrap: 100}\n")
+        "evaluation: {max_new_tokens: 6, warmup: 1, dtype: float32, bootstrap: 100}\n"
+    )
     ctx = _ctx(folder / "task.yaml", tmp_path)
     recs = evaluate_system(make_system("prompt", ctx), ctx, ctx.data.test, "check_gen")
     assert recs and all(isinstance(r["prediction"], str) for r in recs)

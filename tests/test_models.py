@@ -1,4 +1,5 @@
 """Resolving models: local folders, hub ids offline, the embedded default's folder; loading the tiny model."""
+
 from __future__ import annotations
 
 import json
@@ -106,11 +107,21 @@ def test_load_tiny_model_and_tokenizer(tiny_model_dir):
     ref = models.resolve_model(str(tiny_model_dir))
     tok = models.load_tokenizer(ref)
     assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<pad>"
-    assert tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True) \
+    assert (
+        tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
         == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    )
     model = models.load_model(ref)
     assert not model.training and model.config.hidden_size == 32
-    assert models.linear_layer_names(model) == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+    assert models.linear_layer_names(model) == [
+        "down_proj",
+        "gate_proj",
+        "k_proj",
+        "o_proj",
+        "q_proj",
+        "up_proj",
+        "v_proj",
+    ]
 
 
 def test_load_tokenizer_pad_falls_back_to_eos(copy_of_tiny):

@@ -1,10 +1,10 @@
 """dpo / orpo: preference pairs from a split or a file, and preference training on the tiny model."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
-import yaml
 
 from harness import cache
 from harness.context import Reporter, RunContext
@@ -43,14 +43,19 @@ def test_pairs_from_a_yes_no_split(tmp_path, tiny_model_dir):
     assert [p["prompt"] for p in pairs] == [r["prompt"] for r in training_rows(ctx, train)]  # the evaluation prompt
     assert [p["chosen"] for p in pairs] == [q.answers[0] for q in train]
     assert [p["rejected"] for p in pairs] == [{"Yes": "No", "No": "Yes"}[q.answers[0]] for q in train]
-    assert stats == {"split": "train", "questions": len(train), "model_wrong": 0, "other_option": len(train),
-                     "skipped": 0}
+    assert stats == {
+        "split": "train",
+        "questions": len(train),
+        "model_wrong": 0,
+        "other_option": len(train),
+        "skipped": 0,
+    }
     assert {q.id for q in train}.isdisjoint(q.id for q in ctx.data.test)
 
 
 def test_choice_rejected_is_the_models_wrong_answer_else_the_best_wrong_option():
     q = Question("q", "Which?", ["B"], choices=["A", "B", "C"])
-    assert choice_rejected(q, [-1.0, -2.0, -3.0]) == ("A", "model-wrong")   # the model picks A: wrong
+    assert choice_rejected(q, [-1.0, -2.0, -3.0]) == ("A", "model-wrong")  # the model picks A: wrong
     assert choice_rejected(q, [-2.5, -1.0, -2.0]) == ("C", "other-option")  # right: the likeliest wrong option
     assert choice_rejected(q, [-2.0, -1.0, -2.0]) == ("A", "other-option")  # ties go to the first option
 
@@ -103,22 +108,35 @@ def file_task(tmp_path, tiny_model_dir, **pref):
 
 def test_preference_file_is_read_and_rendered(tmp_path, tiny_model_dir):
     task = file_task(tmp_path, tiny_model_dir, fields={"prompt": "q", "chosen": "good", "rejected": "bad"})
-    write_pairs(task, ['{"q": "Is it free?", "good": "Yes", "bad": "No"}\n', "\n",
-                       '{"q": "Is it paid?", "good": "No", "bad": "Yes", "note": 1}\n'])
+    write_pairs(
+        task,
+        [
+            '{"q": "Is it free?", "good": "Yes", "bad": "No"}\n',
+            "\n",
+            '{"q": "Is it paid?", "good": "No", "bad": "Yes", "note": 1}\n',
+        ],
+    )
     spec = load_spec(task)
     rows = read_pair_file(spec)
-    assert [(r["prompt"], r["chosen"], r["rejected"]) for r in rows] == [("Is it free?", "Yes", "No"),
-                                                                        ("Is it paid?", "No", "Yes")]
+    assert [(r["prompt"], r["chosen"], r["rejected"]) for r in rows] == [
+        ("Is it free?", "Yes", "No"),
+        ("Is it paid?", "No", "Yes"),
+    ]
     assert rows[1]["origin"].endswith("pairs.jsonl:3")
 
 
 def test_preference_file_problems_name_file_line_and_field(tmp_path, tiny_model_dir):
     task = file_task(tmp_path, tiny_model_dir)
-    write_pairs(task, ['{"prompt": "Q1?", "chosen": "Yes", "rejected": "No"}\n',
-                       '{"prompt": "Q2?", "chosen": "Yes"}\n',
-                       '{"prompt": "Q3?", "chosen": "  ", "rejected": "No"}\n',
-                       '{"prompt": "Q4?", "chosen": "Yes", "rejected": \n',
-                       '{"prompt": "Q5?", "chosen": "Yes", "rejected": "Yes"}\n'])
+    write_pairs(
+        task,
+        [
+            '{"prompt": "Q1?", "chosen": "Yes", "rejected": "No"}\n',
+            '{"prompt": "Q2?", "chosen": "Yes"}\n',
+            '{"prompt": "Q3?", "chosen": "  ", "rejected": "No"}\n',
+            '{"prompt": "Q4?", "chosen": "Yes", "rejected": \n',
+            '{"prompt": "Q5?", "chosen": "Yes", "rejected": "Yes"}\n',
+        ],
+    )
     with pytest.raises(HarnessError) as err:
         read_pair_file(load_spec(task))
     problems = err.value.problems

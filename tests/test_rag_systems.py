@@ -1,15 +1,14 @@
 """rag+lora (RAFT-style training with retrieved passages), oracle (the gold document in the prompt), and
 the bad inputs retrieval must reject or warn about, on the tiny model and task. One end-to-end run
 (prompt, rag, rag+lora, oracle) checks that the report shows them side by side."""
+
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_docs, write_tiny_task
 from harness import systems
 from harness.context import Reporter, RunContext
 from harness.data import Document, load_task_data
@@ -18,6 +17,7 @@ from harness.models import resolve_model
 from harness.retrieval import Embedder
 from harness.spec import load_spec
 from harness.systems.rag_finetune import DISTRACTOR_FRACTION, _raft_note, micro_batch
+from tests.conftest import tiny_docs, write_tiny_task
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,9 @@ def make_ctx(task_path, tmp_path, embedder=None, **updates) -> RunContext:
     spec = load_spec(task_path)
     if updates:
         spec = spec.model_copy(update=updates)
-    ctx = RunContext(spec, load_task_data(spec), resolve_model(spec.model), Reporter(), indices_dir=tmp_path / "indices")
+    ctx = RunContext(
+        spec, load_task_data(spec), resolve_model(spec.model), Reporter(), indices_dir=tmp_path / "indices"
+    )
     ctx._embedder = embedder
     return ctx
 
@@ -90,8 +92,13 @@ def test_raft_rows_carry_retrieved_passages_and_a_seeded_share_of_distractors(ct
 def test_evaluation_prompts_get_the_budget_the_adapter_trained_with(tiny_task, tmp_path, embedder):
     """A short finetune.max_length holds rag+lora's test prompts to its training budget; rag keeps its own."""
     spec = load_spec(tiny_task)
-    c = make_ctx(tiny_task, tmp_path, embedder, finetune=spec.finetune.model_copy(update={"max_length": 120}),
-                 rag=spec.rag.model_copy(update={"k": 4}))
+    c = make_ctx(
+        tiny_task,
+        tmp_path,
+        embedder,
+        finetune=spec.finetune.model_copy(update={"max_length": 120}),
+        rag=spec.rag.model_copy(update={"k": 4}),
+    )
     s, rag = systems.make_system("rag+lora", c), systems.make_system("rag", c)
     budget = s.train_budget()
     assert budget < rag.prompt_budget()
@@ -117,8 +124,11 @@ def test_raft_adds_the_gold_passage_when_retrieval_misses_it(ctx):
         return [[h for h in hits if h[0].doc_id != ctx.data.train[0].doc_id] for hits in real(q, k)]
 
     index.search = no_gold
-    q = next(q for q in ctx.data.train if q.id not in s.distractor_ids(ctx.data.train)
-             and q.doc_id == ctx.data.train[0].doc_id)
+    q = next(
+        q
+        for q in ctx.data.train
+        if q.id not in s.distractor_ids(ctx.data.train) and q.doc_id == ctx.data.train[0].doc_id
+    )
     row = s.raft_rows([q] + [x for x in ctx.data.train if x is not q])[0]
     assert row["raft"] == "gold" and row["gold_inserted"] and row["gold_in_prompt"]
     assert any(p["doc_id"] == q.doc_id for p in row["passages"])
@@ -173,9 +183,14 @@ def test_oracle_needs_a_corpus_and_doc_ids(tmp_path, tiny_model_dir, embedder):
     no_corpus = write_tiny_task(tmp_path / "a", tiny_model_dir, data={"corpus": None})
     with pytest.raises(HarnessError, match="oracle needs a corpus.*add data.corpus"):
         systems.make_system("oracle", make_ctx(no_corpus, tmp_path, embedder)).validate()
-    no_ids = write_tiny_task(tmp_path / "b", tiny_model_dir, data={
-        "questions": {"path": "tiny-qa/questions.jsonl", "fields": {"doc_id": None}},
-        "split": {"by": "question", "test_fraction": 0.3, "dev_fraction": 0.17, "seed": 0}})
+    no_ids = write_tiny_task(
+        tmp_path / "b",
+        tiny_model_dir,
+        data={
+            "questions": {"path": "tiny-qa/questions.jsonl", "fields": {"doc_id": None}},
+            "split": {"by": "question", "test_fraction": 0.3, "dev_fraction": 0.17, "seed": 0},
+        },
+    )
     with pytest.raises(HarnessError, match=r"oracle needs every test and dev question's doc_id.*fields.doc_id"):
         systems.make_system("oracle", make_ctx(no_ids, tmp_path, embedder)).validate()
 
@@ -194,7 +209,9 @@ def test_empty_corpus_folder(tmp_path, tiny_model_dir):
 def test_document_with_no_text(tmp_path, tiny_model_dir):
     task = write_tiny_task(tmp_path / "t", tiny_model_dir)
     (tmp_path / "t" / "tiny-qa" / "corpus" / "golf.txt").write_text("  \n\n ")
-    with pytest.raises(HarnessError, match=r"golf.txt: document has no text; remove it or add it to data.corpus.exclude"):
+    with pytest.raises(
+        HarnessError, match=r"golf.txt: document has no text; remove it or add it to data.corpus.exclude"
+    ):
         load_task_data(load_spec(task))
 
 
@@ -215,8 +232,10 @@ def test_k_larger_than_the_chunks_is_clamped_with_a_warning(tiny_task, tmp_path,
     rag.build()
     n = len(c.cache_get("rag_index").chunks)
     warnings = [line for line in c.reporter.lines if line.startswith("warning")]
-    assert warnings == [f"warning: rag.k is 1000 but the index has only {n} chunks; k was clamped to {n} "
-                        f"(set rag.k to {n} or less, or add documents)"]
+    assert warnings == [
+        f"warning: rag.k is 1000 but the index has only {n} chunks; k was clamped to {n} "
+        f"(set rag.k to {n} or less, or add documents)"
+    ]
     p = rag.prompts(c.data.test[:1])
     assert len(p.ranked_doc_ids[0]) == n
     systems.make_system("oracle", c).build()  # a second system on the same run does not repeat the warning
@@ -258,8 +277,19 @@ def test_run_with_every_kind_of_system(tmp_path, tiny_model_dir, harness_home):
     task = write_tiny_task(tmp_path / "t", tiny_model_dir, evaluation={"calibration_limit": 4})
     reports = tmp_path / "reports"
     names = ["prompt", "rag", "rag+lora", "oracle"]
-    args = ["run", str(task), "--systems", ",".join(names), "--reports-dir", str(reports),
-            "--indices-dir", str(tmp_path / "indices"), "--quiet", "--limit", "6"]
+    args = [
+        "run",
+        str(task),
+        "--systems",
+        ",".join(names),
+        "--reports-dir",
+        str(reports),
+        "--indices-dir",
+        str(tmp_path / "indices"),
+        "--quiet",
+        "--limit",
+        "6",
+    ]
     try:
         main(args)
     except SystemExit as e:

@@ -7,6 +7,7 @@ Stages are found by timing, as a user would meet them: a `harness run` subproces
 stage line appears on stderr (`▸ rag: build`), once a training checkpoint exists, or once the hidden run
 folder it is writing appears (the report stage).
 """
+
 from __future__ import annotations
 
 import errno
@@ -48,12 +49,20 @@ class Proc:
     """A subprocess whose stdout/stderr are collected as they come, so a test can wait for a line."""
 
     def __init__(self, args: list, env: dict | None = None):
-        self.proc = subprocess.Popen([str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env={**os.environ, **(env or {})}, preexec_fn=_default_sigint)
+        self.proc = subprocess.Popen(
+            [str(a) for a in args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+            preexec_fn=_default_sigint,
+        )
         self._out: list[str] = []
         self._err: list[str] = []
-        self._threads = [threading.Thread(target=self._pump, args=(s, buf), daemon=True)
-                         for s, buf in ((self.proc.stdout, self._out), (self.proc.stderr, self._err))]
+        self._threads = [
+            threading.Thread(target=self._pump, args=(s, buf), daemon=True)
+            for s, buf in ((self.proc.stdout, self._out), (self.proc.stderr, self._err))
+        ]
         for t in self._threads:
             t.start()
 
@@ -101,8 +110,20 @@ class Workspace:
         self.home, self.reports, self.indices = root / "home", root / "reports", root / "indices"
 
     def args(self, systems: str, *extra) -> list:
-        return [*self.cmd, "run", self.task, "--systems", systems, "--limit", LIMIT,
-                "--reports-dir", self.reports, "--indices-dir", self.indices, *extra]
+        return [
+            *self.cmd,
+            "run",
+            self.task,
+            "--systems",
+            systems,
+            "--limit",
+            LIMIT,
+            "--reports-dir",
+            self.reports,
+            "--indices-dir",
+            self.indices,
+            *extra,
+        ]
 
     def start(self, systems: str, *extra, env: dict | None = None) -> Proc:
         return Proc(self.args(systems, *extra), {"HARNESS_HOME": str(self.home), **(env or {})})
@@ -148,8 +169,18 @@ def assert_interrupted(sig: int, rc: int, stderr: str, where: str) -> None:
         assert rc == -signal.SIGKILL, f"{where}: exit {rc} after SIGKILL\n{stderr[-2000:]}"
 
 
-def interrupt(ws: Workspace, systems: str, sig: int, when, *, poll: float = 0.05, timeout: float = 240,
-              where: str = "", stage_end: str | None = None, tries: int = 4) -> Proc:
+def interrupt(
+    ws: Workspace,
+    systems: str,
+    sig: int,
+    when,
+    *,
+    poll: float = 0.05,
+    timeout: float = 240,
+    where: str = "",
+    stage_end: str | None = None,
+    tries: int = 4,
+) -> Proc:
     """Start a run, send `sig` once when(proc) holds, check it stopped cleanly and left no run directory.
     `stage_end`: a line that must not have appeared yet when the signal went (the stage was still running).
     A stage can end before the signal lands on a fast machine; that try is still checked (a clean stop)
@@ -166,7 +197,9 @@ def interrupt(ws: Workspace, systems: str, sig: int, when, *, poll: float = 0.05
         finally:
             if p.proc.poll() is None:
                 p.proc.kill()
-        assert hit, f"{where}: the run ended (exit {p.proc.returncode}) before the stage was reached\n{p.stderr[-3000:]}"
+        assert hit, (
+            f"{where}: the run ended (exit {p.proc.returncode}) before the stage was reached\n{p.stderr[-3000:]}"
+        )
         assert_interrupted(sig, rc, p.stderr, where)
         assert ws.runs() == before, f"{where}: an interrupted run left a run directory"
         if stage_end is None or stage_end not in at_signal:
@@ -206,6 +239,7 @@ def after_line(text: str, delay: float = 0.0):
 
 def writing_run_dir(ws: Workspace):
     """A when(proc) that holds while that run's hidden run folder (`.<run-id>.tmp-<pid>`) exists: the report."""
+
     def when(p: Proc) -> bool:
         return any(name.endswith(f".tmp-{p.proc.pid}") for name in ws.hidden())
 
@@ -218,9 +252,12 @@ def writing_run_dir(ws: Workspace):
 @pytest.fixture(scope="module")
 def rel_task(tmp_path_factory, tiny_model_dir) -> Path:
     """The tiny task, trained in 8 steps with a checkpoint every 2, and no calibration pass (faster)."""
-    return write_tiny_task(tmp_path_factory.mktemp("rel-task"), tiny_model_dir,
-                           finetune={"batch_size": 4, "logging_steps": 2, "epochs": 1},
-                           evaluation={"calibration": "none"})
+    return write_tiny_task(
+        tmp_path_factory.mktemp("rel-task"),
+        tiny_model_dir,
+        finetune={"batch_size": 4, "logging_steps": 2, "epochs": 1},
+        evaluation={"calibration": "none"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -243,8 +280,10 @@ def copy_workspace(src: Workspace, root: Path) -> Workspace:
 
 
 def artifact_folders(ws: Workspace) -> dict[str, list[Path]]:
-    return {"adapters": sorted(p for p in (ws.home / "adapters").glob("*/*") if p.is_dir()),
-            "indices": sorted(p for p in ws.indices.glob(f"{TASK}/*") if p.is_dir())}
+    return {
+        "adapters": sorted(p for p in (ws.home / "adapters").glob("*/*") if p.is_dir()),
+        "indices": sorted(p for p in ws.indices.glob(f"{TASK}/*") if p.is_dir()),
+    }
 
 
 # ---------------------------------------------------------------- concurrent runs
@@ -281,16 +320,18 @@ def test_interrupted_training_resumes(reference, tmp_path):
     ws = Workspace(tmp_path, reference["ws"].task, reference["ws"].cmd)
 
     def checkpoints() -> list[int]:
-        return sorted(int(p.parent.name.split("-")[1])
-                      for p in ws.home.glob("train/*/*/qa/checkpoint-*/trainer_state.json"))
+        return sorted(
+            int(p.parent.name.split("-")[1]) for p in ws.home.glob("train/*/*/qa/checkpoint-*/trainer_state.json")
+        )
 
     def checkpoint_after(n: int):
         return lambda p: any(c > n for c in checkpoints())
 
     interrupt(ws, "lora", signal.SIGINT, checkpoint_after(0), where="training, SIGINT", stage_end="lora: build: done")
     first = checkpoints()[-1]
-    second = interrupt(ws, "lora", signal.SIGKILL, checkpoint_after(first), where="training, SIGKILL",
-                       stage_end="lora: build: done")
+    second = interrupt(
+        ws, "lora", signal.SIGKILL, checkpoint_after(first), where="training, SIGKILL", stage_end="lora: build: done"
+    )
     assert f"lora: resuming qa training from checkpoint-{first} " in second.stderr, second.stderr[-3000:]
     last = checkpoints()[-1]
     assert last > first
@@ -313,8 +354,14 @@ def test_interrupted_indexing_evaluation_and_report_resume(reference, tmp_path):
     ws = Workspace(tmp_path, reference["ws"].task, reference["ws"].cmd)
     survived = 0
     for sig in (signal.SIGINT, signal.SIGKILL):  # loading the embedder and embedding take seconds
-        interrupt(ws, "rag", sig, after_line("▸ rag: build", 0.3), where=f"indexing, {sig.name}",
-                  stage_end="rag: build: done")
+        interrupt(
+            ws,
+            "rag",
+            sig,
+            after_line("▸ rag: build", 0.3),
+            where=f"indexing, {sig.name}",
+            stage_end="rag: build: done",
+        )
         for folder in ws.indices.glob(f"{TASK}/*"):
             if folder.is_dir() and not re.search(r"\.(tmp|old)-\d+$", folder.name):
                 try:
@@ -324,8 +371,15 @@ def test_interrupted_indexing_evaluation_and_report_resume(reference, tmp_path):
                     raise AssertionError(f"an interrupted build left a damaged index in place: {e}") from None
         survived += 1
     for sig in (signal.SIGINT, signal.SIGKILL):
-        interrupt(ws, "rag", sig, after_line("▸ rag: evaluate", 0.05), poll=0.005, where=f"evaluation, {sig.name}",
-                  stage_end=f"rag: evaluate {LIMIT} questions: done")
+        interrupt(
+            ws,
+            "rag",
+            sig,
+            after_line("▸ rag: evaluate", 0.05),
+            poll=0.005,
+            where=f"evaluation, {sig.name}",
+            stage_end=f"rag: evaluate {LIMIT} questions: done",
+        )
         survived += 1
     for sig in (signal.SIGINT, signal.SIGKILL):
         # the report stage lasts a fraction of a second: poll for the hidden run folder being written, and
@@ -381,8 +435,13 @@ def _convert_in_process(monkeypatch, tiny_model_dir, log):
 
     from harness.models import convert_default
 
-    load_model, load_tok = transformers.AutoModelForCausalLM.from_pretrained, transformers.AutoTokenizer.from_pretrained
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: load_model(tiny_model_dir))
+    load_model, load_tok = (
+        transformers.AutoModelForCausalLM.from_pretrained,
+        transformers.AutoTokenizer.from_pretrained,
+    )
+    monkeypatch.setattr(
+        transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: load_model(tiny_model_dir)
+    )
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: load_tok(tiny_model_dir))
     return convert_default(log)
 
@@ -416,8 +475,9 @@ def test_interrupted_model_conversion_is_redone(tmp_path, tiny_model_dir, monkey
     if got != want:
         counts.add("results lost or wrong")
     assert got == want, "the converted model differs from an uninterrupted conversion"
-    assert [p.name for p in (home / "models").iterdir() if p.name.startswith(".") and "tmp" in p.name] == [], \
+    assert [p.name for p in (home / "models").iterdir() if p.name.startswith(".") and "tmp" in p.name] == [], (
         "the killed conversion's temporary folder is removed"
+    )
     counts.add("interruptions survived", 2)
 
 
@@ -431,8 +491,11 @@ def test_leftovers_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
         (tmp_path / name).mkdir()
     with cache.build_atomically(tmp_path / "artifact") as tmp:
         (tmp / "weights").write_text("w")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f".artifact.tmp-{live}-1", f".other.tmp-{dead.pid}-1",
-                                                          "artifact"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f".artifact.tmp-{live}-1",
+        f".other.tmp-{dead.pid}-1",
+        "artifact",
+    ]
     assert cache.verify(tmp_path / "artifact") is None
 
 
@@ -514,8 +577,9 @@ def _unshare_works(tmp: Path) -> bool:
     if not shutil.which("unshare"):
         return False
     tmp.mkdir(parents=True, exist_ok=True)
-    probe = subprocess.run(["unshare", "-Urm", "sh", "-c", f"mount -t tmpfs -o size=16k tmpfs '{tmp}'"],
-                           capture_output=True, timeout=30)
+    probe = subprocess.run(
+        ["unshare", "-Urm", "sh", "-c", f"mount -t tmpfs -o size=16k tmpfs '{tmp}'"], capture_output=True, timeout=30
+    )
     return probe.returncode == 0
 
 
@@ -527,8 +591,16 @@ def test_unwritable_folders_fail_before_any_work(which, tmp_path, rel_task, monk
     bad = blocker / "sub"
     home = tmp_path / "home"
     monkeypatch.setenv("HARNESS_HOME", str(bad if which == "HARNESS_HOME" else home))
-    args = ["run", rel_task, "--systems", "lora", "--reports-dir", bad if which == "--reports-dir" else tmp_path / "r",
-            "--indices-dir", bad if which == "--indices-dir" else tmp_path / "i"]
+    args = [
+        "run",
+        rel_task,
+        "--systems",
+        "lora",
+        "--reports-dir",
+        bad if which == "--reports-dir" else tmp_path / "r",
+        "--indices-dir",
+        bad if which == "--indices-dir" else tmp_path / "i",
+    ]
     code, _, err = _cli(*args)
     assert_one_line_error(code, err, str(bad))
     assert not (home / "train").exists() and not (home / "adapters").exists(), "nothing started"
@@ -538,8 +610,9 @@ def test_nearly_full_disk_fails_before_any_work(tmp_path, rel_task, monkeypatch)
     home = tmp_path / "home"
     monkeypatch.setenv("HARNESS_HOME", str(home))
     monkeypatch.setenv("HARNESS_MIN_FREE_MB", str(10**12))
-    code, _, err = _cli("run", rel_task, "--systems", "lora", "--reports-dir", tmp_path / "r",
-                        "--indices-dir", tmp_path / "i")
+    code, _, err = _cli(
+        "run", rel_task, "--systems", "lora", "--reports-dir", tmp_path / "r", "--indices-dir", tmp_path / "i"
+    )
     assert_one_line_error(code, err, "HARNESS_HOME", str(home), "MB free")
     assert not (home / "train").exists()
 
@@ -547,8 +620,14 @@ def test_nearly_full_disk_fails_before_any_work(tmp_path, rel_task, monkeypatch)
 def _in_namespace(setup: str, args: list, env: dict, out: Path, timeout: float = 300) -> tuple[int, str]:
     """Run `setup` (mounts) then `args` in a private user + mount namespace; (exit code, stdout + stderr)."""
     script = f"{setup} && exec {shlex.join(map(str, args))} > {shlex.quote(str(out))} 2>&1"
-    r = subprocess.run(["unshare", "-Urm", "sh", "-c", script], env={**os.environ, **env}, timeout=timeout,
-                       preexec_fn=_default_sigint, capture_output=True, text=True)
+    r = subprocess.run(
+        ["unshare", "-Urm", "sh", "-c", script],
+        env={**os.environ, **env},
+        timeout=timeout,
+        preexec_fn=_default_sigint,
+        capture_output=True,
+        text=True,
+    )
     return r.returncode, (out.read_text() if out.exists() else "") + r.stderr
 
 
@@ -612,8 +691,19 @@ def test_disk_full_while_writing_the_run_directory(reference, tmp_path, monkeypa
 
     monkeypatch.setattr(Path, "write_text", write_text)
     monkeypatch.setattr("builtins.open", opener)
-    code, _, err = _cli("run", ws.task, "--systems", "lora", "--limit", LIMIT, "--reports-dir", ws.reports,
-                        "--indices-dir", ws.indices, "--quiet")
+    code, _, err = _cli(
+        "run",
+        ws.task,
+        "--systems",
+        "lora",
+        "--limit",
+        LIMIT,
+        "--reports-dir",
+        ws.reports,
+        "--indices-dir",
+        ws.indices,
+        "--quiet",
+    )
     monkeypatch.undo()
     # in this process libraries imported earlier may still draw progress bars: judge the error lines
     errors = "\n".join(line for line in err.splitlines() if line.startswith(("error", "Traceback")))
@@ -626,8 +716,12 @@ def test_disk_full_while_writing_the_run_directory(reference, tmp_path, monkeypa
 # ---------------------------------------------------------------- safe loading, hostile task files
 
 UNSAFE = [
-    (re.compile(r"\bimport\s+(c?pickle|dill|cloudpickle|joblib|shelve|marshal)\b|\bfrom\s+(c?pickle|dill|shelve)\b"),
-     "a pickle-family import"),
+    (
+        re.compile(
+            r"\bimport\s+(c?pickle|dill|cloudpickle|joblib|shelve|marshal)\b|\bfrom\s+(c?pickle|dill|shelve)\b"
+        ),
+        "a pickle-family import",
+    ),
     (re.compile(r"\bpickle\.loads?\("), "pickle.load"),
     (re.compile(r"\byaml\.(load|load_all|unsafe_load|full_load)\s*\("), "a non-safe yaml loader"),
     (re.compile(r"Loader\s*=\s*yaml\.(Loader|UnsafeLoader|FullLoader)\b"), "a non-safe yaml Loader"),
@@ -653,7 +747,7 @@ def test_no_unsafe_loading_in_the_code():
             if "torch.load(" in code and "weights_only=True" not in code:
                 problems.append(f"{path.relative_to(REPO)}:{lineno}: torch.load without weights_only=True")
         for m in ENVIRONMENT.finditer(text):
-            after = text[m.end(): m.end() + 300]
+            after = text[m.end() : m.end() + 300]
             if not ("FileSystemLoader" in after.split(")\n", 1)[0] or after.startswith(").parse(")):
                 lineno = text[: m.start()].count("\n") + 1
                 problems.append(f"{path.relative_to(REPO)}:{lineno}: an unsandboxed jinja2 Environment")
@@ -664,10 +758,14 @@ def test_python_tags_in_a_task_file_are_refused(tmp_path):
     from harness.spec import load_spec
 
     marker = tmp_path / "pwned"
-    for tag in ("!!python/object/apply:os.system", "!!python/object/new:os.system", "!!python/name:os.system",
-                "!!python/module:os"):
+    for tag in (
+        "!!python/object/apply:os.system",
+        "!!python/object/new:os.system",
+        "!!python/name:os.system",
+        "!!python/module:os",
+    ):
         bad = tmp_path / "bad.yaml"
-        bad.write_text(f"name: bad\nanswer_format: yes-no\ndata: {tag} [\"touch {marker}\"]\n")
+        bad.write_text(f'name: bad\nanswer_format: yes-no\ndata: {tag} ["touch {marker}"]\n')
         with pytest.raises(HarnessError) as e:
             load_spec(bad)
         assert str(bad) in str(e.value) and "\n" not in str(e.value)
@@ -783,7 +881,9 @@ def test_network_guard_blocks_outbound_connections(tmp_path):
 
     assert netguard.installed() and os.environ.get(netguard.ENV_FLAG) == "1"
     with netguard.expected():
-        with pytest.raises(netguard.NetworkBlocked, match=r"network guard: outbound connection to \('203\.0\.113\.1', 80\) blocked"):
+        with pytest.raises(
+            netguard.NetworkBlocked, match=r"network guard: outbound connection to \('203\.0\.113\.1', 80\) blocked"
+        ):
             socket.create_connection(("203.0.113.1", 80), timeout=2)
         s = socket.socket()
         try:
@@ -813,8 +913,13 @@ def test_network_guard_blocks_outbound_connections(tmp_path):
     b.close()
     # every Python subprocess the tests start is guarded too (sitecustomize on PYTHONPATH)
     log = tmp_path / "blocked.log"
-    r = subprocess.run([sys.executable, "-c", GUARDED_CHILD], capture_output=True, text=True, timeout=60,
-                       env={**os.environ, netguard.LOG_ENV: str(log)})
+    r = subprocess.run(
+        [sys.executable, "-c", GUARDED_CHILD],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, netguard.LOG_ENV: str(log)},
+    )
     assert "BLOCKED network guard: outbound connection to ('203.0.113.1', 80) blocked" in r.stdout, r.stdout + r.stderr
     assert "LOOPBACK OK" in r.stdout and "CONNECTED" not in r.stdout
     assert "203.0.113.1" in log.read_text(), "blocked attempts are logged, so a swallowed error still fails a test"
@@ -822,6 +927,11 @@ def test_network_guard_blocks_outbound_connections(tmp_path):
 
     if HARNESS_BIN.exists():  # the interpreter of the `harness` console script the CLI tests run
         python = HARNESS_BIN.read_text().splitlines()[0].removeprefix("#!").strip()
-        r = subprocess.run([python, "-c", GUARDED_CHILD], capture_output=True, text=True, timeout=60,
-                           env={**os.environ, netguard.LOG_ENV: str(log)})
+        r = subprocess.run(
+            [python, "-c", GUARDED_CHILD],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, netguard.LOG_ENV: str(log)},
+        )
         assert "BLOCKED network guard" in r.stdout, r.stdout + r.stderr

@@ -97,8 +97,17 @@ def test_summary_data_values_match_results(rendered):
 
 def test_sections_and_failed_system(rendered):
     _, _, html = rendered
-    for anchor in ("recommendation", "summary", "tradeoff", "metrics", "training", "retrieval",
-                   "comparisons", "questions", "manifest"):
+    for anchor in (
+        "recommendation",
+        "summary",
+        "tradeoff",
+        "metrics",
+        "training",
+        "retrieval",
+        "comparisons",
+        "questions",
+        "manifest",
+    ):
         assert f'id="{anchor}"' in html
     assert "dora" in html and "CUDA out of memory: tried to allocate 2.00 GiB" in html
     assert "HuggingFaceTB/SmolLM2-135M-Instruct@abc123" in html and "AMD EPYC 7B13" in html
@@ -119,7 +128,11 @@ def test_results_csv(rendered):
     assert float(by["lora"]["auc_ci_high"]) == 0.96
     assert float(by["rag"]["latency_p50"]) == 0.31 and float(by["rag"]["latency_p95"]) == 0.55
     assert float(by["rag"]["peak_memory_mb"]) == 2100 and float(by["rag"]["artifact_mb"]) == 1.2
-    assert float(by["lora"]["build_s"]) == 81 and by["rag"]["cached"] == "true" and float(by["rag"]["build_cost_s"]) == 12.5
+    assert (
+        float(by["lora"]["build_s"]) == 81
+        and by["rag"]["cached"] == "true"
+        and float(by["rag"]["build_cost_s"]) == 12.5
+    )
     assert by["lora"]["build_cost_s"] == ""  # not recorded in that result: left empty, not made up
     assert by["dora"]["status"] == "failed" and "CUDA out of memory" in by["dora"]["error"]
     assert by["majority"]["kind"] == "baseline" and float(by["majority"]["accuracy_value"]) == 0.5
@@ -170,9 +183,18 @@ def test_recommendation_claims_only_significant_differences():
 
 def test_recommendation_boundary_and_missing_tests():
     results = make_results()
-    results["comparisons"] = [{"a": "prompt", "b": "rag", "metric": "accuracy", "diff": -0.3, "p_value": 0.05,
-                               "test": "mcnemar", "significant": False},
-                              {"a": "lora", "b": "rag", "metric": "auc", "diff": -0.07, "p_value": 0.0001}]
+    results["comparisons"] = [
+        {
+            "a": "prompt",
+            "b": "rag",
+            "metric": "accuracy",
+            "diff": -0.3,
+            "p_value": 0.05,
+            "test": "mcnemar",
+            "significant": False,
+        },
+        {"a": "lora", "b": "rag", "metric": "auc", "diff": -0.07, "p_value": 0.0001},
+    ]
     results["systems"]["rag"]["vs_best_baseline"] = _vb(0.1, 0.2)
     text = recommendation(results)
     assert "significantly" not in text  # p = 0.05 is not < 0.05; the auc test says nothing about accuracy
@@ -252,8 +274,14 @@ def test_compare_runs_deltas(tmp_path):
     assert index == tmp_path / "cmp" / "index.html"
     html = index.read_text(encoding="utf-8")
     assert "<link" not in html and "<script" not in html and "https://" not in html
-    deltas = dict(re.findall(r'data-system="rag" data-run="20261127-090000-ffff">.*?'
-                             r'data-metric="(headline_delta)" data-value="([^"]*)"', html, re.S))
+    deltas = dict(
+        re.findall(
+            r'data-system="rag" data-run="20261127-090000-ffff">.*?'
+            r'data-metric="(headline_delta)" data-value="([^"]*)"',
+            html,
+            re.S,
+        )
+    )
     assert float(deltas["headline_delta"]) == pytest.approx(-0.05)
     assert "absent from this run" in html and "settings.threads" in html
     md = (tmp_path / "cmp" / "summary.md").read_text(encoding="utf-8")
@@ -266,9 +294,15 @@ def test_compare_runs_deltas(tmp_path):
 
 def test_large_report_stays_small(tmp_path):
     results = make_results(n_test=150)
-    results["systems"]["dora"].update(status="ok", error=None, metrics={"accuracy": _m(0.7, 0.6, 0.8)},
-                                      latency_s={"p50": 0.12, "p95": 0.3, "mean": 0.14},
-                                      peak_memory_mb=1900.0, build_s=90.0, artifact_mb=4.0)
+    results["systems"]["dora"].update(
+        status="ok",
+        error=None,
+        metrics={"accuracy": _m(0.7, 0.6, 0.8)},
+        latency_s={"p50": 0.12, "p95": 0.3, "mean": 0.14},
+        peak_memory_mb=1900.0,
+        build_s=90.0,
+        artifact_mb=4.0,
+    )
     samples = make_samples(150, systems=("prompt", "lora", "rag", "dora"), passage_chars=5000)
     run = write_run(tmp_path / "big", results=results, samples=samples)
     html = render_report(run).read_text(encoding="utf-8")

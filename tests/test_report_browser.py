@@ -37,26 +37,34 @@ from report_fixtures import legal_qa_run, make_results, make_samples, write_run
 
 from harness.report import render_report
 
-CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium", shutil.which("chromium-browser"))
-                 if p and os.access(p, os.X_OK)), None)
+CHROMIUM = next(
+    (
+        p
+        for p in (shutil.which("chromium"), "/usr/bin/chromium", shutil.which("chromium-browser"))
+        if p and os.access(p, os.X_OK)
+    ),
+    None,
+)
 BASH = shutil.which("bash")
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None or BASH is None,
     reason="Chromium is not installed: run `apt-get update && apt-get install -y chromium` "
-           "(Debian's package; .ci/run installs it) to run the report's browser tests")
+    "(Debian's package; .ci/run installs it) to run the report's browser tests",
+)
 
 VIEWPORT = (1280, 900)
 
 # Each payload would set window.__xss if the report let it run.
 XSS_ANSWER = '<script>window.__xss = "answer"</script>'
-XSS_QUESTION = 'Is this markup harmless <img src=x onerror="window.__xss = \'question\'">?'
-XSS_PASSAGE = '<svg onload="window.__xss = \'passage\'"></svg> licence text'
+XSS_QUESTION = "Is this markup harmless <img src=x onerror=\"window.__xss = 'question'\">?"
+XSS_PASSAGE = "<svg onload=\"window.__xss = 'passage'\"></svg> licence text"
 XSS_ID = 'q"><img src=x onerror="window.__xss = \'id\'">'
-XSS_ERROR = 'OOM <iframe srcdoc="<script>parent.__xss = \'error\'</script>"></iframe>'
+XSS_ERROR = "OOM <iframe srcdoc=\"<script>parent.__xss = 'error'</script>\"></iframe>"
 
 
 # ------------------------------------------------------------------------------------------- CDP ---
+
 
 class CDPError(RuntimeError):
     pass
@@ -77,17 +85,36 @@ class Browser:
         child_w = fcntl.fcntl(from_chrome_w, fcntl.F_DUPFD_CLOEXEC, 10)
         os.close(to_chrome_r)
         os.close(from_chrome_w)
-        args = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--no-default-browser-check",
-                "--disable-extensions", "--disable-dev-shm-usage", "--mute-audio", "--hide-scrollbars",
-                "--force-color-profile=srgb", f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}",
-                f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"]
+        args = [
+            CHROMIUM,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-extensions",
+            "--disable-dev-shm-usage",
+            "--mute-audio",
+            "--hide-scrollbars",
+            "--force-color-profile=srgb",
+            f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-pipe",
+            "about:blank",
+        ]
         self.log = profile / "chromium.log"
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 [BASH, "-c", f'exec 3<&{child_r} 4>&{child_w} {child_r}<&- {child_w}>&-; exec "$@"', "bash", *args],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(child_r, child_w),
-                start_new_session=True)
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=(child_r, child_w),
+                start_new_session=True,
+            )
         os.close(child_r)
         os.close(child_w)
         try:
@@ -116,17 +143,23 @@ class Browser:
         message["id"] = self._next_id
         data = json.dumps(message).encode() + b"\0"
         while data:
-            data = data[os.write(self._w, data):]
+            data = data[os.write(self._w, data) :]
         return self._next_id
 
     def _dispatch(self, msg: dict) -> None:
         self.events.append(msg)
         if msg.get("method") == "Page.javascriptDialogOpening":  # never let a dialog block the page
-            self._write({"method": "Page.handleJavaScriptDialog", "params": {"accept": False},
-                         "sessionId": msg.get("sessionId")})
+            self._write(
+                {
+                    "method": "Page.handleJavaScriptDialog",
+                    "params": {"accept": False},
+                    "sessionId": msg.get("sessionId"),
+                }
+            )
 
-    def send(self, method: str, params: dict | None = None, session: str | None = None,
-             timeout: float | None = None) -> dict:
+    def send(
+        self, method: str, params: dict | None = None, session: str | None = None, timeout: float | None = None
+    ) -> dict:
         message = {"method": method, "params": params or {}}
         if session:
             message["sessionId"] = session
@@ -191,8 +224,10 @@ class Tab:
         for domain in ("Runtime", "Log", "Network", "Page"):
             self.send(f"{domain}.enable")
         self.send("Page.setLifecycleEventsEnabled", {"enabled": True})
-        self.send("Emulation.setDeviceMetricsOverride",
-                  {"width": VIEWPORT[0], "height": VIEWPORT[1], "deviceScaleFactor": 1, "mobile": False})
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": VIEWPORT[0], "height": VIEWPORT[1], "deviceScaleFactor": 1, "mobile": False},
+        )
         self.mark = len(browser.events)
         self.url = "about:blank"
 
@@ -205,9 +240,15 @@ class Tab:
         self.mark = len(self.b.events)
         nav = self.send("Page.navigate", {"url": self.url})
         assert not nav.get("errorText"), f"navigation to {self.url} failed: {nav['errorText']}"
-        self.b.wait_event(lambda ev: ev.get("sessionId") == self.session and ev.get("method") == "Page.lifecycleEvent"
-                          and ev["params"].get("name") == "load" and ev["params"].get("loaderId") == nav["loaderId"],
-                          self.mark)
+        self.b.wait_event(
+            lambda ev: (
+                ev.get("sessionId") == self.session
+                and ev.get("method") == "Page.lifecycleEvent"
+                and ev["params"].get("name") == "load"
+                and ev["params"].get("loaderId") == nav["loaderId"]
+            ),
+            self.mark,
+        )
 
     def eval(self, expression: str):
         r = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
@@ -219,18 +260,22 @@ class Tab:
         """Console errors, exceptions, log errors, dialogs and requests other than the report since goto()."""
         self.send("Runtime.evaluate", {"expression": "0"})  # flush pending events
         out = []
-        for ev in self.b.events[self.mark:]:
+        for ev in self.b.events[self.mark :]:
             if ev.get("sessionId") != self.session:
                 continue
             method, p = ev.get("method"), ev.get("params", {})
             if method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                out.append(f"console.{p['type']}: " + " ".join(str(a.get("value", a.get("description")))
-                                                               for a in p.get("args", [])))
+                out.append(
+                    f"console.{p['type']}: "
+                    + " ".join(str(a.get("value", a.get("description"))) for a in p.get("args", []))
+                )
             elif method == "Runtime.exceptionThrown":
                 d = p.get("exceptionDetails", {})
                 out.append(f"exception: {d.get('text')} {d.get('exception', {}).get('description', '')}")
             elif method == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
-                out.append(f"log error ({p['entry'].get('source')}): {p['entry'].get('text')} {p['entry'].get('url', '')}")
+                out.append(
+                    f"log error ({p['entry'].get('source')}): {p['entry'].get('text')} {p['entry'].get('url', '')}"
+                )
             elif method == "Network.requestWillBeSent":
                 url = p.get("request", {}).get("url", "")
                 if url.split("#")[0] != self.url and not url.startswith(("data:", "about:")):
@@ -261,6 +306,7 @@ def tab(browser):
 
 
 # ------------------------------------------------------------------------------------ fake runs ---
+
 
 def xss_samples() -> list[dict]:
     samples = make_samples()
@@ -301,10 +347,12 @@ def expected_rows(samples: list[dict]) -> dict[str, dict]:
     for qid, rows in by_id.items():
         verdicts = [r["correct"] for r in rows if isinstance(r["correct"], bool)]
         texts = [rows[0]["question"], rows[0]["gold"]] + [r["prediction"] for r in rows]
-        out[qid] = {"disagreement": len({" ".join(r["prediction"].split()).casefold() for r in rows}) > 1,
-                    "failure": False in verdicts,
-                    "allwrong": bool(verdicts) and all(v is False for v in verdicts),
-                    "text": "\n".join(texts).lower()}
+        out[qid] = {
+            "disagreement": len({" ".join(r["prediction"].split()).casefold() for r in rows}) > 1,
+            "failure": False in verdicts,
+            "allwrong": bool(verdicts) and all(v is False for v in verdicts),
+            "text": "\n".join(texts).lower(),
+        }
     return out
 
 
@@ -318,11 +366,15 @@ def visible(tab: Tab) -> list[str]:
 
 # ---------------------------------------------------------------------------------------- tests ---
 
+
 def test_the_checks_see_problems(tab, tmp_path):
     """A page with a request, a console error and an exception: each shows up, so a clean report means clean."""
     page = tmp_path / "bad.html"
-    page.write_text('<!DOCTYPE html><title>bad</title><img src="http://127.0.0.1:9/x.png" alt="">'
-                    '<script>console.error("boom"); window.__xss = 1; undefinedFunction();</script>', encoding="utf-8")
+    page.write_text(
+        '<!DOCTYPE html><title>bad</title><img src="http://127.0.0.1:9/x.png" alt="">'
+        '<script>console.error("boom"); window.__xss = 1; undefinedFunction();</script>',
+        encoding="utf-8",
+    )
     tab.goto(page)
     problems = "\n".join(tab.problems())
     assert "network request: http://127.0.0.1:9/x.png" in problems
@@ -333,9 +385,11 @@ def test_the_checks_see_problems(tab, tmp_path):
 
 def test_summary_table_matches_results_json(tab, report):
     tab.goto(report)
-    cells = json.loads(tab.eval("""JSON.stringify([...document.querySelectorAll(
+    cells = json.loads(
+        tab.eval("""JSON.stringify([...document.querySelectorAll(
         '#summary-table td[data-system][data-metric]')].map(td => ({system: td.dataset.system,
-        metric: td.dataset.metric, value: td.dataset.value, text: td.innerText.trim()})))"""))
+        metric: td.dataset.metric, value: td.dataset.value, text: td.innerText.trim()})))""")
+    )
     got = {(c["system"], c["metric"]): c for c in cells}
     results = json.loads((report.parent / "results.json").read_text(encoding="utf-8"))
     expected: dict[tuple[str, str], object] = {}
@@ -419,8 +473,11 @@ def test_no_console_errors_and_no_network(tab, report):
                 window.scrollTo(0, document.body.scrollHeight); })()""")
     time.sleep(0.2)
     assert tab.problems() == []
-    requests = [ev["params"]["request"]["url"] for ev in tab.b.events[tab.mark:]
-                if ev.get("method") == "Network.requestWillBeSent" and ev.get("sessionId") == tab.session]
+    requests = [
+        ev["params"]["request"]["url"]
+        for ev in tab.b.events[tab.mark :]
+        if ev.get("method") == "Network.requestWillBeSent" and ev.get("sessionId") == tab.session
+    ]
     assert requests and all(u == tab.url for u in requests)  # the report itself, nothing else
     assert tab.eval("document.scripts.length") == 1
 
@@ -431,13 +488,16 @@ def test_injected_markup_is_inert(tab, report):
     assert tab.eval("typeof window.__xss") == "undefined"
     assert tab.eval("document.querySelectorAll('img, iframe, object, embed, [onerror], [onload]').length") == 0
     assert tab.eval("document.querySelectorAll('svg').length") == tab.eval(
-        "document.querySelectorAll('figure.chart svg').length")  # only the charts' own SVGs
-    texts = json.loads(tab.eval("""JSON.stringify({
+        "document.querySelectorAll('figure.chart svg').length"
+    )  # only the charts' own SVGs
+    texts = json.loads(
+        tab.eval("""JSON.stringify({
         q: [...document.querySelectorAll('#q-table td.q .s')].map(e => e.textContent),
         a: [...document.querySelectorAll('#q-table .pred')].map(e => e.textContent),
         p: [...document.querySelectorAll('#q-table .psg')].map(e => e.textContent),
         ids: [...document.querySelectorAll('#q-table tbody tr')].map(e => e.getAttribute('data-id')),
-        err: document.querySelector('#summary-table [data-metric=error]').textContent})"""))
+        err: document.querySelector('#summary-table [data-metric=error]').textContent})""")
+    )
     assert XSS_QUESTION in texts["q"]
     assert XSS_ANSWER in texts["a"]
     assert any(XSS_PASSAGE in t for t in texts["p"])
@@ -448,9 +508,15 @@ def test_injected_markup_is_inert(tab, report):
 
 def test_large_report_is_small_and_fast(tab, tmp_path):
     results = make_results(n_test=150)
-    results["systems"]["dora"].update(status="ok", error=None, metrics=results["systems"]["lora"]["metrics"],
-                                      latency_s={"p50": 0.12, "p95": 0.3, "mean": 0.14},
-                                      peak_memory_mb=1900.0, build_s=90.0, artifact_mb=4.0)
+    results["systems"]["dora"].update(
+        status="ok",
+        error=None,
+        metrics=results["systems"]["lora"]["metrics"],
+        latency_s={"p50": 0.12, "p95": 0.3, "mean": 0.14},
+        peak_memory_mb=1900.0,
+        build_s=90.0,
+        artifact_mb=4.0,
+    )
     samples = make_samples(150, systems=("prompt", "lora", "rag", "dora"), passage_chars=5000)
     index = render_report(write_run(tmp_path / "big", results=results, samples=samples))
     size = index.stat().st_size
@@ -458,10 +524,12 @@ def test_large_report_is_small_and_fast(tab, tmp_path):
     times = []
     for _ in range(3):
         tab.goto(index)
-        nav = json.loads(tab.eval("""new Promise(done => { const poll = () => {
+        nav = json.loads(
+            tab.eval("""new Promise(done => { const poll = () => {
             const n = performance.getEntriesByType('navigation')[0];
             if (n && n.loadEventEnd > 0) { done(JSON.stringify(n.toJSON())); } else { setTimeout(poll, 10); } };
-            poll(); })"""))
+            poll(); })""")
+        )
         times.append((nav["loadEventEnd"] - nav["startTime"]) / 1000)
         assert tab.problems() == []
         tab.goto("about:blank")
@@ -483,11 +551,24 @@ def test_screenshot_of_legal_qa_report(tab, tmp_path):
     assert tab.problems() == []
     assert tab.eval("document.querySelector('h1').textContent").startswith("legal-qa")
     assert tab.eval("[...document.querySelectorAll('#summary-table tbody tr')].map(r => r.dataset.system)") == [
-        "prompt", "lora", "rag", "majority", "category_prior"]
+        "prompt",
+        "lora",
+        "rag",
+        "majority",
+        "category_prior",
+    ]
     height = tab.eval("Math.ceil(document.documentElement.scrollHeight)")
-    shot = base64.b64decode(tab.send("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": VIEWPORT[0], "height": height, "scale": 1}}, timeout=60)["data"])
+    shot = base64.b64decode(
+        tab.send(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": VIEWPORT[0], "height": height, "scale": 1},
+            },
+            timeout=60,
+        )["data"]
+    )
     assert _png_size(shot) == (VIEWPORT[0], height)
     (tmp_path / "report-screenshot.png").write_bytes(shot)
     target = os.environ.get("REPORT_SCREENSHOT")

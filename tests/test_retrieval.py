@@ -73,13 +73,22 @@ def long_paragraph(n_words, seed=0):
 
 
 def corpus():
-    topics = ["apples and orchards", "the speed of light in vacuum", "medieval castles and moats",
-              "jazz saxophone improvisation", "volcanic eruptions and lava", "chess openings and endgames"]
-    return [Doc(f"d{i}", f"# {t}\n\n" + " ".join([f"This paragraph is about {t}."] * 12) + f"\n\nMore on {t}.")
-            for i, t in enumerate(topics)]
+    topics = [
+        "apples and orchards",
+        "the speed of light in vacuum",
+        "medieval castles and moats",
+        "jazz saxophone improvisation",
+        "volcanic eruptions and lava",
+        "chess openings and endgames",
+    ]
+    return [
+        Doc(f"d{i}", f"# {t}\n\n" + " ".join([f"This paragraph is about {t}."] * 12) + f"\n\nMore on {t}.")
+        for i, t in enumerate(topics)
+    ]
 
 
 # ---------------------------------------------------------------- chunking
+
 
 def test_chunks_fit_and_are_exact_slices(tokenizer):
     doc = Doc("a", "Intro line.\n\n" + long_paragraph(300) + "\n\n1. Definitions\nShort text.\n\nSection 2\nMore.")
@@ -121,8 +130,13 @@ def test_paragraph_boundaries_respected_when_paragraphs_fit(tokenizer):
 def test_headings_start_new_sections():
     text = "Preamble text.\n# Title\nBody one.\n1. Definitions\nTerms.\nSection 2\nScope.\n\n  Last   para.\n"
     spans = [text[a:b] for a, b in _paragraph_spans(text)]
-    assert spans == ["Preamble text.", "# Title\nBody one.", "1. Definitions\nTerms.", "Section 2\nScope.",
-                     "Last   para."]
+    assert spans == [
+        "Preamble text.",
+        "# Title\nBody one.",
+        "1. Definitions\nTerms.",
+        "Section 2\nScope.",
+        "Last   para.",
+    ]
     plain = "In 2019 we\n10 people came."  # bare numbers are not headings
     assert [plain[a:b] for a, b in _paragraph_spans(plain)] == [plain]
 
@@ -141,6 +155,7 @@ def test_chunking_errors(tokenizer):
 
 
 # ---------------------------------------------------------------- faiss
+
 
 def random_unit(n, d, seed):
     x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
@@ -169,6 +184,7 @@ def test_approximate_indices_recall(kind):
 
 # ---------------------------------------------------------------- cache
 
+
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
 def test_save_load_round_trip(tmp_path, tokenizer, kind):
     emb = FakeEmbedder(tokenizer)
@@ -177,8 +193,9 @@ def test_save_load_round_trip(tmp_path, tokenizer, kind):
     assert info["size_mb"] > 0 and Path(info["path"]).parent == tmp_path
     loaded = RetrievalIndex.load(Path(info["path"]))
     q = emb.encode(["saxophone jazz", "lava volcano", "castle moat"])
-    assert [[(c, round(s, 6)) for c, s in r] for r in loaded.search(q, 4)] == \
-           [[(c, round(s, 6)) for c, s in r] for r in idx.search(q, 4)]
+    assert [[(c, round(s, 6)) for c, s in r] for r in loaded.search(q, 4)] == [
+        [(c, round(s, 6)) for c, s in r] for r in idx.search(q, 4)
+    ]
     assert loaded.manifest["embedder"]["fingerprint"] == "fake-v1" and loaded.manifest["index"]["kind"] == kind
 
 
@@ -187,7 +204,9 @@ def test_reuse_corruption_and_rebuild(tmp_path, tokenizer):
     _, first = build_or_load(corpus(), emb, SETTINGS, tmp_path, log=logs.append)
     _, second = build_or_load(corpus(), emb, SETTINGS, tmp_path, log=logs.append)
     assert second["reused"] and second["build_s"] == 0.0 and second["path"] == first["path"] and not logs
-    assert second["built_s"] == first["build_s"] == first["built_s"] > 0  # the cost of building it, kept in its manifest
+    assert (
+        second["built_s"] == first["build_s"] == first["built_s"] > 0
+    )  # the cost of building it, kept in its manifest
     faiss_file = Path(first["path"]) / "index.faiss"
     faiss_file.write_bytes(faiss_file.read_bytes()[:100])  # truncate
     with pytest.raises(IndexCorrupt, match="index.faiss.*rebuilt"):
@@ -230,6 +249,7 @@ def test_retrieval_quality_hand_worked():
 
 
 # ---------------------------------------------------------------- the real model (one test: loading costs seconds)
+
 
 def test_packaged_minilm_embedder(tmp_path):
     emb = Embedder.load("default")

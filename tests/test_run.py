@@ -1,6 +1,7 @@
 """The pipeline end to end on the tiny model, through the CLI entry point (in-process, so the heavy imports
 are paid once): prompt + lora + rag, then a cached re-run, a --retrain run and a --limit run.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,14 +44,21 @@ def runs(tiny_task_session, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HARNESS_HOME", str(home))
         latest = reports / "tiny-qa" / "latest"
-        for name, extra in (("first", []), ("again", []), ("reevaluate", ["--reevaluate"]), ("retrain", ["--retrain"])):
+        for name, extra in (
+            ("first", []),
+            ("again", []),
+            ("reevaluate", ["--reevaluate"]),
+            ("retrain", ["--retrain"]),
+        ):
             assert harness("run", tiny_task_session, "--systems", ",".join(SYSTEMS), *common, *extra) == 0
             out[name] = latest.resolve()
             if name == "first":  # what the cache holds after the first run, to check the second reuses it
                 out["adapters"] = {p: p.stat().st_mtime_ns for p in (home / "adapters").rglob("*") if p.is_file()}
                 out["index_files"] = {p: p.stat().st_mtime_ns for p in indices.rglob("*") if p.is_file()}
             if name == "again":
-                out["adapters_after_again"] = {p: p.stat().st_mtime_ns for p in (home / "adapters").rglob("*") if p.is_file()}
+                out["adapters_after_again"] = {
+                    p: p.stat().st_mtime_ns for p in (home / "adapters").rglob("*") if p.is_file()
+                }
                 out["index_files_after_again"] = {p: p.stat().st_mtime_ns for p in indices.rglob("*") if p.is_file()}
         assert harness("run", tiny_task_session, "--systems", "prompt", "--limit", "5", *common) == 0
         out["limited"] = latest.resolve()
@@ -81,7 +89,7 @@ def test_latest_points_at_the_newest_run(runs):
 def _check_ci(m: dict, where: str) -> None:
     assert set(m) >= {"value", "ci_low", "ci_high"}, where
     assert m["ci_low"] <= m["value"] <= m["ci_high"], where
-    assert 0 <= m["ci_low"] and m["ci_high"] <= 1, where
+    assert m["ci_low"] >= 0 and m["ci_high"] <= 1, where
 
 
 def _check_percentiles(p: dict, where: str) -> None:
@@ -116,8 +124,22 @@ def test_results_json_follows_the_format(runs):
 
 def test_every_system_entry_has_every_documented_key(runs):
     res = load(runs["first"])[0]
-    documented = {"kind", "status", "error", "metrics", "latency_s", "peak_memory_mb", "build_s", "build_cost_s", "cached",
-                  "artifact_mb", "training", "retrieval", "retrieval_latency_s", "vs_best_baseline"}
+    documented = {
+        "kind",
+        "status",
+        "error",
+        "metrics",
+        "latency_s",
+        "peak_memory_mb",
+        "build_s",
+        "build_cost_s",
+        "cached",
+        "artifact_mb",
+        "training",
+        "retrieval",
+        "retrieval_latency_s",
+        "vs_best_baseline",
+    }
     for name, s in res["systems"].items():
         assert documented <= set(s), (name, sorted(documented - set(s)))
 
@@ -216,8 +238,13 @@ def test_second_run_reuses_adapter_and_index(runs):
     # what each reused artifact cost is the time the first run spent building it, not this run's 0 s
     first = load(runs["first"])[0]["systems"]
     assert lora["build_cost_s"] == lora["training"]["seconds"] > 0
-    assert first["lora"]["build_cost_s"] == first["lora"]["build_s"] and first["rag"]["build_cost_s"] == first["rag"]["build_s"]
-    assert 0 < rag["build_cost_s"] <= first["rag"]["build_s"] + 0.01  # the index alone, from its manifest (0.01 s: rounding)
+    assert (
+        first["lora"]["build_cost_s"] == first["lora"]["build_s"]
+        and first["rag"]["build_cost_s"] == first["rag"]["build_s"]
+    )
+    assert (
+        0 < rag["build_cost_s"] <= first["rag"]["build_s"] + 0.01
+    )  # the index alone, from its manifest (0.01 s: rounding)
     assert res["systems"]["prompt"]["build_cost_s"] == 0
     assert runs["adapters"] and runs["adapters_after_again"] == runs["adapters"]  # not rewritten
     assert runs["index_files"] and runs["index_files_after_again"] == runs["index_files"]
@@ -232,7 +259,9 @@ def test_second_run_reuses_the_evaluations_and_says_so(runs):
         # the figures are the ones measured then, not re-measured and not invented
         assert again[0]["systems"][name]["latency_s"] == first[0]["systems"][name]["latency_s"]
         assert again[0]["systems"][name]["peak_memory_mb"] == first[0]["systems"][name]["peak_memory_mb"]
-    assert [(s["system"], s["id"], s["latency_s"]) for s in again[1]] == [(s["system"], s["id"], s["latency_s"]) for s in first[1]]
+    assert [(s["system"], s["id"], s["latency_s"]) for s in again[1]] == [
+        (s["system"], s["id"], s["latency_s"]) for s in first[1]
+    ]
     html = (runs["again"] / "index.html").read_text()
     assert html.count('data-metric="evaluation_reused"') == len(SYSTEMS)
     stored = list((runs["home"] / "evaluations" / "tiny-qa").glob("*.json"))
@@ -247,15 +276,18 @@ def test_reevaluate_and_retrain_measure_again(runs):
 
 
 def test_same_seed_gives_identical_metrics(runs):
-    first, again, reevaluated, retrain = (metric_values(load(runs[k])[0]) for k in ("first", "again", "reevaluate", "retrain"))
+    first, again, reevaluated, retrain = (
+        metric_values(load(runs[k])[0]) for k in ("first", "again", "reevaluate", "retrain")
+    )
     assert again == first
     # scored again from the same artifacts: the same numbers come out
     assert reevaluated == first
     # --retrain trains the adapter again from scratch, with the same seed: the same numbers come out
     assert retrain == first
     s1, s2 = load(runs["first"])[1], load(runs["retrain"])[1]
-    assert [(s["system"], s["id"], round(s["margin"], 4)) for s in s1] == \
-           [(s["system"], s["id"], round(s["margin"], 4)) for s in s2]
+    assert [(s["system"], s["id"], round(s["margin"], 4)) for s in s1] == [
+        (s["system"], s["id"], round(s["margin"], 4)) for s in s2
+    ]
 
 
 def test_retrain_trains_again(runs):

@@ -39,18 +39,23 @@ class FakeEmbedder:
 
 # ---------------------------------------------------------------- normalisation
 
-@pytest.mark.parametrize("raw, expected", [
-    ("The Cat!", "cat"),
-    ("  An apple,  a  pear. ", "apple pear"),
-    ("Theory of the mind", "theory of mind"),  # "the" only as a whole word
-    ("MIT-licensed", "mitlicensed"),  # SQuAD deletes punctuation rather than splitting on it
-    ("", ""),
-])
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("The Cat!", "cat"),
+        ("  An apple,  a  pear. ", "apple pear"),
+        ("Theory of the mind", "theory of mind"),  # "the" only as a whole word
+        ("MIT-licensed", "mitlicensed"),  # SQuAD deletes punctuation rather than splitting on it
+        ("", ""),
+    ],
+)
 def test_normalize_answer(raw, expected):
     assert normalize_answer(raw) == expected
 
 
 # ---------------------------------------------------------------- choice and exact match
+
 
 def test_accuracy_uses_first_gold_only():
     assert score("accuracy", "Yes.", ["yes"]) == 1.0
@@ -69,6 +74,7 @@ def test_exact_match_any_gold():
 
 
 # ---------------------------------------------------------------- token F1 and ROUGE-L
+
 
 def test_token_f1_hand_worked():
     # pred -> [cat, sat], gold -> [cat, sat, down]: P = 1, R = 2/3, F1 = 0.8
@@ -110,6 +116,7 @@ def test_rouge_l_agrees_with_rouge_score_package():
 
 # ---------------------------------------------------------------- semantic similarity
 
+
 def test_semantic_similarity_with_fake_embedder():
     ctx = ScoreContext(embed=FakeEmbedder())
     assert score("semantic_similarity", "permissive license", ["permissive license"], ctx=ctx) == pytest.approx(1.0)
@@ -124,6 +131,7 @@ def test_semantic_similarity_none_without_embedder():
 
 
 # ---------------------------------------------------------------- groundedness and length
+
 
 def _retrieved(*texts):
     return {"retrieved": [{"doc_id": "d", "chunk_id": i, "text": t} for i, t in enumerate(texts)]}
@@ -153,12 +161,19 @@ def test_answer_length():
 
 # ---------------------------------------------------------------- registry and validation
 
+
 def test_registry_metadata():
     assert SCORERS["accuracy"].binary and SCORERS["exact_match"].binary
     assert not SCORERS["token_f1"].binary
     assert metric_names_for("yes-no") == ["accuracy", "answer_length"]
     assert set(metric_names_for("free-text")) == {
-        "exact_match", "token_f1", "rouge_l", "semantic_similarity", "answer_length", "groundedness"}
+        "exact_match",
+        "token_f1",
+        "rouge_l",
+        "semantic_similarity",
+        "answer_length",
+        "groundedness",
+    }
 
 
 def test_register_scorer_rejects_duplicates_and_bad_formats():
@@ -189,12 +204,16 @@ def test_validate_returns_deduplicated_names():
 
 # ---------------------------------------------------------------- score_samples
 
+
 def test_score_samples_fills_scores_and_batches_embeddings():
     embed = FakeEmbedder()
     samples = [
         {"prediction": "the cat sat", "golds": ["cat sat down"], "retrieved": None},
-        {"prediction": "cat sat down", "golds": ["cat sat down", "a cat sat"],
-         "retrieved": [{"text": "A cat sat down."}]},
+        {
+            "prediction": "cat sat down",
+            "golds": ["cat sat down", "a cat sat"],
+            "retrieved": [{"text": "A cat sat down."}],
+        },
         {"prediction": "dog", "golds": ["cat"], "scores": {"kept": 1.0}},
     ] * 20
     samples = [dict(s) for s in samples]  # distinct dicts, repeated texts

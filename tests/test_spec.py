@@ -1,5 +1,6 @@
 """harness.spec and harness.tasks: the task schema, includes, located errors, finding task files, and the
 generated reference docs/tasks.md."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -58,7 +59,9 @@ def test_problems_are_all_listed_and_the_message_is_one_line(tmp_path):
     probs = exc.value.problems
     assert len(probs) == 4, probs
     assert any("t.yaml:5: field 'seed'" in p for p in probs)
-    assert any("t.yaml:6: field 'rag.k'" in p for p in probs) and any("t.yaml:6: field 'rag.chunk_tokens'" in p for p in probs)
+    assert any("t.yaml:6: field 'rag.k'" in p for p in probs) and any(
+        "t.yaml:6: field 'rag.chunk_tokens'" in p for p in probs
+    )
     assert any("t.yaml:7: unknown field 'nope'" in p for p in probs)
     assert "\n" not in str(exc.value) and "+3 more problems" in str(exc.value)
 
@@ -67,8 +70,9 @@ def test_union_field_errors_are_merged_into_one(tmp_path):
     path = write(tmp_path, {"t.yaml": MINIMAL + "finetune: {target_modules: 5}\n"})
     with pytest.raises(TaskProblems) as exc:
         load_spec(path)
-    assert exc.value.problems == [f"{path}:5: field 'finetune.target_modules': Input should be a valid list, "
-                                  "or 'all-linear' (got 5)"]
+    assert exc.value.problems == [
+        f"{path}:5: field 'finetune.target_modules': Input should be a valid list, or 'all-linear' (got 5)"
+    ]
 
 
 def test_override_is_validated_and_applied(tmp_path):
@@ -91,23 +95,26 @@ def test_relative_model_folder_resolves_against_the_task_file(tmp_path, monkeypa
 
 
 def test_includes_merge_in_order_later_wins_and_mappings_merge(tmp_path):
-    path = write(tmp_path, {
-        "t.yaml": """\
+    path = write(
+        tmp_path,
+        {
+            "t.yaml": """\
             include: [_shared/a.yaml, _shared/b.yaml]
             name: t
             answer_format: free-text
             data: {questions: {path: q.jsonl}}
             finetune: {epochs: 3}
             """,
-        "_shared/a.yaml": """\
+            "_shared/a.yaml": """\
             include: base.yaml
             finetune: {r: 4, alpha: 8, learning_rate: 1.0e-3}
             systems: [prompt, lora, rag]
             rag: {k: 2}
             """,
-        "_shared/base.yaml": "seed: 7\nrag: {k: 9, chunk_tokens: 100}\ndescription: from base\n",
-        "_shared/b.yaml": "finetune: {r: 8}\nsystems: [prompt]\n",
-    })
+            "_shared/base.yaml": "seed: 7\nrag: {k: 9, chunk_tokens: 100}\ndescription: from base\n",
+            "_shared/b.yaml": "finetune: {r: 8}\nsystems: [prompt]\n",
+        },
+    )
     raw = resolve_includes(path)
     assert raw["finetune"] == {"r": 8, "alpha": 8, "learning_rate": 1.0e-3, "epochs": 3}  # nested merge, b over a
     assert raw["systems"] == ["prompt"]  # lists are replaced, not concatenated

@@ -6,14 +6,15 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats as sps
 from sklearn.metrics import roc_auc_score
 
 from harness import stats as hs
 
-
 # ------------------------------------------------------------ bootstrap_ci ---
+
 
 def test_bootstrap_ci_value_is_full_sample_stat():
     vals = [1.0, 2.0, 3.0, 4.0, 10.0]
@@ -82,6 +83,7 @@ def test_bootstrap_ci_coverage_bernoulli():
 
 # --------------------------------------------------------------------- auc ---
 
+
 @pytest.mark.parametrize("seed", range(5))
 def test_auc_matches_sklearn_with_ties(seed):
     rng = np.random.default_rng(seed)
@@ -120,7 +122,7 @@ def test_bootstrap_ci_auc():
     res = hs.bootstrap_ci_auc(labels, scores)
     assert res["value"] == pytest.approx(roc_auc_score(labels, scores))
     assert res["ci_low"] < res["value"] < res["ci_high"]
-    assert 0.0 <= res["ci_low"] and res["ci_high"] <= 1.0
+    assert res["ci_low"] >= 0.0 and res["ci_high"] <= 1.0
     json.dumps(res)
 
 
@@ -131,11 +133,11 @@ def test_bootstrap_ci_auc_skips_single_class_resamples():
 
 
 def test_bootstrap_ci_auc_single_class():
-    assert hs.bootstrap_ci_auc([1, 1], [0.2, 0.3]) == {
-        "value": None, "ci_low": None, "ci_high": None}
+    assert hs.bootstrap_ci_auc([1, 1], [0.2, 0.3]) == {"value": None, "ci_low": None, "ci_high": None}
 
 
 # ----------------------------------------------------------------- mcnemar ---
+
 
 def _pairs(b01, b10, both=5, neither=3):
     """Paired outcome vectors with the given discordant counts."""
@@ -182,6 +184,7 @@ def test_mcnemar_errors():
 
 
 # ------------------------------------------------------ paired permutation ---
+
 
 def _brute_force_perm_p(x, y):
     d = np.asarray(x, float) - np.asarray(y, float)
@@ -236,6 +239,7 @@ def test_paired_permutation_errors():
 
 # -------------------------------------------------------- paired bootstrap ---
 
+
 def test_paired_bootstrap_strong_and_null_effects():
     rng = np.random.default_rng(4)
     x = rng.normal(size=100) + 1.0
@@ -263,6 +267,7 @@ def test_paired_bootstrap_p_matches_reference():
 
 # ---------------------------------------------------------- compare_paired ---
 
+
 def test_compare_paired_binary_uses_mcnemar():
     a, b = _pairs(2, 7)
     res = hs.compare_paired(a, b, binary=True, seed=5)  # seed is ignored here
@@ -281,6 +286,7 @@ def test_compare_paired_continuous_uses_permutation():
 
 
 # ------------------------------------------------------------ fit_threshold ---
+
 
 def _accuracy(labels, scores, t):
     return np.mean((np.asarray(scores) > t) == np.asarray(labels, bool))
@@ -332,6 +338,7 @@ def test_fit_threshold_errors():
 
 # -------------------------------------------------------------------- holm ---
 
+
 def test_holm_hand_values():
     # Sorted: 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> running max 0.06.
     assert hs.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
@@ -351,6 +358,7 @@ def test_holm_properties(ps):
 
 
 # ------------------------------------------------------------- percentiles ---
+
 
 def test_percentiles_hand_values():
     res = hs.percentiles(np.arange(1, 101))

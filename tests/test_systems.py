@@ -1,4 +1,5 @@
 """The systems registry and what each system sends to the model, on the tiny task (no training here)."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,7 +19,9 @@ def make_ctx(task_path, tmp_path, **updates) -> RunContext:
     spec = load_spec(task_path)
     if updates:
         spec = spec.model_copy(update=updates)
-    return RunContext(spec, load_task_data(spec), resolve_model(spec.model), Reporter(), indices_dir=tmp_path / "indices")
+    return RunContext(
+        spec, load_task_data(spec), resolve_model(spec.model), Reporter(), indices_dir=tmp_path / "indices"
+    )
 
 
 @pytest.fixture
@@ -36,7 +39,9 @@ def test_registry_lists_every_system():
 
 
 def test_unknown_system_error():
-    with pytest.raises(HarnessError, match=r"unknown system 'promt'; did you mean 'prompt'\? valid systems: dora, .*lora"):
+    with pytest.raises(
+        HarnessError, match=r"unknown system 'promt'; did you mean 'prompt'\? valid systems: dora, .*lora"
+    ):
         systems.make_system("promt", None)
 
 
@@ -66,8 +71,10 @@ def test_prompt_system_renders_chat_prompts(ctx):
     assert s.kind == "prompt" and s.build().cached is False
     q = ctx.data.test[0]
     text = s.prompts([q]).texts[0]
-    assert text == (f"<|im_start|>system\n{ctx.spec.system_prompt}<|im_end|>\n"
-                    f"<|im_start|>user\n{q.question}<|im_end|>\n<|im_start|>assistant\n")
+    assert text == (
+        f"<|im_start|>system\n{ctx.spec.system_prompt}<|im_end|>\n"
+        f"<|im_start|>user\n{q.question}<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert s.prompts([q]).retrieved is None
     with s.model() as model:
         assert model is ctx.base_model()
@@ -99,10 +106,14 @@ def test_adapter_key_follows_what_determines_it(ctx, tiny_task, tmp_path, harnes
 
 def test_target_modules_checked_against_the_model(tiny_task, tmp_path):
     spec = load_spec(tiny_task)
-    bad = make_ctx(tiny_task, tmp_path, finetune=spec.finetune.model_copy(update={"target_modules": ["q_proj", "c_attn"]}))
+    bad = make_ctx(
+        tiny_task, tmp_path, finetune=spec.finetune.model_copy(update={"target_modules": ["q_proj", "c_attn"]})
+    )
     with pytest.raises(HarnessError, match=r"c_attn not in the model; its linear layers are: down_proj, gate_proj"):
         systems.make_system("lora", bad).validate()
-    good = make_ctx(tiny_task, tmp_path, finetune=spec.finetune.model_copy(update={"target_modules": ["q_proj", "v_proj"]}))
+    good = make_ctx(
+        tiny_task, tmp_path, finetune=spec.finetune.model_copy(update={"target_modules": ["q_proj", "v_proj"]})
+    )
     systems.make_system("lora", good).validate()
 
 
@@ -119,10 +130,17 @@ def test_method_overrides(tiny_task, tmp_path):
 
 
 def test_loss_curve_merges_train_and_eval():
-    history = [{"step": 2, "loss": 1.5}, {"step": 2, "eval_loss": 1.4}, {"step": 4, "loss": 1.1},
-               {"train_runtime": 3.0}, {"step": 4, "eval_loss": 1.0}]
-    assert loss_curve(history) == [{"step": 2, "train_loss": 1.5, "eval_loss": 1.4},
-                                   {"step": 4, "train_loss": 1.1, "eval_loss": 1.0}]
+    history = [
+        {"step": 2, "loss": 1.5},
+        {"step": 2, "eval_loss": 1.4},
+        {"step": 4, "loss": 1.1},
+        {"train_runtime": 3.0},
+        {"step": 4, "eval_loss": 1.0},
+    ]
+    assert loss_curve(history) == [
+        {"step": 2, "train_loss": 1.5, "eval_loss": 1.4},
+        {"step": 4, "train_loss": 1.1, "eval_loss": 1.0},
+    ]
 
 
 # ---------------------------------------------------------------- rag (no embedder needed here)
@@ -133,7 +151,9 @@ def test_rag_validate(tiny_task, tmp_path):
     bad = make_ctx(tiny_task, tmp_path, rag=spec.rag.model_copy(update={"overlap": 64}))
     with pytest.raises(HarnessError, match=r"rag.overlap \(64\) must be smaller than rag.chunk_tokens \(64\)"):
         systems.make_system("rag", bad).validate()
-    tmpl = make_ctx(tiny_task, tmp_path, rag=spec.rag.model_copy(update={"context_template": "{% for p in passages %}"}))
+    tmpl = make_ctx(
+        tiny_task, tmp_path, rag=spec.rag.model_copy(update={"context_template": "{% for p in passages %}"})
+    )
     with pytest.raises(HarnessError, match="rag.context_template"):
         systems.make_system("rag", tmpl).validate()
 
@@ -161,7 +181,11 @@ def test_rag_passages_fit_the_prompt_budget(tiny_task, tmp_path):
 
 def test_rag_question_too_long_for_budget(tiny_task, tmp_path):
     spec = load_spec(tiny_task)
-    c = make_ctx(tiny_task, tmp_path, rag=spec.rag.model_copy(update={"max_prompt_tokens": 65}),
-                 evaluation=spec.evaluation.model_copy(update={"max_new_tokens": 40}))
+    c = make_ctx(
+        tiny_task,
+        tmp_path,
+        rag=spec.rag.model_copy(update={"max_prompt_tokens": 65}),
+        evaluation=spec.evaluation.model_copy(update={"max_new_tokens": 40}),
+    )
     with pytest.raises(HarnessError, match="raise rag.max_prompt_tokens"):
         systems.make_system("rag", c).fit_passages(c.data.test[0], _hits(["x"]))

@@ -1,4 +1,5 @@
 """Finding task files (tasks.py) and summarising / validating them (taskinfo.py)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -14,8 +14,11 @@ R_MAX, R_MIN = 22.0, 3.5
 
 
 def _ok(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {n: e for n, e in (results.get("systems") or {}).items()
-            if isinstance(e, dict) and e.get("status", "ok") == "ok"}
+    return {
+        n: e
+        for n, e in (results.get("systems") or {}).items()
+        if isinstance(e, dict) and e.get("status", "ok") == "ok"
+    }
 
 
 def _baseline_values(results: dict[str, Any], m: str) -> list[tuple[str, float]]:
@@ -48,7 +51,7 @@ def tradeoff_chart(results: dict[str, Any], colors: dict[str, str]) -> Chart | N
     ys_vals = [p[2]["value"] for p in pts] + [v for _, v in _baseline_values(results, hm)]
     ys_vals += [p[2][k] for p in pts for k in ("ci_low", "ci_high") if fmt.is_number(p[2].get(k))]
     y0, y1 = nice_domain(min(ys_vals), max(ys_vals))
-    if 0 <= min(ys_vals) and max(ys_vals) <= 1:
+    if min(ys_vals) >= 0 and max(ys_vals) <= 1:
         y0, y1 = max(y0, 0.0), min(y1, 1.0)
     ys = Linear(y0, y1, H - B, T)
     x_axis(c, xs, H - B, T, seconds=True)
@@ -69,9 +72,14 @@ def tradeoff_chart(results: dict[str, Any], colors: dict[str, str]) -> Chart | N
         tip = f"{name}: {hm} {fmt.ci(m)}, latency p50 {fmt.seconds(lat)}, peak memory {fmt.mb(mem)}"
         c.add("circle", title=tip, cx=x, cy=y, r=float(r), fill=colors[name], class_="pt")
         c.text(x + r + 4, y - 4, name, cls="lbl ptlbl")
-    c.note = (f"Marker area is proportional to peak memory (largest {fmt.mb(top)}). "
-              "Vertical lines: 95% interval. Dashed lines: model-free baselines.") if top else \
-        "Vertical lines: 95% interval. Dashed lines: model-free baselines."
+    c.note = (
+        (
+            f"Marker area is proportional to peak memory (largest {fmt.mb(top)}). "
+            "Vertical lines: 95% interval. Dashed lines: model-free baselines."
+        )
+        if top
+        else "Vertical lines: 95% interval. Dashed lines: model-free baselines."
+    )
     return c
 
 
@@ -95,8 +103,16 @@ def _bars(title: str, rows: list[tuple[str, dict, str]], W: int = 560) -> Chart:
         v = m["value"]
         x0, x1 = sorted((zero, xs(v)))
         tip = f"{label}: {fmt.ci(m)}"
-        c.add("rect", title=tip, x=x0, y=float(y), width=max(x1 - x0, 1.0), height=float(ROW - 9),
-              fill=color, class_="bar")
+        c.add(
+            "rect",
+            title=tip,
+            x=x0,
+            y=float(y),
+            width=max(x1 - x0, 1.0),
+            height=float(ROW - 9),
+            fill=color,
+            class_="bar",
+        )
         c.text(L - 6, y + ROW / 2, label, anchor="end")
         lo, hi = m.get("ci_low"), m.get("ci_high")
         cy = y + (ROW - 9) / 2
@@ -112,9 +128,15 @@ def metric_charts(results: dict[str, Any], colors: dict[str, str]) -> list[Chart
     rows = [r for r in summary_rows(results) if r["status"] == "ok"]
     charts = []
     for m in metric_names(results, rows):
-        bars = [(r["name"] + (" (baseline)" if r["is_baseline"] else ""), r["metrics"][m],
-                 BASELINE_COLOR if r["is_baseline"] else colors.get(r["name"], BASELINE_COLOR))
-                for r in rows if m in r["metrics"]]
+        bars = [
+            (
+                r["name"] + (" (baseline)" if r["is_baseline"] else ""),
+                r["metrics"][m],
+                BASELINE_COLOR if r["is_baseline"] else colors.get(r["name"], BASELINE_COLOR),
+            )
+            for r in rows
+            if m in r["metrics"]
+        ]
         if bars:
             charts.append(_bars(m, bars))
     return charts
@@ -125,14 +147,16 @@ def _curve(curve: Any) -> list[dict[str, Any]]:
 
 
 def loss_chart(results: dict[str, Any], colors: dict[str, str]) -> Chart | None:
-    curves = {n: _curve((e.get("training") or {}).get("loss_curve")) for n, e in _ok(results).items()
-              if isinstance(e.get("training"), dict)}
+    curves = {
+        n: _curve((e.get("training") or {}).get("loss_curve"))
+        for n, e in _ok(results).items()
+        if isinstance(e.get("training"), dict)
+    }
     curves = {n: c for n, c in curves.items() if c}
     if not curves:
         return None
     steps = [p["step"] for c in curves.values() for p in c]
-    losses = [p[k] for c in curves.values() for p in c for k in ("train_loss", "eval_loss")
-              if fmt.is_number(p.get(k))]
+    losses = [p[k] for c in curves.values() for p in c for k in ("train_loss", "eval_loss") if fmt.is_number(p.get(k))]
     if not losses:
         return None
     W, H, L, R, T, B = 620, 300, 56, 130, 16, 46
@@ -149,8 +173,15 @@ def loss_chart(results: dict[str, Any], colors: dict[str, str]) -> Chart | None:
             if not pts:
                 continue
             d = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
-            c.add("polyline", title=f"{name} {key.replace('_', ' ')}", points=d, fill="none",
-                  stroke=colors[name], stroke_dasharray=dash, class_="curve")
+            c.add(
+                "polyline",
+                title=f"{name} {key.replace('_', ' ')}",
+                points=d,
+                fill="none",
+                stroke=colors[name],
+                stroke_dasharray=dash,
+                class_="curve",
+            )
             if len(pts) == 1:
                 c.add("circle", cx=pts[0][0], cy=pts[0][1], r=3.0, fill=colors[name])
         ly = T + 8 + i * 18
@@ -168,8 +199,7 @@ def retrieval_chart(results: dict[str, Any], colors: dict[str, str]) -> Chart | 
             continue
         k = ret.get("k")
         if fmt.is_number(ret.get("recall_at_k")):
-            rows.append((f"{name} recall@{k if k is not None else 'k'}", {"value": ret["recall_at_k"]},
-                         colors[name]))
+            rows.append((f"{name} recall@{k if k is not None else 'k'}", {"value": ret["recall_at_k"]}, colors[name]))
         if fmt.is_number(ret.get("mrr")):
             rows.append((f"{name} MRR", {"value": ret["mrr"]}, colors[name]))
     return _bars("Retrieval: recall@k and MRR", rows) if rows else None

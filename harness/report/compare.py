@@ -24,9 +24,13 @@ def _label(v: Any) -> str:
 def run_fields(run: Run) -> dict[str, str]:
     """The manifest/config fields worth comparing across runs, flattened to text."""
     r, m = run.results, run.manifest
-    fields = {"task": _label(r.get("task")), "model": model_label(m, r),
-              "seed": _label(r.get("seed", m.get("seed"))), "n_test": _label(r.get("n_test")),
-              "headline_metric": headline(r)}
+    fields = {
+        "task": _label(r.get("task")),
+        "model": model_label(m, r),
+        "seed": _label(r.get("seed", m.get("seed"))),
+        "n_test": _label(r.get("n_test")),
+        "headline_metric": headline(r),
+    }
     for key, value in (r.get("settings") or {}).items():
         fields[f"settings.{key}"] = _label(value)
     return fields
@@ -51,8 +55,13 @@ def _figures(run: Run, name: str) -> dict[str, Any]:
         return {"state": "failed", "error": entry.get("error"), "metric": None, "latency": None, "memory": None}
     m = metric(entry, headline(run.results))
     mem = entry.get("peak_memory_mb")
-    return {"state": "ok", "metric": m["value"] if m else None, "ci": m,
-            "latency": latency_p50(entry), "memory": mem if fmt.is_number(mem) else None}
+    return {
+        "state": "ok",
+        "metric": m["value"] if m else None,
+        "ci": m,
+        "latency": latency_p50(entry),
+        "memory": mem if fmt.is_number(mem) else None,
+    }
 
 
 def _delta(v: Any, ref: Any) -> float | None:
@@ -87,23 +96,31 @@ def _md_delta(v: Any, kind: str) -> str:
 def markdown(runs: list[Run], rows: list[dict[str, Any]], diffs: list[dict[str, Any]]) -> str:
     hms = list(dict.fromkeys(headline(r.results) for r in runs))
     hm = hms[0] if len(hms) == 1 else "headline metric (" + " / ".join(hms) + ")"
-    out = [f"Runs compared (deltas against `{_md(runs[0].run_id)}`): "
-           + ", ".join(f"`{_md(r.run_id)}`" for r in runs), "",
-           f"| system | run | {_md(hm)} | Δ {_md(hm)} | latency p50 | Δ latency | peak memory | Δ memory |",
-           "|---|---|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        f"Runs compared (deltas against `{_md(runs[0].run_id)}`): " + ", ".join(f"`{_md(r.run_id)}`" for r in runs),
+        "",
+        f"| system | run | {_md(hm)} | Δ {_md(hm)} | latency p50 | Δ latency | peak memory | Δ memory |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         if r["state"] != "ok":
             state = f"failed: {r.get('error') or 'no error recorded'}" if r["state"] == "failed" else "absent"
             cells = [r["system"], r["run"], state, "", "", "", "", ""]
         else:
-            cells = [r["system"], r["run"], fmt.num(r["metric"]), _md_delta(r["d_metric"], "metric"),
-                     fmt.seconds(r["latency"]), _md_delta(r["d_latency"], "latency"),
-                     fmt.mb(r["memory"]), _md_delta(r["d_memory"], "memory")]
+            cells = [
+                r["system"],
+                r["run"],
+                fmt.num(r["metric"]),
+                _md_delta(r["d_metric"], "metric"),
+                fmt.seconds(r["latency"]),
+                _md_delta(r["d_latency"], "latency"),
+                fmt.mb(r["memory"]),
+                _md_delta(r["d_memory"], "memory"),
+            ]
         out.append("| " + " | ".join(_md(c) for c in cells) + " |")
     out.append("")
     if diffs:
-        out += ["| field | " + " | ".join(f"`{_md(r.run_id)}`" for r in runs) + " |",
-                "|---|" + "---|" * len(runs)]
+        out += ["| field | " + " | ".join(f"`{_md(r.run_id)}`" for r in runs) + " |", "|---|" + "---|" * len(runs)]
         out += ["| " + " | ".join(_md(c) for c in [d["field"], *d["values"]]) + " |" for d in diffs]
     else:
         out.append("The runs share model, seed and settings.")
@@ -124,9 +141,15 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReportError(f"cannot create {out_dir}: {' '.join(str(exc).split())}") from None
-    html = render_template("compare.html", runs=runs, rows=rows, diffs=diffs,
-                           dates=[date_text(r.results.get("created")) for r in runs],
-                           headline=" / ".join(hms), paths=[str(p) for p in run_dirs],
-                           fields=[run_fields(r) for r in runs])
+    html = render_template(
+        "compare.html",
+        runs=runs,
+        rows=rows,
+        diffs=diffs,
+        dates=[date_text(r.results.get("created")) for r in runs],
+        headline=" / ".join(hms),
+        paths=[str(p) for p in run_dirs],
+        fields=[run_fields(r) for r in runs],
+    )
     atomic_write(out_dir / "summary.md", markdown(runs, rows, diffs))
     return atomic_write(out_dir / "index.html", html)

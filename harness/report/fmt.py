@@ -32,7 +32,7 @@ def signed(v: Any, digits: int = 3) -> str:
 
 
 def ci(m: dict[str, Any] | None, digits: int = 3) -> str:
-    """"0.820 [0.760, 0.880]" from a {value, ci_low, ci_high} dict."""
+    """ "0.820 [0.760, 0.880]" from a {value, ci_low, ci_high} dict."""
     if not m or not is_number(m.get("value")):
         return DASH
     text = num(m["value"], digits)

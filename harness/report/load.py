@@ -49,16 +49,16 @@ def load_results(run_dir: Path) -> dict[str, Any]:
         raise ReportError(f"invalid {path}: expected a JSON object, got {type(results).__name__}")
     systems = results.get("systems")
     if not isinstance(systems, dict):
-        raise ReportError(f"invalid {path}: no \"systems\" object")
+        raise ReportError(f'invalid {path}: no "systems" object')
     for name, entry in systems.items():
         if not isinstance(entry, dict):
             raise ReportError(f"invalid {path}: system {name!r} is not an object")
     baselines = results.get("baselines")
     if baselines is not None and not isinstance(baselines, dict):
-        raise ReportError(f"invalid {path}: \"baselines\" is not an object")
+        raise ReportError(f'invalid {path}: "baselines" is not an object')
     comparisons = results.get("comparisons")
     if comparisons is not None and not isinstance(comparisons, list):
-        raise ReportError(f"invalid {path}: \"comparisons\" is not a list")
+        raise ReportError(f'invalid {path}: "comparisons" is not a list')
     return results
 
 
@@ -136,6 +136,7 @@ def atomic_write(path: Path, text: str) -> Path:
 
 
 # ---- manifest helpers: the manifest layout is free-form, so read it defensively ----
+
 
 def model_label(manifest: dict[str, Any], results: dict[str, Any] | None = None) -> str:
     candidates = [manifest.get("model"), (results or {}).get("model")]

@@ -41,9 +41,16 @@ def _cell(s: dict[str, Any]) -> dict[str, Any]:
     retrieved = s.get("retrieved")
     passages = None
     if isinstance(retrieved, list):
-        passages = [{"doc_id": p.get("doc_id"), "chunk_id": p.get("chunk_id"), "score": p.get("score"),
-                     "text": truncate(p.get("text"), PASSAGE_CHARS)}
-                    for p in retrieved if isinstance(p, dict)]
+        passages = [
+            {
+                "doc_id": p.get("doc_id"),
+                "chunk_id": p.get("chunk_id"),
+                "score": p.get("score"),
+                "text": truncate(p.get("text"), PASSAGE_CHARS),
+            }
+            for p in retrieved
+            if isinstance(p, dict)
+        ]
     return {
         "prediction": truncate(s.get("prediction"), ANSWER_CHARS),
         "correct": verdict(s.get("correct")),
@@ -60,9 +67,13 @@ def question_rows(results: dict[str, Any], samples: list[dict[str, Any]]) -> tup
         qid = str(s["id"])
         row = by_id.get(qid)
         if row is None:
-            row = by_id[qid] = {"id": qid, "question": truncate(s.get("question"), ANSWER_CHARS),
-                                "gold": truncate(s.get("gold"), ANSWER_CHARS),
-                                "category": s.get("category") or "", "cells": {}}
+            row = by_id[qid] = {
+                "id": qid,
+                "question": truncate(s.get("question"), ANSWER_CHARS),
+                "gold": truncate(s.get("gold"), ANSWER_CHARS),
+                "category": s.get("category") or "",
+                "cells": {},
+            }
         row["cells"][str(s["system"])] = _cell(s)
     rows = list(by_id.values())
     for row in rows:

@@ -72,8 +72,10 @@ def _versus(results, name, best, entries, m) -> tuple[str, bool]:
         return _join(f"{name} is not distinguishable from {best} on {m} ({why})", lat), False
     if fmt.significant(p):
         if d is not None and d < 0:
-            head = (f"{name} is significantly above {best} on {m} in the paired test "
-                    f"({fmt.signed(-d)}, {fmt.pvalue(p)}) despite a lower point estimate")
+            head = (
+                f"{name} is significantly above {best} on {m} in the paired test "
+                f"({fmt.signed(-d)}, {fmt.pvalue(p)}) despite a lower point estimate"
+            )
         else:
             gap = f"{fmt.signed(-d)}, " if d is not None else ""
             head = f"{name} is significantly below {best} on {m} ({gap}{fmt.pvalue(p)})"
@@ -90,13 +92,14 @@ def _baseline_sentence(best: str, entry: dict[str, Any], m: str) -> str:
     on = vb.get("metric") or m
     gap = f"{fmt.signed(diff)} {on}, " if fmt.is_number(diff) else ""
     if not fmt.significant(p):
-        return (f"{best} is not distinguishable from the strongest model-free baseline, "
-                f"{bl} ({gap}{fmt.pvalue(p)}).")
+        return f"{best} is not distinguishable from the strongest model-free baseline, {bl} ({gap}{fmt.pvalue(p)})."
     ahead = diff > 0 if fmt.is_number(diff) else bool(vb.get("beats"))
     if ahead:
         return f"{best} beats the strongest model-free baseline, {bl} ({gap}{fmt.pvalue(p)})."
-    return (f"{best} does not beat the strongest model-free baseline, {bl}: "
-            f"the baseline is significantly better ({gap}{fmt.pvalue(p)}).")
+    return (
+        f"{best} does not beat the strongest model-free baseline, {bl}: "
+        f"the baseline is significantly better ({gap}{fmt.pvalue(p)})."
+    )
 
 
 def _failed_sentences(systems: dict[str, Any]) -> list[str]:
@@ -111,8 +114,9 @@ def _failed_sentences(systems: dict[str, Any]) -> list[str]:
 def recommendation(results: dict[str, Any]) -> str:
     m = headline(results)
     systems = results.get("systems") or {}
-    entries = {n: e for n, e in systems.items()
-               if isinstance(e, dict) and e.get("status", "ok") == "ok" and metric(e, m)}
+    entries = {
+        n: e for n, e in systems.items() if isinstance(e, dict) and e.get("status", "ok") == "ok" and metric(e, m)
+    }
     parts: list[str] = []
     if not entries:
         parts.append(f"No system produced a figure for {m}, so there is nothing to recommend.")
@@ -138,8 +142,10 @@ def recommendation(results: dict[str, Any]) -> str:
         quickest = min(fast, key=lambda n: latency_p50(entries[n]))
         r = b_lat / latency_p50(entries[quickest])
         if r >= SIMILAR_LATENCY:
-            parts.append(f"If latency matters, {quickest} gives {m} not distinguishable from {best} "
-                         f"at {fmt.ratio(r)} lower median latency.")
+            parts.append(
+                f"If latency matters, {quickest} gives {m} not distinguishable from {best} "
+                f"at {fmt.ratio(r)} lower median latency."
+            )
     parts.append(_baseline_sentence(best, entries[best], m))
     parts.extend(_failed_sentences(systems))
     return " ".join(parts)

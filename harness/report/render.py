@@ -69,8 +69,13 @@ def manifest_items(manifest: dict[str, Any]) -> list[dict[str, Any]]:
             text = flat if len(flat) <= 100 else json.dumps(value, indent=2, sort_keys=True, default=str)
             items.append({"key": key, "text": text, "block": True})
         else:
-            items.append({"key": key, "text": "null" if value is None else str(value),
-                          "block": isinstance(value, str) and "\n" in value})
+            items.append(
+                {
+                    "key": key,
+                    "text": "null" if value is None else str(value),
+                    "block": isinstance(value, str) and "\n" in value,
+                }
+            )
     for item in items:
         item["lines"] = item["text"].count("\n") + 1 if item["block"] else 1  # long blocks start folded
     return items
@@ -84,11 +89,21 @@ def training_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         tp, total = t.get("trainable_params"), t.get("total_params")
         share = f"{100 * tp / total:.2f}%" if fmt.is_number(tp) and fmt.is_number(total) and total else ""
-        rows.append({"name": name, "status": e.get("status", "ok"), "method": t.get("method") or "",
-                     "seconds": t.get("seconds"), "tokens_per_s": t.get("tokens_per_s"),
-                     "peak_memory_mb": t.get("peak_memory_mb"), "trainable_params": tp,
-                     "total_params": total, "share": share, "epochs": t.get("epochs"),
-                     "steps": t.get("steps")})
+        rows.append(
+            {
+                "name": name,
+                "status": e.get("status", "ok"),
+                "method": t.get("method") or "",
+                "seconds": t.get("seconds"),
+                "tokens_per_s": t.get("tokens_per_s"),
+                "peak_memory_mb": t.get("peak_memory_mb"),
+                "trainable_params": tp,
+                "total_params": total,
+                "share": share,
+                "epochs": t.get("epochs"),
+                "steps": t.get("steps"),
+            }
+        )
     return rows
 
 
@@ -96,9 +111,17 @@ def comparison_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for c in results.get("comparisons") or []:
         if isinstance(c, dict):
-            rows.append({"a": c.get("a"), "b": c.get("b"), "metric": c.get("metric"),
-                         "diff": c.get("diff"), "p_value": c.get("p_value"), "test": c.get("test") or "",
-                         "significant": fmt.significant(c.get("p_value"))})
+            rows.append(
+                {
+                    "a": c.get("a"),
+                    "b": c.get("b"),
+                    "metric": c.get("metric"),
+                    "diff": c.get("diff"),
+                    "p_value": c.get("p_value"),
+                    "test": c.get("test") or "",
+                    "significant": fmt.significant(c.get("p_value")),
+                }
+            )
     return rows
 
 

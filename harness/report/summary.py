@@ -34,7 +34,7 @@ def _metrics(raw: Any) -> dict[str, dict[str, float | None]]:
 
 
 def beats_verdict(vb: Any) -> str | None:
-    """"yes" / "no" / "not significant" against the strongest baseline (claims need p < 0.05)."""
+    """ "yes" / "no" / "not significant" against the strongest baseline (claims need p < 0.05)."""
     if not isinstance(vb, dict) or not vb.get("baseline"):
         return None
     p, diff = vb.get("p_value"), vb.get("diff")
@@ -59,33 +59,64 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         lat = e.get("latency_s") or {}
         rlat = e.get("retrieval_latency_s") or {}
         vb = e.get("vs_best_baseline") if isinstance(e.get("vs_best_baseline"), dict) else None
-        rows.append({
-            "name": str(name), "kind": str(e.get("kind") or ""), "status": str(e.get("status") or "ok"),
-            "error": e.get("error"), "is_baseline": False, "description": None,
-            "metrics": _metrics(e.get("metrics")),
-            "latency_p50": _num(lat.get("p50")), "latency_p95": _num(lat.get("p95")),
-            "latency_mean": _num(lat.get("mean")),
-            "retrieval_latency_p50": _num(rlat.get("p50")), "retrieval_latency_p95": _num(rlat.get("p95")),
-            "peak_memory_mb": _num(e.get("peak_memory_mb")), "build_s": _num(e.get("build_s")),
-            "build_cost_s": _num(e.get("build_cost_s")), "cached": bool(e.get("cached")), "artifact_mb": _num(e.get("artifact_mb")),
-            "evaluation_reused": (e.get("evaluation_reused") or {}).get("measured_at") if isinstance(e.get("evaluation_reused"), dict) else None,
-            "vs_best_baseline": vb, "beats": beats_verdict(vb),
-            "beats_p": _num(vb.get("p_value")) if vb else None,
-        })
+        rows.append(
+            {
+                "name": str(name),
+                "kind": str(e.get("kind") or ""),
+                "status": str(e.get("status") or "ok"),
+                "error": e.get("error"),
+                "is_baseline": False,
+                "description": None,
+                "metrics": _metrics(e.get("metrics")),
+                "latency_p50": _num(lat.get("p50")),
+                "latency_p95": _num(lat.get("p95")),
+                "latency_mean": _num(lat.get("mean")),
+                "retrieval_latency_p50": _num(rlat.get("p50")),
+                "retrieval_latency_p95": _num(rlat.get("p95")),
+                "peak_memory_mb": _num(e.get("peak_memory_mb")),
+                "build_s": _num(e.get("build_s")),
+                "build_cost_s": _num(e.get("build_cost_s")),
+                "cached": bool(e.get("cached")),
+                "artifact_mb": _num(e.get("artifact_mb")),
+                "evaluation_reused": (e.get("evaluation_reused") or {}).get("measured_at")
+                if isinstance(e.get("evaluation_reused"), dict)
+                else None,
+                "vs_best_baseline": vb,
+                "beats": beats_verdict(vb),
+                "beats_p": _num(vb.get("p_value")) if vb else None,
+            }
+        )
     hm = headline(results)
     for name, b in (results.get("baselines") or {}).items():
         b = b if isinstance(b, dict) else {hm: b}
         metrics = _metrics(b.get("metrics"))
         if hm not in metrics and _metric(b.get(hm)):
             metrics[hm] = _metric(b.get(hm))
-        rows.append({
-            "name": str(name), "kind": "baseline", "status": "ok", "error": None, "is_baseline": True,
-            "description": b.get("description"), "metrics": metrics,
-            "latency_p50": None, "latency_p95": None, "latency_mean": None,
-            "retrieval_latency_p50": None, "retrieval_latency_p95": None,
-            "peak_memory_mb": None, "build_s": None, "build_cost_s": None, "cached": False, "artifact_mb": None, "evaluation_reused": None,
-            "vs_best_baseline": None, "beats": None, "beats_p": None,
-        })
+        rows.append(
+            {
+                "name": str(name),
+                "kind": "baseline",
+                "status": "ok",
+                "error": None,
+                "is_baseline": True,
+                "description": b.get("description"),
+                "metrics": metrics,
+                "latency_p50": None,
+                "latency_p95": None,
+                "latency_mean": None,
+                "retrieval_latency_p50": None,
+                "retrieval_latency_p95": None,
+                "peak_memory_mb": None,
+                "build_s": None,
+                "build_cost_s": None,
+                "cached": False,
+                "artifact_mb": None,
+                "evaluation_reused": None,
+                "vs_best_baseline": None,
+                "beats": None,
+                "beats_p": None,
+            }
+        )
     return rows
 
 
@@ -99,9 +130,21 @@ def metric_names(results: dict[str, Any], rows: list[dict[str, Any]] | None = No
     return names
 
 
-CSV_TAIL = ("latency_p50", "latency_p95", "retrieval_latency_p50", "retrieval_latency_p95",
-            "peak_memory_mb", "build_s", "build_cost_s", "cached", "artifact_mb", "evaluation_reused", "beats_best_baseline",
-            "beats_p_value", "error")
+CSV_TAIL = (
+    "latency_p50",
+    "latency_p95",
+    "retrieval_latency_p50",
+    "retrieval_latency_p95",
+    "peak_memory_mb",
+    "build_s",
+    "build_cost_s",
+    "cached",
+    "artifact_mb",
+    "evaluation_reused",
+    "beats_best_baseline",
+    "beats_p_value",
+    "error",
+)
 
 
 def csv_text(results: dict[str, Any]) -> str:
@@ -118,8 +161,14 @@ def csv_text(results: dict[str, Any]) -> str:
             cell = r["metrics"].get(m) or {}
             line += [_csv(cell.get(part)) for part in METRIC_PARTS]
         line += [_csv(r[k]) for k in CSV_TAIL[:7]]
-        line += [str(r["cached"]).lower() if not r["is_baseline"] else "", _csv(r["artifact_mb"]),
-                 _csv(r["evaluation_reused"]), r["beats"] or "", _csv(r["beats_p"]), " ".join(str(r["error"] or "").split())]
+        line += [
+            str(r["cached"]).lower() if not r["is_baseline"] else "",
+            _csv(r["artifact_mb"]),
+            _csv(r["evaluation_reused"]),
+            r["beats"] or "",
+            _csv(r["beats_p"]),
+            " ".join(str(r["error"] or "").split()),
+        ]
         writer.writerow(line)
     return buf.getvalue()
 
@@ -153,21 +202,41 @@ def markdown_text(results: dict[str, Any]) -> str:
     hm = headline(results)
     rows = summary_rows(results)
     bl = best_baseline_name(results) or "best baseline"
-    head = ["system", f"{hm} [95% CI]", "latency p50 / p95", "peak memory", "build time",
-            "artifact size", f"beats best baseline ({bl})?"]
-    lines = [f"**{_md(results.get('task') or 'task')}** · run `{_md(results.get('run_id') or '?')}` · "
-             f"n_test = {_md(results.get('n_test', '?'))}", "",
-             "| " + " | ".join(_md(h) for h in head) + " |",
-             "|" + "|".join(["---"] + ["---:"] * 5 + [":---"]) + "|"]
+    head = [
+        "system",
+        f"{hm} [95% CI]",
+        "latency p50 / p95",
+        "peak memory",
+        "build time",
+        "artifact size",
+        f"beats best baseline ({bl})?",
+    ]
+    lines = [
+        f"**{_md(results.get('task') or 'task')}** · run `{_md(results.get('run_id') or '?')}` · "
+        f"n_test = {_md(results.get('n_test', '?'))}",
+        "",
+        "| " + " | ".join(_md(h) for h in head) + " |",
+        "|" + "|".join(["---"] + ["---:"] * 5 + [":---"]) + "|",
+    ]
     for r in rows:
         if r["status"] == "failed":
             cells = [f"{r['name']} (failed)", f"failed: {r['error'] or 'no error recorded'}"]
             cells += [fmt.DASH] * 5
         else:
             name = f"{r['name']} (baseline)" if r["is_baseline"] else r["name"]
-            lat = (fmt.DASH if r["latency_p50"] is None
-                   else f"{fmt.seconds(r['latency_p50'])} / {fmt.seconds(r['latency_p95'])}")
-            cells = [name, fmt.ci(r["metrics"].get(hm)), lat, fmt.mb(r["peak_memory_mb"]),
-                     build_text(r), fmt.mb(r["artifact_mb"]), beats_text(r)]
+            lat = (
+                fmt.DASH
+                if r["latency_p50"] is None
+                else f"{fmt.seconds(r['latency_p50'])} / {fmt.seconds(r['latency_p95'])}"
+            )
+            cells = [
+                name,
+                fmt.ci(r["metrics"].get(hm)),
+                lat,
+                fmt.mb(r["peak_memory_mb"]),
+                build_text(r),
+                fmt.mb(r["artifact_mb"]),
+                beats_text(r),
+            ]
         lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -28,8 +28,11 @@ class Chart:
     note: str = ""
 
     def add(self, tag: str, text: str | None = None, title: str | None = None, **attrs: Any) -> None:
-        clean = {k.rstrip("_").replace("_", "-"): (r1(v) if isinstance(v, float) else v)
-                 for k, v in attrs.items() if v is not None}
+        clean = {
+            k.rstrip("_").replace("_", "-"): (r1(v) if isinstance(v, float) else v)
+            for k, v in attrs.items()
+            if v is not None
+        }
         self.elements.append({"tag": tag, "attrs": clean, "text": text, "title": title})
 
     def line(self, x1, y1, x2, y2, cls="axis", **kw) -> None:
@@ -68,7 +71,7 @@ class Log:
         out = []
         for e in range(math.floor(self.l0), math.ceil(self.l1) + 1):
             for m in (1, 2, 5):
-                v = m * 10.0 ** e
+                v = m * 10.0**e
                 if self.d0 <= v <= self.d1:
                     out.append(v)
         while len(out) > n + 2:

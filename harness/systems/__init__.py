@@ -3,17 +3,18 @@
 A new way is one module that defines a `System` subclass and registers it with `@register_system(name)`;
 the pipeline, statistics and report need no change.
 """
+
 from __future__ import annotations
 
 import contextlib
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from harness.data import Question
 from harness.errors import HarnessError
 
-SYSTEMS: dict[str, type["System"]] = {}
+SYSTEMS: dict[str, type[System]] = {}
 
 
 def register_system(*names: str) -> Callable:
@@ -30,15 +31,16 @@ def register_system(*names: str) -> Callable:
 @dataclass
 class Prompts:
     """What a system sends for each question, plus what it looked up on the way."""
+
     texts: list[str]
-    retrieved: list[list[dict]] | None = None      # per question: doc_id, chunk, score, text
+    retrieved: list[list[dict]] | None = None  # per question: doc_id, chunk, score, text
     retrieval_latency_s: list[float] | None = None
     ranked_doc_ids: list[list[str]] | None = None  # top-k document ids before the prompt budget, for recall@k
 
 
 @dataclass
 class BuildInfo:
-    build_s: float = 0.0          # seconds spent building in this run (0 when the artifact was reused)
+    build_s: float = 0.0  # seconds spent building in this run (0 when the artifact was reused)
     cached: bool = False
     artifact_mb: float = 0.0
     peak_memory_mb: float | None = None

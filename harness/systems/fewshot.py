@@ -8,6 +8,7 @@ embedder's space). Examples come from the training split only, never from dev or
 
 What it costs is longer prompts: the report's prompt tokens and latency against the prompt system.
 """
+
 from __future__ import annotations
 
 import random
@@ -50,8 +51,9 @@ def select_random(pool: list[Question], questions: list[Question], k: int, seed:
     return out
 
 
-def select_nearest(pool: list[Question], pool_vecs: np.ndarray, questions: list[Question], query_vecs: np.ndarray,
-                   k: int) -> list[list[int]]:
+def select_nearest(
+    pool: list[Question], pool_vecs: np.ndarray, questions: list[Question], query_vecs: np.ndarray, k: int
+) -> list[list[int]]:
     """The k most similar pool indices per question (cosine; vectors are normalised), least similar first,
     so the closest example sits next to the question. Ties go to the earlier pool entry."""
     sims = np.asarray(query_vecs, dtype=np.float32) @ np.asarray(pool_vecs, dtype=np.float32).T
@@ -102,25 +104,31 @@ class FewshotSystem(System):
 
     def build(self) -> BuildInfo:
         s, ctx = self.settings, self.ctx
-        took = lambda: 0.0  # noqa: E731
+        took = lambda: 0.0
         if s.selection == "nearest":
             with timer() as took:
                 self._pool_vectors()
         k = min(s.k, len(ctx.data.train))
-        notes = [f"{k} {s.selection} solved example{'s' * (k != 1)} from the training split "
-                 f"({len(ctx.data.train)} questions) before each question"]
+        notes = [
+            f"{k} {s.selection} solved example{'s' * (k != 1)} from the training split "
+            f"({len(ctx.data.train)} questions) before each question"
+        ]
         if s.k > len(ctx.data.train):
             notes.append(f"fewshot.k is {s.k} but the training split has only {len(ctx.data.train)} questions")
         if ctx.data.test:
             tok, spec = ctx.tokenizer, ctx.spec
             from harness.prompts import chat_prompt
 
-            plain = [len(tok(chat_prompt(tok, spec.system_prompt, user_turn(spec.question_template, q))).input_ids)
-                     for q in ctx.data.test]
+            plain = [
+                len(tok(chat_prompt(tok, spec.system_prompt, user_turn(spec.question_template, q))).input_ids)
+                for q in ctx.data.test
+            ]
             shots = [len(tok(t).input_ids) for t in self.prompts(ctx.data.test).texts]
             added = (sum(shots) - sum(plain)) / len(plain)
-            notes.append(f"adds {added:.0f} prompt tokens per question on average "
-                         f"({sum(shots) / len(shots):.0f} against {sum(plain) / len(plain):.0f} without examples)")
+            notes.append(
+                f"adds {added:.0f} prompt tokens per question on average "
+                f"({sum(shots) / len(shots):.0f} against {sum(plain) / len(plain):.0f} without examples)"
+            )
         return BuildInfo(build_s=took(), cached=False, notes=notes)
 
     def prompts(self, questions):
@@ -139,6 +147,7 @@ class FewshotSystem(System):
                 trimmed += 1
             texts.append(text)
         if trimmed:
-            ctx.log(f"warning: {self.name}: dropped {trimmed} example(s) so prompts fit the model's "
-                    f"{budget}-token window")
+            ctx.log(
+                f"warning: {self.name}: dropped {trimmed} example(s) so prompts fit the model's {budget}-token window"
+            )
         return Prompts(texts)

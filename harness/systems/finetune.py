@@ -5,6 +5,7 @@ on the answer only and the adapter sees at test time exactly the format it learn
 cached under HARNESS_HOME, keyed by everything that determines it; interrupted training resumes from
 its last checkpoint.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,8 +53,12 @@ def sft_trainer_class():
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
             backbone = getattr(base, base.base_model_prefix)
-            hidden = backbone(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
-                              position_ids=inputs.get("position_ids"), use_cache=False).last_hidden_state
+            hidden = backbone(
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs.get("attention_mask"),
+                position_ids=inputs.get("position_ids"),
+                use_cache=False,
+            ).last_hidden_state
             labels = inputs["labels"][:, 1:]
             mask = labels != -100
             logits = base.get_output_embeddings()(hidden[:, :-1][mask]).float()
@@ -70,9 +75,14 @@ def _answer_positions_loss_applies(model) -> bool:
     """Plain causal LMs only: models that scale or soft-cap their logits keep trl's loss."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     cfg = base.config.get_text_config()
-    return (getattr(base, "base_model_prefix", None) and hasattr(base, base.base_model_prefix)
-            and base.get_output_embeddings() is not None and getattr(cfg, "final_logit_softcapping", None) is None
-            and getattr(cfg, "logit_scale", None) is None and getattr(cfg, "logits_scaling", None) is None)
+    return (
+        getattr(base, "base_model_prefix", None)
+        and hasattr(base, base.base_model_prefix)
+        and base.get_output_embeddings() is not None
+        and getattr(cfg, "final_logit_softcapping", None) is None
+        and getattr(cfg, "logit_scale", None) is None
+        and getattr(cfg, "logits_scaling", None) is None
+    )
 
 
 def record_training_memory(system, training: dict) -> None:
@@ -135,26 +145,40 @@ class FinetuneSystem(System):
             valid = self.ctx.linear_layer_names()
             bad = [m for m in s.target_modules if m not in valid]
             if bad:
-                raise HarnessError(f"finetune.target_modules: {', '.join(bad)} not in the model; "
-                                   f"its linear layers are: {', '.join(valid)}")
+                raise HarnessError(
+                    f"finetune.target_modules: {', '.join(bad)} not in the model; "
+                    f"its linear layers are: {', '.join(valid)}"
+                )
         if not self.ctx.linear_layer_names():
-            raise HarnessError(f"{self.name}: model {self.ctx.model_ref.path} has no linear layers an adapter can target")
+            raise HarnessError(
+                f"{self.name}: model {self.ctx.model_ref.path} has no linear layers an adapter can target"
+            )
         if self.method == "qlora":
             try:
                 import bitsandbytes  # noqa: F401
             except ImportError:
                 raise HarnessError("qlora needs bitsandbytes (pip install bitsandbytes)") from None
         if s.objective != "supervised-qa" and self.ctx.data.corpus_is_fallback:
-            raise HarnessError(f"finetune.objective '{s.objective}' trains on the corpus, but the task has no "
-                               "data.corpus; use objective: supervised-qa or add a corpus")
+            raise HarnessError(
+                f"finetune.objective '{s.objective}' trains on the corpus, but the task has no "
+                "data.corpus; use objective: supervised-qa or add a corpus"
+            )
 
     # ------------------------------------------------------------ cache identity
 
     def key(self) -> str:
         ctx = self.ctx
-        return cache.key_of(self.method, self.settings.model_dump(), ctx.model_ref.fingerprint, ctx.data_fingerprint,
-                            ctx.spec.system_prompt, ctx.spec.question_template, ctx.spec.seed, library_versions(),
-                            self.extra_key())
+        return cache.key_of(
+            self.method,
+            self.settings.model_dump(),
+            ctx.model_ref.fingerprint,
+            ctx.data_fingerprint,
+            ctx.spec.system_prompt,
+            ctx.spec.question_template,
+            ctx.spec.seed,
+            library_versions(),
+            self.extra_key(),
+        )
 
     def extra_key(self):
         return None
@@ -181,8 +205,13 @@ class FinetuneSystem(System):
         if not self.ctx.retrain and cache.verify(final) is None:
             meta = json.loads((final / cache.MANIFEST).read_text())
             training = meta.get("training") or {}
-            return BuildInfo(0.0, True, cache.folder_size_mb(final), training=meta.get("training"),
-                             build_cost_s=training.get("seconds"))
+            return BuildInfo(
+                0.0,
+                True,
+                cache.folder_size_mb(final),
+                training=meta.get("training"),
+                build_cost_s=training.get("seconds"),
+            )
         if self.ctx.launcher == "accelerate":
             return self._build_with_accelerate(final)
         # Under `accelerate launch` every process trains; only the main one writes. A lock would
@@ -208,9 +237,17 @@ class FinetuneSystem(System):
 
         ctx = self.ctx
         folder = cache.home() / "launch" / ctx.spec.name / final.name
-        cmd, record = launch.write_job(folder, task_file=ctx.spec.source_path, system=self.name, model=ctx.spec.model,
-                                       seed=ctx.spec.seed, home=str(cache.home()), indices_dir=str(ctx.indices_dir),
-                                       settings=self.settings.accelerate, use_cpu=ctx.device == "cpu")
+        cmd, record = launch.write_job(
+            folder,
+            task_file=ctx.spec.source_path,
+            system=self.name,
+            model=ctx.spec.model,
+            seed=ctx.spec.seed,
+            home=str(cache.home()),
+            indices_dir=str(ctx.indices_dir),
+            settings=self.settings.accelerate,
+            use_cpu=ctx.device == "cpu",
+        )
         ctx.cache_put(f"launch:{self.name}", record)
         with timer() as took:
             launch.run(cmd, ctx.log)
@@ -229,15 +266,20 @@ class FinetuneSystem(System):
         if self.method == "qlora":
             compute = torch.bfloat16 if self.ctx.use_bf16(self.settings.bf16) else torch.float32
             kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
-                bnb_4bit_use_double_quant=True)
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_compute_dtype=compute,
+                bnb_4bit_use_double_quant=True,
+            )
             if self.ctx.device == "cuda":
                 kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
         model = AutoModelForCausalLM.from_pretrained(self.ctx.model_ref.path, **kwargs)
         if self.method == "qlora":
             from peft import prepare_model_for_kbit_training
 
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=self.settings.gradient_checkpointing)
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=self.settings.gradient_checkpointing
+            )
         return model
 
     def corpus_rows(self) -> list[dict]:
@@ -246,7 +288,7 @@ class FinetuneSystem(System):
         rows = []
         for doc in self.ctx.data.corpus:
             ids = tok(doc.text, add_special_tokens=False).input_ids
-            rows += [{"text": tok.decode(ids[i:i + size])} for i in range(0, len(ids), size)]
+            rows += [{"text": tok.decode(ids[i : i + size])} for i in range(0, len(ids), size)]
         return rows
 
     def _sft_config(self, workdir: Path, phase: str, has_eval: bool):
@@ -257,15 +299,33 @@ class FinetuneSystem(System):
         # follows the category, length-grouped batches were nearly single-category, and the adapter's test
         # accuracy fell from 0.82 to 0.63 (measured).
         return SFTConfig(
-            output_dir=str(workdir / phase), num_train_epochs=s.corpus_epochs if phase == "corpus" else s.epochs,
-            per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=s.batch_size,
-            learning_rate=s.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05,
-            logging_steps=s.logging_steps, eval_strategy="steps" if has_eval else "no", eval_steps=s.logging_steps,
-            save_strategy="steps", save_steps=s.logging_steps, save_total_limit=2, bf16=ctx.use_bf16(s.bf16),
-            use_cpu=ctx.device == "cpu", report_to="none", seed=ctx.spec.seed, data_seed=ctx.spec.seed,
-            max_length=s.corpus_chunk_tokens + 8 if phase == "corpus" else s.max_length, packing=s.packing,
-            gradient_checkpointing=s.gradient_checkpointing, completion_only_loss=phase != "corpus",
-            dataset_text_field="text", dataloader_num_workers=0, disable_tqdm=True, prediction_loss_only=True)
+            output_dir=str(workdir / phase),
+            num_train_epochs=s.corpus_epochs if phase == "corpus" else s.epochs,
+            per_device_train_batch_size=s.batch_size,
+            per_device_eval_batch_size=s.batch_size,
+            learning_rate=s.learning_rate,
+            lr_scheduler_type="cosine",
+            warmup_steps=0.05,
+            logging_steps=s.logging_steps,
+            eval_strategy="steps" if has_eval else "no",
+            eval_steps=s.logging_steps,
+            save_strategy="steps",
+            save_steps=s.logging_steps,
+            save_total_limit=2,
+            bf16=ctx.use_bf16(s.bf16),
+            use_cpu=ctx.device == "cpu",
+            report_to="none",
+            seed=ctx.spec.seed,
+            data_seed=ctx.spec.seed,
+            max_length=s.corpus_chunk_tokens + 8 if phase == "corpus" else s.max_length,
+            packing=s.packing,
+            gradient_checkpointing=s.gradient_checkpointing,
+            completion_only_loss=phase != "corpus",
+            dataset_text_field="text",
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+            prediction_loss_only=True,
+        )
 
     def _train(self, final: Path) -> dict:
         from datasets import Dataset
@@ -279,9 +339,17 @@ class FinetuneSystem(System):
             shutil.rmtree(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         model = self._load_trainable_base()
-        model = get_peft_model(model, LoraConfig(
-            r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=s.target_modules,
-            task_type="CAUSAL_LM", use_dora=self.method == "dora"))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=s.r,
+                lora_alpha=s.alpha,
+                lora_dropout=s.dropout,
+                target_modules=s.target_modules,
+                task_type="CAUSAL_LM",
+                use_dora=self.method == "dora",
+            ),
+        )
         if s.gradient_checkpointing:
             model.enable_input_require_grads()
         train_q, dev_q = self.train_questions()
@@ -301,9 +369,14 @@ class FinetuneSystem(System):
                 dev_rows = self.rows(dev_q[: s.validation_examples])
                 eval_ds = Dataset.from_list(dev_rows) if dev_rows else None
             checkpoints = _complete_checkpoints(workdir / phase) if (workdir / phase).exists() else []
-            trainer = SFTTrainer(model=model, args=self._sft_config(workdir, phase, eval_ds is not None),
-                                 train_dataset=train_ds, eval_dataset=eval_ds, processing_class=ctx.tokenizer,
-                                 callbacks=[ctx.training_callback(self.name)])
+            trainer = SFTTrainer(
+                model=model,
+                args=self._sft_config(workdir, phase, eval_ds is not None),
+                train_dataset=train_ds,
+                eval_dataset=eval_ds,
+                processing_class=ctx.tokenizer,
+                callbacks=[ctx.training_callback(self.name)],
+            )
             # With tqdm off, transformers prints every log dict to stdout; progress goes through our Reporter.
             from transformers.trainer_callback import PrinterCallback
 
@@ -328,11 +401,20 @@ class FinetuneSystem(System):
             del trainer
         trainable, total = model.get_nb_trainable_parameters()
         training = {
-            "method": self.method, "objective": s.objective, "seconds": round(seconds, 2),
-            "tokens_per_s": round(tokens / max(seconds, 1e-9), 1), "tokens": tokens,
-            "resumed_from": ", ".join(resumed) or None, "trainable_params": int(trainable), "total_params": int(total),
-            "epochs": s.epochs, "steps": steps, "examples": len(train_q), "bf16": ctx.use_bf16(s.bf16),
-            "final_train_loss": None if final_loss is None else round(final_loss, 4), "loss_curve": curve,
+            "method": self.method,
+            "objective": s.objective,
+            "seconds": round(seconds, 2),
+            "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+            "tokens": tokens,
+            "resumed_from": ", ".join(resumed) or None,
+            "trainable_params": int(trainable),
+            "total_params": int(total),
+            "epochs": s.epochs,
+            "steps": steps,
+            "examples": len(train_q),
+            "bf16": ctx.use_bf16(s.bf16),
+            "final_train_loss": None if final_loss is None else round(final_loss, 4),
+            "loss_curve": curve,
             "world_size": int(os.environ.get("WORLD_SIZE", "1")),
             "settings": s.model_dump(exclude={"overrides"}, mode="json"),
         }

@@ -6,6 +6,7 @@ document only, the chunks of that document most similar to the question, up to `
 same prompt budget. The gap between `rag` and `oracle` is what better retrieval could still win; the gap
 between `oracle` and `prompt` is what the documents themselves are worth to the model.
 """
+
 from __future__ import annotations
 
 import time
@@ -28,31 +29,40 @@ class OracleSystem(System):
         self.rag.validate()
         data, spec = self.ctx.data, self.ctx.spec
         if data.corpus_is_fallback:
-            raise HarnessError(f"{spec.where('data.corpus')}: oracle needs a corpus of documents to give the gold one; "
-                               "this task has none (RAG falls back to indexing training answers), so oracle does not "
-                               "apply: add data.corpus or drop oracle from the systems")
+            raise HarnessError(
+                f"{spec.where('data.corpus')}: oracle needs a corpus of documents to give the gold one; "
+                "this task has none (RAG falls back to indexing training answers), so oracle does not "
+                "apply: add data.corpus or drop oracle from the systems"
+            )
         # Test questions are evaluated; dev questions fit the calibration threshold. Both need their document.
         missing = [q for q in data.test + data.dev if not q.doc_id]
         if missing:
-            raise HarnessError(f"oracle needs every test and dev question's doc_id (the document that answers it); "
-                               f"{len(missing)} have none, e.g. '{missing[0].id}': map data.questions.fields.doc_id "
-                               "to the field that names the document, or drop oracle from the systems")
+            raise HarnessError(
+                f"oracle needs every test and dev question's doc_id (the document that answers it); "
+                f"{len(missing)} have none, e.g. '{missing[0].id}': map data.questions.fields.doc_id "
+                "to the field that names the document, or drop oracle from the systems"
+            )
         known = {d.doc_id for d in data.corpus}
         unknown = sorted({q.doc_id for q in data.test + data.dev if q.doc_id not in known})
         if unknown:
-            raise HarnessError(f"oracle: doc_id '{unknown[0]}' is not a document of the corpus "
-                               f"({len(unknown)} unknown ids)")
+            raise HarnessError(
+                f"oracle: doc_id '{unknown[0]}' is not a document of the corpus ({len(unknown)} unknown ids)"
+            )
 
     def build(self) -> BuildInfo:
         info = self.rag.build()  # same chunks and vectors as rag; reused when rag built it already
-        info.notes = info.notes + ["oracle gives each question the chunks of its own gold document (no retrieval "
-                                   "errors): the ceiling of what retrieval can add"]
+        info.notes = info.notes + [
+            "oracle gives each question the chunks of its own gold document (no retrieval "
+            "errors): the ceiling of what retrieval can add"
+        ]
         return info
 
     def passages_for(self, q, index, query_vec, k: int) -> list[tuple]:
         """The gold document's chunks ranked by similarity to the question, best first, up to k."""
         if not index.chunk_ids_of(q.doc_id):
-            raise HarnessError(f"oracle: question '{q.id}' names doc_id '{q.doc_id}', which has no chunks in the index")
+            raise HarnessError(
+                f"oracle: question '{q.id}' names doc_id '{q.doc_id}', which has no chunks in the index"
+            )
         return index.rank_within(query_vec, q.doc_id, k)
 
     def prompts(self, questions):

@@ -12,6 +12,7 @@ the cache, or trained first, and DPO continues it with a frozen copy as the refe
 reference model and starts from the base model. Caching, checkpoints, resume and training figures are
 FinetuneSystem's.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,13 @@ from harness.errors import HarnessError
 from harness.measure import timer
 from harness.prompts import chat_prompt, user_turn
 from harness.systems import register_system
-from harness.systems.finetune import (FinetuneSystem, _complete_checkpoints, library_versions, loss_curve,
-                                      record_training_memory)
+from harness.systems.finetune import (
+    FinetuneSystem,
+    _complete_checkpoints,
+    library_versions,
+    loss_curve,
+    record_training_memory,
+)
 
 PAIRS_VERSION = 1  # part of the adapter key: bump when the way pairs are made changes
 ROLES = ("prompt", "chosen", "rejected")
@@ -72,16 +78,28 @@ def make_pairs(ctx, questions: list[Question], split: str) -> tuple[list[dict], 
         # other option.
         for q, p in zip(questions, prompts):
             other = next(c for c in q.choices if c != q.answers[0])
-            pairs.append({"prompt": p, "chosen": q.answers[0], "rejected": other, "id": q.id, "source": "other-option"})
+            pairs.append(
+                {"prompt": p, "chosen": q.answers[0], "rejected": other, "id": q.id, "source": "other-option"}
+            )
         stats["other_option"] = len(pairs)
         return pairs, stats
     from harness.evaluate import run_lm_eval
 
     ctx.log(f"  asking the base model to answer {len(questions)} {split} questions, to find its wrong answers")
     with timer() as took:
-        records = run_lm_eval(ctx.base_model(), tok, questions, prompts, answer_format=spec.answer_format,
-                              task_name=f"harness_pairs_{split}", batch_size=spec.evaluation.batch_size, warmup=0,
-                              max_new_tokens=spec.evaluation.max_new_tokens, seed=spec.seed, dtype=ctx.dtype)
+        records = run_lm_eval(
+            ctx.base_model(),
+            tok,
+            questions,
+            prompts,
+            answer_format=spec.answer_format,
+            task_name=f"harness_pairs_{split}",
+            batch_size=spec.evaluation.batch_size,
+            warmup=0,
+            max_new_tokens=spec.evaluation.max_new_tokens,
+            seed=spec.seed,
+            dtype=ctx.dtype,
+        )
     stats["seconds"] = round(took(), 2)
     for q, p, r in zip(questions, prompts, records):
         if q.choices:
@@ -140,10 +158,20 @@ def file_pairs(ctx) -> tuple[list[dict], dict]:
     test_questions = {q.question.strip() for q in ctx.data.test}
     leaked = sum(r["prompt"] in test_questions for r in rows)
     if leaked:
-        ctx.log(f"warning: {leaked} prompt(s) in {spec.preference.path} are test questions; "
-                "the adapter will have seen them")
-    pairs = [{"prompt": chat_prompt(tok, spec.system_prompt, r["prompt"]), "chosen": r["chosen"],
-              "rejected": r["rejected"], "id": r["origin"], "source": "file"} for r in rows]
+        ctx.log(
+            f"warning: {leaked} prompt(s) in {spec.preference.path} are test questions; "
+            "the adapter will have seen them"
+        )
+    pairs = [
+        {
+            "prompt": chat_prompt(tok, spec.system_prompt, r["prompt"]),
+            "chosen": r["chosen"],
+            "rejected": r["rejected"],
+            "id": r["origin"],
+            "source": "file",
+        }
+        for r in rows
+    ]
     return pairs, {"split": "file", "file": spec.preference.path, "pairs": len(pairs), "test_prompts": leaked}
 
 
@@ -178,8 +206,10 @@ class PreferenceSystem(FinetuneSystem):
         if self.pref.path:
             read_pair_file(self.ctx.spec)  # a bad file stops the run before any training
         elif not self.ctx.data.train:
-            raise HarnessError(f"{self.method} makes its preference pairs from the training split, which is empty; "
-                               "give preference.path")
+            raise HarnessError(
+                f"{self.method} makes its preference pairs from the training split, which is empty; "
+                "give preference.path"
+            )
 
     def extra_key(self):
         pairs_file = None
@@ -187,9 +217,13 @@ class PreferenceSystem(FinetuneSystem):
             from harness.sources import resolve_path
 
             pairs_file = cache.file_sha256(resolve_path(self.ctx.spec, "preference", self.pref.path, None))
-        return {"preference": self.pref.model_dump(exclude={"start_from"}), "start_from": self.start_from,
-                "sft": self.sft().key() if self.start_from == "sft" else None, "pairs_file": pairs_file,
-                "pairs_version": PAIRS_VERSION}
+        return {
+            "preference": self.pref.model_dump(exclude={"start_from"}),
+            "start_from": self.start_from,
+            "sft": self.sft().key() if self.start_from == "sft" else None,
+            "pairs_file": pairs_file,
+            "pairs_version": PAIRS_VERSION,
+        }
 
     # ------------------------------------------------------------ pairs
 
@@ -209,8 +243,10 @@ class PreferenceSystem(FinetuneSystem):
             keep = sorted(random.Random(ctx.spec.seed).sample(range(len(train)), self.pref.max_pairs))
             train = [train[i] for i in keep]
         if not train:
-            raise HarnessError(f"{self.method}: no preference pairs could be made from the training split "
-                               "(the base model answered every question right); give preference.path")
+            raise HarnessError(
+                f"{self.method}: no preference pairs could be made from the training split "
+                "(the base model answered every question right); give preference.path"
+            )
         stats = {"train": train_stats, "dev": dev_stats, "train_pairs": len(train), "dev_pairs": len(dev)}
         cache.write_json_atomic(saved, {"train": train, "dev": dev, "stats": stats})
         return train, dev, stats
@@ -231,11 +267,15 @@ class PreferenceSystem(FinetuneSystem):
             sft = self.sft()
             with ctx.reporter.stage(f"{self.name}: supervised adapter first (lora)"):
                 info = sft.build()
-            sft_record = {"system": "lora", "adapter": sft.adapter_dir().name, "cached": info.cached,
-                          "seconds": round(info.build_s, 2)}
+            sft_record = {
+                "system": "lora",
+                "adapter": sft.adapter_dir().name,
+                "cached": info.cached,
+                "seconds": round(info.build_s, 2),
+            }
         train_pairs, dev_pairs, pair_stats = self.pairs(workdir)
         ctx.log(f"  {self.name}: {len(train_pairs)} training pairs, {len(dev_pairs)} validation pairs")
-        cols = lambda rows: [{k: r[k] for k in ROLES} for r in rows]  # noqa: E731
+        cols = lambda rows: [{k: r[k] for k in ROLES} for r in rows]
         train_ds = Dataset.from_list(cols(train_pairs))
         eval_ds = Dataset.from_list(cols(dev_pairs)) if dev_pairs else None
         bf16 = ctx.use_bf16(s.bf16)
@@ -244,17 +284,41 @@ class PreferenceSystem(FinetuneSystem):
         total_steps = math.ceil(math.ceil(len(train_pairs) / p.batch_size) * p.epochs)
         eval_every = max(s.logging_steps, math.ceil(total_steps / 6))
         common = dict(
-            output_dir=str(workdir), num_train_epochs=p.epochs, per_device_train_batch_size=p.batch_size,
-            per_device_eval_batch_size=p.batch_size, learning_rate=p.learning_rate, lr_scheduler_type="cosine",
-            warmup_steps=0.1, logging_steps=s.logging_steps, eval_strategy="steps" if eval_ds else "no",
-            eval_steps=eval_every, save_strategy="steps", save_steps=eval_every, save_total_limit=2,
-            bf16=bf16, use_cpu=ctx.device == "cpu", report_to="none", seed=ctx.spec.seed, data_seed=ctx.spec.seed,
-            max_length=s.max_length, gradient_checkpointing=s.gradient_checkpointing, beta=p.beta,
-            dataloader_num_workers=0, disable_tqdm=True, save_only_model=False, dataset_num_proc=None)
+            output_dir=str(workdir),
+            num_train_epochs=p.epochs,
+            per_device_train_batch_size=p.batch_size,
+            per_device_eval_batch_size=p.batch_size,
+            learning_rate=p.learning_rate,
+            lr_scheduler_type="cosine",
+            warmup_steps=0.1,
+            logging_steps=s.logging_steps,
+            eval_strategy="steps" if eval_ds else "no",
+            eval_steps=eval_every,
+            save_strategy="steps",
+            save_steps=eval_every,
+            save_total_limit=2,
+            bf16=bf16,
+            use_cpu=ctx.device == "cpu",
+            report_to="none",
+            seed=ctx.spec.seed,
+            data_seed=ctx.spec.seed,
+            max_length=s.max_length,
+            gradient_checkpointing=s.gradient_checkpointing,
+            beta=p.beta,
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+            save_only_model=False,
+            dataset_num_proc=None,
+        )
         model, peft_config = self._policy(sft_record)
-        trainer_kwargs = dict(model=model, train_dataset=train_ds, eval_dataset=eval_ds,
-                              processing_class=ctx.tokenizer, peft_config=peft_config,
-                              callbacks=[ctx.training_callback(self.name)])
+        trainer_kwargs = dict(
+            model=model,
+            train_dataset=train_ds,
+            eval_dataset=eval_ds,
+            processing_class=ctx.tokenizer,
+            peft_config=peft_config,
+            callbacks=[ctx.training_callback(self.name)],
+        )
         if self.method == "dpo":
             from trl import DPOConfig, DPOTrainer
 
@@ -273,24 +337,42 @@ class PreferenceSystem(FinetuneSystem):
             result = trainer.train(resume_from_checkpoint=resume)
         seconds = took()
         tok = ctx.tokenizer
-        n_tokens = sum(len(tok(r["prompt"] + r["chosen"]).input_ids) + len(tok(r["prompt"] + r["rejected"]).input_ids)
-                       for r in train_pairs) * p.epochs
+        n_tokens = (
+            sum(
+                len(tok(r["prompt"] + r["chosen"]).input_ids) + len(tok(r["prompt"] + r["rejected"]).input_ids)
+                for r in train_pairs
+            )
+            * p.epochs
+        )
         runtime = result.metrics.get("train_runtime", seconds)
         trainable, total = trainer.model.get_nb_trainable_parameters()
         total -= sum(t.numel() for n, t in trainer.model.named_parameters() if ".ref." in n)  # DPO's frozen copy
         history = trainer.state.log_history
         last_eval = next((h for h in reversed(history) if "eval_loss" in h), {})
         training = {
-            "method": self.method, "objective": self.objective(), "start_from": self.start_from,
-            "seconds": round(seconds, 2), "tokens_per_s": round(n_tokens / max(runtime, 1e-9), 1),
-            "train_runtime_s": round(runtime, 2), "resumed_from": checkpoints[-1].name if resume else None,
-            "trainable_params": int(trainable), "total_params": int(total), "epochs": p.epochs,
-            "steps": int(trainer.state.global_step), "examples": len(train_pairs), "bf16": bf16,
+            "method": self.method,
+            "objective": self.objective(),
+            "start_from": self.start_from,
+            "seconds": round(seconds, 2),
+            "tokens_per_s": round(n_tokens / max(runtime, 1e-9), 1),
+            "train_runtime_s": round(runtime, 2),
+            "resumed_from": checkpoints[-1].name if resume else None,
+            "trainable_params": int(trainable),
+            "total_params": int(total),
+            "epochs": p.epochs,
+            "steps": int(trainer.state.global_step),
+            "examples": len(train_pairs),
+            "bf16": bf16,
             "final_train_loss": round(float(result.training_loss), 4),
-            "final_eval": {k.removeprefix("eval_"): round(float(v), 4) for k, v in last_eval.items()
-                           if k in ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins")} or None,
+            "final_eval": {
+                k.removeprefix("eval_"): round(float(v), 4)
+                for k, v in last_eval.items()
+                if k in ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins")
+            }
+            or None,
             "loss_curve": preference_curve(history),
-            "pairs": pair_stats, "sft": sft_record,
+            "pairs": pair_stats,
+            "sft": sft_record,
             "settings": {**s.model_dump(exclude={"overrides"}, mode="json"), "preference": p.model_dump(mode="json")},
         }
         if int(os.environ.get("RANK", "0")) == 0:  # under `accelerate launch`, only the main process writes
@@ -311,8 +393,9 @@ class PreferenceSystem(FinetuneSystem):
         if sft_record is not None:
             # The trainer sees an adapter already on the model and copies it as the frozen reference.
             return PeftModel.from_pretrained(base, str(self.sft().adapter_dir()), is_trainable=True), None
-        return base, LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=s.target_modules,
-                                task_type="CAUSAL_LM")
+        return base, LoraConfig(
+            r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=s.target_modules, task_type="CAUSAL_LM"
+        )
 
 
 def preference_curve(log_history: list[dict]) -> list[dict]:

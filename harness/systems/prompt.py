@@ -1,4 +1,5 @@
 """prompt: the base instruct model with the task's system prompt only. Costs nothing to build."""
+
 from __future__ import annotations
 
 from harness.prompts import chat_prompt, user_turn

@@ -4,6 +4,7 @@ passages put into the user turn.
 Retrieval runs before lm-eval sees the prompt, so lm-eval scores the exact text the model reads, and the
 retrieval latency (embed + search per question) is measured apart from the model's.
 """
+
 from __future__ import annotations
 
 from harness.errors import HarnessError
@@ -19,7 +20,9 @@ class RagSystem(System):
     def validate(self) -> None:
         rag = self.ctx.spec.rag
         if rag.overlap >= rag.chunk_tokens:
-            raise HarnessError(f"rag.overlap ({rag.overlap}) must be smaller than rag.chunk_tokens ({rag.chunk_tokens})")
+            raise HarnessError(
+                f"rag.overlap ({rag.overlap}) must be smaller than rag.chunk_tokens ({rag.chunk_tokens})"
+            )
         template(rag.context_template, "rag.context_template")
 
     def build(self) -> BuildInfo:
@@ -27,23 +30,43 @@ class RagSystem(System):
 
         rag, ctx = self.ctx.spec.rag, self.ctx
         embedder = ctx.embedder()
-        settings = {"chunk_tokens": rag.chunk_tokens, "overlap": rag.overlap, "index": rag.index,
-                    "nlist": rag.nlist, "nprobe": rag.nprobe, "hnsw_m": rag.hnsw_m}
+        settings = {
+            "chunk_tokens": rag.chunk_tokens,
+            "overlap": rag.overlap,
+            "index": rag.index,
+            "nlist": rag.nlist,
+            "nprobe": rag.nprobe,
+            "hnsw_m": rag.hnsw_m,
+        }
         with PeakMemory() as mem, timer() as took:
             try:
-                index, info = retrieval.build_or_load(ctx.data.corpus, embedder, settings,
-                                                      ctx.indices_dir / ctx.spec.name, log=ctx.log)
+                index, info = retrieval.build_or_load(
+                    ctx.data.corpus, embedder, settings, ctx.indices_dir / ctx.spec.name, log=ctx.log
+                )
             except ValueError as e:
                 raise HarnessError(f"rag: {e}") from None
         ctx.cache_put("rag_index", index)
         if rag.k > len(index.chunks) and not ctx.cache_get("rag_k_warned"):  # once per run, not once per system
             ctx.cache_put("rag_k_warned", True)
-            ctx.log(f"warning: rag.k is {rag.k} but the index has only {len(index.chunks)} chunks; k was clamped to "
-                    f"{len(index.chunks)} (set rag.k to {len(index.chunks)} or less, or add documents)")
-        notes = ["RAG indexes the training question-answer pairs (the task has no corpus)"] if ctx.data.corpus_is_fallback else []
+            ctx.log(
+                f"warning: rag.k is {rag.k} but the index has only {len(index.chunks)} chunks; k was clamped to "
+                f"{len(index.chunks)} (set rag.k to {len(index.chunks)} or less, or add documents)"
+            )
+        notes = (
+            ["RAG indexes the training question-answer pairs (the task has no corpus)"]
+            if ctx.data.corpus_is_fallback
+            else []
+        )
         build_s = 0.0 if info["reused"] else took()
-        return BuildInfo(build_s, info["reused"], info["size_mb"], None if info["reused"] else mem.peak_mb,
-                         index=info, notes=notes, build_cost_s=info["built_s"] if info["reused"] else build_s)
+        return BuildInfo(
+            build_s,
+            info["reused"],
+            info["size_mb"],
+            None if info["reused"] else mem.peak_mb,
+            index=info,
+            notes=notes,
+            build_cost_s=info["built_s"] if info["reused"] else build_s,
+        )
 
     def _index(self):
         index = self.ctx.cache_get("rag_index")
@@ -55,7 +78,8 @@ class RagSystem(System):
     def user_text(self, q, passages: list[dict]) -> str:
         spec = self.ctx.spec
         return template(spec.rag.context_template, "rag.context_template").render(
-            passages=passages, question=user_turn(spec.question_template, q))
+            passages=passages, question=user_turn(spec.question_template, q)
+        )
 
     def prompt_budget(self) -> int:
         """Tokens a whole prompt may take: the context length (or rag.max_prompt_tokens) minus the answer's room."""
@@ -74,8 +98,10 @@ class RagSystem(System):
         budget = self.prompt_budget() if budget is None else budget
         base = len(tok(chat_prompt(tok, spec.system_prompt, self.user_text(q, []))).input_ids)
         if base > budget:
-            raise HarnessError(f"question '{q.id}' alone takes {base} tokens, more than the prompt budget {budget}; "
-                               "raise rag.max_prompt_tokens")
+            raise HarnessError(
+                f"question '{q.id}' alone takes {base} tokens, more than the prompt budget {budget}; "
+                "raise rag.max_prompt_tokens"
+            )
         kept: list[dict] = []
         for chunk, score in hits:
             p = {"doc_id": chunk.doc_id, "chunk": chunk.position, "score": round(float(score), 4), "text": chunk.text}
@@ -87,7 +113,7 @@ class RagSystem(System):
             ids = tok(chunk.text, add_special_tokens=False).input_ids
             room = budget - (used - len(ids))
             if room > 32:  # cut the passage to what fits, at a token boundary (re-checked: merges can differ)
-                cut = {**p, "text": tok.decode(ids[:room - 8]), "truncated": True}
+                cut = {**p, "text": tok.decode(ids[: room - 8]), "truncated": True}
                 if len(tok(chat_prompt(tok, spec.system_prompt, self.user_text(q, kept + [cut]))).input_ids) <= budget:
                     kept.append(cut)
             break
@@ -99,7 +125,9 @@ class RagSystem(System):
         ctx, spec = self.ctx, self.ctx.spec
         index = self._index()
         k = self.k(index)
-        hits, latency = retrieval.retrieve(index, ctx.embedder(), [user_turn(spec.question_template, q) for q in questions], k)
+        hits, latency = retrieval.retrieve(
+            index, ctx.embedder(), [user_turn(spec.question_template, q) for q in questions], k
+        )
         texts, retrieved = [], []
         for q, h in zip(questions, hits):
             passages = self.fit_passages(q, h, budget)

@@ -21,6 +21,7 @@ prompts than it learned from did worse (legal-qa: 0.635 with rag's 2016-token bu
 says so: rag+lora then sees fewer passage tokens than rag. The cache key holds every retrieval setting, so
 the adapter is separate from plain `lora` and retrains when retrieval changes.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,9 +74,12 @@ class RagFinetuneSystem(FinetuneSystem):
 
     def extra_key(self):
         spec = self.ctx.spec
-        return {"rag": spec.rag.model_dump(mode="json"), "embedder": self.ctx.embedder().fingerprint,
-                "max_new_tokens": spec.evaluation.max_new_tokens,
-                "raft": {"distractor_fraction": DISTRACTOR_FRACTION, "version": RAFT_VERSION}}
+        return {
+            "rag": spec.rag.model_dump(mode="json"),
+            "embedder": self.ctx.embedder().fingerprint,
+            "max_new_tokens": spec.evaluation.max_new_tokens,
+            "raft": {"distractor_fraction": DISTRACTOR_FRACTION, "version": RAFT_VERSION},
+        }
 
     def adapter_dir(self) -> Path:
         return cache.home() / "adapters" / self.ctx.spec.name / f"rag-{self.method}-{self.key()}"
@@ -86,8 +90,9 @@ class RagFinetuneSystem(FinetuneSystem):
         """Prompt tokens a training row may take: rag's budget, but never so many that trl would cut the answer."""
         tok = self.ctx.tokenizer
         answers = {a for q in self.ctx.data.train + self.ctx.data.dev for a in q.answers[:1]}
-        answer_tokens = max((len(tok(a + (tok.eos_token or ""), add_special_tokens=False).input_ids)
-                             for a in answers), default=1)
+        answer_tokens = max(
+            (len(tok(a + (tok.eos_token or ""), add_special_tokens=False).input_ids) for a in answers), default=1
+        )
         return min(self.rag.prompt_budget(), self.settings.max_length - answer_tokens - 1)
 
     def distractor_ids(self, questions) -> set[str]:
@@ -113,9 +118,11 @@ class RagFinetuneSystem(FinetuneSystem):
         for q, vec, hits in zip(questions, vecs, index.search(vecs, depth)):
             base = len(tok(chat_prompt(tok, spec.system_prompt, rag.user_text(q, []))).input_ids)
             if base > budget:
-                raise HarnessError(f"{self.name}: training question '{q.id}' alone takes {base} tokens, more than the "
-                                   f"{budget} a training prompt may take (finetune.max_length "
-                                   f"{self.settings.max_length} minus the answer); raise finetune.max_length")
+                raise HarnessError(
+                    f"{self.name}: training question '{q.id}' alone takes {base} tokens, more than the "
+                    f"{budget} a training prompt may take (finetune.max_length "
+                    f"{self.settings.max_length} minus the answer); raise finetune.max_length"
+                )
             own = q.id if fallback else q.doc_id  # the document that holds the answer
             others = [h for h in hits if h[0].doc_id != own]
             inserted = False
@@ -127,16 +134,23 @@ class RagFinetuneSystem(FinetuneSystem):
                 kind, chosen = "gold", hits[:k]
                 if k and not any(c.doc_id == own for c, _ in chosen):
                     best = index.rank_within(vec, own, 1)
-                    chosen, inserted = sorted(chosen[:k - 1] + best, key=lambda h: -h[1]), bool(best)
+                    chosen, inserted = sorted(chosen[: k - 1] + best, key=lambda h: -h[1]), bool(best)
             passages = rag.fit_passages(q, chosen, budget)
             if kind == "gold" and not any(p["doc_id"] == own for p in passages):
                 # The budget dropped the gold passage from the end: put it first instead.
                 gold = [h for h in chosen if h[0].doc_id == own]
                 passages = rag.fit_passages(q, gold + [h for h in chosen if h[0].doc_id != own], budget)
-            rows.append({"prompt": chat_prompt(tok, spec.system_prompt, rag.user_text(q, passages)),
-                         "completion": q.answers[0], "id": q.id, "raft": kind, "gold_inserted": inserted,
-                         "gold_in_prompt": own is not None and any(p["doc_id"] == own for p in passages),
-                         "passages": passages})
+            rows.append(
+                {
+                    "prompt": chat_prompt(tok, spec.system_prompt, rag.user_text(q, passages)),
+                    "completion": q.answers[0],
+                    "id": q.id,
+                    "raft": kind,
+                    "gold_inserted": inserted,
+                    "gold_in_prompt": own is not None and any(p["doc_id"] == own for p in passages),
+                    "passages": passages,
+                }
+            )
         self._note_stats(rows, budget, k)
         return rows
 
@@ -144,16 +158,26 @@ class RagFinetuneSystem(FinetuneSystem):
         return [{"prompt": r["prompt"], "completion": r["completion"]} for r in self.raft_rows(questions)]
 
     def _note_stats(self, rows: list[dict], budget: int, k: int) -> None:
-        stats = self._raft_stats or {"rows": 0, "distractor_only": 0, "gold_in_prompt": 0, "gold_inserted": 0,
-                                     "passages": 0, "truncated_passages": 0}
+        stats = self._raft_stats or {
+            "rows": 0,
+            "distractor_only": 0,
+            "gold_in_prompt": 0,
+            "gold_inserted": 0,
+            "passages": 0,
+            "truncated_passages": 0,
+        }
         stats["rows"] += len(rows)
         stats["distractor_only"] += sum(r["raft"] == "distractors" for r in rows)
         stats["gold_in_prompt"] += sum(r["gold_in_prompt"] for r in rows)
         stats["gold_inserted"] += sum(r["gold_inserted"] for r in rows)
         stats["passages"] += sum(len(r["passages"]) for r in rows)
         stats["truncated_passages"] += sum(bool(p.get("truncated")) for r in rows for p in r["passages"])
-        stats.update(k=k, train_prompt_budget=budget, rag_prompt_budget=self.rag.prompt_budget(),
-                     distractor_fraction=DISTRACTOR_FRACTION)
+        stats.update(
+            k=k,
+            train_prompt_budget=budget,
+            rag_prompt_budget=self.rag.prompt_budget(),
+            distractor_fraction=DISTRACTOR_FRACTION,
+        )
         self._raft_stats = stats
 
     # ------------------------------------------------------------ build
@@ -166,7 +190,10 @@ class RagFinetuneSystem(FinetuneSystem):
             if micro < size:
                 config.per_device_train_batch_size = config.per_device_eval_batch_size = micro
                 config.gradient_accumulation_steps *= size // micro
-            self._batching = {"micro_batch_size": micro, "gradient_accumulation_steps": config.gradient_accumulation_steps}
+            self._batching = {
+                "micro_batch_size": micro,
+                "gradient_accumulation_steps": config.gradient_accumulation_steps,
+            }
         return config
 
     def _train(self, final: Path) -> dict:
@@ -191,13 +218,16 @@ class RagFinetuneSystem(FinetuneSystem):
         finally:
             self._building = False
         adapter_cost = info.build_cost_s if info.cached else info.build_s
-        info.build_cost_s = (None if adapter_cost is None or index_info.build_cost_s is None
-                             else adapter_cost + index_info.build_cost_s)
+        info.build_cost_s = (
+            None if adapter_cost is None or index_info.build_cost_s is None else adapter_cost + index_info.build_cost_s
+        )
         info.index = index_info.index
         info.build_s += 0.0 if index_info.cached else index_info.build_s
         info.cached = info.cached and index_info.cached
         info.artifact_mb += index_info.artifact_mb
-        info.notes = index_info.notes + info.notes + _raft_note((info.training or {}).get("raft"), self.settings, self.name)
+        info.notes = (
+            index_info.notes + info.notes + _raft_note((info.training or {}).get("raft"), self.settings, self.name)
+        )
         return info
 
     # ------------------------------------------------------------ evaluation: rag's prompts, this adapter
@@ -211,13 +241,17 @@ def _raft_note(stats: dict | None, settings, name: str) -> list[str]:
     if not stats or not stats.get("rows"):
         return []
     n = stats["rows"]
-    note = (f"RAFT training: {stats['distractor_only']} of {n} training/validation prompts hold distractor passages only; the gold "
-            f"document's passage is in {stats['gold_in_prompt']} ({stats['gold_inserted']} added where retrieval "
-            f"missed it); {stats['passages'] / n:.1f} passages per prompt (k={stats['k']})")
+    note = (
+        f"RAFT training: {stats['distractor_only']} of {n} training/validation prompts hold distractor passages only; the gold "
+        f"document's passage is in {stats['gold_in_prompt']} ({stats['gold_inserted']} added where retrieval "
+        f"missed it); {stats['passages'] / n:.1f} passages per prompt (k={stats['k']})"
+    )
     rag_budget = stats.get("rag_prompt_budget", stats.get("eval_prompt_budget"))  # adapters trained before the rename
     if stats["train_prompt_budget"] < rag_budget:
-        note += (f"; training and evaluation prompts are held to {stats['train_prompt_budget']} tokens by "
-                 f"finetune.max_length={settings.max_length} (rag alone allows {rag_budget}), "
-                 f"{stats['truncated_passages']} training passages were cut: raise finetune.max_length to give "
-                 f"{name} the passages rag gets")
+        note += (
+            f"; training and evaluation prompts are held to {stats['train_prompt_budget']} tokens by "
+            f"finetune.max_length={settings.max_length} (rag alone allows {rag_budget}), "
+            f"{stats['truncated_passages']} training passages were cut: raise finetune.max_length to give "
+            f"{name} the passages rag gets"
+        )
     return [note]

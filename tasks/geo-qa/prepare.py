@@ -32,15 +32,24 @@ CORPUS = HERE / "corpus.jsonl"
 EXPECTED_COUNTRIES = 253  # 254 files; Curaçao ships twice (Curaçao.json, curaçao.json)
 
 TEMPLATES = {
-    "capital": ["What is the capital of {name}?", "Which city is the capital of {name}?",
-                "Name the capital city of {name}."],
-    "country": ["Which country or territory has {capital} as its capital?",
-                "{capital} is the capital of which country or territory?"],
+    "capital": [
+        "What is the capital of {name}?",
+        "Which city is the capital of {name}?",
+        "Name the capital city of {name}.",
+    ],
+    "country": [
+        "Which country or territory has {capital} as its capital?",
+        "{capital} is the capital of which country or territory?",
+    ],
     "demonym": ["What are people from {name} called?", "What is the demonym for people from {name}?"],
-    "currency": ["What is the ISO 4217 code of the currency used in {name}?",
-                 "Which three-letter ISO 4217 currency code does {name} use?"],
-    "calling-code": ["What is the international dialling code of {name}?",
-                     "Which country calling code do phone numbers in {name} use?"],
+    "currency": [
+        "What is the ISO 4217 code of the currency used in {name}?",
+        "Which three-letter ISO 4217 currency code does {name} use?",
+    ],
+    "calling-code": [
+        "What is the international dialling code of {name}?",
+        "Which country calling code do phone numbers in {name} use?",
+    ],
 }
 
 
@@ -112,8 +121,16 @@ def build_rows(countries: list[dict]) -> list[dict]:
 
     def add(c: dict, kind: str, answers: list[str], **fmt) -> None:
         row_id = f"{c['doc_id']}--{kind}"
-        rows.append({"id": row_id, "question": pick(TEMPLATES[kind], row_id).format(name=c["name"], **fmt),
-                     "answer": answers, "doc_id": c["doc_id"], "category": kind, "country": c["name"]})
+        rows.append(
+            {
+                "id": row_id,
+                "question": pick(TEMPLATES[kind], row_id).format(name=c["name"], **fmt),
+                "answer": answers,
+                "doc_id": c["doc_id"],
+                "category": kind,
+                "country": c["name"],
+            }
+        )
 
     for c in countries:
         caps = capitals_of(c)

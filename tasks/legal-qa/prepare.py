@@ -197,15 +197,17 @@ def build_rows(pkg: Path) -> list[dict]:
         name = title[4:] if title.startswith("The ") else title
         for cat, tag, _desc in pairs:
             row_id = f"{lic['doc_id']}--{cat}--{tag}"
-            rows.append({
-                "id": row_id,
-                "question": pick(TEMPLATES[(cat, tag)], row_id).format(name=name),
-                "answer": "Yes" if (cat, tag) in listed else "No",
-                "choices": list(CHOICES),
-                "doc_id": lic["doc_id"],
-                "category": f"{cat}/{tag}",
-                "licence": title,
-            })
+            rows.append(
+                {
+                    "id": row_id,
+                    "question": pick(TEMPLATES[(cat, tag)], row_id).format(name=name),
+                    "answer": "Yes" if (cat, tag) in listed else "No",
+                    "choices": list(CHOICES),
+                    "doc_id": lic["doc_id"],
+                    "category": f"{cat}/{tag}",
+                    "licence": title,
+                }
+            )
     rows.sort(key=lambda r: r["id"])
     return rows
 
@@ -234,7 +236,9 @@ def main() -> None:
     answers = collections.Counter(r["answer"] for r in rows)
     print(f"wrote {len(rows)} rows to {OUT_PATH}")
     print(f"licences: {len({r['doc_id'] for r in rows})}  categories: {len({r['category'] for r in rows})}")
-    print(f"answers: Yes={answers['Yes']} ({answers['Yes'] / len(rows):.1%})  No={answers['No']} ({answers['No'] / len(rows):.1%})")
+    print(
+        f"answers: Yes={answers['Yes']} ({answers['Yes'] / len(rows):.1%})  No={answers['No']} ({answers['No'] / len(rows):.1%})"
+    )
     print(f"{'category':45s} {'yes':>4s} {'n':>4s} {'yes-rate':>8s}")
     by_cat: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
     for r in rows:

@@ -1,5 +1,6 @@
 """Installs the tests' network guard (tests/netguard.py) in every Python process started while the test
 suite runs: the suite puts this folder first on PYTHONPATH and sets HARNESS_NETGUARD=1."""
+
 import os
 
 if os.environ.get("HARNESS_NETGUARD") == "1":
