@@ -50,6 +50,8 @@ class BuildInfo:
     # Seconds the artifact took when it was built, in this run or the one that built the cached copy: what the
     # system cost to build, which a warm run's 0 s would hide. None when that earlier run did not record it.
     build_cost_s: float | None = None
+    # Under `--launcher accelerate`: the command and configuration training ran with, for the run's manifest.
+    launch: dict | None = None
 
 
 class System:
