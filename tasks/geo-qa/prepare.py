@@ -57,7 +57,7 @@ def package_dir() -> Path:
     spec = importlib.util.find_spec("countryinfo")
     if spec is None or not spec.submodule_search_locations:
         sys.exit("countryinfo is not installed (pip install countryinfo)")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def fold(text: str) -> str:

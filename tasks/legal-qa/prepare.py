@@ -139,7 +139,7 @@ def package_dir() -> Path:
     spec = importlib.util.find_spec("pychoosealicense")
     if spec is None or not spec.submodule_search_locations:
         sys.exit("pychoosealicense is not installed (pip install pychoosealicense)")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def split_front_matter(text: str, path: Path) -> dict:
