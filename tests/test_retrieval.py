@@ -17,17 +17,15 @@ import itertools
 import numpy as np
 import pytest
 
+from harness.chunking import Chunk, _paragraph_spans, chunk_documents
 from harness.errors import HarnessError
 from harness.retrieval import (
-    Chunk,
     Embedder,
     IndexCorrupt,
     IndexOutdated,
     RetrievalIndex,
-    _paragraph_spans,
     build_faiss_index,
     build_or_load,
-    chunk_documents,
     index_key,
     retrieval_quality,
     retrieve,
