@@ -70,8 +70,8 @@ finetune: {r: 16, alpha: 32, epochs: 2, learning_rate: 2.0e-4, overrides: {qlora
         ge=0,
         lt=1,
         description=(
-            "LoRA dropout. 0 by default: a dropout of 0.05 made a CPU training step ~25% slower, and a run of one "
-            "or two epochs does not overfit."
+            "LoRA dropout. 0 by default: dropout makes a CPU training step slower (docs/performance.md, "
+            "'LoRA dropout'), and a run of one or two epochs does not overfit."
         ),
     )
     target_modules: list[str] | Literal["all-linear"] = Field(
