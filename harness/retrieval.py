@@ -349,7 +349,7 @@ def retrieve(
 @contextlib.contextmanager
 def one_search_thread():
     """faiss on one thread while searching one query at a time: threads gain nothing for a single query and
-    their synchronisation costs much (see docs/perf-notes-schema.md, "One faiss thread per query")."""
+    their synchronisation costs much (see docs/performance.md, "One faiss thread per query")."""
     faiss = _faiss()
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
