@@ -8,6 +8,9 @@ so the two can never disagree. Each problem is one line naming the file, line an
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import jinja2
 
 from harness import scorers, systems
@@ -16,6 +19,7 @@ from harness.errors import HarnessError, did_you_mean
 from harness.prompts import template, user_turn
 from harness.spec import TaskProblems, TaskSpec
 from harness.systems.finetune import METHODS as FINETUNE_METHODS
+from harness.yamlfile import load_with_includes, where
 
 
 def unknown_system(name: str, valid: list[str]) -> str:
@@ -25,22 +29,44 @@ def unknown_system(name: str, valid: list[str]) -> str:
 def name_problems(spec: TaskSpec, requested: list[str] | None = None) -> list[str]:
     """Every registered name in `spec` that its registry does not know, one located line each.
     `requested`: the systems given on the command line (`--systems`), checked as well."""
-    valid = systems.available()
-    problems = [f"{spec.where('systems')}: {unknown_system(n, valid)}" for n in spec.systems if n not in valid]
+    problems = _name_problems(spec.where, spec.systems, spec.finetune.overrides, spec.metrics, spec.answer_format)
     if requested is not None:
+        valid = systems.available()
         problems += [f"--systems: {unknown_system(n, valid)}" for n in requested if n not in valid]
         if len(set(requested)) != len(requested):
             problems.append(f"--systems lists a system twice: {','.join(requested)}")
-    for method in spec.finetune.overrides:
+    return problems
+
+
+def include_name_problems(path: Path) -> list[str]:
+    """The same check for a shared include file (which may leave out `answer_format`: then metric names are
+    checked against the registry only). Its fields must have passed spec.check_include first."""
+    sources: list[str] = []
+    data = load_with_includes(Path(path), (), sources)
+    return _name_problems(
+        lambda field: where(sources, field),
+        data.get("systems") or [],
+        (data.get("finetune") or {}).get("overrides") or {},
+        data.get("metrics") or [],
+        data.get("answer_format"),
+    )
+
+
+def _name_problems(
+    where_is: Callable[[str], str], names: list[str], overrides: dict, metrics: list[str], answer_format: str | None
+) -> list[str]:
+    valid = systems.available()
+    problems = [f"{where_is('systems')}: {unknown_system(n, valid)}" for n in names if n not in valid]
+    for method in overrides:
         if method not in FINETUNE_METHODS:
             problems.append(
-                f"{spec.where('finetune.overrides')}: '{method}' is not a fine-tuning method "
+                f"{where_is('finetune.overrides')}: '{method}' is not a fine-tuning method "
                 f"(methods: {', '.join(FINETUNE_METHODS)}){did_you_mean(method, FINETUNE_METHODS)}"
             )
     try:
-        scorers.validate_metric_names(spec.metrics, spec.answer_format)
+        scorers.validate_metric_names(metrics, answer_format)
     except ValueError as e:
-        problems.append(f"{spec.where('metrics')}: {e}")
+        problems.append(f"{where_is('metrics')}: {e}")
     return problems
 
 

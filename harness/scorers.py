@@ -257,14 +257,16 @@ def _unknown_metric_error(name: str) -> ValueError:
     return ValueError(f"unknown metric {name!r}{did_you_mean(name, SCORERS)} (valid metrics: {', '.join(SCORERS)})")
 
 
-def validate_metric_names(names: Iterable[str], answer_format: str) -> list[str]:
-    """Check names early (before any model runs) and return them de-duplicated, order kept."""
-    _check_format(answer_format)
+def validate_metric_names(names: Iterable[str], answer_format: str | None) -> list[str]:
+    """Check names early (before any model runs) and return them de-duplicated, order kept. With
+    `answer_format` None (a shared include that does not set one) only whether each name exists is checked."""
+    if answer_format is not None:
+        _check_format(answer_format)
     names = list(dict.fromkeys(names))
     for name in names:
         if name not in SCORERS:
             raise _unknown_metric_error(name)
-        if answer_format not in SCORERS[name].kinds:
+        if answer_format is not None and answer_format not in SCORERS[name].kinds:
             raise ValueError(
                 f"metric {name!r} does not apply to answer format {answer_format!r} "
                 f"(it applies to {sorted(SCORERS[name].kinds)}); "

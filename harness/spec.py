@@ -19,7 +19,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 from harness.constants import AnswerFormat
 from harness.dataspec import CorpusSource, DataSpec, FieldMap, HubSource, QuestionSource, SplitSpec, Strict
 from harness.errors import HarnessError, did_you_mean
-from harness.yamlfile import load_with_includes, locate, validation_problems
+from harness.yamlfile import load_with_includes, validation_problems, where
 
 
 class TaskProblems(HarnessError):
@@ -363,10 +363,9 @@ metrics: [exact_match, token_f1]"""
 
     def where(self, field: str) -> str:
         """`file:line: field 'a.b'`, pointing at the file (task or include) and line that set the field."""
-        loc = tuple(field.split("."))
         if not self._sources:
             return f"{self.source_path or self.name}: field '{field}'"
-        return f"{locate(self._sources, loc)}: field '{field}'"
+        return where(self._sources, field)
 
 
 SECTIONS: list[tuple[str, type[Strict]]] = [

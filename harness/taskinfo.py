@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.checks import check_names, template_problems
+from harness.checks import check_names, include_name_problems, template_problems
 from harness.data import load_task_data
 from harness.errors import HarnessError
 from harness.models import looks_like_path, resolve_model
@@ -70,7 +70,11 @@ def validate_file(path: Path) -> str:
     """A one-line summary of a valid task (or shared include) file; else TaskProblems listing every problem."""
     path = Path(path)
     if is_include(path):
-        return check_include(path)
+        summary = check_include(path)
+        problems = include_name_problems(path)
+        if problems:
+            raise TaskProblems(problems)
+        return summary
     info = summarise(path)
     spec, data = info["spec"], info["data"]
     problems = template_problems(spec, data.test[0]) + _check_model(spec)

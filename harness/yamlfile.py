@@ -176,6 +176,11 @@ def locate(sources: list[str], loc: tuple) -> str:
     return f"{best[1]}:{best[2]}" if best[2] else str(best[1])
 
 
+def where(sources: list[str], field: str) -> str:
+    """`file:line: field 'a.b'`, pointing at the file (task or include) and line that set the field."""
+    return f"{locate(sources, tuple(field.split('.')))}: field '{field}'"
+
+
 # ---------------------------------------------------------------- includes
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness import scorers, systems, taskinfo
 from harness.checks import check_names, name_problems
 from harness.cli import main
 from harness.errors import HarnessError
@@ -98,10 +99,23 @@ def test_registered_names_are_checked_in_one_place_with_located_messages(tmp_pat
     spec = load_spec(path)  # the schema knows no registry: these are valid fields
     problems = name_problems(spec, ["prompt", "lorra", "prompt"])
     assert problems[0].startswith(f"{path}:5: field 'systems': unknown system 'ragg'; did you mean 'rag'? (valid ")
-    assert problems[1].startswith("--systems: unknown system 'lorra'; did you mean 'lora'? (valid systems: ")
-    assert problems[2] == "--systems lists a system twice: prompt,lorra,prompt"
-    assert problems[3].startswith(f"{path}:6: field 'metrics': unknown metric 'rouge'; did you mean 'rouge_l'?")
+    assert problems[1].startswith(f"{path}:6: field 'metrics': unknown metric 'rouge'; did you mean 'rouge_l'?")
+    assert problems[2].startswith("--systems: unknown system 'lorra'; did you mean 'lora'? (valid systems: ")
+    assert problems[3] == "--systems lists a system twice: prompt,lorra,prompt"
     assert len(problems) == 4
+
+
+def test_registered_names_in_a_shared_include_are_checked_and_located(tmp_path):
+    include = write(tmp_path / "_shared", {"d.yaml": "seed: 1\nsystems: [prompt, ragg]\nmetrics: [rouge]\n"})
+    assert taskinfo.problems_of(include) == [
+        f"{include}:2: field 'systems': unknown system 'ragg'; did you mean 'rag'? "
+        f"(valid systems: {', '.join(systems.available())})",
+        f"{include}:3: field 'metrics': unknown metric 'rouge'; did you mean 'rouge_l'? "
+        f"(valid metrics: {', '.join(scorers.SCORERS)})",
+    ]
+    task = write(tmp_path, {"t.yaml": "include: _shared/d.yaml\n" + MINIMAL})
+    problems = name_problems(load_spec(task))  # the task that includes it: located in the include
+    assert [p.split(": field")[0] for p in problems] == [f"{include}:2", f"{include}:3"]
 
 
 def test_relative_model_folder_resolves_against_the_task_file(tmp_path, monkeypatch):
