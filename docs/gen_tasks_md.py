@@ -9,6 +9,7 @@ model's `example`, and the lists of metrics and systems from their registries, s
 
 from __future__ import annotations
 
+import enum
 import json
 import sys
 import types
@@ -19,6 +20,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from harness import scorers, systems
+from harness.constants import AnswerFormat
 from harness.spec import SECTIONS
 
 OUT = Path(__file__).resolve().parent / "tasks.md"
@@ -85,6 +87,8 @@ def type_name(ann) -> str:
     origin, args = typing.get_origin(ann), typing.get_args(ann)
     if origin is typing.Literal:
         return " | ".join(json.dumps(a) for a in args)
+    if isinstance(ann, type) and issubclass(ann, enum.Enum):  # written in a task file as one of its values
+        return " | ".join(json.dumps(m.value) for m in ann)
     if origin in (typing.Union, types.UnionType):
         return " | ".join(type_name(a) for a in args)
     if origin is list:
@@ -159,11 +163,13 @@ def section_md(section: str, model) -> str:
 
 def render() -> str:
     formats = []
-    for fmt, how in (
-        ("yes-no", "picks Yes or No by log-likelihood"),
-        ("multiple-choice", "picks one of the options by log-likelihood"),
-        ("free-text", "generates a short answer, scored against every acceptable answer"),
-    ):
+    how_each = {
+        AnswerFormat.YES_NO: "picks Yes or No by log-likelihood",
+        AnswerFormat.MULTIPLE_CHOICE: "picks one of the options by log-likelihood",
+        AnswerFormat.FREE_TEXT: "generates a short answer, scored against every acceptable answer",
+    }
+    for fmt in AnswerFormat:
+        how = how_each[fmt]
         formats.append(f"| `{fmt}` | {how} | {', '.join(scorers.metric_names_for(fmt))} |")
     top = dict(SECTIONS)[""]
     intro = INTRO.format(

@@ -16,9 +16,10 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.errors import HarnessError
-from harness.sources import Problems, hub_rows, package_folder, read_rows, resolve_path, text_of  # noqa: F401 (package_folder: re-exported)
-from harness.spec import CorpusSource, SplitSpec, TaskProblems, TaskSpec, did_you_mean
+from harness.dataspec import CorpusSource, SplitSpec
+from harness.errors import HarnessError, did_you_mean
+from harness.sources import Problems, hub_rows, read_rows, resolve_path, text_of
+from harness.spec import TaskProblems, TaskSpec
 
 YES_NO = ["Yes", "No"]
 

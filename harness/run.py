@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from harness import cache, models, results, stats, systems
+from harness.checks import check_names
 from harness.context import Reporter, RunContext
 from harness.data import load_task_data
 from harness.errors import HarnessError
@@ -64,16 +65,7 @@ def plan(opts: RunOptions) -> Plan:
     names = opts.systems or spec.systems
     if not names:
         raise HarnessError("no systems to run; pass --systems, e.g. --systems prompt,lora,rag")
-    valid = systems.available()
-    for name in names:
-        if name not in valid:
-            systems.make_system(name, None)  # raises with the list of valid systems
-    if len(set(names)) != len(names):
-        raise HarnessError(f"--systems lists a system twice: {','.join(names)}")
-    try:
-        results.metric_list(spec)
-    except ValueError as e:
-        raise HarnessError(f"{spec.source_path}: field 'metrics': {e}") from None
+    check_names(spec, opts.systems)  # systems, fine-tuning methods and metrics: the check `tasks validate` makes
     if spec.model != "default":
         models.resolve_model(spec.model)  # a missing folder fails here, before any work
     for folder in (opts.reports_dir, opts.indices_dir):

@@ -7,7 +7,6 @@ Aggregation (means, bootstrap intervals, McNemar) lives elsewhere; this module o
 
 from __future__ import annotations
 
-import difflib
 import re
 import string
 from collections import Counter
@@ -16,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-ANSWER_FORMATS = ("yes-no", "multiple-choice", "free-text")
-CHOICE_FORMATS = ("yes-no", "multiple-choice")
+from harness.constants import ANSWER_FORMATS, CHOICE_FORMATS, AnswerFormat
+from harness.errors import did_you_mean
 
 Embedder = Callable[[list[str]], np.ndarray]
 
@@ -68,13 +67,14 @@ SCORERS: dict[str, Scorer] = {}
 
 def register_scorer(
     name: str,
-    kind: str | Iterable[str] = "free-text",
+    kind: str | Iterable[str] = AnswerFormat.FREE_TEXT,
     higher_is_better: bool = True,
     binary: bool = False,
     description: str = "",
 ) -> Callable[[ScorerFn], ScorerFn]:
     """Decorator adding `fn` to SCORERS. `kind` is one format, several, or "all"."""
-    kinds = frozenset(ANSWER_FORMATS if kind == "all" else [kind] if isinstance(kind, str) else kind)
+    # Kept as plain strings, so messages list 'free-text', not the enum member.
+    kinds = frozenset(str(k) for k in (ANSWER_FORMATS if kind == "all" else [kind] if isinstance(kind, str) else kind))
     unknown = kinds - set(ANSWER_FORMATS)
     if unknown:
         raise ValueError(f"scorer {name!r}: unknown answer format(s) {sorted(unknown)}; valid: {list(ANSWER_FORMATS)}")
@@ -94,9 +94,14 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
 
 # Small on purpose: groundedness should ignore glue words, not judge vocabulary.
-STOP_WORDS = frozenset(
-    ["a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "into", "about", "than", "then", "so", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "done", "has", "have", "had", "having", "it", "its", "this", "that", "these", "those", "there", "here", "i", "you", "he", "she", "we", "they", "them", "his", "her", "their", "our", "your", "my", "me", "us", "not", "no", "yes", "can", "could", "may", "might", "must", "shall", "should", "will", "would", "which", "who", "whom", "what", "when", "where", "why", "how", "also", "only", "just", "very", "such", "any", "all", "each", "some", "other", "more", "most", "own", "same"]
+_STOP_WORDS = (
+    "a an the and or but if of to in on at by for with from as into about than then so is are was were be been "
+    "being am do does did done has have had having it its this that these those there here i you he she we "
+    "they them his her their our your my me us not no yes can could may might must shall should will would "
+    "which who whom what when where why how also only just very such any all each some other more most own "
+    "same"
 )
+STOP_WORDS = frozenset(_STOP_WORDS.split())
 
 
 def normalize_answer(text: str) -> str:
@@ -176,7 +181,7 @@ def accuracy(prediction, golds, sample, ctx):
 
 @register_scorer(
     "exact_match",
-    kind="free-text",
+    kind=AnswerFormat.FREE_TEXT,
     binary=True,
     description="1 if the normalised prediction equals any acceptable answer",
 )
@@ -184,19 +189,21 @@ def exact_match(prediction, golds, sample, ctx):
     return _best_over_golds(lambda p, g: float(normalize_answer(p) == normalize_answer(g)), prediction, golds)
 
 
-@register_scorer("token_f1", kind="free-text", description="SQuAD token F1, best over acceptable answers")
+@register_scorer("token_f1", kind=AnswerFormat.FREE_TEXT, description="SQuAD token F1, best over acceptable answers")
 def token_f1(prediction, golds, sample, ctx):
     return _best_over_golds(_token_f1, prediction, golds)
 
 
-@register_scorer("rouge_l", kind="free-text", description="ROUGE-L F-measure on normalised tokens, best over answers")
+@register_scorer(
+    "rouge_l", kind=AnswerFormat.FREE_TEXT, description="ROUGE-L F-measure on normalised tokens, best over answers"
+)
 def rouge_l(prediction, golds, sample, ctx):
     return _best_over_golds(_rouge_l, prediction, golds)
 
 
 @register_scorer(
     "semantic_similarity",
-    kind="free-text",
+    kind=AnswerFormat.FREE_TEXT,
     description="cosine similarity of sentence embeddings, best over acceptable answers",
 )
 def semantic_similarity(prediction, golds, sample, ctx):
@@ -218,7 +225,7 @@ def answer_length(prediction, golds, sample, ctx):
 
 @register_scorer(
     "groundedness",
-    kind="free-text",
+    kind=AnswerFormat.FREE_TEXT,
     description="share of the prediction's content words found in the retrieved passages",
 )
 def groundedness(prediction, golds, sample, ctx):
@@ -247,19 +254,19 @@ def metric_names_for(answer_format: str) -> list[str]:
 
 
 def _unknown_metric_error(name: str) -> ValueError:
-    hint = difflib.get_close_matches(name, list(SCORERS), n=1)
-    did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
-    return ValueError(f"unknown metric {name!r}.{did_you_mean} Valid metrics: {', '.join(SCORERS)}")
+    return ValueError(f"unknown metric {name!r}{did_you_mean(name, SCORERS)} (valid metrics: {', '.join(SCORERS)})")
 
 
-def validate_metric_names(names: Iterable[str], answer_format: str) -> list[str]:
-    """Check names early (before any model runs) and return them de-duplicated, order kept."""
-    _check_format(answer_format)
+def validate_metric_names(names: Iterable[str], answer_format: str | None) -> list[str]:
+    """Check names early (before any model runs) and return them de-duplicated, order kept. With
+    `answer_format` None (a shared include that does not set one) only whether each name exists is checked."""
+    if answer_format is not None:
+        _check_format(answer_format)
     names = list(dict.fromkeys(names))
     for name in names:
         if name not in SCORERS:
             raise _unknown_metric_error(name)
-        if answer_format not in SCORERS[name].kinds:
+        if answer_format is not None and answer_format not in SCORERS[name].kinds:
             raise ValueError(
                 f"metric {name!r} does not apply to answer format {answer_format!r} "
                 f"(it applies to {sorted(SCORERS[name].kinds)}); "

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 import os
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.files import package_folder
+from harness.models import set_hub_defaults
 from harness.spec import TaskProblems, TaskSpec
 
 MAX_PROBLEMS = 50  # per file: enough to fix a pattern, short enough to read
@@ -30,26 +31,6 @@ class Problems(list):
 
 
 # ---------------------------------------------------------------- locating files
-
-
-def package_folder(package: str, where: str) -> Path:
-    """The folder of an installed package, found without importing it (its import may be heavy). Only the
-    top-level name goes to find_spec: for `a.b` it would import `a`, running code a task file chose."""
-    parts = package.split(".")
-    if not all(part.isidentifier() for part in parts):
-        raise HarnessError(f"{where}: '{package}' is not a package name")
-    try:
-        spec = importlib.util.find_spec(parts[0])
-    except (ImportError, ValueError):
-        spec = None
-    folder = (
-        Path(list(spec.submodule_search_locations)[0]).joinpath(*parts[1:])
-        if spec is not None and spec.submodule_search_locations
-        else None
-    )
-    if folder is None or not folder.is_dir():
-        raise HarnessError(f"{where}: package '{package}' is not installed (pip install {parts[0]})")
-    return folder
 
 
 def resolve_path(spec: TaskSpec, section: str, path: str, package: str | None) -> Path:
@@ -149,9 +130,8 @@ def read_rows(path: Path, fmt: str, spec: TaskSpec, section: str, problems: Prob
 def hub_rows(spec: TaskSpec) -> list[tuple[str, dict]]:
     hub = spec.data.questions.hub
     where = spec.where("data.questions.hub")
-    # Offline unless the user says otherwise: a hub that cannot be reached costs a minute of retries.
-    hub_off = os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    datasets_off = os.environ.setdefault("HF_DATASETS_OFFLINE", hub_off)
+    set_hub_defaults()
+    hub_off, datasets_off = os.environ["HF_HUB_OFFLINE"], os.environ["HF_DATASETS_OFFLINE"]
     if "1" in (hub_off, datasets_off):
         raise HarnessError(
             f"{where}: '{hub.name}' is on the datasets hub, and this run is offline "

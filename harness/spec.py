@@ -2,31 +2,24 @@
 
 A task file is declarative: it names data, prompts, systems and metrics. Every field carries its help
 text (as peft's dataclasses do), and every section an example; docs/tasks.md is generated from them
-(`python docs/gen_tasks_md.py`), and a test keeps the two equal.
+(`python docs/gen_tasks_md.py`), and a test keeps the two equal. The `data:` section is in harness.dataspec.
+
+Only fields and the rules between fields are checked here: the schema imports no registry. Whether a name a
+plugin registers (a system, a fine-tuning method, a metric) exists is checked in harness.checks.
 """
 
 from __future__ import annotations
 
-import difflib
-import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+import jinja2
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from harness.errors import HarnessError
-from harness.yamlfile import load_with_includes, locate, read_yaml, resolve_includes  # noqa: F401 (re-exported)
-
-AnswerFormat = Literal["yes-no", "multiple-choice", "free-text"]
+from harness.constants import AnswerFormat
+from harness.dataspec import CorpusSource, DataSpec, FieldMap, HubSource, QuestionSource, SplitSpec, Strict
+from harness.errors import HarnessError, did_you_mean
+from harness.yamlfile import load_with_includes, validation_problems, where
 
 
 class TaskProblems(HarnessError):
@@ -39,170 +32,12 @@ class TaskProblems(HarnessError):
         super().__init__(self.problems[0] + tail)
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-    example: ClassVar[str] = ""  # a YAML snippet for docs/tasks.md (validated by the docs test)
-
-
 def _check_template(source: str) -> str:
-    import jinja2
-
     try:
         jinja2.Environment().parse(source)
     except jinja2.TemplateSyntaxError as e:
         raise ValueError(f"invalid Jinja2 template (template line {e.lineno}: {e.message})") from None
     return source
-
-
-class FieldMap(Strict):
-    """Which field of each row holds what. Optional fields are used when a row has them."""
-
-    example: ClassVar[str] = """\
-fields: {question: prompt, answer: gold, choices: [A, B, C, D], answer_is: letter, doc_id: source}"""
-
-    id: str | None = Field(
-        "id", description="Field holding a unique question id; rows without it are numbered by their line."
-    )
-    question: str = Field("question", description="Field holding the question text.")
-    answer: str = Field(
-        "answer", description="Field holding the gold answer: a string, or (free-text) a list of acceptable answers."
-    )
-    choices: str | list[str] | None = Field(
-        "choices",
-        description="Multiple-choice options: one field holding a list, or a list of fields (one option each, e.g. CSV columns `[A, B, C, D]`). Yes/no tasks always use Yes/No.",
-    )
-    answer_is: Literal["text", "index", "letter"] = Field(
-        "text",
-        description="Multiple-choice: how the answer names the gold option: its `text`, its 0-based `index`, or its `letter` (A, B, C...).",
-    )
-    separator: str | None = Field(
-        None,
-        description="Split text cells (CSV answers or choices) on this string, e.g. `|`. A cell holding a JSON list is always read as a list.",
-    )
-    doc_id: str | None = Field(
-        "doc_id",
-        description="Field holding the id of the corpus document that answers the question (for retrieval metrics and by-document splits).",
-    )
-    category: str | None = Field(
-        "category", description="Field holding a category label (for the per-category baseline and breakdowns)."
-    )
-    split: str | None = Field(
-        "split",
-        description="Field naming each row's split (`train`, `dev`/`validation`, `test`); read only with `data.split.by: given`.",
-    )
-
-
-class HubSource(Strict):
-    """A dataset on a `datasets` hub. Offline (the default) this fails at once with a clear message."""
-
-    example: ClassVar[str] = """\
-hub: {name: org/dataset, config: default, split: train}"""
-
-    name: str = Field(
-        ...,
-        description="A `datasets` hub name, e.g. `org/dataset`. Needs a hub (HF_HUB_OFFLINE=0); offline it fails with a clear error.",
-    )
-    config: str | None = Field(None, description="The dataset configuration name.")
-    split: str = Field(
-        "train",
-        description="Which split of the hub dataset to read (the harness makes its own train/dev/test from it).",
-    )
-
-
-class QuestionSource(Strict):
-    """Where the questions and gold answers come from: one local file, a file inside a package, or a hub dataset."""
-
-    example: ClassVar[str] = """\
-questions:
-  path: my-domain/questions.csv
-  fields: {question: q, answer: a}"""
-
-    path: str | None = Field(
-        None, description="A JSONL, CSV or Parquet file (or a JSON array), relative to the task file's folder."
-    )
-    package: str | None = Field(None, description="Read `path` from inside this installed Python package instead.")
-    hub: HubSource | None = Field(None, description="Read from a `datasets` hub spec instead of a file.")
-    format: Literal["auto", "jsonl", "json", "csv", "parquet"] = Field(
-        "auto", description="File format; `auto` goes by the extension (.jsonl, .json, .csv, .parquet)."
-    )
-    fields: FieldMap = Field(
-        default_factory=FieldMap, description="Which field holds what (see `data.questions.fields`)."
-    )
-
-    @model_validator(mode="after")
-    def _one_source(self) -> QuestionSource:
-        if (self.path is None) == (self.hub is None):
-            raise ValueError("give exactly one of `path` or `hub`")
-        if self.package and not self.path:
-            raise ValueError("`package` needs a `path` inside the package")
-        return self
-
-
-class CorpusSource(Strict):
-    """Documents that RAG indexes: a folder of .txt/.md/.html files, or a JSONL file with one document a line."""
-
-    example: ClassVar[str] = """\
-corpus: {package: pychoosealicense, path: _licenses, glob: "*.txt", strip_front_matter: true}"""
-
-    path: str = Field(
-        ...,
-        description="A folder of .txt/.md/.html documents, or a JSONL file with one document a line; relative to the task file, or to `package`.",
-    )
-    package: str | None = Field(None, description="Read `path` from inside this installed Python package.")
-    glob: str = Field(
-        "*",
-        description="Which files of the folder to read (e.g. `*.txt`, or `**/*.md` for subfolders). A document's id is its path below the folder, without the extension.",
-    )
-    exclude: list[str] = Field(default_factory=list, description="File names to leave out (e.g. `__init__.py`).")
-    strip_front_matter: bool = Field(
-        False, description="Drop a leading `---` YAML front-matter block from each document (metadata, not text)."
-    )
-    text_field: str = Field("text", description="JSONL corpus: the field holding the document text.")
-    id_field: str = Field("doc_id", description="JSONL corpus: the field holding the document id.")
-    title_field: str | None = Field("title", description="JSONL corpus: the field holding the title, if any.")
-
-
-class SplitSpec(Strict):
-    """How train / dev / test are made. Ratio splits are seeded, so every run sees the same test questions."""
-
-    example: ClassVar[str] = """\
-split: {by: doc, test_fraction: 0.2, dev_fraction: 0.1, seed: 0}"""
-
-    by: Literal["doc", "question", "given"] = Field(
-        "doc",
-        description="`doc` holds out whole documents (no test question about a document seen in training); `question` splits questions at random; `given` uses each row's split field.",
-    )
-    test_fraction: float = Field(
-        0.2, gt=0, lt=1, description="Share of documents (or questions) held out for testing."
-    )
-    dev_fraction: float = Field(
-        0.1, ge=0, lt=1, description="Share held out of training for validation loss and calibration."
-    )
-    seed: int = Field(0, description="Seed of the split.")
-
-    @model_validator(mode="after")
-    def _fractions(self) -> SplitSpec:
-        if self.test_fraction + self.dev_fraction >= 1:
-            raise ValueError(
-                f"test_fraction + dev_fraction must be below 1 (got {self.test_fraction} + {self.dev_fraction})"
-            )
-        return self
-
-
-class DataSpec(Strict):
-    """Questions, corpus and split."""
-
-    example: ClassVar[str] = """\
-data:
-  questions: {path: my-domain/questions.jsonl}
-  corpus: {path: my-domain/docs, glob: "*.md"}
-  split: {by: doc, test_fraction: 0.2}"""
-
-    questions: QuestionSource = Field(..., description="Where the questions and gold answers come from.")
-    corpus: CorpusSource | None = Field(
-        None, description="Documents that RAG indexes. Without it, RAG indexes the training question-answer pairs."
-    )
-    split: SplitSpec = Field(default_factory=SplitSpec, description="How train / dev / test are made.")
 
 
 class AccelerateSpec(Strict):
@@ -234,7 +69,10 @@ finetune: {r: 16, alpha: 32, epochs: 2, learning_rate: 2.0e-4, overrides: {qlora
         0.0,
         ge=0,
         lt=1,
-        description="LoRA dropout. 0 by default: a dropout of 0.05 made a CPU training step ~25% slower, and a run of one or two epochs does not overfit.",
+        description=(
+            "LoRA dropout. 0 by default: dropout makes a CPU training step slower (docs/performance.md, "
+            "'LoRA dropout'), and a run of one or two epochs does not overfit."
+        ),
     )
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Module names to adapt, or `all-linear`."
@@ -258,7 +96,11 @@ finetune: {r: 16, alpha: 32, epochs: 2, learning_rate: 2.0e-4, overrides: {qlora
     )
     objective: Literal["supervised-qa", "corpus", "both"] = Field(
         "supervised-qa",
-        description="`supervised-qa` trains on the training questions (loss on the answer only); `corpus` continues pre-training on the corpus text (unsupervised knowledge injection); `both` does the corpus pass first, then the questions, on one adapter.",
+        description=(
+            "`supervised-qa` trains on the training questions (loss on the answer only); `corpus` continues "
+            "pre-training on the corpus text (unsupervised knowledge injection); `both` does the corpus pass "
+            "first, then the questions, on one adapter."
+        ),
     )
     corpus_epochs: float = Field(
         1.0, gt=0, description="Passes over the corpus when `objective` is `corpus` or `both`."
@@ -278,15 +120,10 @@ finetune: {r: 16, alpha: 32, epochs: 2, learning_rate: 2.0e-4, overrides: {qlora
     @field_validator("overrides")
     @classmethod
     def _overrides(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        from harness.systems.finetune import METHODS
-
+        # Only the fields are checked here; whether each key names a fine-tuning method is a question for the
+        # systems registry, asked in harness.checks.
         known = [n for n in cls.model_fields if n != "overrides"]
         for method, extra in v.items():
-            if method not in METHODS:
-                raise ValueError(
-                    f"'{method}' is not a fine-tuning method (methods: {', '.join(METHODS)})"
-                    f"{did_you_mean(method, METHODS)}"
-                )
             for key in extra:
                 if key not in known:
                     raise ValueError(f"{method}: unknown field '{key}'{did_you_mean(key, known)}")
@@ -319,11 +156,17 @@ rag: {chunk_tokens: 200, overlap: 32, k: 4, index: hnsw}"""
     max_prompt_tokens: int = Field(
         2048,
         gt=64,
-        description="Most LLM tokens a RAG prompt may take; passages that do not fit are cut or dropped, never the system prompt or question.",
+        description=(
+            "Most LLM tokens a RAG prompt may take; passages that do not fit are cut or dropped, never the system "
+            "prompt or question."
+        ),
     )
     context_template: str = Field(
         "Passages:\n{% for p in passages %}[{{ loop.index }}] {{ p.text }}\n\n{% endfor %}Question: {{ question }}",
-        description="Jinja2 template of the user turn with retrieved `passages` (each has text, doc_id, score) and the `question`.",
+        description=(
+            "Jinja2 template of the user turn with retrieved `passages` (each has text, doc_id, score) and the "
+            "`question`."
+        ),
     )
 
     @field_validator("context_template")
@@ -351,7 +194,11 @@ fewshot: {k: 4, selection: nearest}"""
     )
     selection: Literal["random", "nearest"] = Field(
         "random",
-        description="`random`: k training questions drawn per question, seeded by `seed` and the question id; `nearest`: the k training questions most similar to the question (embedded with `rag.embedder`). Examples only ever come from the training split.",
+        description=(
+            "`random`: k training questions drawn per question, seeded by `seed` and the question id; `nearest`: "
+            "the k training questions most similar to the question (embedded with `rag.embedder`). Examples only "
+            "ever come from the training split."
+        ),
     )
 
 
@@ -363,7 +210,9 @@ fields: {prompt: question, chosen: good, rejected: bad}"""
 
     prompt: str = Field(
         "prompt",
-        description="Field holding the user's question (the system prompt and chat template are added, as at evaluation).",
+        description=(
+            "Field holding the user's question (the system prompt and chat template are added, as at evaluation)."
+        ),
     )
     chosen: str = Field("chosen", description="Field holding the preferred answer.")
     rejected: str = Field("rejected", description="Field holding the dispreferred answer.")
@@ -378,7 +227,11 @@ preference: {path: my-domain/pairs.jsonl, start_from: sft, beta: 0.1}"""
 
     path: str | None = Field(
         None,
-        description="A JSONL (or JSON, CSV, Parquet) file of preference pairs, relative to the task file. Without it, pairs are made from the training split: chosen is the gold answer, rejected a wrong answer the base model gives (or a wrong option).",
+        description=(
+            "A JSONL (or JSON, CSV, Parquet) file of preference pairs, relative to the task file. Without it, "
+            "pairs are made from the training split: chosen is the gold answer, rejected a wrong answer the base "
+            "model gives (or a wrong option)."
+        ),
     )
     fields: PreferenceFields = Field(
         default_factory=PreferenceFields,
@@ -386,7 +239,11 @@ preference: {path: my-domain/pairs.jsonl, start_from: sft, beta: 0.1}"""
     )
     start_from: Literal["sft", "base"] = Field(
         "sft",
-        description="dpo: continue the supervised `lora` adapter (trained first, or reused from the cache), or start a new adapter on the base model. orpo always starts from the base model (its loss includes the supervised term).",
+        description=(
+            "dpo: continue the supervised `lora` adapter (trained first, or reused from the cache), or start a new "
+            "adapter on the base model. orpo always starts from the base model (its loss includes the supervised "
+            "term)."
+        ),
     )
     beta: float = Field(
         0.1,
@@ -417,7 +274,11 @@ evaluation: {batch_size: 1, max_new_tokens: 16, bootstrap: 2000}"""
     max_new_tokens: int = Field(32, gt=0, description="Free-text: longest generated answer.")
     calibration: Literal["dev-threshold", "contextual", "none"] = Field(
         "dev-threshold",
-        description='Yes/no calibrated accuracy: `dev-threshold` fits a decision threshold on the dev split\'s Yes-No margin; `contextual` subtracts the margin the system gives content-free questions (`N/A`, empty, `[MASK]`), as in Zhao et al. 2021 "Calibrate Before Use"; `none` skips it.',
+        description=(
+            "Yes/no calibrated accuracy: `dev-threshold` fits a decision threshold on the dev split's Yes-No "
+            "margin; `contextual` subtracts the margin the system gives content-free questions (`N/A`, empty, "
+            '`[MASK]`), as in Zhao et al. 2021 "Calibrate Before Use"; `none` skips it.'
+        ),
     )
     calibration_limit: int = Field(80, gt=0, description="Most dev questions used for calibration.")
     bootstrap: int = Field(2000, gt=0, description="Bootstrap resamples for the 95% intervals.")
@@ -444,7 +305,10 @@ metrics: [exact_match, token_f1]"""
     description: str = Field("", description="One line on what the task asks.")
     answer_format: AnswerFormat = Field(
         ...,
-        description="`yes-no` or `multiple-choice` (choice by log-likelihood, scored by accuracy), or `free-text` (generation, scored by exact match, token F1, ROUGE-L and embedding similarity).",
+        description=(
+            "`yes-no` or `multiple-choice` (choice by log-likelihood, scored by accuracy), or `free-text` "
+            "(generation, scored by exact match, token F1, ROUGE-L and embedding similarity)."
+        ),
     )
     data: DataSpec = Field(..., description="Questions, corpus and split.")
     system_prompt: str = Field("", description="The system turn every system gets.")
@@ -453,7 +317,10 @@ metrics: [exact_match, token_f1]"""
     )
     model: str = Field(
         "default",
-        description="`default` (the embedded SmolLM2-135M-Instruct), a model folder (relative to the task file or the working directory), or a hub id.",
+        description=(
+            "`default` (the embedded SmolLM2-135M-Instruct), a model folder (relative to the task file or the "
+            "working directory), or a hub id."
+        ),
     )
     systems: list[str] = Field(
         default_factory=lambda: ["prompt", "lora", "rag"],
@@ -482,25 +349,10 @@ metrics: [exact_match, token_f1]"""
     def _question_template(cls, v: str) -> str:
         return _check_template(v)
 
-    @field_validator("metrics")
-    @classmethod
-    def _metrics(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        fmt = info.data.get("answer_format")
-        if fmt is None:  # reported as its own problem
-            return v
-        from harness import scorers
-
-        return scorers.validate_metric_names(v, fmt)
-
     @field_validator("systems")
     @classmethod
     def _systems(cls, v: list[str]) -> list[str]:
-        from harness import systems
-
-        valid = systems.available()
-        for name in v:
-            if name not in valid:
-                raise ValueError(f"unknown system '{name}' (valid: {', '.join(valid)}){did_you_mean(name, valid)}")
+        # Whether each name is a registered system is checked in harness.checks; a repeat is a rule of the list.
         if len(set(v)) != len(v):
             raise ValueError(f"a system is listed twice: {', '.join(v)}")
         return v
@@ -511,10 +363,9 @@ metrics: [exact_match, token_f1]"""
 
     def where(self, field: str) -> str:
         """`file:line: field 'a.b'`, pointing at the file (task or include) and line that set the field."""
-        loc = tuple(field.split("."))
         if not self._sources:
             return f"{self.source_path or self.name}: field '{field}'"
-        return f"{locate(self._sources, loc)}: field '{field}'"
+        return where(self._sources, field)
 
 
 SECTIONS: list[tuple[str, type[Strict]]] = [
@@ -534,75 +385,6 @@ SECTIONS: list[tuple[str, type[Strict]]] = [
 ]
 
 
-# ---------------------------------------------------------------- validation messages
-
-
-def did_you_mean(word: str, options) -> str:
-    guess = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
-    return f"; did you mean '{guess[0]}'?" if guess else ""
-
-
-def _known_fields(loc: tuple) -> list[str]:
-    """The valid keys of the section where an unknown key was found."""
-    current: Any = TaskSpec
-    for part in loc[:-1]:
-        if not (isinstance(current, type) and issubclass(current, BaseModel)) or isinstance(part, int):
-            return []
-        field = current.model_fields.get(part)
-        if field is None:
-            return []
-        ann = field.annotation
-        current = next(
-            (c for c in getattr(ann, "__args__", (ann,)) if isinstance(c, type) and issubclass(c, BaseModel)), None
-        )
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [n for n in current.model_fields if n != "source_path"]
-    return []
-
-
-def _clean_loc(loc: tuple) -> tuple:
-    # Union members appear in pydantic's loc as tags like "list[str]" or "literal['all-linear']".
-    return tuple(p for p in loc if isinstance(p, int) or not re.search(r"[\[\](]", p))
-
-
-def _problem(sources: list[str], loc: tuple, errs: list[dict]) -> str:
-    first = errs[0]
-    field = ".".join(str(p) for p in loc) or "(top level)"
-    where = locate(sources, loc)
-    if first["type"] == "extra_forbidden":
-        known = _known_fields(loc)
-        hint = did_you_mean(loc[-1], known) or (f"; valid fields here: {', '.join(known)}" if known else "")
-        return f"{where}: unknown field '{field}'{hint}"
-    if first["type"] == "missing":
-        return f"{where}: field '{field}' is required"
-    msgs = []
-    for e in errs:
-        m = e["msg"].removeprefix("Value error, ")
-        m = re.sub(r"valid dictionary or instance of \w+", "mapping (key: value lines)", m)
-        msgs.append(m if not msgs else m.removeprefix("Input should be "))
-    text = ", or ".join(dict.fromkeys(msgs))
-    got = first.get("input")
-    shown = (
-        f" (got {got!r:.60})" if isinstance(got, (str, int, float, bool)) and first["type"] != "value_error" else ""
-    )
-    hint = ""
-    if first["type"] == "literal_error" and isinstance(got, str):
-        hint = did_you_mean(got, re.findall(r"'([^']*)'", first.get("ctx", {}).get("expected", "")))
-    return f"{where}: field '{field}': {text}{shown}{hint}"
-
-
-def validation_problems(sources: list[str], err: ValidationError, skip_missing: bool = False) -> list[str]:
-    grouped: dict[tuple, list[dict]] = {}
-    for e in err.errors():
-        if skip_missing and e["type"] == "missing":
-            continue
-        loc = tuple(e["loc"])
-        # the last part of an unknown field's loc is the user's key, even when it looks like a union tag ("a[")
-        loc = _clean_loc(loc[:-1]) + loc[-1:] if e["type"] == "extra_forbidden" and loc else _clean_loc(loc)
-        grouped.setdefault(loc, []).append(e)
-    return [_problem(sources, loc, errs) for loc, errs in grouped.items()]
-
-
 # ---------------------------------------------------------------- loading
 
 
@@ -615,7 +397,7 @@ def load_spec(path: Path) -> TaskSpec:
     try:
         spec = TaskSpec.model_validate(data)
     except ValidationError as e:
-        raise TaskProblems(validation_problems(sources, e)) from None
+        raise TaskProblems(validation_problems(TaskSpec, sources, e)) from None
     spec.source_path = str(path.resolve())
     spec._sources = sources
     model = Path(spec.model).expanduser()
@@ -633,7 +415,7 @@ def check_include(path: Path) -> str:
     try:
         TaskSpec.model_validate(data)
     except ValidationError as e:
-        problems = validation_problems(sources, e, skip_missing=True)
+        problems = validation_problems(TaskSpec, sources, e, skip_missing=True)
         if problems:
             raise TaskProblems(problems) from None
     return f"shared include with {len(data)} field{'s' * (len(data) != 1)} ({', '.join(data)})"

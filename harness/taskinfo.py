@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.data import Question, load_task_data
+from harness.checks import check_names, include_name_problems, template_problems
+from harness.data import load_task_data
 from harness.errors import HarnessError
+from harness.models import looks_like_path, resolve_model
 from harness.spec import TaskProblems, check_include, load_spec
 from harness.tasks import list_task_files
 
@@ -17,6 +19,7 @@ def is_include(path: Path) -> bool:
 
 def summarise(path: Path) -> dict:
     spec = load_spec(path)
+    check_names(spec)  # the same check `harness run` makes, before the data is read
     data = load_task_data(spec)
     return {
         "name": spec.name,
@@ -53,40 +56,11 @@ def describe_all(extra_dirs: list[Path]) -> list[dict]:
     return rows
 
 
-def _check_templates(spec, sample: Question) -> list[str]:
-    """Render both templates once, so a misspelt variable is found now and not mid-run."""
-    import jinja2
-
-    from harness.prompts import template, user_turn
-
-    problems = []
-    try:
-        user = user_turn(spec.question_template, sample)
-    except HarnessError as e:
-        problems.append(f"{spec.where('question_template')}: {str(e).split(': ', 1)[-1]}")
-        user = sample.question
-    try:
-        template(spec.rag.context_template, "rag.context_template").render(
-            passages=[{"text": "passage", "doc_id": "doc", "score": 1.0, "title": "title"}], question=user
-        )
-    except jinja2.UndefinedError as e:
-        problems.append(f"{spec.where('rag.context_template')}: {e.message} (available: passages, question)")
-    except Exception as e:  # a template that raises at render time (bad filter use, ...)
-        problems.append(f"{spec.where('rag.context_template')}: cannot render ({type(e).__name__}: {e})")
-    return problems
-
-
 def _check_model(spec) -> list[str]:
-    name = spec.model
-    looks_like_path = name != "default" and (
-        Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
-    )
-    if not looks_like_path:
+    if spec.model == "default" or not looks_like_path(spec.model):
         return []  # `default` is checked by a run; a hub id needs the hub
-    from harness.models import resolve_model
-
     try:
-        resolve_model(name)
+        resolve_model(spec.model)
     except HarnessError as e:
         return [f"{spec.where('model')}: {e}"]
     return []
@@ -96,10 +70,14 @@ def validate_file(path: Path) -> str:
     """A one-line summary of a valid task (or shared include) file; else TaskProblems listing every problem."""
     path = Path(path)
     if is_include(path):
-        return check_include(path)
+        summary = check_include(path)
+        problems = include_name_problems(path)
+        if problems:
+            raise TaskProblems(problems)
+        return summary
     info = summarise(path)
     spec, data = info["spec"], info["data"]
-    problems = _check_templates(spec, data.test[0]) + _check_model(spec)
+    problems = template_problems(spec, data.test[0]) + _check_model(spec)
     if problems:
         raise TaskProblems(problems)
     return (

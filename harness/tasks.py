@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, did_you_mean
 
 SHIPPED = Path(__file__).resolve().parent.parent / "tasks"
 
@@ -47,7 +46,5 @@ def find_task(name_or_path: str, extra: list[Path] | None = None) -> Path:
         return known[name_or_path]
     if p.is_dir():
         raise HarnessError(f"{p} is a folder; pass a task YAML file or a task name")
-    guess = difflib.get_close_matches(name_or_path, known, n=1)
-    hint = f"did you mean '{guess[0]}'? " if guess else ""
     listing = ", ".join(sorted(known)) or "none found"
-    raise HarnessError(f"unknown task '{name_or_path}'; {hint}known tasks: {listing}")
+    raise HarnessError(f"unknown task '{name_or_path}'{did_you_mean(name_or_path, known)} (known tasks: {listing})")

@@ -1,14 +1,17 @@
 """Reading task YAML files: UTF-8 and YAML errors with their line, duplicate keys, `include:` files merged
-in order (later wins, mappings merge), and finding the file and line that set a field, for messages."""
+in order (later wins, mappings merge), finding the file and line that set a field, and turning a schema's
+validation errors into messages that name them."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, did_you_mean
 
 
 def _decode(path: Path | str, raw: bytes) -> str:
@@ -173,6 +176,11 @@ def locate(sources: list[str], loc: tuple) -> str:
     return f"{best[1]}:{best[2]}" if best[2] else str(best[1])
 
 
+def where(sources: list[str], field: str) -> str:
+    """`file:line: field 'a.b'`, pointing at the file (task or include) and line that set the field."""
+    return f"{locate(sources, tuple(field.split('.')))}: field '{field}'"
+
+
 # ---------------------------------------------------------------- includes
 
 
@@ -212,3 +220,71 @@ def _merge(base: dict, over: dict) -> dict:
 def resolve_includes(path: Path) -> dict[str, Any]:
     """A task file's fields with its `include:` files merged under it (mappings merge; later files win)."""
     return load_with_includes(Path(path), (), [])
+
+
+# ---------------------------------------------------------------- validation messages, located
+
+
+def _known_fields(root: type[BaseModel], loc: tuple) -> list[str]:
+    """The valid keys of the section where an unknown key was found."""
+    current: Any = root
+    for part in loc[:-1]:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or isinstance(part, int):
+            return []
+        field = current.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        current = next(
+            (c for c in getattr(ann, "__args__", (ann,)) if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [n for n, f in current.model_fields.items() if not f.exclude]  # not those the loader sets
+    return []
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    # Union members appear in pydantic's loc as tags like "list[str]" or "literal['all-linear']".
+    return tuple(p for p in loc if isinstance(p, int) or not re.search(r"[\[\](]", p))
+
+
+def _problem(root: type[BaseModel], sources: list[str], loc: tuple, errs: list[dict]) -> str:
+    first = errs[0]
+    field = ".".join(str(p) for p in loc) or "(top level)"
+    where = locate(sources, loc)
+    if first["type"] == "extra_forbidden":
+        known = _known_fields(root, loc)
+        hint = did_you_mean(loc[-1], known) or (f"; valid fields here: {', '.join(known)}" if known else "")
+        return f"{where}: unknown field '{field}'{hint}"
+    if first["type"] == "missing":
+        return f"{where}: field '{field}' is required"
+    msgs = []
+    for e in errs:
+        m = e["msg"].removeprefix("Value error, ")
+        m = re.sub(r"valid dictionary or instance of \w+", "mapping (key: value lines)", m)
+        msgs.append(m if not msgs else m.removeprefix("Input should be "))
+    text = ", or ".join(dict.fromkeys(msgs))
+    got = first.get("input")
+    shown = (
+        f" (got {got!r:.60})" if isinstance(got, (str, int, float, bool)) and first["type"] != "value_error" else ""
+    )
+    hint = ""
+    if first["type"] in ("literal_error", "enum") and isinstance(got, str):
+        hint = did_you_mean(got, re.findall(r"'([^']*)'", first.get("ctx", {}).get("expected", "")))
+    return f"{where}: field '{field}': {text}{shown}{hint}"
+
+
+def validation_problems(
+    root: type[BaseModel], sources: list[str], err: ValidationError, skip_missing: bool = False
+) -> list[str]:
+    """One line per problem pydantic found validating `root` from the YAML `sources` (the file, then its
+    includes): the file and line that set the field, the field, what is wrong, and a did-you-mean."""
+    grouped: dict[tuple, list[dict]] = {}
+    for e in err.errors():
+        if skip_missing and e["type"] == "missing":
+            continue
+        loc = tuple(e["loc"])
+        # the last part of an unknown field's loc is the user's key, even when it looks like a union tag ("a[")
+        loc = _clean_loc(loc[:-1]) + loc[-1:] if e["type"] == "extra_forbidden" and loc else _clean_loc(loc)
+        grouped.setdefault(loc, []).append(e)
+    return [_problem(root, sources, loc, errs) for loc, errs in grouped.items()]

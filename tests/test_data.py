@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from harness.data import load_corpus, load_questions, load_task_data, split_questions
+from harness.dataspec import SplitSpec
 from harness.errors import HarnessError
-from harness.spec import SplitSpec, TaskProblems, load_spec
+from harness.spec import TaskProblems, load_spec
 
 
 def jsonl(rows) -> str:
@@ -49,7 +50,8 @@ def test_csv_with_a_field_mapping_and_choice_columns(tmp_path):
     spec = task(
         tmp_path,
         "name: t\nanswer_format: multiple-choice\ndata:\n  questions:\n    path: q.csv\n"
-        "    fields: {id: num, question: prompt, answer: gold, choices: [A, B, C, D], answer_is: letter, doc_id: source}\n",
+        "    fields: {id: num, question: prompt, answer: gold, choices: [A, B, C, D], answer_is: letter,"
+        " doc_id: source}\n",
         {"q.csv": csv_text},
     )
     qs = load_questions(spec)
@@ -330,7 +332,7 @@ def test_the_fingerprint_is_the_data_not_where_it_lives(tmp_path):
     a = load_task_data(task(tmp_path / "a", body, {"q.jsonl": jsonl(ROWS)}))
     b = load_task_data(task(tmp_path / "b", body, {"q.jsonl": jsonl(ROWS)}))
     assert a.fingerprint() == b.fingerprint()
-    c = load_task_data(task(tmp_path / "c", body, {"q.jsonl": jsonl([dict(ROWS[0], answer="other")] + ROWS[1:])}))
+    c = load_task_data(task(tmp_path / "c", body, {"q.jsonl": jsonl([dict(ROWS[0], answer="other"), *ROWS[1:]])}))
     assert c.fingerprint() != a.fingerprint()
 
 

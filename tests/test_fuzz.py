@@ -136,6 +136,19 @@ includes = st.one_of(
 )
 include_field = st.one_of(includes, st.lists(includes, max_size=3), values)
 
+OPTIONAL_TOP_LEVEL = (
+    "systems",
+    "finetune",
+    "rag",
+    "evaluation",
+    "metrics",
+    "seed",
+    "model",
+    "system_prompt",
+    "question_template",
+    "description",
+)
+
 plausible = st.fixed_dictionaries(
     {
         "name": st.one_of(st.just("fuzz"), text),
@@ -165,7 +178,7 @@ plausible = st.fixed_dictionaries(
             values,
         ),
     },
-    optional=dict.fromkeys(("systems", "finetune", "rag", "evaluation", "metrics", "seed", "model", "system_prompt", "question_template", "description"), values)
+    optional=dict.fromkeys(OPTIONAL_TOP_LEVEL, values)
     | {"include": include_field}
     | dict.fromkeys(("nonsense", "systems_", "Name"), values),
 )

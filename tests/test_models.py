@@ -26,6 +26,40 @@ def test_resolve_local_folder(tiny_model_dir):
     assert ref.fingerprint == models.resolve_model(str(tiny_model_dir)).fingerprint
 
 
+def test_fingerprint_is_the_key_adapters_were_cached_under(copy_of_tiny):
+    # Adapter folder names hash this fingerprint: it must stay what it was (path, names, sizes, mtimes).
+    listing = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in copy_of_tiny.iterdir() if p.is_file())
+    want = models.cache.key_of(str(copy_of_tiny.resolve()), listing)
+    assert models.resolve_model(str(copy_of_tiny)).fingerprint == want
+
+
+def test_a_model_converted_by_the_earlier_code_is_reused(tmp_path, monkeypatch):
+    final = tmp_path / "smollm2-135m-instruct-0123456789abcdef"
+    final.mkdir()
+    (final / "config.json").write_text("{}")
+    manifest = {
+        "created": "2026-01-01T00:00:00+0000",
+        "source": f"{models.DEFAULT_PACKAGE}/{models.DEFAULT_GGUF}",
+        "checksums": {"config.json": models.files.file_sha256(final / "config.json")},
+    }
+    (final / "_artifact.json").write_text(json.dumps(manifest, indent=2, default=str))  # as cache.build_atomically
+    monkeypatch.setattr(models, "_default_folder", lambda: final)
+    logs = []
+    assert models.convert_default(logs.append) == final and logs == []  # verified, not converted again
+
+
+def test_embedder_and_model_names_resolve_in_one_place(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert models.locate_weights("default", "embedder", lambda: tmp_path) == tmp_path
+    assert models.locate_weights(str(tmp_path), "embedder", lambda: None) == tmp_path
+    with pytest.raises(HarnessError, match="embedder 'org/x' is not a local folder.*pass a local embedder folder"):
+        models.locate_weights("org/x", "embedder", lambda: None)
+    with pytest.raises(HarnessError, match="embedder path .*nope does not exist"):
+        models.locate_weights(str(tmp_path / "nope"), "embedder", lambda: None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert models.locate_weights("org/x", "embedder", lambda: None) == "org/x"
+
+
 def test_fingerprint_changes_with_weights(copy_of_tiny):
     before = models.resolve_model(str(copy_of_tiny)).fingerprint
     (copy_of_tiny / "model.safetensors").write_bytes(b"different")

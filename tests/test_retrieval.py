@@ -3,6 +3,7 @@ one test; chunking uses the real (local, fast) MiniLM tokenizer, since chunk siz
 
 import hashlib
 import importlib.util
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -11,18 +12,20 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import itertools
+
 import numpy as np
 import pytest
 
+from harness.chunking import Chunk, _paragraph_spans, chunk_documents
+from harness.errors import HarnessError
 from harness.retrieval import (
-    Chunk,
     Embedder,
     IndexCorrupt,
+    IndexOutdated,
     RetrievalIndex,
-    _paragraph_spans,
     build_faiss_index,
     build_or_load,
-    chunk_documents,
     index_key,
     retrieval_quality,
     retrieve,
@@ -105,7 +108,7 @@ def test_overlap_between_windows_of_a_long_paragraph(tokenizer):
     text = long_paragraph(400)
     chunks = chunk_documents([Doc("a", text)], tokenizer, chunk_tokens=60, overlap=12)
     assert len(chunks) > 3 and chunks[-1].end_token == n_tokens(tokenizer, text)
-    for prev, cur in zip(chunks, chunks[1:]):
+    for prev, cur in itertools.pairwise(chunks):
         # Overlap is snapped forward to a word start (at most one word, <= 5 tokens here, is given up).
         assert 12 - 5 <= prev.end_token - cur.start_token <= 12
         prev_end, cur_start = text.index(prev.text) + len(prev.text), text.index(cur.text)
@@ -211,11 +214,31 @@ def test_reuse_corruption_and_rebuild(tmp_path, tokenizer):
     faiss_file.write_bytes(faiss_file.read_bytes()[:100])  # truncate
     with pytest.raises(IndexCorrupt, match="index.faiss.*rebuilt"):
         RetrievalIndex.load(Path(first["path"]))
-    idx, third = build_or_load(corpus(), emb, SETTINGS, tmp_path, log=logs.append)
+    _idx, third = build_or_load(corpus(), emb, SETTINGS, tmp_path, log=logs.append)
     assert not third["reused"] and len(logs) == 1
     assert logs[0].startswith(f"warning: index at {first['path']} failed its checksum") and "rebuilding" in logs[0]
     assert RetrievalIndex.load(Path(first["path"])).search(emb.encode(["jazz"]), 1)[0][0][0].doc_id == "d3"
     assert not list(tmp_path.glob("*.tmp-*")) and not list(tmp_path.glob("*.old-*"))
+
+
+def test_an_index_saved_in_the_earlier_layout_is_rebuilt_with_a_notice(tmp_path, tokenizer):
+    emb, logs = FakeEmbedder(tokenizer), []
+    idx, first = build_or_load(corpus(), emb, SETTINGS, tmp_path, log=logs.append)
+    folder = Path(first["path"])
+    # The earlier layout: its own manifest.json (per-file sha256 and size), no _artifact.json.
+    manifest = json.loads((folder / "_artifact.json").read_text())
+    (folder / "_artifact.json").unlink()
+    manifest["files"] = {f: {"sha256": "0" * 64, "bytes": 1} for f in ("index.faiss", "chunks.jsonl")}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexOutdated):
+        RetrievalIndex.load(folder)
+    again, second = build_or_load(corpus(), emb, SETTINGS, tmp_path, log=logs.append)
+    assert logs == [f"note: index at {folder} was saved by an earlier version of harness; rebuilding it"]
+    assert not second["reused"] and second["path"] == first["path"]  # same key, same folder
+    assert not (folder / "manifest.json").exists() and (folder / "_artifact.json").exists()
+    q = emb.encode(["saxophone jazz"])
+    assert [(c, round(s, 6)) for c, s in again.search(q, 3)[0]] == [(c, round(s, 6)) for c, s in idx.search(q, 3)[0]]
+    assert build_or_load(corpus(), emb, SETTINGS, tmp_path, log=logs.append)[1]["reused"] and len(logs) == 1
 
 
 def test_dim_mismatch_and_key(tmp_path, tokenizer):
@@ -261,10 +284,10 @@ def test_packaged_minilm_embedder(tmp_path):
     assert emb.encode([]).shape == (0, 384)
     with pytest.raises(ValueError, match="chunk_tokens=300.*254"):
         chunk_documents([Doc("a", "x")], emb.tokenizer, 300, 32, emb.max_tokens)
-    idx, info = build_or_load(corpus(), emb, {**SETTINGS, "chunk_tokens": 200}, tmp_path, log=print)
+    idx, _info = build_or_load(corpus(), emb, {**SETTINGS, "chunk_tokens": 200}, tmp_path, log=print)
     assert idx.manifest["chunking"]["max_tokens"] == 254 and idx.manifest["embedder"]["dim"] == 384
     results, _ = retrieve(idx, emb, ["Which fortifications had water around them?"], k=3)
     assert results[0][0][0].doc_id == "d2"
     if os.environ.get("HF_HUB_OFFLINE") == "1":
-        with pytest.raises(ValueError, match="local folder"):
+        with pytest.raises(HarnessError, match="embedder 'someone/not-a-local-model' is not a local folder"):
             Embedder.load("someone/not-a-local-model")

@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness import scorers, systems, taskinfo
+from harness.checks import check_names, name_problems
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.spec import SECTIONS, TaskProblems, TaskSpec, load_spec, resolve_includes
+from harness.spec import SECTIONS, TaskProblems, TaskSpec, load_spec
 from harness.tasks import find_task, list_task_files
+from harness.yamlfile import resolve_includes
 
 REPO = Path(__file__).resolve().parent.parent
 MINIMAL = "name: t\nanswer_format: free-text\ndata:\n  questions: {path: q.jsonl}\n"
@@ -79,8 +82,40 @@ def test_override_is_validated_and_applied(tmp_path):
     spec = load_spec(write(tmp_path, {"t.yaml": MINIMAL + "finetune: {r: 8, overrides: {qlora: {r: 4}}}\n"}))
     assert spec.finetune.for_method("qlora").r == 4 and spec.finetune.for_method("lora").r == 8
     path = write(tmp_path, {"u.yaml": MINIMAL + "finetune: {overrides: {qlorra: {r: 4}}}\n"})
+    spec = load_spec(path)  # a fine-tuning method is a registered name: checked by harness.checks, not the schema
     with pytest.raises(TaskProblems, match="did you mean 'qlora'"):
-        load_spec(path)
+        check_names(spec)
+    assert name_problems(spec) == [
+        f"{path}:5: field 'finetune.overrides': 'qlorra' is not a fine-tuning method (methods: lora, qlora, dora); "
+        "did you mean 'qlora'?"
+    ]
+
+
+def test_registered_names_are_checked_in_one_place_with_located_messages(tmp_path):
+    path = write(
+        tmp_path,
+        {"t.yaml": MINIMAL + "systems: [prompt, ragg]\nmetrics: [exact_match, rouge]\n"},
+    )
+    spec = load_spec(path)  # the schema knows no registry: these are valid fields
+    problems = name_problems(spec, ["prompt", "lorra", "prompt"])
+    assert problems[0].startswith(f"{path}:5: field 'systems': unknown system 'ragg'; did you mean 'rag'? (valid ")
+    assert problems[1].startswith(f"{path}:6: field 'metrics': unknown metric 'rouge'; did you mean 'rouge_l'?")
+    assert problems[2].startswith("--systems: unknown system 'lorra'; did you mean 'lora'? (valid systems: ")
+    assert problems[3] == "--systems lists a system twice: prompt,lorra,prompt"
+    assert len(problems) == 4
+
+
+def test_registered_names_in_a_shared_include_are_checked_and_located(tmp_path):
+    include = write(tmp_path / "_shared", {"d.yaml": "seed: 1\nsystems: [prompt, ragg]\nmetrics: [rouge]\n"})
+    assert taskinfo.problems_of(include) == [
+        f"{include}:2: field 'systems': unknown system 'ragg'; did you mean 'rag'? "
+        f"(valid systems: {', '.join(systems.available())})",
+        f"{include}:3: field 'metrics': unknown metric 'rouge'; did you mean 'rouge_l'? "
+        f"(valid metrics: {', '.join(scorers.SCORERS)})",
+    ]
+    task = write(tmp_path, {"t.yaml": "include: _shared/d.yaml\n" + MINIMAL})
+    problems = name_problems(load_spec(task))  # the task that includes it: located in the include
+    assert [p.split(": field")[0] for p in problems] == [f"{include}:2", f"{include}:3"]
 
 
 def test_relative_model_folder_resolves_against_the_task_file(tmp_path, monkeypatch):

@@ -33,9 +33,11 @@ def test_find_errors(tmp_path):
         tasks.find_task(str(tmp_path / "nope.yaml"))
     with pytest.raises(HarnessError, match="is a folder"):
         tasks.find_task(str(tmp_path))
-    with pytest.raises(HarnessError, match=r"unknown task 'legal'; did you mean 'legal-qa'\? known tasks: .*legal-qa"):
+    with pytest.raises(
+        HarnessError, match=r"unknown task 'legal'; did you mean 'legal-qa'\? \(known tasks: .*legal-qa"
+    ):
         tasks.find_task("legal")
-    with pytest.raises(HarnessError, match="unknown task 'zzzz'; known tasks:") as e:
+    with pytest.raises(HarnessError, match=r"unknown task 'zzzz' \(known tasks:") as e:
         tasks.find_task("zzzz")
     assert "did you mean" not in str(e.value)
 

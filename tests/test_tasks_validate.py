@@ -148,6 +148,11 @@ CASES = {
         ("t.yaml", 9),
         ["field 'finetune.overrides'", "did you mean 'learning_rate'"],
     ),
+    "unknown-override-method": (
+        {"t.yaml": TASK + "finetune: {overrides: {qlorra: {r: 4}}}\n"},
+        ("t.yaml", 9),
+        ["field 'finetune.overrides'", "'qlorra' is not a fine-tuning method", "did you mean 'qlora'"],
+    ),
     "fractions-too-big": (
         {"t.yaml": TASK.replace("dev_fraction: 0", "dev_fraction: 0.8")},
         ("t.yaml", 7),

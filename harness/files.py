@@ -1,0 +1,236 @@
+"""Files a reader never sees half of: atomic text and JSON writes, atomic folders sealed by one artifact
+manifest, checksums, and the fingerprint of a folder of weights.
+
+Every built artifact (converted model, adapter, retrieval index) is a folder made by `build_atomically`: it
+is filled in a temporary sibling, sealed with `_artifact.json` (what it is, plus the sha256 of every file),
+and renamed into place. `verify` says whether a folder is such a complete, intact artifact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+MANIFEST = "_artifact.json"
+# Weight files whose first and last MiB go into a folder's fingerprint (their bytes, not only their size).
+_WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".onnx", ".gguf"}
+
+# Errors that mean "this place cannot take the file" (full disk, quota, read-only, permissions): the user can
+# fix them, so they end as one clear line naming the path instead of a traceback.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def storage_error(path: Path, e: OSError, fix: str = "") -> HarnessError:
+    what = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exceeded",
+        errno.EROFS: "the file system is read-only",
+    }.get(e.errno, e.strerror or str(e))
+    return HarnessError(f"cannot write {path} ({what}){'; ' + fix if fix else ''}")
+
+
+# ---------------------------------------------------------------- locating files
+
+
+def package_folder(package: str, where: str) -> Path:
+    """The folder of an installed package, found without importing it (its import may be heavy). Only the
+    top-level name goes to find_spec: for `a.b` it would import `a`, running code a task file chose."""
+    parts = package.split(".")
+    if not all(part.isidentifier() for part in parts):
+        raise HarnessError(f"{where}: '{package}' is not a package name")
+    try:
+        spec = importlib.util.find_spec(parts[0])
+    except (ImportError, ValueError):
+        spec = None
+    folder = (
+        Path(next(iter(spec.submodule_search_locations))).joinpath(*parts[1:])
+        if spec is not None and spec.submodule_search_locations
+        else None
+    )
+    if folder is None or not folder.is_dir():
+        raise HarnessError(f"{where}: package '{package}' is not installed (pip install {parts[0]})")
+    return folder
+
+
+# ---------------------------------------------------------------- single files
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary sibling, then rename it over `path`: readers see the old file or the new."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise HarnessError(f"cannot write {path} ({e.strerror})") from None
+
+
+def write_json_atomic(path: Path, data) -> None:
+    # Serialised before anything touches the disk, so data that cannot be written leaves the old file alone.
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- folders
+
+
+def folder_checksums(folder: Path) -> dict[str, str]:
+    """sha256 of every file below `folder` (by its path relative to it), the manifest excepted."""
+    folder = Path(folder)
+    return {
+        p.relative_to(folder).as_posix(): file_sha256(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+def folder_size_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 2**20
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Identifies the contents of a folder of weights without reading all of it: every file's relative name and
+    size, and the first and last MiB of each weight file. Unlike a listing with times, it survives a copy."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        size = f.stat().st_size
+        h.update(f"{f.relative_to(folder).as_posix()}\0{size}\n".encode())
+        if f.suffix in _WEIGHT_SUFFIXES:
+            with open(f, "rb") as fh:
+                h.update(fh.read(1 << 20))
+                fh.seek(max(size - (1 << 20), 0))
+                h.update(fh.read(1 << 20))
+    return h.hexdigest()
+
+
+def folder_listing(folder: Path) -> list[tuple[str, int, int]]:
+    """(name, bytes, whole-second mtime) of each file directly in `folder`, sorted: a cheap stand-in for its
+    contents that changes whenever a file is rewritten. (harness.models keys the base model by it; a key that
+    changed would orphan every adapter trained on that model, so it stays as it was.)"""
+    return sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in Path(folder).iterdir() if p.is_file())
+
+
+# ---------------------------------------------------------------- artifacts
+
+
+def read_manifest(folder: Path) -> dict | None:
+    """The artifact manifest of `folder` (what it is, and the checksums of its files), None when unreadable."""
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and isinstance(manifest.get("checksums"), dict) else None
+
+
+def verify(folder: Path) -> str | None:
+    """None when the artifact is complete and intact, else the reason it is not."""
+    folder = Path(folder)
+    if not (folder / MANIFEST).exists():
+        return "no manifest (incomplete artifact)"
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return "unreadable manifest"
+    for name, digest in manifest["checksums"].items():
+        p = folder / name
+        if not p.exists():
+            return f"{name} is missing"
+        if file_sha256(p) != digest:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale(folder: Path, pattern: str, pid_of: Callable[[str], int]) -> list[Path]:
+    """Remove the temporary files/folders matching `pattern` in `folder` whose writer (pid_of(name)) is dead:
+    what a killed process (SIGKILL, power loss) left behind. Live writers' temporaries are never touched."""
+    removed = []
+    for p in Path(folder).glob(pattern):
+        try:
+            pid = pid_of(p.name)
+        except (ValueError, IndexError):
+            continue
+        if pid == os.getpid() or pid_alive(pid):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def _temp_pid(name: str) -> int:
+    """The writer's pid in a temporary's name: `.final.tmp-<pid>-<ms>` or `.final.old-<pid>-<ms>`."""
+    return int(name.rsplit("-", 2)[-2])
+
+
+_FULL_DISK_FIX = "free some space or set HARNESS_HOME to a writable folder"
+
+
+@contextlib.contextmanager
+def build_atomically(final: Path, meta: dict | None = None) -> Iterator[Path]:
+    """Yield a temporary folder; on success seal it with the artifact manifest (`meta` plus the checksum of
+    every file) and rename it to `final`, replacing any earlier artifact there.
+
+    The caller holds `final`'s lock, so temporaries beside it from dead processes are leftovers of a killed
+    build and are removed first. A full or read-only disk ends as a HarnessError naming `final`."""
+    final = Path(final)
+    stamp = f"{os.getpid()}-{int(time.time() * 1000)}"
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        for kind in ("tmp", "old"):
+            remove_stale(final.parent, f".{final.name}.{kind}-*", _temp_pid)
+        tmp = final.with_name(f".{final.name}.tmp-{stamp}")
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        if e.errno in STORAGE_ERRNOS:
+            raise storage_error(final, e, _FULL_DISK_FIX) from None
+        raise
+    try:
+        yield tmp
+        manifest = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(meta or {})}
+        manifest["checksums"] = folder_checksums(tmp)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+        # The earlier artifact is renamed aside rather than deleted first, so `final` is missing only for the
+        # instant between two renames.
+        old = final.with_name(f".{final.name}.old-{stamp}")
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno in STORAGE_ERRNOS:
+            raise storage_error(final, e, _FULL_DISK_FIX) from None
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
