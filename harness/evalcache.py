@@ -24,7 +24,7 @@ import platform
 from datetime import datetime
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from harness import __version__, cache
 from harness.errors import HarnessError
@@ -37,13 +37,15 @@ FORMAT = 1  # bump when StoredEvaluation's layout changes (old entries are then 
 class StoredEvaluation(Record):
     """One system's evaluation as stored for reuse: its measurements and what measuring them took."""
 
-    format: int
-    measured_at: str
-    seconds: float | None = None
-    peak_memory_mb: float
-    cuda_peak_memory_mb: float | None = None
-    test: list[Measurement]
-    calibration: list[Measurement] | None = None
+    format: int = Field(description="the layout's version, harness.evalcache.FORMAT")
+    measured_at: str = Field(description="ISO time the measurements were taken")
+    seconds: float | None = Field(default=None, description="what evaluating took")
+    peak_memory_mb: float = Field(description="peak RSS while evaluating")
+    cuda_peak_memory_mb: float | None = Field(default=None, description="peak CUDA memory, on a GPU")
+    test: list[Measurement] = Field(description="one per test question, in order")
+    calibration: list[Measurement] | None = Field(
+        default=None, description="yes-no: the calibration questions' measurements"
+    )
 
 
 def _questions(questions) -> list:

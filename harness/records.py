@@ -45,7 +45,7 @@ class Percentiles(Record):
 
     p50: float = Field(description="median")
     p95: float = Field(description="95th percentile (linear interpolation)")
-    mean: float
+    mean: float = Field(description="mean")
 
 
 class Retrieval(Record):
@@ -60,7 +60,7 @@ class Retrieval(Record):
 class EvaluationReused(Record):
     """Set when nothing that decides a system's answers changed since an earlier run measured them."""
 
-    measured_at: str = Field(description="ISO time of the run that measured the records")
+    measured_at: str = Field(description="ISO time of the run that measured the answers")
     seconds: float | None = Field(default=None, description="what that evaluation took")
 
 
@@ -107,8 +107,9 @@ class Passage(Record):
 
 
 class Measurement(Record):
-    """What evaluating one question measured: the model's answer and what it cost. Written by evaluate.py
-    (plus retrieval fields from the system's prompts); stored as-is in the evaluation cache."""
+    """What evaluating one question measured: the model's answer and what it cost. Made by harness.evaluate;
+    a retrieval system's measurements get their retrieval fields from harness.run.with_retrieval. Stored
+    as-is in the evaluation cache."""
 
     id: str = Field(description="the question's id")
     prediction: str = Field(description="the chosen option, or the generated text")
@@ -163,7 +164,7 @@ class SystemResult(Record):
     retrieval: Retrieval | None = Field(default=None, description="retrieval systems: recall@k and MRR")
     retrieval_latency_s: Percentiles | None = Field(default=None, description="retrieval systems: embed + search")
     evaluation_reused: EvaluationReused | None = Field(
-        default=None, description="set when the records were read back from the evaluation cache"
+        default=None, description="set when the measurements were read back from the evaluation cache"
     )
     build_s: float | None = Field(default=None, description="seconds spent building in this run (0 when reused)")
     cached: bool | None = Field(default=None, description="the artifact was reused from the cache")
@@ -216,7 +217,7 @@ class Settings(Record):
 
 
 class RunResults(Record):
-    """results.json: the whole run's figures."""
+    """The whole run's figures: every system, the model-free baselines and the paired comparisons."""
 
     task: str = Field(description="the task's name")
     run_id: str = Field(description="the run directory's name: time and a random suffix")
@@ -236,3 +237,16 @@ class RunResults(Record):
     def dump(self) -> dict[str, Any]:
         """The JSON-ready dict written as results.json."""
         return self.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------- the format, as readers and the docs see it
+
+
+def always_written(model: type[Record]) -> list[str]:
+    """The keys every JSON dump of `model` has (null or empty where they do not apply)."""
+    return [n for n, f in model.model_fields.items() if not f.exclude and f.exclude_if is None]
+
+
+def written_when_set(model: type[Record]) -> list[str]:
+    """The keys left out of `model`'s JSON where they do not apply (a free-text figure, a GPU's memory)."""
+    return [n for n, f in model.model_fields.items() if not f.exclude and f.exclude_if is not None]
