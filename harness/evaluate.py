@@ -88,9 +88,9 @@ def make_timed_lm_class():
 
         def _model_call(self, inps, attn_mask=None, labels=None):
             # Scoring Yes/No needs the logits of the last position only, but the model projects every position
-            # through its 49k-word head and lm-eval then log-softmaxes them all: a fifth of the compute of a
-            # 700-token RAG prompt. Keep the last positions only; lm-eval locates each continuation from the
-            # end of the returned logits (ctx_len = inplen + logits_len - padded_len), so its slicing holds.
+            # through its vocabulary head and lm-eval then log-softmaxes them all (see docs/performance.md,
+            # "Scoring only the last positions"). Keep the last positions only; lm-eval locates each continuation
+            # from the end of the returned logits (ctx_len = inplen + logits_len - padded_len), so its slicing holds.
             keep = self._logits_keep
             if keep is None or keep >= inps.shape[1] or attn_mask is not None or self.backend != "causal":
                 return super()._model_call(inps, attn_mask=attn_mask, labels=labels)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import evalcache
+from harness import evalcache, run, systems
 from harness.cli import main
 from harness.records import (
     BaselineResult,
@@ -75,6 +75,40 @@ def test_a_failed_entry_keeps_every_key_and_leaves_its_traceback_out_of_the_json
     assert not failed.ok and dumped["status"] == "failed" and dumped["error"] == "RuntimeError: boom"
     assert list(dumped) == always_written(SystemResult) and "traceback" not in dumped
     assert dumped["metrics"] == {} and dumped["latency_s"] is None
+
+
+def test_a_failing_system_keeps_its_entry_and_the_launch_record_reaches_the_manifest(tiny_task, tmp_path, monkeypatch):
+    """rag breaks after its build: its entry says so (with what the build recorded), its traceback goes to
+    errors.log, and the other system's figures are unaffected. The prompt system reports a launch record, as a
+    system trained under `--launcher accelerate` does, and the manifest carries it."""
+    launch = {"command": ["accelerate", "launch", "--num_processes", "2"], "config": {"num_processes": 2}}
+    systems.available()  # loads the registry
+    monkeypatch.setattr(systems.SYSTEMS["prompt"], "build", lambda self: systems.BuildInfo(launch=launch))
+    evaluate = run.evaluate_or_reuse
+
+    def breaks_for_rag(system, ctx):
+        if system.name == "rag":
+            raise RuntimeError("boom")
+        return evaluate(system, ctx)
+
+    monkeypatch.setattr(run, "evaluate_or_reuse", breaks_for_rag)
+    reports = tmp_path / "reports"
+    args = ["--reports-dir", reports, "--indices-dir", tmp_path / "indices", "--limit", "4", "--quiet"]
+    assert harness("run", tiny_task, "--systems", "prompt,rag", *args) == 0
+    run_dir = (reports / "tiny-qa" / "latest").resolve()
+    results = RunResults.model_validate_json((run_dir / "results.json").read_text())
+    prompt, rag = results.systems["prompt"], results.systems["rag"]
+    assert prompt.ok and prompt.vs_best_baseline is not None and prompt.metrics["accuracy"].value is not None
+    assert not rag.ok and rag.error == "RuntimeError: boom" and rag.metrics == {} and rag.latency_s is None
+    assert rag.cached is False and rag.artifact_mb > 0 and rag.index  # the build's record is kept
+    assert results.comparisons == []  # one system left: nothing to compare
+    assert "traceback" not in (run_dir / "results.json").read_text()
+    assert "RuntimeError: boom" in (run_dir / "errors.log").read_text()
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert {s["system"] for s in samples} == {"prompt"} and len(samples) == 4
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["launch"] == {"prompt": launch}
+    assert list(manifest)[-2:] == ["launch", "checksums"]
 
 
 def test_omitted_versus_null():
