@@ -5,11 +5,15 @@ answers cannot have changed is then not scored again: its per-question records, 
 figures are read back from HARNESS_HOME/evaluations/ and the report says they were reused and when they were
 measured. `--reevaluate` measures everything again.
 
-The key covers everything that decides the records: the exact prompts the model sees (for rag, with the
+The key covers everything that decides the measurements: the exact prompts the model sees (for rag, with the
 passages retrieved this run), the weights (the base model's fingerprint, and the adapter file itself for
 fine-tuned systems, so `--retrain` re-evaluates), the evaluation settings, thread count, device, precision
 and library versions. Labels are not in it: scoring, intervals and the calibration threshold are computed
-again on every run from the stored records.
+again on every run from the stored measurements.
+
+An entry is a `StoredEvaluation`: harness.records.Measurement dumps plus what evaluating them took. Entries
+written before the Measurement model existed have the same layout and still load; one that does not validate
+is removed with a one-line notice and measured again.
 """
 
 from __future__ import annotations
@@ -20,11 +24,28 @@ import platform
 from datetime import datetime
 from pathlib import Path
 
-from harness import cache
+from pydantic import Field, ValidationError
+
+from harness import __version__, cache
 from harness.errors import HarnessError
 from harness.manifest import package_versions
+from harness.records import Measurement, Record
 
-FORMAT = 1  # bump when the records' layout changes
+FORMAT = 1  # bump when StoredEvaluation's layout changes (old entries are then simply measured again)
+
+
+class StoredEvaluation(Record):
+    """One system's evaluation as stored for reuse: its measurements and what measuring them took."""
+
+    format: int = Field(description="the layout's version, harness.evalcache.FORMAT")
+    measured_at: str = Field(description="ISO time the measurements were taken")
+    seconds: float | None = Field(default=None, description="what evaluating took")
+    peak_memory_mb: float = Field(description="peak RSS while evaluating")
+    cuda_peak_memory_mb: float | None = Field(default=None, description="peak CUDA memory, on a GPU")
+    test: list[Measurement] = Field(description="one per test question, in order")
+    calibration: list[Measurement] | None = Field(
+        default=None, description="yes-no: the calibration questions' measurements"
+    )
 
 
 def _questions(questions) -> list:
@@ -33,8 +54,6 @@ def _questions(questions) -> list:
 
 def key(system, ctx, test: tuple[list, list[str]], calibration: tuple[list, list[str]] | None, threads: int) -> str:
     """`test` and `calibration`: (questions, rendered prompts)."""
-    from harness import __version__
-
     ev = ctx.spec.evaluation.model_dump(exclude={"bootstrap"})
     return cache.key_of(
         FORMAT,
@@ -61,27 +80,35 @@ def _path(task: str, k: str) -> Path:
     return cache.home() / "evaluations" / task / f"{k}.json"
 
 
-def load(task: str, k: str, log) -> dict | None:
+def load(task: str, k: str, log) -> StoredEvaluation | None:
     path = _path(task, k)
     if not path.exists():
         return None
     try:
-        entry = json.loads(path.read_text())
-        if entry.get("format") != FORMAT or not isinstance(entry.get("test"), list):
-            raise ValueError("unexpected layout")
+        entry = StoredEvaluation.model_validate(json.loads(path.read_text()))
+        if entry.format != FORMAT:
+            raise ValueError(f"format {entry.format}, expected {FORMAT}")
         return entry
+    except ValidationError as e:
+        reason = f"unexpected layout: {e.error_count()} field(s) do not fit, e.g. {_first_error(e)}"
     except (OSError, ValueError) as e:
-        log(f"  ignoring a damaged stored evaluation {path} ({e}); evaluating again")
-        path.unlink(missing_ok=True)
-        return None
+        reason = str(e)
+    log(f"  ignoring a damaged stored evaluation {path} ({reason}); evaluating again")
+    path.unlink(missing_ok=True)
+    return None
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
 
 
 def save(
     task: str,
     k: str,
     *,
-    test: list[dict],
-    calibration: list[dict] | None,
+    test: list[Measurement],
+    calibration: list[Measurement] | None,
     peak_memory_mb: float,
     cuda_peak_memory_mb: float | None,
     seconds: float,
@@ -89,17 +116,17 @@ def save(
 ) -> None:
     """Store an evaluation; failing to (a full disk) costs the next run a re-evaluation, not this run."""
     path = _path(task, k)
-    entry = {
-        "format": FORMAT,
-        "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "seconds": round(seconds, 2),
-        "peak_memory_mb": peak_memory_mb,
-        "cuda_peak_memory_mb": cuda_peak_memory_mb,
-        "test": test,
-        "calibration": calibration,
-    }
+    entry = StoredEvaluation(
+        format=FORMAT,
+        measured_at=datetime.now().astimezone().isoformat(timespec="seconds"),
+        seconds=round(seconds, 2),
+        peak_memory_mb=peak_memory_mb,
+        cuda_peak_memory_mb=cuda_peak_memory_mb,
+        test=test,
+        calibration=calibration,
+    )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_json_atomic(path, entry)
+        cache.write_json_atomic(path, entry.model_dump(mode="json"))
     except (OSError, HarnessError) as e:
         log(f"  could not store the evaluation for reuse ({e}); the next run will evaluate again")

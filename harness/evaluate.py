@@ -1,4 +1,4 @@
-"""Evaluation through lm-eval: generate a task from the TaskSpec, run it, return one record per question.
+"""Evaluation through lm-eval: generate a task from the TaskSpec, run it, return one Measurement per question.
 
 Each system renders its own prompts (base prompt, retrieved passages, ...) before lm-eval sees them, so
 lm-eval scores exactly the text the system would send, and its request cache can never mix prompts of
@@ -21,7 +21,9 @@ from unittest import mock
 
 import yaml
 
+from harness.constants import CHOICE_FORMATS, AnswerFormat
 from harness.data import Question
+from harness.records import Measurement
 
 
 def _lm_eval_quiet() -> None:
@@ -86,9 +88,9 @@ def make_timed_lm_class():
 
         def _model_call(self, inps, attn_mask=None, labels=None):
             # Scoring Yes/No needs the logits of the last position only, but the model projects every position
-            # through its 49k-word head and lm-eval then log-softmaxes them all: a fifth of the compute of a
-            # 700-token RAG prompt. Keep the last positions only; lm-eval locates each continuation from the
-            # end of the returned logits (ctx_len = inplen + logits_len - padded_len), so its slicing holds.
+            # through its vocabulary head and lm-eval then log-softmaxes them all (see docs/performance.md,
+            # "Scoring only the last positions"). Keep the last positions only; lm-eval locates each continuation
+            # from the end of the returned logits (ctx_len = inplen + logits_len - padded_len), so its slicing holds.
             keep = self._logits_keep
             if keep is None or keep >= inps.shape[1] or attn_mask is not None or self.backend != "causal":
                 return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
@@ -154,7 +156,7 @@ def write_lm_eval_task(
         "test_split": "test",
         "doc_to_text": "prompt",
     }
-    if answer_format in ("yes-no", "multiple-choice"):
+    if answer_format in CHOICE_FORMATS:
         # The chat prompt ends with the assistant header, so the option follows it with no delimiter.
         cfg.update(
             {
@@ -192,8 +194,8 @@ def run_lm_eval(
     seed: int,
     dtype: str = "float32",
     progress=None,
-) -> list[dict]:
-    """Evaluate rendered prompts with lm-eval; one record per question, in input order."""
+) -> list[Measurement]:
+    """Evaluate rendered prompts with lm-eval; one Measurement per question, in input order."""
     import torch
     from lm_eval import evaluator
     from lm_eval.tasks import TaskManager
@@ -247,26 +249,32 @@ def run_lm_eval(
     if not out or task_name not in out.get("samples", {}):
         raise RuntimeError(f"lm-eval produced no samples for {task_name}")
     by_doc = {s["doc_id"]: s for s in out["samples"][task_name]}
-    records = []
-    for i, q in enumerate(questions):
-        s = by_doc[i]
-        rec = {"id": q.id, "latency_s": lm.seconds.get(i), "prompt_tokens": len(tokenizer(prompts[i]).input_ids)}
-        if q.choices:
-            lls = [float(r[0]) for r in s["filtered_resps"]]
-            pred = q.choices[max(range(len(lls)), key=lls.__getitem__)]
-            rec.update({"prediction": pred, "loglikelihoods": lls})
-            if answer_format == "yes-no":
-                rec["margin"] = lls[0] - lls[1]  # log P(Yes) - log P(No)
-        else:
-            resp = s["filtered_resps"][0]
-            new = lm.new_tokens.get(i)
-            rec.update(
-                {
-                    "prediction": str(resp).strip(),
-                    "new_tokens": new,
-                    "first_token_s": lm.first_token_s.get(i),
-                    "tokens_per_s": new / rec["latency_s"] if new and rec["latency_s"] else None,
-                }
-            )
-        records.append(rec)
-    return records
+    return [
+        _measurement(q, by_doc[i], answer_format, lm, i, len(tokenizer(prompts[i]).input_ids))
+        for i, q in enumerate(questions)
+    ]
+
+
+def _measurement(q: Question, sample: dict, answer_format: str, lm, i: int, prompt_tokens: int) -> Measurement:
+    """Question `i`'s answer from lm-eval's logged sample, with what the timed model recorded for it."""
+    latency = lm.seconds.get(i)
+    if q.choices:
+        lls = [float(r[0]) for r in sample["filtered_resps"]]
+        return Measurement(
+            id=q.id,
+            latency_s=latency,
+            prompt_tokens=prompt_tokens,
+            prediction=q.choices[max(range(len(lls)), key=lls.__getitem__)],
+            loglikelihoods=lls,
+            margin=lls[0] - lls[1] if answer_format == AnswerFormat.YES_NO else None,  # log P(Yes) - log P(No)
+        )
+    new = lm.new_tokens.get(i)
+    return Measurement(
+        id=q.id,
+        latency_s=latency,
+        prompt_tokens=prompt_tokens,
+        prediction=str(sample["filtered_resps"][0]).strip(),
+        new_tokens=new,
+        first_token_s=lm.first_token_s.get(i),
+        tokens_per_s=new / latency if new and latency else None,
+    )

@@ -1,12 +1,11 @@
-"""The run's manifest (what produced these numbers) and writing the run directory atomically."""
+"""The run's manifest: what produced these numbers (command, config, versions, machine, data), and the checksums
+that tell a damaged run directory from a good one. Writing the run directory is harness.rundir's."""
 
 from __future__ import annotations
 
 import importlib.metadata as md
-import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,6 @@ from pathlib import Path
 import psutil
 
 from harness import cache
-from harness.errors import HarnessError
 
 PACKAGES = (
     "harness",
@@ -90,8 +88,9 @@ def _git_commit() -> str | None:
         return None
 
 
-def build_manifest(spec, ref, data, opts, run_id: str) -> dict:
-    return {
+def build_manifest(spec, ref, data, opts, run_id: str, launch: dict[str, dict] | None = None) -> dict:
+    """`launch`: per system trained through `accelerate launch`, the command and configuration it ran with."""
+    manifest = {
         "run_id": run_id,
         "command": " ".join(opts.command or sys.argv),
         "task_file": spec.source_path,
@@ -113,59 +112,12 @@ def build_manifest(spec, ref, data, opts, run_id: str) -> dict:
         "harness_commit": _git_commit(),
         "harness_home": str(cache.home()),
     }
+    if launch:
+        manifest["launch"] = launch
+    return manifest
 
 
 RUN_CHECKSUMS = ("results.json", "samples.jsonl")  # the figures; index.html etc. are re-rendered from them
-
-
-def _stale_pid(name: str) -> int:
-    return int(name.rsplit(".tmp-", 1)[1])
-
-
-def write_run(task_dir: Path, run_id: str, results: dict, samples: list[dict], manifest: dict, reporter) -> Path:
-    """Write everything into a hidden folder, render the report, then rename it into place.
-
-    manifest.json records the sha256 of results.json and samples.jsonl (`checksums`), so a report rendered
-    later can tell a damaged or edited run from a good one. Hidden folders that killed runs left are removed."""
-    from harness.report import render_report
-
-    final = task_dir / run_id
-    tmp = task_dir / f".{run_id}.tmp-{os.getpid()}"
-    kept = "nothing was written there; the built artifacts stay cached and the next run reuses them"
-    fix = f"{kept}: free some space (or pass --reports-dir) and run again"
-    try:
-        task_dir.mkdir(parents=True, exist_ok=True)
-        cache.remove_stale(task_dir, ".*.tmp-*", _stale_pid)
-        tmp.mkdir()
-        tracebacks = {n: e.pop("traceback") for n, e in results["systems"].items() if "traceback" in e}
-        cache.write_json_atomic(tmp / "results.json", results)
-        (tmp / "samples.jsonl").write_text("".join(json.dumps(s, default=str) + "\n" for s in samples))
-        manifest = {**manifest, "checksums": {name: cache.file_sha256(tmp / name) for name in RUN_CHECKSUMS}}
-        cache.write_json_atomic(tmp / "manifest.json", manifest)
-        if tracebacks:
-            (tmp / "errors.log").write_text("\n\n".join(f"== {n}\n{t}" for n, t in tracebacks.items()))
-        render_report(tmp)
-        os.replace(tmp, final)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise cache.storage_error(final, e, fix) from None
-    except HarnessError as e:  # a file could not be written (report.atomic_write, cache.write_json_atomic)
-        shutil.rmtree(tmp, ignore_errors=True)
-        reason = str(e).replace(str(tmp), str(final))
-        if "No space left on device" in reason or "Errno 28" in reason:
-            raise HarnessError(f"cannot write {final} (the disk is full: {reason}); {fix}") from None
-        raise HarnessError(f"cannot write the run directory {final}: {reason}; {kept}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    link = task_dir / "latest"
-    tmp_link = task_dir / f".latest-{run_id}"
-    try:
-        tmp_link.symlink_to(run_id)
-        os.replace(tmp_link, link)
-    except OSError:
-        tmp_link.unlink(missing_ok=True)
-    return final
 
 
 def run_checksum_problems(run_dir: Path, manifest: dict) -> list[str]:

@@ -19,10 +19,11 @@ _OMIT = {"exclude_if": lambda v: v is None}  # a key that is absent, not null, w
 
 
 class Record(BaseModel):
-    """Base of every run-data model: unknown keys are kept (a newer harness may add fields an older
-    report does not know), and models are filled by assignment as a run proceeds."""
+    """Base of every run-data model. Each is built once, from finished parts (a measurement, its scores, a
+    build record), never filled in bit by bit. Unknown keys are kept, so a report can read a run written by a
+    newer harness that added fields."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=False)
+    model_config = ConfigDict(extra="allow")
 
 
 # ---------------------------------------------------------------- small figures
@@ -42,9 +43,9 @@ class Interval(Record):
 class Percentiles(Record):
     """Seconds (or tokens/s) per question: median, 95th percentile and mean."""
 
-    p50: float
-    p95: float
-    mean: float
+    p50: float = Field(description="median")
+    p95: float = Field(description="95th percentile (linear interpolation)")
+    mean: float = Field(description="mean")
 
 
 class Retrieval(Record):
@@ -59,33 +60,35 @@ class Retrieval(Record):
 class EvaluationReused(Record):
     """Set when nothing that decides a system's answers changed since an earlier run measured them."""
 
-    measured_at: str = Field(description="ISO time of the run that measured the records")
+    measured_at: str = Field(description="ISO time of the run that measured the answers")
     seconds: float | None = Field(default=None, description="what that evaluation took")
 
 
 class BaselineTest(Record):
     """A system against the strongest model-free baseline, paired over the same questions."""
 
-    baseline: str
-    metric: str
+    baseline: str = Field(description="the baseline with the highest headline metric (one with per-question scores)")
+    metric: str = Field(description="the headline metric")
     diff: float = Field(description="system minus baseline on `metric`")
-    p_value: float
-    test: str = Field(description="mcnemar (0/1 metrics) or permutation")
-    n: int
-    significant: bool
+    p_value: float = Field(description="the paired p-value")
+    test: str = Field(description="mcnemar-exact / mcnemar-chi2 (0/1 metrics) or paired-permutation")
+    n: int = Field(description="questions compared")
+    significant: bool = Field(
+        description="p_value below harness.constants.SIGNIFICANCE_LEVEL (a single test: no correction)"
+    )
     beats: bool = Field(description="significant and diff > 0")
 
 
 class Comparison(Record):
     """A paired test of two systems on one headline metric; Holm-adjusted over the pairs of that metric."""
 
-    a: str
-    b: str
-    metric: str
+    a: str = Field(description="a system (pairs are in name order)")
+    b: str = Field(description="the other system")
+    metric: str = Field(description="the headline metric, or calibrated_accuracy")
     diff: float = Field(description="a minus b")
     p_value: float = Field(description="the raw paired p-value")
-    test: str
-    n: int
+    test: str = Field(description="mcnemar-exact / mcnemar-chi2 (0/1 metrics) or paired-permutation")
+    n: int = Field(description="questions both systems answered")
     p_holm: float = Field(description="Holm-adjusted p-value over every pair on this metric")
     significant: bool = Field(description="p_holm below harness.constants.SIGNIFICANCE_LEVEL")
 
@@ -96,21 +99,22 @@ class Comparison(Record):
 class Passage(Record):
     """A retrieved passage as it went into the prompt."""
 
-    doc_id: str
+    doc_id: str = Field(description="the document the chunk comes from")
     chunk: int = Field(description="position of the chunk in its document")
     score: float = Field(description="similarity to the question")
-    text: str
+    text: str = Field(description="the chunk's text, as the prompt holds it")
     truncated: bool | None = Field(default=None, description="cut to fit the prompt budget", **_OMIT)
 
 
 class Measurement(Record):
-    """What evaluating one question measured: the model's answer and what it cost. Written by evaluate.py
-    (plus retrieval fields from the system's prompts); stored as-is in the evaluation cache."""
+    """What evaluating one question measured: the model's answer and what it cost. Made by harness.evaluate;
+    a retrieval system's measurements get their retrieval fields from harness.run.with_retrieval. Stored
+    as-is in the evaluation cache."""
 
-    id: str
-    prediction: str
+    id: str = Field(description="the question's id")
+    prediction: str = Field(description="the chosen option, or the generated text")
     latency_s: float | None = Field(description="seconds one user waits: retrieval (if any) + model")
-    prompt_tokens: int
+    prompt_tokens: int = Field(description="tokens of the prompt the model saw")
     loglikelihoods: list[float] | None = Field(default=None, description="choice tasks: per option", **_OMIT)
     margin: float | None = Field(default=None, description="yes-no: log P(Yes) - log P(No)", **_OMIT)
     new_tokens: int | None = Field(default=None, description="free text: tokens generated", **_OMIT)
@@ -125,22 +129,26 @@ class Measurement(Record):
 class Sample(Record):
     """One line of samples.jsonl: a system's answer to one test question, with its scores."""
 
-    system: str
-    id: str
-    question: str
+    system: str = Field(description="the system's name")
+    id: str = Field(description="the question's id")
+    question: str = Field(description="the question's text")
     gold: str = Field(description="the first acceptable answer")
     golds: list[str] = Field(description="every acceptable answer")
-    prediction: str
+    prediction: str = Field(description="the system's answer")
     correct: float | None = Field(description="the headline metric's score for this question")
-    calibrated_prediction: str | None = Field(default=None, description="yes-no: the answer at the dev threshold")
-    latency_s: float | None
-    retrieval_latency_s: float | None = None
-    category: str | None = None
-    doc_id: str | None = None
-    margin: float | None = None
-    prompt_tokens: int
-    scores: dict[str, float | None] = Field(description="every metric's score for this question")
-    retrieved: list[Passage] | None = None
+    calibrated_prediction: str | None = Field(
+        default=None, description="yes-no with calibration: the answer at the calibrated threshold"
+    )
+    latency_s: float | None = Field(description="seconds one user waits: retrieval (if any) + model")
+    retrieval_latency_s: float | None = Field(default=None, description="retrieval systems: embed + search")
+    category: str | None = Field(default=None, description="the question's category, if the data has one")
+    doc_id: str | None = Field(default=None, description="the document that answers the question, if known")
+    margin: float | None = Field(default=None, description="yes-no: log P(Yes) - log P(No)")
+    prompt_tokens: int = Field(description="tokens of the prompt the model saw")
+    scores: dict[str, float | None] = Field(
+        description="every metric's score for this question (null: not applicable)"
+    )
+    retrieved: list[Passage] | None = Field(default=None, description="retrieval systems: the passages in the prompt")
 
 
 # ---------------------------------------------------------------- per system
@@ -150,12 +158,14 @@ class SystemResult(Record):
     """A system's entry in results.json. A failed system keeps its entry, with status 'failed' and its error."""
 
     kind: str = Field(description="prompt, finetune, rag, rag+finetune, oracle, ...")
-    status: Literal["ok", "failed"] = "ok"
+    status: Literal["ok", "failed"] = Field(default="ok", description="ok, or failed (see error)")
     error: str | None = Field(default=None, description="the one-line error of a failed system")
     training: dict[str, Any] | None = Field(default=None, description="fine-tuned systems: the training record")
-    retrieval: Retrieval | None = None
-    retrieval_latency_s: Percentiles | None = None
-    evaluation_reused: EvaluationReused | None = None
+    retrieval: Retrieval | None = Field(default=None, description="retrieval systems: recall@k and MRR")
+    retrieval_latency_s: Percentiles | None = Field(default=None, description="retrieval systems: embed + search")
+    evaluation_reused: EvaluationReused | None = Field(
+        default=None, description="set when the measurements were read back from the evaluation cache"
+    )
     build_s: float | None = Field(default=None, description="seconds spent building in this run (0 when reused)")
     cached: bool | None = Field(default=None, description="the artifact was reused from the cache")
     artifact_mb: float | None = Field(default=None, description="adapter / index size on disk")
@@ -165,14 +175,18 @@ class SystemResult(Record):
     index: dict[str, Any] | None = Field(default=None, description="retrieval systems: the index's build record")
     notes: list[str] = Field(default_factory=list, description="what the report should say about this system")
     peak_memory_mb: float | None = Field(default=None, description="peak RSS while this system was evaluated")
-    cuda_peak_memory_mb: float | None = Field(default=None, **_OMIT)
-    metrics: dict[str, Interval] = Field(default_factory=dict)
-    latency_s: Percentiles | None = None
-    prompt_tokens_mean: float | None = None
-    first_token_s: Percentiles | None = Field(default=None, **_OMIT)
-    tokens_per_s: Percentiles | None = Field(default=None, **_OMIT)
-    model_latency_s: Percentiles | None = Field(default=None, **_OMIT)
-    vs_best_baseline: BaselineTest | None = None
+    cuda_peak_memory_mb: float | None = Field(default=None, description="peak CUDA memory, on a GPU", **_OMIT)
+    metrics: dict[str, Interval] = Field(default_factory=dict, description="every metric, with its interval")
+    latency_s: Percentiles | None = Field(default=None, description="seconds per question a single user waits")
+    prompt_tokens_mean: float | None = Field(default=None, description="mean prompt length in tokens")
+    first_token_s: Percentiles | None = Field(default=None, description="free text: time to first token", **_OMIT)
+    tokens_per_s: Percentiles | None = Field(default=None, description="free text: generation speed", **_OMIT)
+    model_latency_s: Percentiles | None = Field(
+        default=None, description="retrieval systems: the model's part of latency_s", **_OMIT
+    )
+    vs_best_baseline: BaselineTest | None = Field(
+        default=None, description="paired test against the strongest model-free baseline"
+    )
     traceback: str | None = Field(default=None, description="kept for errors.log, not written", exclude=True)
 
     @property
@@ -181,38 +195,58 @@ class SystemResult(Record):
 
 
 class BaselineResult(Record):
-    """A model-free baseline: its headline metric, with interval."""
+    """A model-free baseline (majority answer, category prior, uniform random): its headline metric, with
+    interval. The headline value is also written at the top level under the metric's own name."""
 
-    metrics: dict[str, Interval]
-    description: str
+    accuracy: float | None = Field(default=None, description="choice tasks: the headline value", **_OMIT)
+    token_f1: float | None = Field(default=None, description="free-text tasks: the headline value", **_OMIT)
+    metrics: dict[str, Interval] = Field(description="the headline metric with its interval")
+    description: str = Field(description="what the baseline answers")
 
 
 class Settings(Record):
-    threads: int
-    batch_size: int
-    dtype: str
-    warmup: int
-    device: str
-    calibration: str | None = None
+    """How the run measured: what latency and memory figures depend on."""
+
+    threads: int = Field(description="torch threads")
+    batch_size: int = Field(description="questions per forward pass in the timed evaluation")
+    dtype: str = Field(description="evaluation precision")
+    warmup: int = Field(description="untimed questions before timing starts")
+    device: str = Field(description="cpu or cuda")
+    calibration: str | None = Field(default=None, description="yes-no calibration: dev, contextual or none")
     seconds: float | None = Field(default=None, description="wall time of build + evaluate for all systems")
 
 
 class RunResults(Record):
-    """results.json: the whole run's figures."""
+    """The whole run's figures: every system, the model-free baselines and the paired comparisons."""
 
-    task: str
-    run_id: str
-    created: str
-    answer_format: str
-    headline_metric: str
-    n_test: int
-    seed: int
-    model: str | None = None
-    systems: dict[str, SystemResult]
-    baselines: dict[str, BaselineResult] = Field(default_factory=dict)
-    comparisons: list[Comparison] = Field(default_factory=list)
-    settings: Settings | None = None
+    task: str = Field(description="the task's name")
+    run_id: str = Field(description="the run directory's name: time and a random suffix")
+    created: str = Field(description="ISO time the run finished")
+    answer_format: str = Field(description="yes-no, multiple-choice or free-text")
+    headline_metric: str = Field(description="accuracy for choice tasks, token_f1 for free text")
+    n_test: int = Field(description="test questions evaluated (after --limit)")
+    seed: int = Field(description="the seed every stage used")
+    model: str | None = Field(default=None, description="the base model, as displayed")
+    systems: dict[str, SystemResult] = Field(description="one entry per system, in the order they ran")
+    baselines: dict[str, BaselineResult] = Field(default_factory=dict, description="model-free baselines")
+    comparisons: list[Comparison] = Field(
+        default_factory=list, description="every pair of systems that ran, on each headline metric"
+    )
+    settings: Settings | None = Field(default=None, description="how the run measured")
 
     def dump(self) -> dict[str, Any]:
         """The JSON-ready dict written as results.json."""
         return self.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------- the format, as readers and the docs see it
+
+
+def always_written(model: type[Record]) -> list[str]:
+    """The keys every JSON dump of `model` has (null or empty where they do not apply)."""
+    return [n for n, f in model.model_fields.items() if not f.exclude and f.exclude_if is None]
+
+
+def written_when_set(model: type[Record]) -> list[str]:
+    """The keys left out of `model`'s JSON where they do not apply (a free-text figure, a GPU's memory)."""
+    return [n for n, f in model.model_fields.items() if not f.exclude and f.exclude_if is not None]

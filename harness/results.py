@@ -1,31 +1,33 @@
-"""Turn per-question records into results: metrics with intervals, model-free baselines, paired tests.
+"""Turn per-question measurements into results: scores, metrics with intervals, model-free baselines, paired
+tests.
 
-Every figure here is computed from the per-question records, so results.json can always be re-derived
-from samples.jsonl.
+Every figure here is computed from the per-question rows (`Sample`s), so results.json can always be re-derived
+from samples.jsonl. Nothing here changes its inputs: each function returns what it computed.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 
 from harness import scorers, stats
+from harness.constants import CHOICE_FORMATS, SIGNIFICANCE_LEVEL, AnswerFormat
 from harness.data import Question
-
-CHOICE = ("yes-no", "multiple-choice")
+from harness.records import BaselineResult, BaselineTest, Comparison, Interval, Measurement, Sample
 
 
 def headline_metric(answer_format: str) -> str:
-    return "accuracy" if answer_format in CHOICE else "token_f1"
+    return "accuracy" if answer_format in CHOICE_FORMATS else "token_f1"
 
 
 def metric_list(spec) -> list[str]:
     if spec.metrics:
         return scorers.validate_metric_names(spec.metrics, spec.answer_format)
     names = scorers.metric_names_for(spec.answer_format)
-    if spec.answer_format in CHOICE:  # a one-word option's length says nothing
+    if spec.answer_format in CHOICE_FORMATS:  # a one-word option's length says nothing
         names = [n for n in names if n != "answer_length"]
     return names
 
@@ -40,7 +42,7 @@ def is_binary(metric: str) -> bool:
 
 def baselines(train: list[Question], test: list[Question], answer_format: str) -> dict[str, dict]:
     """Predictions that need no model. Each maps question id -> predicted answer."""
-    if answer_format == "free-text":
+    if answer_format == AnswerFormat.FREE_TEXT:
         common = Counter(q.answers[0] for q in train).most_common(1)[0][0]
         return {
             "majority": {
@@ -50,7 +52,7 @@ def baselines(train: list[Question], test: list[Question], answer_format: str) -
         }
     overall = Counter(q.answers[0] for q in train).most_common(1)[0][0]
     out = {}
-    if answer_format == "yes-no" or all(q.choices == test[0].choices for q in test):
+    if answer_format == AnswerFormat.YES_NO or all(q.choices == test[0].choices for q in test):
         out["majority"] = {
             "predictions": {q.id: overall for q in test},
             "description": f"always answers the training split's majority answer ({overall})",
@@ -67,10 +69,28 @@ def baselines(train: list[Question], test: list[Question], answer_format: str) -
     return out
 
 
-def baseline_results(base: dict[str, dict], test: list[Question], answer_format: str, n_boot: int, seed: int) -> dict:
+@dataclass(frozen=True)
+class Baseline:
+    """A baseline's entry in results.json, and its per-question scores for the paired test against it (None
+    for the expected score of random guessing, which has no per-question answers)."""
+
+    result: BaselineResult
+    per_question: list[float] | None
+
+
+def _baseline(metric: str, ci: dict, description: str, per_question: list[float] | None) -> Baseline:
+    result = BaselineResult(
+        **{metric: ci["value"]}, metrics={metric: Interval.model_validate(ci)}, description=description
+    )
+    return Baseline(result, per_question)
+
+
+def baseline_results(
+    base: dict[str, dict], test: list[Question], answer_format: str, n_boot: int, seed: int
+) -> dict[str, Baseline]:
     out = {}
     for name, b in base.items():
-        if answer_format in CHOICE:
+        if answer_format in CHOICE_FORMATS:
             correct = [float(b["predictions"][q.id] == q.answers[0]) for q in test]
             metric = "accuracy"
         else:
@@ -80,60 +100,100 @@ def baseline_results(base: dict[str, dict], test: list[Question], answer_format:
             ]
             metric = "token_f1"
         ci = stats.bootstrap_ci(correct, n_boot=n_boot, seed=seed)
-        out[name] = {
-            metric: ci["value"],
-            "metrics": {metric: ci},
-            "description": b["description"],
-            "per_question": correct,
-        }
-    if answer_format == "multiple-choice":
+        out[name] = _baseline(metric, ci, b["description"], correct)
+    if answer_format == AnswerFormat.MULTIPLE_CHOICE:
         expected = [1.0 / len(q.choices) for q in test]
         ci = stats.bootstrap_ci(expected, n_boot=n_boot, seed=seed)
-        out["uniform_random"] = {
-            "accuracy": ci["value"],
-            "metrics": {"accuracy": ci},
-            "description": "expected accuracy of picking an option uniformly at random",
-            "per_question": None,
-        }
+        out["uniform_random"] = _baseline(
+            "accuracy", ci, "expected accuracy of picking an option uniformly at random", None
+        )
     return out
 
 
 # ---------------------------------------------------------------- systems
 
 
-def score_system(records: list[dict], questions: list[Question], spec, embed, threshold: float | None) -> dict:
-    """Fill each record's scores; return metrics with intervals."""
+@dataclass(frozen=True)
+class Scored:
+    """A system's scores: every metric over the test set, and each question's scores and (yes-no, calibrated)
+    answer, in the measurements' order."""
+
+    metrics: dict[str, Interval]
+    per_question: list[dict[str, float | None]]
+    calibrated_predictions: list[str] | None = None
+
+
+def score_system(
+    measurements: list[Measurement], questions: list[Question], spec, embed, threshold: float | None
+) -> Scored:
+    """Score each measurement with the task's metrics; metrics with intervals over all of them."""
     by_id = {q.id: q for q in questions}
     names = metric_list(spec)
-    for r in records:
-        r["golds"] = by_id[r["id"]].answers
-    scorers.score_samples(records, names, spec.answer_format, scorers.ScoreContext(embed=embed))
+    # The scorers' registry works on plain dicts (a scorer may read any field, e.g. the retrieved passages):
+    # give it each measurement with its acceptable answers, and read back the scores it fills in.
+    rows = [{**m.model_dump(), "golds": by_id[m.id].answers} for m in measurements]
+    scorers.score_samples(rows, names, spec.answer_format, scorers.ScoreContext(embed=embed))
+    scores: list[dict[str, float | None]] = [row["scores"] for row in rows]
     n_boot, seed = spec.evaluation.bootstrap, spec.seed
     metrics = {}
     for name in names:
-        values = [r["scores"].get(name) for r in records]
+        values = [s.get(name) for s in scores]
         values = [v for v in values if v is not None]
         if values:
-            metrics[name] = stats.bootstrap_ci(values, n_boot=n_boot, seed=seed)
-    if spec.answer_format == "yes-no":
-        labels = [int(by_id[r["id"]].answers[0] == "Yes") for r in records]
-        margins = [r["margin"] for r in records]
+            metrics[name] = Interval.model_validate(stats.bootstrap_ci(values, n_boot=n_boot, seed=seed))
+    calibrated = None
+    if spec.answer_format == AnswerFormat.YES_NO:
+        labels = [int(by_id[m.id].answers[0] == "Yes") for m in measurements]
+        margins = [m.margin for m in measurements]
         auc = stats.bootstrap_ci_auc(labels, margins, n_boot=min(n_boot, 1000), seed=seed)
         if auc["value"] is not None:
-            metrics["auc"] = auc
+            metrics["auc"] = Interval.model_validate(auc)
         if threshold is not None:
-            for r, y in zip(records, labels):
-                r["calibrated_prediction"] = "Yes" if r["margin"] > threshold else "No"
-                r["scores"]["calibrated_accuracy"] = float((r["margin"] > threshold) == bool(y))
-            metrics["calibrated_accuracy"] = stats.bootstrap_ci(
-                [r["scores"]["calibrated_accuracy"] for r in records], n_boot=n_boot, seed=seed
+            calibrated = ["Yes" if m > threshold else "No" for m in margins]
+            for s, m, y in zip(scores, margins, labels):
+                s["calibrated_accuracy"] = float((m > threshold) == bool(y))
+            ci = stats.bootstrap_ci([s["calibrated_accuracy"] for s in scores], n_boot=n_boot, seed=seed)
+            metrics["calibrated_accuracy"] = Interval(**ci, threshold=threshold)
+    return Scored(metrics, scores, calibrated)
+
+
+def samples_of(
+    system: str, questions: list[Question], measurements: list[Measurement], scored: Scored, metric: str
+) -> list[Sample]:
+    """samples.jsonl's rows for one system: each question with its measurement and scores."""
+    by_id = {q.id: q for q in questions}
+    calibrated = scored.calibrated_predictions or [None] * len(measurements)
+    rows = []
+    for m, scores, cal in zip(measurements, scored.per_question, calibrated):
+        q = by_id[m.id]
+        rows.append(
+            Sample(
+                system=system,
+                id=q.id,
+                question=q.question,
+                gold=q.answers[0],
+                golds=q.answers,
+                prediction=m.prediction,
+                correct=scores.get(metric),
+                calibrated_prediction=cal,
+                latency_s=m.latency_s,
+                retrieval_latency_s=m.retrieval_latency_s,
+                category=q.category,
+                doc_id=q.doc_id,
+                margin=m.margin,
+                prompt_tokens=m.prompt_tokens,
+                scores=scores,
+                retrieved=m.retrieved,
             )
-            metrics["calibrated_accuracy"]["threshold"] = threshold
-    return metrics
+        )
+    return rows
 
 
-def per_question(records: list[dict], metric: str) -> dict[str, float]:
-    return {r["id"]: r["scores"][metric] for r in records if r.get("scores", {}).get(metric) is not None}
+# ---------------------------------------------------------------- paired tests
+
+
+def per_question(samples: list[Sample], metric: str) -> dict[str, float]:
+    return {s.id: s.scores[metric] for s in samples if s.scores.get(metric) is not None}
 
 
 def compare(a: dict[str, float], b: dict[str, float], metric: str, seed: int) -> dict | None:
@@ -151,33 +211,32 @@ def compare(a: dict[str, float], b: dict[str, float], metric: str, seed: int) ->
     }
 
 
-def comparisons(system_records: dict[str, list[dict]], metrics: list[str], seed: int) -> list[dict]:
+def comparisons(system_samples: dict[str, list[Sample]], metrics: list[str], seed: int) -> list[Comparison]:
     """Every pair of systems on each headline metric, with Holm-adjusted p-values per metric."""
     out = []
     for metric in metrics:
         rows = []
-        for a, b in itertools.combinations(sorted(system_records), 2):
+        for a, b in itertools.combinations(sorted(system_samples), 2):
             res = compare(
-                per_question(system_records[a], metric), per_question(system_records[b], metric), metric, seed
+                per_question(system_samples[a], metric), per_question(system_samples[b], metric), metric, seed
             )
             if res:
                 rows.append({"a": a, "b": b, **res})
         for row, adj in zip(rows, stats.holm([r["p_value"] for r in rows])):
-            row["p_holm"] = adj
-            row["significant"] = adj < 0.05
-        out.extend(rows)
+            out.append(Comparison(**row, p_holm=adj, significant=adj < SIGNIFICANCE_LEVEL))
     return out
 
 
-def vs_best_baseline(records: list[dict], base: dict[str, dict], metric: str, seed: int) -> dict | None:
-    candidates = {n: b for n, b in base.items() if b.get("per_question") is not None}
+def vs_best_baseline(samples: list[Sample], base: dict[str, Baseline], metric: str, seed: int) -> BaselineTest | None:
+    """The system against the strongest baseline that has per-question scores. One test, so the raw p-value
+    decides (no correction)."""
+    candidates = {n: b for n, b in base.items() if b.per_question is not None}
     if not candidates:
         return None
-    best = max(candidates, key=lambda n: candidates[n]["metrics"][metric]["value"])
-    ids = [r["id"] for r in records]
-    ref = dict(zip(ids, candidates[best]["per_question"]))
-    res = compare(per_question(records, metric), ref, metric, seed)
+    best = max(candidates, key=lambda n: candidates[n].result.metrics[metric].value)
+    ref = dict(zip([s.id for s in samples], candidates[best].per_question))
+    res = compare(per_question(samples, metric), ref, metric, seed)
     if res is None:
         return None
-    significant = res["p_value"] < 0.05
-    return {"baseline": best, **res, "significant": significant, "beats": significant and res["diff"] > 0}
+    significant = res["p_value"] < SIGNIFICANCE_LEVEL
+    return BaselineTest(baseline=best, **res, significant=significant, beats=significant and res["diff"] > 0)

@@ -1,8 +1,10 @@
-"""The pipeline: plan -> build -> evaluate -> measure -> report.
+"""The pipeline: plan -> build -> evaluate -> score -> write the run directory (and its report).
 
-Everything a user can get wrong is checked in `plan`, before any model loads. The run directory is
-assembled in a hidden temporary folder and renamed into place at the end, so an interrupted or failed
-run leaves no half-written run directory behind (built artifacts stay cached and are reused).
+Everything a user can get wrong is checked in `plan`, before any model loads. Each system is constructed once
+and runs to one `SystemRun`: its results.json entry (a `SystemResult`, built in one place from its build
+record, measurements and scores) and its samples.jsonl rows. The run directory is assembled in a hidden
+temporary folder and renamed into place at the end (harness.rundir), so an interrupted or failed run leaves no
+half-written run directory behind (built artifacts stay cached and are reused).
 """
 
 from __future__ import annotations
@@ -15,13 +17,28 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from harness import cache, models, results, stats, systems
+from harness import cache, evalcache, models, results, stats, systems
 from harness.checks import check_names
+from harness.constants import AnswerFormat
 from harness.context import Reporter, RunContext
-from harness.data import load_task_data
+from harness.data import Question, load_task_data
 from harness.errors import HarnessError
 from harness.evaluate import run_lm_eval
+from harness.manifest import build_manifest
 from harness.measure import PeakMemory, timer
+from harness.records import (
+    EvaluationReused,
+    Measurement,
+    Passage,
+    Percentiles,
+    Retrieval,
+    RunResults,
+    Sample,
+    Settings,
+    SystemResult,
+)
+from harness.retrieval import retrieval_quality
+from harness.rundir import write_run
 from harness.spec import TaskSpec, load_spec
 from harness.tasks import find_task
 
@@ -83,17 +100,32 @@ def plan(opts: RunOptions) -> Plan:
 
 def throughput_batch(ctx: RunContext, prompts: list[str], token_budget: int = 1024, most: int = 8) -> int:
     """Questions per forward pass for a pass whose latency nobody reads (calibration): as many as fit
-    `token_budget` prompt tokens. Short prompts gain 2.6x at 8 per batch on this CPU (0.21 -> 0.08 s per
-    70-token prompt); 700-token RAG prompts gain nothing and would only multiply the logits' memory."""
+    `token_budget` prompt tokens. Batching pays for short prompts only; long RAG prompts gain nothing and would
+    only multiply the logits' memory (see docs/performance.md, "Calibration batches")."""
     if not prompts:
         return 1
     longest = max(len(ctx.tokenizer(p).input_ids) for p in prompts)
     return max(1, min(most, token_budget // max(1, longest)))
 
 
-def evaluate_system(system, ctx: RunContext, questions, task_name: str, *, timed: bool = True, prompts=None):
-    """One record per question. `timed=False` (calibration): batched for throughput, latency not recorded.
-    `prompts`: the system's rendered prompts for `questions`, when the caller has them already."""
+def with_retrieval(m: Measurement, passages: list[dict], ranked_doc_ids: list[str], seconds: float) -> Measurement:
+    """A retrieval system's measurement: what it retrieved, and the latency a user sees (retrieval + model)."""
+    return m.model_copy(
+        update={
+            "retrieved": [Passage.model_validate(p) for p in passages],
+            "ranked_doc_ids": ranked_doc_ids,
+            "retrieval_latency_s": seconds,
+            "model_latency_s": m.latency_s,
+            "latency_s": m.latency_s + seconds,
+        }
+    )
+
+
+def evaluate_system(
+    system, ctx: RunContext, questions, task_name: str, *, timed: bool = True, prompts=None
+) -> list[Measurement]:
+    """One Measurement per question. `timed=False` (calibration): batched for throughput, latency not
+    recorded. `prompts`: the system's rendered prompts for `questions`, when the caller has them already."""
     spec = ctx.spec
     prompts = prompts if prompts is not None else system.prompts(questions)
     batch = spec.evaluation.batch_size if timed else throughput_batch(ctx, prompts.texts)
@@ -101,7 +133,7 @@ def evaluate_system(system, ctx: RunContext, questions, task_name: str, *, timed
         import torch
 
         torch.manual_seed(spec.seed)
-        records = run_lm_eval(
+        measured = run_lm_eval(
             model,
             ctx.tokenizer,
             questions,
@@ -115,25 +147,21 @@ def evaluate_system(system, ctx: RunContext, questions, task_name: str, *, timed
             dtype=ctx.dtype,
             progress=ctx.reporter.progress(f"{system.name}: {task_name.rsplit('_', 1)[-1]}", len(questions)),
         )
-    for i, r in enumerate(records):
-        if prompts.retrieved is not None:
-            r["retrieved"] = prompts.retrieved[i]
-            r["ranked_doc_ids"] = prompts.ranked_doc_ids[i]
-            r["retrieval_latency_s"] = prompts.retrieval_latency_s[i]
-            r["model_latency_s"] = r["latency_s"]
-            r["latency_s"] = r["latency_s"] + r["retrieval_latency_s"]
-    return records
+    if prompts.retrieved is None:
+        return measured
+    return [
+        with_retrieval(m, prompts.retrieved[i], prompts.ranked_doc_ids[i], prompts.retrieval_latency_s[i])
+        for i, m in enumerate(measured)
+    ]
 
 
 CONTENT_FREE = ("N/A", "", "[MASK]")
 
 
-def calibration_questions(ctx: RunContext) -> list | None:
+def calibration_questions(ctx: RunContext) -> list[Question] | None:
     """What the calibration pass scores: content-free inputs, dev questions, or nothing."""
-    from harness.data import Question
-
     spec = ctx.spec
-    if spec.answer_format != "yes-no" or spec.evaluation.calibration == "none":
+    if spec.answer_format != AnswerFormat.YES_NO or spec.evaluation.calibration == "none":
         return None
     if spec.evaluation.calibration == "contextual":
         return [
@@ -146,11 +174,13 @@ def calibration_questions(ctx: RunContext) -> list | None:
     return ctx.data.dev[: min(spec.evaluation.calibration_limit, ctx.limit or spec.evaluation.calibration_limit)]
 
 
-def calibration_threshold(ctx: RunContext, questions: list | None, records: list[dict] | None) -> float | None:
-    """The Yes-No margin above which a system's calibrated answer is Yes, from its calibration records."""
-    if not questions or not records:
+def calibration_threshold(
+    ctx: RunContext, questions: list[Question] | None, measurements: list[Measurement] | None
+) -> float | None:
+    """The Yes-No margin above which a system's calibrated answer is Yes, from its calibration measurements."""
+    if not questions or not measurements:
         return None
-    margins = [r["margin"] for r in records]
+    margins = [m.margin for m in measurements]
     if ctx.spec.evaluation.calibration == "contextual":
         return sum(margins) / len(margins)
     return stats.fit_threshold([int(q.answers[0] == "Yes") for q in questions], margins)
@@ -166,11 +196,21 @@ def _task_name(name: str, part: str) -> str:
     return f"harness_{name}_{part}".replace("+", "_").replace("-", "_")
 
 
-def evaluate_or_reuse(system, ctx: RunContext, entry: dict) -> tuple[list[dict], float | None]:
-    """Test records and calibration threshold: measured now, or read back when nothing that decides them
-    changed since they were measured (see harness.evalcache). Fills the entry's memory figures."""
-    from harness import evalcache
+@dataclass(frozen=True)
+class Evaluation:
+    """A system's test measurements and calibration threshold, the memory evaluating them took, and, when they
+    were read back from the evaluation cache, when they were measured."""
 
+    test: list[Measurement]
+    threshold: float | None
+    peak_memory_mb: float
+    cuda_peak_memory_mb: float | None
+    reused: EvaluationReused | None = None
+
+
+def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
+    """Test measurements and calibration threshold: measured now, or read back when nothing that decides them
+    changed since they were measured (see harness.evalcache)."""
     name, rep = system.name, ctx.reporter
     test_prompts = system.prompts(ctx.data.test)
     cal_q = calibration_questions(ctx)
@@ -182,126 +222,132 @@ def evaluate_or_reuse(system, ctx: RunContext, entry: dict) -> tuple[list[dict],
         (cal_q, cal_prompts.texts) if cal_q else None,
         _torch_threads(),
     )
-    hit = None if ctx.reevaluate else evalcache.load(ctx.spec.name, key, rep.log)
-    if hit is not None:
+    stored = None if ctx.reevaluate else evalcache.load(ctx.spec.name, key, rep.log)
+    if stored is not None:
         rep.log(
             f"  {name}: nothing that decides its answers changed: reusing its evaluation measured "
-            f"{hit['measured_at']} (--reevaluate measures again)"
+            f"{stored.measured_at} (--reevaluate measures again)"
         )
-        entry["evaluation_reused"] = {"measured_at": hit["measured_at"], "seconds": hit.get("seconds")}
-        records, cal_records = hit["test"], hit["calibration"]
-        entry["peak_memory_mb"], cuda_peak = hit["peak_memory_mb"], hit.get("cuda_peak_memory_mb")
-    else:
-        with rep.stage(f"{name}: evaluate {len(ctx.data.test)} questions"), PeakMemory() as mem, timer() as took:
-            records = evaluate_system(system, ctx, ctx.data.test, _task_name(name, "test"), prompts=test_prompts)
-            cal_records = (
-                evaluate_system(system, ctx, cal_q, _task_name(name, "calibration"), timed=False, prompts=cal_prompts)
-                if cal_q
-                else None
-            )
-        entry["peak_memory_mb"], cuda_peak = round(mem.peak_mb, 1), mem.cuda_peak_mb
-        evalcache.save(
-            ctx.spec.name,
-            key,
-            test=records,
-            calibration=cal_records,
-            peak_memory_mb=entry["peak_memory_mb"],
-            cuda_peak_memory_mb=cuda_peak,
-            seconds=took(),
-            log=rep.log,
+        return Evaluation(
+            stored.test,
+            calibration_threshold(ctx, cal_q, stored.calibration),
+            stored.peak_memory_mb,
+            stored.cuda_peak_memory_mb,
+            EvaluationReused(measured_at=stored.measured_at, seconds=stored.seconds),
         )
-    if cuda_peak is not None:
-        entry["cuda_peak_memory_mb"] = round(cuda_peak, 1)
-    return records, calibration_threshold(ctx, cal_q, cal_records)
+    with rep.stage(f"{name}: evaluate {len(ctx.data.test)} questions"), PeakMemory() as mem, timer() as took:
+        test = evaluate_system(system, ctx, ctx.data.test, _task_name(name, "test"), prompts=test_prompts)
+        calibration = (
+            evaluate_system(system, ctx, cal_q, _task_name(name, "calibration"), timed=False, prompts=cal_prompts)
+            if cal_q
+            else None
+        )
+    peak = round(mem.peak_mb, 1)
+    evalcache.save(
+        ctx.spec.name,
+        key,
+        test=test,
+        calibration=calibration,
+        peak_memory_mb=peak,
+        cuda_peak_memory_mb=mem.cuda_peak_mb,
+        seconds=took(),
+        log=rep.log,
+    )
+    return Evaluation(test, calibration_threshold(ctx, cal_q, calibration), peak, mem.cuda_peak_mb)
 
 
-def run_system(name: str, ctx: RunContext) -> tuple[dict, list[dict]]:
-    spec, rep = ctx.spec, ctx.reporter
-    system = systems.make_system(name, ctx)
-    entry = {
-        "kind": system.kind,
-        "status": "ok",
-        "error": None,
-        "training": None,
-        "retrieval": None,
-        "retrieval_latency_s": None,
-        "evaluation_reused": None,
+def _percentiles(values) -> Percentiles:
+    return Percentiles.model_validate(stats.percentiles(list(values)))
+
+
+def _build_fields(info: systems.BuildInfo) -> dict:
+    """The SystemResult fields that come from the build record."""
+    # What the artifact cost to build: this run's time, or (reused) the time recorded when it was built.
+    cost = info.build_s if info.build_cost_s is None and not info.cached else info.build_cost_s
+    return {
+        "build_s": round(info.build_s, 2),
+        "cached": info.cached,
+        "artifact_mb": round(info.artifact_mb, 3),
+        "build_cost_s": None if cost is None else round(cost, 2),
+        "training": info.training,
+        "index": info.index,
+        "notes": info.notes,
     }
+
+
+def system_result(
+    kind: str, info: systems.BuildInfo, evaluation: Evaluation, scored: results.Scored, vs_baseline, ctx: RunContext
+) -> SystemResult:
+    """A system's results.json entry, from its build record, its measurements and its scores."""
+    test, spec = evaluation.test, ctx.spec
+    optional = {}
+    if spec.answer_format == AnswerFormat.FREE_TEXT:
+        for key in ("first_token_s", "tokens_per_s"):
+            values = [getattr(m, key) for m in test if getattr(m, key) is not None]
+            if values:
+                optional[key] = _percentiles(values)
+    if any(m.retrieval_latency_s is not None for m in test):
+        golds = [q.doc_id for q in ctx.data.test] if not ctx.data.corpus_is_fallback else [None] * len(test)
+        quality = retrieval_quality([m.ranked_doc_ids for m in test], golds, spec.rag.k)
+        optional["retrieval"] = None if quality is None else Retrieval.model_validate(quality)
+        optional["retrieval_latency_s"] = _percentiles(m.retrieval_latency_s for m in test)
+        optional["model_latency_s"] = _percentiles(m.model_latency_s for m in test)
+    cuda = evaluation.cuda_peak_memory_mb
+    return SystemResult(
+        kind=kind,
+        **_build_fields(info),
+        evaluation_reused=evaluation.reused,
+        peak_memory_mb=evaluation.peak_memory_mb,
+        cuda_peak_memory_mb=None if cuda is None else round(cuda, 1),
+        metrics=scored.metrics,
+        latency_s=_percentiles(m.latency_s for m in test),
+        prompt_tokens_mean=round(sum(m.prompt_tokens for m in test) / len(test), 1),
+        vs_best_baseline=vs_baseline,
+        **optional,
+    )
+
+
+@dataclass(frozen=True)
+class SystemRun:
+    """What running one system produced: its results.json entry, its samples.jsonl rows, and (when it trained
+    under `--launcher accelerate`) the launch record for the manifest."""
+
+    result: SystemResult
+    samples: list[Sample] = field(default_factory=list)
+    launch: dict | None = None
+
+
+def run_system(system, ctx: RunContext, baselines: dict[str, results.Baseline]) -> SystemRun:
+    """Build, evaluate and score one system. A system that breaks is reported as failed, never hidden."""
+    spec, rep, name = ctx.spec, ctx.reporter, system.name
+    info = None
     try:
         with rep.stage(f"{name}: build"):
             info = system.build()
-        # What the artifact cost to build: this run's time, or (reused) the time recorded when it was built.
-        cost = info.build_s if info.build_cost_s is None and not info.cached else info.build_cost_s
-        entry.update(
-            {
-                "build_s": round(info.build_s, 2),
-                "cached": info.cached,
-                "artifact_mb": round(info.artifact_mb, 3),
-                "build_cost_s": None if cost is None else round(cost, 2),
-                "training": info.training,
-                "index": info.index,
-                "notes": info.notes,
-            }
-        )
         if info.cached:
             rep.log(f"  {name}: reused the cached artifact")
-        records, threshold = evaluate_or_reuse(system, ctx, entry)
-        embed = ctx.embedder().encode if spec.answer_format == "free-text" else None
-        entry["metrics"] = results.score_system(records, ctx.data.test, spec, embed, threshold)
-        entry["latency_s"] = stats.percentiles([r["latency_s"] for r in records])
-        entry["prompt_tokens_mean"] = round(sum(r["prompt_tokens"] for r in records) / len(records), 1)
-        if spec.answer_format == "free-text":
-            for key in ("first_token_s", "tokens_per_s"):
-                values = [r[key] for r in records if r.get(key) is not None]
-                if values:
-                    entry[key] = stats.percentiles(values)
-        if any("retrieval_latency_s" in r for r in records):
-            from harness.retrieval import retrieval_quality
-
-            entry["retrieval_latency_s"] = stats.percentiles([r["retrieval_latency_s"] for r in records])
-            entry["model_latency_s"] = stats.percentiles([r["model_latency_s"] for r in records])
-            golds = [q.doc_id for q in ctx.data.test] if not ctx.data.corpus_is_fallback else [None] * len(records)
-            entry["retrieval"] = retrieval_quality([r["ranked_doc_ids"] for r in records], golds, spec.rag.k)
-        return entry, records
+        evaluation = evaluate_or_reuse(system, ctx)
+        embed = ctx.embedder().encode if spec.answer_format == AnswerFormat.FREE_TEXT else None
+        scored = results.score_system(evaluation.test, ctx.data.test, spec, embed, evaluation.threshold)
+        metric = results.headline_metric(spec.answer_format)
+        samples = results.samples_of(name, ctx.data.test, evaluation.test, scored, metric)
+        vs_baseline = results.vs_best_baseline(samples, baselines, metric, spec.seed)
+        return SystemRun(system_result(system.kind, info, evaluation, scored, vs_baseline, ctx), samples, info.launch)
     except HarnessError:
         raise
-    except Exception as e:  # a system that breaks is reported as failed, never hidden
+    except Exception as e:
         rep.log(f"  {name}: FAILED: {type(e).__name__}: {e}")
-        entry.update({"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
-        return entry, []
-
-
-def _sample_rows(name: str, records: list[dict], questions, metric: str) -> list[dict]:
-    by_id = {q.id: q for q in questions}
-    rows = []
-    for r in records:
-        q = by_id[r["id"]]
-        rows.append(
-            {
-                "system": name,
-                "id": q.id,
-                "question": q.question,
-                "gold": q.answers[0],
-                "golds": q.answers,
-                "prediction": r["prediction"],
-                "correct": r["scores"].get(metric),
-                "calibrated_prediction": r.get("calibrated_prediction"),
-                "latency_s": r["latency_s"],
-                "retrieval_latency_s": r.get("retrieval_latency_s"),
-                "category": q.category,
-                "doc_id": q.doc_id,
-                "margin": r.get("margin"),
-                "prompt_tokens": r["prompt_tokens"],
-                "scores": r["scores"],
-                "retrieved": r.get("retrieved"),
-            }
+        failed = SystemResult(
+            kind=system.kind,
+            status="failed",
+            error=f"{type(e).__name__}: {e}",
+            traceback=traceback.format_exc(),
+            **(_build_fields(info) if info is not None else {}),
         )
-    return rows
+        return SystemRun(failed, launch=info.launch if info is not None else None)
 
 
 def execute(p: Plan, reporter: Reporter) -> Path:
-    from harness.manifest import build_manifest, write_run
-
     spec, opts = p.spec, p.opts
     models.set_offline_defaults()
     threads = models.set_threads()
@@ -326,53 +372,40 @@ def execute(p: Plan, reporter: Reporter) -> Path:
         reevaluate=opts.reevaluate,
     )
     ctx.limit = opts.limit
-    system_objs = [systems.make_system(n, ctx) for n in p.systems]
-    for s in system_objs:
+    built = [systems.make_system(n, ctx) for n in p.systems]  # each system is constructed once per run
+    for s in built:
         s.validate()
-    started = time.time()
-    entries, samples = {}, []
-    for name in p.systems:
-        entry, records = run_system(name, ctx)
-        entries[name] = entry
-        samples.extend(_sample_rows(name, records, data.test, results.headline_metric(spec.answer_format)))
-        entry["_records"] = records
     metric = results.headline_metric(spec.answer_format)
     base = results.baselines(data.train, data.test, spec.answer_format)
-    base_res = results.baseline_results(base, data.test, spec.answer_format, spec.evaluation.bootstrap, spec.seed)
-    ok = {n: e["_records"] for n, e in entries.items() if e["status"] == "ok"}
-    headline = [metric] + (["calibrated_accuracy"] if spec.answer_format == "yes-no" else [])
-    comps = results.comparisons(
-        ok, [m for m in headline if all(any(m in r["scores"] for r in recs) for recs in ok.values())], spec.seed
-    )
-    for n, e in entries.items():
-        recs = e.pop("_records")
-        if e["status"] == "ok":
-            e["vs_best_baseline"] = results.vs_best_baseline(recs, base_res, metric, spec.seed)
+    baselines = results.baseline_results(base, data.test, spec.answer_format, spec.evaluation.bootstrap, spec.seed)
+    started = time.time()
+    runs = {s.name: run_system(s, ctx, baselines) for s in built}
+    ok = {n: r.samples for n, r in runs.items() if r.result.ok}
+    headline = [metric] + (["calibrated_accuracy"] if spec.answer_format == AnswerFormat.YES_NO else [])
+    compared = [m for m in headline if all(any(m in s.scores for s in samples) for samples in ok.values())]
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-    out = {
-        "task": spec.name,
-        "run_id": run_id,
-        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "answer_format": spec.answer_format,
-        "headline_metric": metric,
-        "n_test": len(data.test),
-        "seed": spec.seed,
-        "model": ref.display,
-        "systems": entries,
-        "baselines": {n: {k: v for k, v in b.items() if k != "per_question"} for n, b in base_res.items()},
-        "comparisons": comps,
-        "settings": {
-            "threads": threads,
-            "batch_size": spec.evaluation.batch_size,
-            "dtype": ctx.dtype,
-            "warmup": spec.evaluation.warmup,
-            "device": ctx.device,
-            "calibration": spec.evaluation.calibration,
-            "seconds": round(time.time() - started, 1),
-        },
-    }
-    manifest = build_manifest(spec, ref, data, opts, run_id)
-    launches = {k.split(":", 1)[1]: v for k, v in ctx._cache.items() if k.startswith("launch:")}
-    if launches:
-        manifest["launch"] = launches
-    return write_run(opts.reports_dir / spec.name, run_id, out, samples, manifest, reporter)
+    out = RunResults(
+        task=spec.name,
+        run_id=run_id,
+        created=datetime.now().astimezone().isoformat(timespec="seconds"),
+        answer_format=spec.answer_format,
+        headline_metric=metric,
+        n_test=len(data.test),
+        seed=spec.seed,
+        model=ref.display,
+        systems={n: r.result for n, r in runs.items()},
+        baselines={n: b.result for n, b in baselines.items()},
+        comparisons=results.comparisons(ok, compared, spec.seed),
+        settings=Settings(
+            threads=threads,
+            batch_size=spec.evaluation.batch_size,
+            dtype=ctx.dtype,
+            warmup=spec.evaluation.warmup,
+            device=ctx.device,
+            calibration=spec.evaluation.calibration,
+            seconds=round(time.time() - started, 1),
+        ),
+    )
+    launch = {n: r.launch for n, r in runs.items() if r.launch}
+    manifest = build_manifest(spec, ref, data, opts, run_id, launch)
+    return write_run(opts.reports_dir / spec.name, out, [s for r in runs.values() for s in r.samples], manifest)

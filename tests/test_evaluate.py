@@ -1,4 +1,4 @@
-"""Evaluation through lm-eval on the tiny model: one record per question, in order, with margins and latency."""
+"""Evaluation through lm-eval on the tiny model: one Measurement per question, in order, with margins and latency."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from harness import models
 from harness.data import Question
 from harness.evaluate import run_lm_eval, write_lm_eval_task
 from harness.prompts import chat_prompt
+from harness.records import Measurement
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +49,16 @@ def test_yes_no_records(tiny):
         max_new_tokens=4,
         seed=0,
     )
-    assert [r["id"] for r in recs] == [q.id for q in qs]
+    assert [r.id for r in recs] == [q.id for q in qs]
+    assert all(isinstance(r, Measurement) for r in recs)
     for r, p in zip(recs, prompts):
-        assert r["prediction"] in ("Yes", "No")
-        lls = r["loglikelihoods"]
+        assert r.prediction in ("Yes", "No")
+        lls = r.loglikelihoods
         assert len(lls) == 2 and all(math.isfinite(x) and x < 0 for x in lls)
-        assert math.isfinite(r["margin"]) and r["margin"] == pytest.approx(lls[0] - lls[1])
-        assert r["prediction"] == ("Yes" if r["margin"] > 0 else "No")
-        assert r["latency_s"] is not None and r["latency_s"] > 0
-        assert r["prompt_tokens"] == len(tok(p).input_ids)
+        assert math.isfinite(r.margin) and r.margin == pytest.approx(lls[0] - lls[1])
+        assert r.prediction == ("Yes" if r.margin > 0 else "No")
+        assert r.latency_s is not None and r.latency_s > 0
+        assert r.prompt_tokens == len(tok(p).input_ids)
 
 
 def test_margin_matches_a_direct_forward(tiny):
@@ -92,9 +94,9 @@ def test_margin_matches_a_direct_forward(tiny):
         return sum(out[len(ctx) - 1 + i, t].item() for i, t in enumerate(cont))
 
     direct = {c: logp(prompt, c) for c in ("Yes", "No")}
-    assert rec["margin"] == pytest.approx(direct["Yes"] - direct["No"], abs=1e-3)
+    assert rec.margin == pytest.approx(direct["Yes"] - direct["No"], abs=1e-3)
     lm_eval_view = [logp(prompt.rstrip(), "\n" + c) for c in ("Yes", "No")]
-    assert rec["loglikelihoods"] == pytest.approx(lm_eval_view, abs=1e-3)
+    assert rec.loglikelihoods == pytest.approx(lm_eval_view, abs=1e-3)
 
 
 def test_multiple_choice_records(tiny):
@@ -114,8 +116,8 @@ def test_multiple_choice_records(tiny):
         seed=0,
     )
     for r in recs:
-        assert r["prediction"] in ("red", "green", "blue") and len(r["loglikelihoods"]) == 3
-        assert "margin" not in r
+        assert r.prediction in ("red", "green", "blue") and len(r.loglikelihoods) == 3
+        assert r.margin is None and "margin" not in r.model_dump(mode="json")  # yes-no only: omitted, not null
 
 
 def test_scoring_only_the_last_positions_gives_the_full_logits_answer(tiny, monkeypatch):
@@ -180,9 +182,9 @@ def test_scoring_only_the_last_positions_gives_the_full_logits_answer(tiny, monk
         seed=0,
     )
     for a, b, c in zip(one, batched, full):
-        assert a["loglikelihoods"] == pytest.approx(c["loglikelihoods"], abs=1e-4)
-        assert b["loglikelihoods"] == pytest.approx(c["loglikelihoods"], abs=1e-4)
-        assert a["prediction"] == b["prediction"] == c["prediction"]
+        assert a.loglikelihoods == pytest.approx(c.loglikelihoods, abs=1e-4)
+        assert b.loglikelihoods == pytest.approx(c.loglikelihoods, abs=1e-4)
+        assert a.prediction == b.prediction == c.prediction
 
 
 def test_free_text_records(tiny):
@@ -201,10 +203,10 @@ def test_free_text_records(tiny):
         max_new_tokens=3,
         seed=0,
     )
-    assert [r["id"] for r in recs] == ["f0", "f1"]
+    assert [r.id for r in recs] == ["f0", "f1"]
     for r in recs:
-        assert isinstance(r["prediction"], str) and r["latency_s"] > 0
-        assert r["new_tokens"] is not None and r["new_tokens"] <= 3 + 1
+        assert isinstance(r.prediction, str) and r.latency_s > 0
+        assert r.new_tokens is not None and r.new_tokens <= 3 + 1
 
 
 def test_task_yaml_uses_absolute_data_paths(tmp_path, monkeypatch):

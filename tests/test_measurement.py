@@ -1,4 +1,5 @@
-"""Calibration settings and generation measurements (time to first token, tokens per second)."""
+"""Calibration settings, generation measurements (time to first token, tokens per second) and the retrieval
+figures a retrieval system's measurements carry."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import pytest
 
 from harness import stats
 from harness.context import Reporter, RunContext
-from harness.data import load_task_data
+from harness.data import Question, load_task_data
 from harness.models import resolve_model
-from harness.run import CONTENT_FREE, calibration_questions, calibration_threshold, evaluate_system
+from harness.records import Measurement, Passage
+from harness.run import CONTENT_FREE, calibration_questions, calibration_threshold, evaluate_system, with_retrieval
 from harness.spec import load_spec
 from harness.systems import make_system
 from tests.conftest import write_tiny_task
@@ -31,12 +33,10 @@ def test_contextual_calibration_is_the_content_free_margin(tmp_path, tiny_model_
     ctx = _ctx(write_tiny_task(tmp_path / "t", tiny_model_dir, evaluation={"calibration": "contextual"}), tmp_path)
     system = make_system("prompt", ctx)
     threshold = _threshold(system, ctx)
-    from harness.data import Question
-
     free = [
         Question(id=str(i), question=t, answers=["Yes"], choices=["Yes", "No"]) for i, t in enumerate(CONTENT_FREE)
     ]
-    margins = [r["margin"] for r in evaluate_system(system, ctx, free, "check_cf")]
+    margins = [r.margin for r in evaluate_system(system, ctx, free, "check_cf")]
     # scored one at a time here, batched (padded) in the run: the same up to rounding
     assert threshold == pytest.approx(sum(margins) / len(margins), abs=1e-4)
 
@@ -45,7 +45,7 @@ def test_dev_threshold_is_fitted_on_dev_not_test(tmp_path, tiny_model_dir):
     ctx = _ctx(write_tiny_task(tmp_path / "t", tiny_model_dir), tmp_path)
     system = make_system("prompt", ctx)
     dev = ctx.data.dev[: ctx.spec.evaluation.calibration_limit]
-    margins = [r["margin"] for r in evaluate_system(system, ctx, dev, "check_dev")]
+    margins = [r.margin for r in evaluate_system(system, ctx, dev, "check_dev")]
     expected = stats.fit_threshold([int(q.answers[0] == "Yes") for q in dev], margins)
     assert _threshold(system, ctx) == pytest.approx(expected, abs=1e-4)
 
@@ -66,8 +66,28 @@ def test_free_text_records_first_token_and_tokens_per_second(tmp_path, tiny_mode
     )
     ctx = _ctx(folder / "task.yaml", tmp_path)
     recs = evaluate_system(make_system("prompt", ctx), ctx, ctx.data.test, "check_gen")
-    assert recs and all(isinstance(r["prediction"], str) for r in recs)
+    assert recs and all(isinstance(r.prediction, str) for r in recs)
     for r in recs:
-        assert r["first_token_s"] is not None and 0 < r["first_token_s"] <= r["latency_s"]
-        if r["new_tokens"]:
-            assert r["tokens_per_s"] == pytest.approx(r["new_tokens"] / r["latency_s"])
+        assert r.first_token_s is not None and 0 < r.first_token_s <= r.latency_s
+        if r.new_tokens:
+            assert r.tokens_per_s == pytest.approx(r.new_tokens / r.latency_s)
+
+
+def test_a_retrieval_measurement_carries_its_passages_and_the_latency_a_user_sees():
+    measured = Measurement(id="q1", prediction="Yes", latency_s=0.25, prompt_tokens=40, loglikelihoods=[-1.0, -2.0])
+    passages = [{"doc_id": "alpha", "chunk": 2, "score": 0.8125, "text": "The Alpha licence permits it."}]
+    m = with_retrieval(measured, passages, ["alpha", "bravo"], 0.125)
+    assert m.latency_s == 0.375 and m.model_latency_s == 0.25 and m.retrieval_latency_s == 0.125
+    assert m.retrieved == [Passage(doc_id="alpha", chunk=2, score=0.8125, text="The Alpha licence permits it.")]
+    assert m.ranked_doc_ids == ["alpha", "bravo"]
+    # a new measurement: the model's own one is left as it was measured
+    assert measured.latency_s == 0.25 and measured.retrieved is None
+    # fields a plain system does not have are absent from its dump, not null; a truncated flag only when cut
+    assert set(measured.model_dump(mode="json")) == {
+        "id",
+        "prediction",
+        "latency_s",
+        "prompt_tokens",
+        "loglikelihoods",
+    }
+    assert "truncated" not in m.model_dump(mode="json")["retrieved"][0]

@@ -13,6 +13,7 @@ import pytest
 
 from harness import cache
 from harness.cli import main
+from harness.records import RunResults, Sample, SystemResult, always_written, written_when_set
 
 SYSTEMS = ["prompt", "lora", "rag"]
 FILES = ("results.json", "samples.jsonl", "manifest.json", "index.html", "results.csv", "summary.md")
@@ -122,26 +123,16 @@ def test_results_json_follows_the_format(runs):
     assert settings["warmup"] == 1 and settings["device"] == "cpu"
 
 
-def test_every_system_entry_has_every_documented_key(runs):
-    res = load(runs["first"])[0]
-    documented = {
-        "kind",
-        "status",
-        "error",
-        "metrics",
-        "latency_s",
-        "peak_memory_mb",
-        "build_s",
-        "build_cost_s",
-        "cached",
-        "artifact_mb",
-        "training",
-        "retrieval",
-        "retrieval_latency_s",
-        "vs_best_baseline",
-    }
+def test_every_file_is_a_dump_of_the_run_data_models(runs):
+    """The format is harness.records: each successful entry has every always-written key of SystemResult and
+    only keys the model knows, and results.json / samples.jsonl load and dump back unchanged."""
+    res, samples, _ = load(runs["first"])
+    always, optional = set(always_written(SystemResult)), set(written_when_set(SystemResult))
     for name, s in res["systems"].items():
-        assert documented <= set(s), (name, sorted(documented - set(s)))
+        assert always <= set(s), (name, sorted(always - set(s)))
+        assert set(s) - always <= optional, (name, sorted(set(s) - always - optional))
+    assert RunResults.model_validate(res).dump() == res
+    assert all(Sample.model_validate(s).model_dump(mode="json") == s for s in samples)
 
 
 def test_lora_training_record(runs):
