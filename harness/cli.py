@@ -16,6 +16,7 @@ from rich.table import Table
 from harness.errors import HarnessError
 from harness.records import RunResults
 from harness.report import (
+    SummaryRow,
     best_baseline_name,
     compare_runs,
     load_results,
@@ -110,9 +111,8 @@ def run(
     print_summary(run_dir)
 
 
-def summary_table(results: RunResults) -> Table:
+def summary_table(results: RunResults, rows: list[SummaryRow]) -> Table:
     """The run's summary as a terminal table: the rows, wording and number formats of the HTML summary."""
-    rows = summary_rows(results)
     metrics = metric_names(results, rows)
     baseline = best_baseline_name(results) or "best baseline"
     table = Table(
@@ -132,13 +132,14 @@ def summary_table(results: RunResults) -> Table:
 
 def print_summary(run_dir: Path) -> None:
     results = load_results(run_dir)
-    table = summary_table(results)
+    rows = summary_rows(results)
+    table = summary_table(results, rows)
     # As wide as the table needs, whatever the terminal: a narrower console (or a log, a pipe, which rich
     # takes as 80 columns) would cut every cell short.
     natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
     wide = Console(width=max(console.width, natural), highlight=False)
     wide.print(table)
-    for r in summary_rows(results):
+    for r in rows:
         if r.status == "failed":
             wide.print(f"{r.name} {r.failure_text}", markup=False, soft_wrap=True)
     reused = {n: s.evaluation_reused.measured_at for n, s in results.systems.items() if s.evaluation_reused}
