@@ -5,15 +5,25 @@ Every error a user can cause is a HarnessError and ends as one line on stderr wi
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from harness.errors import HarnessError
+from harness.records import RunResults
+from harness.report import (
+    SummaryRow,
+    best_baseline_name,
+    compare_runs,
+    load_results,
+    metric_names,
+    render_report,
+    summary_rows,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -52,9 +62,7 @@ def _split(value: str | None) -> list[str] | None:
 @app.command()
 def run(
     task: str = typer.Argument(..., help="Task name (see `harness tasks list`) or path to a task YAML."),
-    systems: str | None = typer.Option(
-        None, "--systems", "-s", help="Comma-separated systems, e.g. prompt,lora,rag."
-    ),
+    systems: str | None = typer.Option(None, "--systems", "-s", help="Comma-separated systems, e.g. prompt,lora,rag."),
     model: str | None = typer.Option(None, "--model", "-m", help="`default`, a model folder, or a hub id."),
     limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N test questions."),
     seed: int | None = typer.Option(None, "--seed", help="Override the task's seed."),
@@ -67,7 +75,8 @@ def run(
     launcher: str = typer.Option(
         "local",
         "--launcher",
-        help="`local` trains in this process; `accelerate` runs training through `accelerate launch` with a config the harness writes (finetune.accelerate).",
+        help="`local` trains in this process; `accelerate` runs training through `accelerate launch` "
+        "with a config the harness writes (finetune.accelerate).",
     ),
     reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", help="Where run directories go."),
     indices_dir: Path = typer.Option(Path("indices"), "--indices-dir", help="Where FAISS indices go."),
@@ -102,71 +111,38 @@ def run(
     print_summary(run_dir)
 
 
-def _verdict(vs: dict) -> str:
-    if not vs:
-        return "–"
-    p = f"(p={vs['p_value']:.3g})"
-    if vs.get("beats"):
-        return f"beats {vs['baseline']} {p}"
-    if vs.get("significant"):
-        return f"below {vs['baseline']} {p}"
-    return f"≈ {vs['baseline']} {p}"
+def summary_table(results: RunResults, rows: list[SummaryRow]) -> Table:
+    """The run's summary as a terminal table: the rows, wording and number formats of the HTML summary."""
+    metrics = metric_names(results, rows)
+    baseline = best_baseline_name(results) or "best baseline"
+    table = Table(
+        title=f"{results.task}: {results.n_test} test questions", caption=f"model: {results.model or 'unknown'}"
+    )
+    heads = ["system", *metrics, "latency p50 / p95", "peak memory", "build", "artifact", f"beats {baseline}?"]
+    for col in heads:
+        table.add_column(col, justify="left" if col == "system" else "right", no_wrap=True)
+    for r in rows:
+        if r.status == "failed":  # the error itself goes under the table, where its length does not matter
+            table.add_row(r.label, "failed", *[""] * (len(heads) - 2))
+            continue
+        cells = [r.metric_text(m) for m in metrics]
+        table.add_row(r.label, *cells, r.latency_text, r.memory_text, r.build_text, r.artifact_text, r.beats_text)
+    return table
 
 
 def print_summary(run_dir: Path) -> None:
-    res = json.loads((run_dir / "results.json").read_text())
-    metric = res["headline_metric"]
-    table = Table(title=f"{res['task']}: {res['n_test']} test questions", caption=f"model: {res['model']}")
-    for col in (
-        "system",
-        metric,
-        "AUC",
-        "calibrated",
-        "p50/p95 s",
-        "peak MB",
-        "build s",
-        "size MB",
-        "vs best baseline",
-    ):
-        table.add_column(col, justify="left" if col == "system" else "right", no_wrap=True)
-
-    def ci(m):
-        if not m or m.get("value") is None:
-            return "–"
-        return f"{m['value']:.3f} ({m['ci_low']:.2f}–{m['ci_high']:.2f})"
-
-    for name, s in res["systems"].items():
-        if s["status"] != "ok":
-            table.add_row(name, f"FAILED: {s['error'][:60]}", *[""] * 7)
-            continue
-        m = s["metrics"]
-        vs = s.get("vs_best_baseline") or {}
-        verdict = _verdict(vs)
-        cost = s.get("build_cost_s")  # a reused artifact: what building it took in the run that did
-        build = (
-            (f"cached ({cost:.0f})" if cost is not None else "cached")
-            if s.get("cached")
-            else f"{s.get('build_s', 0):.1f}"
-        )
-        table.add_row(
-            name,
-            ci(m.get(metric)),
-            ci(m.get("auc")),
-            ci(m.get("calibrated_accuracy")),
-            f"{s['latency_s']['p50']:.3f}/{s['latency_s']['p95']:.3f}",
-            f"{s['peak_memory_mb']:.0f}",
-            build,
-            f"{s.get('artifact_mb', 0):.2f}",
-            verdict,
-        )
-    for name, b in res["baselines"].items():
-        table.add_row(f"baseline: {name}", ci(b["metrics"].get(metric)), *[""] * 7)
-    # Not a terminal (a log, a pipe): rich would wrap at 80 columns and fold every cell.
-    wide = Console(width=max(console.width, 160), highlight=False)
+    results = load_results(run_dir)
+    rows = summary_rows(results)
+    table = summary_table(results, rows)
+    # As wide as the table needs, whatever the terminal: a narrower console (or a log, a pipe, which rich
+    # takes as 80 columns) would cut every cell short.
+    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    wide = Console(width=max(console.width, natural), highlight=False)
     wide.print(table)
-    reused = {
-        n: s["evaluation_reused"]["measured_at"] for n, s in res["systems"].items() if s.get("evaluation_reused")
-    }
+    for r in rows:
+        if r.status == "failed":
+            wide.print(f"{r.name} {r.failure_text}", markup=False, soft_wrap=True)
+    reused = {n: s.evaluation_reused.measured_at for n, s in results.systems.items() if s.evaluation_reused}
     if reused:
         wide.print(
             "evaluation reused (nothing that decides the answers changed; figures as measured then; "
@@ -178,8 +154,6 @@ def print_summary(run_dir: Path) -> None:
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run directory (reports/<task>/<run-id>).")):
     """Render a run's report again from its results."""
-    from harness.report import render_report
-
     console.print(f"report: {render_report(run_dir)}")
 
 
@@ -189,8 +163,6 @@ def compare(
     out: Path = typer.Option(..., "--out", help="Folder for the comparison report."),
 ):
     """Compare runs (two models, or two settings) side by side, with deltas."""
-    from harness.report import compare_runs
-
     console.print(f"comparison: {compare_runs(run_dirs, out)}")
 
 

@@ -12,6 +12,9 @@ import math
 import random
 from pathlib import Path
 
+from harness.constants import SIGNIFICANCE_LEVEL
+from harness.stats import holm
+
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
 DATA_URL = "https://choosealicense.com/licenses/mit/"
@@ -21,15 +24,39 @@ def _m(v, lo, hi):
     return {"value": v, "ci_low": lo, "ci_high": hi}
 
 
-def _vb(diff, p):
+def _vb(diff, p, n=20, baseline="category_prior"):
+    """A system against the strongest baseline, as results.vs_best_baseline writes it (one test: raw p)."""
+    significant = p < SIGNIFICANCE_LEVEL
     return {
-        "baseline": "category_prior",
+        "baseline": baseline,
         "metric": "accuracy",
         "diff": diff,
         "p_value": p,
-        "significant": p < 0.05,
-        "beats": p < 0.05 and diff > 0,
+        "test": "mcnemar",
+        "n": n,
+        "significant": significant,
+        "beats": significant and diff > 0,
     }
+
+
+def comparisons(rows, n=20, test="mcnemar", metric="accuracy") -> list[dict]:
+    """Paired comparisons from (a, b, diff, p) as results.comparisons writes them: Holm-adjusted over the
+    pairs of the metric, and significant on the adjusted p."""
+    adjusted = holm([p for _, _, _, p in rows])
+    return [
+        {
+            "a": a,
+            "b": b,
+            "metric": metric,
+            "diff": diff,
+            "p_value": p,
+            "test": test,
+            "n": n,
+            "p_holm": p_holm,
+            "significant": p_holm < SIGNIFICANCE_LEVEL,
+        }
+        for (a, b, diff, p), p_holm in zip(rows, adjusted)
+    ]
 
 
 def make_results(n_test: int = 20) -> dict:
@@ -135,35 +162,9 @@ def make_results(n_test: int = 20) -> dict:
                 "description": "answers each category's majority answer in the training split",
             },
         },
-        "comparisons": [
-            {
-                "a": "rag",
-                "b": "lora",
-                "metric": "accuracy",
-                "diff": 0.05,
-                "p_value": 0.4,
-                "test": "mcnemar",
-                "significant": False,
-            },
-            {
-                "a": "rag",
-                "b": "prompt",
-                "metric": "accuracy",
-                "diff": 0.3,
-                "p_value": 0.001,
-                "test": "mcnemar",
-                "significant": True,
-            },
-            {
-                "a": "lora",
-                "b": "prompt",
-                "metric": "accuracy",
-                "diff": 0.25,
-                "p_value": 0.01,
-                "test": "mcnemar",
-                "significant": True,
-            },
-        ],
+        "comparisons": comparisons(
+            [("rag", "lora", 0.05, 0.4), ("rag", "prompt", 0.3, 0.001), ("lora", "prompt", 0.25, 0.01)]
+        ),
         "settings": {"threads": 2, "batch_size": 1, "dtype": "float32", "warmup": 2, "device": "cpu"},
     }
 
@@ -185,7 +186,7 @@ def make_samples(n: int = 20, systems=("prompt", "lora", "rag"), passage_chars: 
             if system == "rag":
                 text = f"Passage about {docs[(i + 1) % 4]} terms; see {DATA_URL}. " + "lorem ipsum " * 400
                 retrieved = [
-                    {"doc_id": docs[(i + k) % 4], "chunk_id": k, "score": 0.9 - 0.1 * k, "text": text[:passage_chars]}
+                    {"doc_id": docs[(i + k) % 4], "chunk": k, "score": 0.9 - 0.1 * k, "text": text[:passage_chars]}
                     for k in range(4)
                 ]
             out.append(
@@ -194,9 +195,11 @@ def make_samples(n: int = 20, systems=("prompt", "lora", "rag"), passage_chars: 
                     "id": f"q{i:03d}",
                     "question": question,
                     "gold": gold,
+                    "golds": [gold],
                     "prediction": pred,
                     "correct": not wrong,
                     "latency_s": 0.1 + 0.01 * j,
+                    "prompt_tokens": 60 + i,
                     "category": "permissions/commercial-use",
                     "doc_id": docs[i % 4],
                     "margin": 1.5 if pred == "Yes" else -1.5,
@@ -434,7 +437,7 @@ def legal_qa_samples(seed: int = 0) -> list[dict]:
                     retrieved = [
                         {
                             "doc_id": d,
-                            "chunk_id": rng.randrange(2, 30),
+                            "chunk": rng.randrange(2, 30),
                             "score": round(0.78 - 0.07 * k, 3),
                             "text": PASSAGES[topic],
                         }
@@ -446,9 +449,11 @@ def legal_qa_samples(seed: int = 0) -> list[dict]:
                         "id": qid,
                         "question": template.format(name=name),
                         "gold": gold,
+                        "golds": [gold],
                         "prediction": pred,
                         "correct": right,
                         "latency_s": round(LATENCY[system] * rng.uniform(0.7, 1.6), 4),
+                        "prompt_tokens": 80 + len(template),
                         "category": f"{group}/{topic}",
                         "doc_id": doc_id,
                         "margin": margin,
@@ -504,14 +509,7 @@ def legal_qa_results(samples: list[dict]) -> dict:
             "training": None,
             "retrieval": None,
             "retrieval_latency_s": None,
-            "vs_best_baseline": {
-                "baseline": best,
-                "metric": "accuracy",
-                "diff": diff,
-                "p_value": p,
-                "significant": p < 0.05,
-                "beats": p < 0.05 and diff > 0,
-            },
+            "vs_best_baseline": _vb(diff, p, n=n, baseline=best),
         }
         if name == "lora":
             entry["training"] = {
@@ -540,22 +538,11 @@ def legal_qa_results(samples: list[dict]) -> dict:
             entry["retrieval"] = {"k": 3, "recall_at_k": sum(hits) / n, "mrr": sum(1 / r for r in ranks if r) / n}
             entry["retrieval_latency_s"] = {"p50": 0.0118, "p95": 0.0138, "mean": 0.0122}
         entries[name] = entry
-    comparisons = []
+    pairs = []
     for a, b in (("rag", "lora"), ("rag", "prompt"), ("lora", "prompt")):
         if a in per and b in per:
-            p = _mcnemar(correct[a], correct[b])
             diff = entries[a]["metrics"]["accuracy"]["value"] - entries[b]["metrics"]["accuracy"]["value"]
-            comparisons.append(
-                {
-                    "a": a,
-                    "b": b,
-                    "metric": "accuracy",
-                    "diff": diff,
-                    "p_value": p,
-                    "test": "mcnemar-exact",
-                    "significant": p < 0.05,
-                }
-            )
+            pairs.append((a, b, diff, _mcnemar(correct[a], correct[b])))
     return {
         "task": "legal-qa",
         "run_id": "20261126-104849-abb5",
@@ -569,7 +556,7 @@ def legal_qa_results(samples: list[dict]) -> dict:
             b: {"accuracy": base_fig[b]["value"], "metrics": {"accuracy": base_fig[b]}, "description": baselines[b]}
             for b in baselines
         },
-        "comparisons": comparisons,
+        "comparisons": comparisons(pairs, n=n, test="mcnemar-exact"),
         "settings": {"threads": 16, "batch_size": 1, "dtype": "float32", "warmup": 2, "device": "cpu"},
     }
 

@@ -12,8 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from report_fixtures import make_results, write_run
 
 from harness import cache
+from harness.cli import print_summary
+from harness.report import ReportError, render_report
 
 REPO = Path(__file__).resolve().parent.parent
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -113,13 +116,16 @@ def test_empty_systems(cli, value):
 
 
 def test_hub_model_offline_fails_fast(cli):
-    """A user with no hub gets a clear error at once, not a minute of retries: offline is the default."""
+    """A user with no hub gets a clear error at once, not a minute of retries: offline is the default.
+
+    The bound is far from both cases, so a busy machine cannot fail it: the retries take 46-70 s, the offline
+    error a few seconds at most (issue 15: `took < 5` failed at 5.5 s on a loaded 2-core machine)."""
     env = {k: v for k, v in os.environ.items() if k not in OFFLINE_VARS}
     start = time.perf_counter()
     r = cli("run", "legal-qa", "--model", "HuggingFaceTB/SmolLM2-135M-Instruct", env=env, timeout=30)
     took = time.perf_counter() - start
     assert_one_line_error(r, "HuggingFaceTB/SmolLM2-135M-Instruct", "pass a local model folder")
-    assert took < 5, f"took {took:.1f} s"
+    assert took < 20, f"took {took:.1f} s: hub retries?"
     assert_no_run_written(cli.work)
 
 
@@ -153,6 +159,38 @@ def test_usage_errors_have_no_traceback(cli):
         assert r.returncode == 2, (args, r)
         assert "Traceback" not in r.stderr, r.stderr
         assert "Error" in r.stderr
+
+
+def test_terminal_table_words_figures_as_the_report_does(tmp_path, capsys):
+    """The table `harness run` prints and the report's summary come from the same rows: every cell of
+    summary.md (figures, intervals, build and verdict wording) appears as-is in the terminal."""
+    results = make_results()
+    results["model"] = "tiny-llama"
+    results["systems"]["rag"]["evaluation_reused"] = {"measured_at": "2026-11-25T09:00:00+00:00", "seconds": 3.0}
+    run = write_run(tmp_path / "run", results=results)
+    render_report(run)
+    print_summary(run)
+    out = capsys.readouterr().out
+    md = [line for line in (run / "summary.md").read_text(encoding="utf-8").splitlines() if line.startswith("| ")]
+    for line in md[1:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0].endswith("(failed)"):
+            assert "dora failed: CUDA out of memory: tried to allocate 2.00 GiB" in out
+            continue
+        for cell in cells:
+            assert cell in out, (cell, out)
+    for text in ("0.850 [0.700, 0.950]", "cached (built in 12.5 s)", "yes (p = 0.030)", "beats category_prior?"):
+        assert text in out
+    assert "rag (2026-11-25T09:00:00+00:00)" in out and "model: tiny-llama" in out
+    assert f"report: {run / 'index.html'}" in out
+
+
+def test_terminal_table_of_a_run_that_does_not_validate(tmp_path):
+    results = make_results()
+    del results["systems"]["lora"]["metrics"]["auc"]["value"]
+    run = write_run(tmp_path / "run", results=results)
+    with pytest.raises(ReportError, match=r"results\.json: systems\.lora\.metrics\.auc\.value: Field required"):
+        print_summary(run)
 
 
 # ---------------------------------------------------------------- tasks
@@ -211,8 +249,8 @@ def test_tasks_show_unknown(cli):
 @pytest.mark.slow
 def test_real_default_end_to_end(cli, harness_home, tmp_path):
     """`harness run legal-qa --systems prompt,rag --limit 8` on the embedded SmolLM2 with a fresh
-    HARNESS_HOME: converts the packaged GGUF once, builds the index, evaluates, reports. About 70 s on a
-    quiet 2-core machine (conversion ~20 s, indexing the 47 licences ~30 s); `-m "not slow"` skips it.
+    HARNESS_HOME: converts the packaged GGUF once, builds the index, evaluates, reports. About a minute (see
+    docs/performance.md, "The CLI's end-to-end test"); `-m "not slow"` skips it.
 
     Dev calibration would add 80 questions per system (minutes on 2 cores), so an override file found
     through --tasks-dir caps it; everything else is the shipped legal-qa task.

@@ -5,14 +5,31 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import json
 import re
 from html.parser import HTMLParser
 
 import pytest
-from report_fixtures import DATA_URL, IMG, MANIFEST, SCRIPT, _m, _vb, make_results, make_samples, write_run
+from report_fixtures import (
+    DATA_URL,
+    IMG,
+    MANIFEST,
+    SCRIPT,
+    _m,
+    _vb,
+    comparisons,
+    make_results,
+    make_samples,
+    write_run,
+)
 
 from harness.errors import HarnessError
+from harness.records import Interval, RunResults
 from harness.report import ReportError, compare_runs, recommendation, render_report, summary_rows
+
+
+def typed(results: dict) -> RunResults:
+    return RunResults.model_validate(results)
 
 
 class Cells(HTMLParser):
@@ -156,13 +173,26 @@ def test_summary_md(rendered):
 
 
 def test_summary_rows_shape():
-    rows = summary_rows(make_results())
-    assert [r["name"] for r in rows][:4] == ["prompt", "lora", "rag", "dora"]
-    assert [r["is_baseline"] for r in rows] == [False] * 4 + [True] * 2
+    rows = summary_rows(typed(make_results()))
+    assert [r.name for r in rows][:4] == ["prompt", "lora", "rag", "dora"]
+    assert [r.is_baseline for r in rows] == [False] * 4 + [True] * 2
     rag = rows[2]
-    assert rag["metrics"]["accuracy"] == {"value": 0.85, "ci_low": 0.7, "ci_high": 0.95}
-    assert rag["retrieval_latency_p50"] == 0.02 and rag["cached"] is True and rag["beats"] == "yes"
-    assert rows[3]["status"] == "failed" and rows[3]["metrics"] == {}
+    assert rag.metrics["accuracy"] == Interval(value=0.85, ci_low=0.7, ci_high=0.95)
+    assert rag.retrieval_latency_p50 == 0.02 and rag.cached is True and rag.beats == "yes"
+    assert rows[3].status == "failed" and rows[3].metrics == {}
+
+
+def test_summary_rows_carry_the_one_wording():
+    """Every place that shows the summary (HTML, summary.md, the terminal) takes its cell texts from the rows."""
+    rows = {r.name: r for r in summary_rows(typed(make_results()))}
+    rag, lora, prompt, dora = rows["rag"], rows["lora"], rows["prompt"], rows["dora"]
+    assert rag.metric_text("accuracy") == "0.850 [0.700, 0.950]"
+    assert rag.latency_text == "310 ms / 550 ms" and rag.memory_text == "2,100 MB"
+    assert rag.build_text == "cached (built in 12.5 s)" and rag.artifact_text == "1.2 MB"
+    assert rag.beats_text == "yes (p = 0.030)" and prompt.beats_text == "no (p = 0.001)"
+    assert lora.beats_text == "not significant (p = 0.500)" and lora.build_text == "1 min 21 s"
+    assert dora.failure_text == "failed: CUDA out of memory: tried to allocate 2.00 GiB"
+    assert rows["majority"].label == "majority (baseline)" and rows["majority"].metric_text("auc") == "—"
 
 
 def _sentence(text: str, start: str) -> str:
@@ -170,33 +200,24 @@ def _sentence(text: str, start: str) -> str:
 
 
 def test_recommendation_claims_only_significant_differences():
-    text = recommendation(make_results())
+    text = recommendation(typed(make_results()))
     assert text.startswith("rag has the highest accuracy")
     lora = _sentence(text, "lora ")
     assert "within noise of rag" in lora and "not distinguishable" in lora and "significantly" not in lora
     assert "answers 3.1× faster" in lora
     prompt = _sentence(text, "prompt ")
-    assert "significantly below rag" in prompt and "p = 0.001" in prompt
+    assert "significantly below rag" in prompt and "Holm p = 0.003" in prompt  # raw p 0.001, three pairs
     assert "rag beats the strongest model-free baseline, category_prior" in text
     assert "dora failed: CUDA out of memory: tried to allocate 2.00 GiB." in text
 
 
 def test_recommendation_boundary_and_missing_tests():
     results = make_results()
-    results["comparisons"] = [
-        {
-            "a": "prompt",
-            "b": "rag",
-            "metric": "accuracy",
-            "diff": -0.3,
-            "p_value": 0.05,
-            "test": "mcnemar",
-            "significant": False,
-        },
-        {"a": "lora", "b": "rag", "metric": "auc", "diff": -0.07, "p_value": 0.0001},
-    ]
+    results["comparisons"] = comparisons([("prompt", "rag", -0.3, 0.05)]) + comparisons(
+        [("lora", "rag", -0.07, 0.0001)], metric="auc", test="permutation"
+    )
     results["systems"]["rag"]["vs_best_baseline"] = _vb(0.1, 0.2)
-    text = recommendation(results)
+    text = recommendation(typed(results))
     assert "significantly" not in text  # p = 0.05 is not < 0.05; the auc test says nothing about accuracy
     assert "not distinguishable" in _sentence(text, "prompt ")
     assert "no paired test recorded" in _sentence(text, "lora ")
@@ -204,13 +225,40 @@ def test_recommendation_boundary_and_missing_tests():
     assert "beats" not in text
 
 
+def test_significance_follows_the_holm_adjusted_p(tmp_path):
+    """Raw p = 0.03 but Holm p = 0.09 over the six pairs of four systems: not significant, in the comparisons
+    table, the recommendation and everything else the report says (issue 15)."""
+    results = make_results()
+    results["systems"]["dora"].update(
+        status="ok",
+        error=None,
+        metrics={"accuracy": _m(0.7, 0.5, 0.9)},
+        latency_s={"p50": 0.12, "p95": 0.3, "mean": 0.14},
+        peak_memory_mb=1900.0,
+        build_s=90.0,
+        artifact_mb=4.0,
+    )
+    pairs = [("rag", "lora", 0.05, 0.03), ("rag", "prompt", 0.3, 0.2), ("lora", "prompt", 0.25, 0.3)]
+    pairs += [("rag", "dora", 0.15, 0.4), ("lora", "dora", 0.1, 0.5), ("dora", "prompt", 0.15, 0.6)]
+    results["comparisons"] = comparisons(pairs)
+    rag_lora = results["comparisons"][0]
+    assert rag_lora["p_value"] < 0.05 < rag_lora["p_holm"] and rag_lora["significant"] is False
+    html = render_report(write_run(tmp_path / "run", results=results)).read_text(encoding="utf-8")
+    assert '<tr data-a="rag" data-b="lora" data-metric="accuracy" data-significant="false">' in html
+    assert 'data-significant="true"' not in html and "badge ok" not in html
+    text = recommendation(typed(results))
+    lora = _sentence(text, "lora ")
+    assert "within noise of rag" in lora and "Holm p = 0.180" in lora and "significantly" not in text
+    assert "after Holm's correction" in html
+
+
 def test_recommendation_baseline_wins_and_nothing_ok():
     results = make_results()
     results["systems"]["rag"]["vs_best_baseline"] = _vb(-0.12, 0.004)
-    assert "rag does not beat the strongest model-free baseline" in recommendation(results)
+    assert "rag does not beat the strongest model-free baseline" in recommendation(typed(results))
     for name in ("prompt", "lora", "rag"):
         results["systems"][name].update(status="failed", error=f"{name} broke")
-    text = recommendation(results)
+    text = recommendation(typed(results))
     assert text.startswith("No system produced a figure for accuracy, so there is nothing to recommend.")
     assert "lora failed: lora broke." in text
 
@@ -233,6 +281,23 @@ def test_report_errors(tmp_path):
         compare_runs([write_run(tmp_path / "one"), empty], tmp_path / "cmp")
 
 
+def test_results_that_do_not_validate_name_the_field(tmp_path):
+    results = make_results()
+    del results["systems"]["dora"]["kind"]
+    run = write_run(tmp_path / "run", results=results)
+    with pytest.raises(ReportError) as info:
+        render_report(run)
+    message = str(info.value)
+    assert message == f"invalid {run / 'results.json'}: systems.dora.kind: Field required"
+    results = make_results()
+    del results["comparisons"][0]["p_holm"]  # a run from before Holm-adjusted p-values were stored
+    with pytest.raises(ReportError, match=r"comparisons\.0\.p_holm: Field required"):
+        render_report(write_run(tmp_path / "old", results=results))
+    (run / "results.json").write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(ReportError, match="expected a JSON object, got list"):
+        render_report(run)
+
+
 def test_numeric_correct_marks_cells(tmp_path):
     # harness run writes the headline score (1.0 / 0.0) as "correct"; partial scores stay neutral
     samples = make_samples()
@@ -250,8 +315,9 @@ def test_missing_samples_and_bad_lines(tmp_path):
     run = write_run(tmp_path / "run")
     with (run / "samples.jsonl").open("a", encoding="utf-8") as fh:
         fh.write("{truncated\n")
+        fh.write(json.dumps({"system": "rag", "id": "q001"}) + "\n")  # valid JSON, not a sample
     html = render_report(run).read_text(encoding="utf-8")
-    assert "skipped 1 malformed line" in html
+    assert "skipped 2 malformed line(s) (61, 62); first: line 61: " in html
     (run / "samples.jsonl").unlink()
     (run / "manifest.json").unlink()
     html = render_report(run).read_text(encoding="utf-8")

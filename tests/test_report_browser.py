@@ -12,7 +12,8 @@ Checked on rendered fake runs (tests/report_fixtures.py):
     (the payloads would set window.__xss) and shows as text;
   * a 150-question x 4-system report is under 5 MB and its load event ends in under a second (median of 3);
   * a screenshot of a legal-qa report (systems prompt, lora, rag) can be taken. To refresh the one in docs/:
-        REPORT_SCREENSHOT=docs/report-screenshot.png .venv/bin/python -m pytest tests/test_report_browser.py -k screenshot
+        REPORT_SCREENSHOT=docs/report-screenshot.png \
+            .venv/bin/python -m pytest tests/test_report_browser.py -k screenshot
 
 Skipped only when no Chromium is installed (`apt-get install -y chromium`; .ci/run does that).
 """

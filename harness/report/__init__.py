@@ -2,16 +2,29 @@
 
     render_report(run_dir) -> Path          writes index.html, results.csv, summary.md into run_dir
     compare_runs(run_dirs, out_dir) -> Path writes a cross-run index.html and summary.md
-    summary_rows(results) -> list[dict]     the summary table as plain rows
-    recommendation(results) -> str          the recommendation paragraph (claims need p < 0.05)
+    load_results(run_dir) -> RunResults    results.json, validated (ReportError naming the file and field)
+    summary_rows(results) -> [SummaryRow]   the summary table's rows, with the one wording of every cell,
+                                            shared by the HTML, results.csv, summary.md and the terminal
+    recommendation(results) -> str          the recommendation paragraph (claims need the Holm-adjusted
+                                            paired test below harness.constants.SIGNIFICANCE_LEVEL)
 
-The directory layout is documented in docs/results-format.md.
+`results` is a harness.records.RunResults. The directory layout is documented in docs/results-format.md.
 """
 
 from .compare import compare_runs
-from .load import ReportError
+from .load import ReportError, load_results
 from .recommend import recommendation
 from .render import render_report
-from .summary import summary_rows
+from .summary import SummaryRow, best_baseline_name, metric_names, summary_rows
 
-__all__ = ["ReportError", "compare_runs", "recommendation", "render_report", "summary_rows"]
+__all__ = [
+    "ReportError",
+    "SummaryRow",
+    "best_baseline_name",
+    "compare_runs",
+    "load_results",
+    "metric_names",
+    "recommendation",
+    "render_report",
+    "summary_rows",
+]

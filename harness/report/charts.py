@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from harness.records import Interval, RunResults, SystemResult
+
 from . import fmt
 from .recommend import headline, latency_p50, metric
 from .summary import metric_names, summary_rows
@@ -13,26 +15,18 @@ from .svg import BASELINE_COLOR, Chart, Linear, Log, nice_domain, x_axis, y_axis
 R_MAX, R_MIN = 22.0, 3.5
 
 
-def _ok(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {
-        n: e
-        for n, e in (results.get("systems") or {}).items()
-        if isinstance(e, dict) and e.get("status", "ok") == "ok"
-    }
+def _ok(results: RunResults) -> dict[str, SystemResult]:
+    return {n: e for n, e in results.systems.items() if e.ok}
 
 
-def _baseline_values(results: dict[str, Any], m: str) -> list[tuple[str, float]]:
-    out = []
-    for r in summary_rows(results):
-        if r["is_baseline"] and m in r["metrics"]:
-            out.append((r["name"], r["metrics"][m]["value"]))
-    return out
+def _baseline_values(results: RunResults, m: str) -> list[tuple[str, float]]:
+    return [(r.name, r.metrics[m].value) for r in summary_rows(results) if r.is_baseline and m in r.metrics]
 
 
-def tradeoff_chart(results: dict[str, Any], colors: dict[str, str]) -> Chart | None:
+def tradeoff_chart(results: RunResults, colors: dict[str, str]) -> Chart | None:
     """Headline metric (y) against median latency (x), marker area ∝ peak memory."""
     hm = headline(results)
-    pts = [(n, latency_p50(e), metric(e, hm), e.get("peak_memory_mb")) for n, e in _ok(results).items()]
+    pts = [(n, latency_p50(e), metric(e, hm), e.peak_memory_mb) for n, e in _ok(results).items()]
     pts = [p for p in pts if p[1] is not None and p[2] is not None]
     if not pts:
         return None
@@ -48,8 +42,8 @@ def tradeoff_chart(results: dict[str, Any], colors: dict[str, str]) -> Chart | N
         d0, d1 = nice_domain(max(lo - pad, 0.0), hi + pad)
         xs = Linear(d0, d1, L, W - R)
         xlabel = "latency p50 per question"
-    ys_vals = [p[2]["value"] for p in pts] + [v for _, v in _baseline_values(results, hm)]
-    ys_vals += [p[2][k] for p in pts for k in ("ci_low", "ci_high") if fmt.is_number(p[2].get(k))]
+    ys_vals = [p[2].value for p in pts] + [v for _, v in _baseline_values(results, hm)]
+    ys_vals += [getattr(p[2], k) for p in pts for k in ("ci_low", "ci_high") if fmt.is_number(getattr(p[2], k))]
     y0, y1 = nice_domain(min(ys_vals), max(ys_vals))
     if min(ys_vals) >= 0 and max(ys_vals) <= 1:
         y0, y1 = max(y0, 0.0), min(y1, 1.0)
@@ -65,9 +59,9 @@ def tradeoff_chart(results: dict[str, Any], colors: dict[str, str]) -> Chart | N
     mems = [p[3] for p in pts if fmt.is_number(p[3]) and p[3] > 0]
     top = max(mems) if mems else None
     for name, lat, m, mem in sorted(pts, key=lambda p: -(p[3] or 0)):
-        x, y = xs(lat), ys(m["value"])
-        if fmt.is_number(m.get("ci_low")) and fmt.is_number(m.get("ci_high")):
-            c.line(x, ys(m["ci_low"]), x, ys(m["ci_high"]), cls="whisker", stroke=colors[name])
+        x, y = xs(lat), ys(m.value)
+        if fmt.has_interval(m):
+            c.line(x, ys(m.ci_low), x, ys(m.ci_high), cls="whisker", stroke=colors[name])
         r = max(R_MIN, R_MAX * math.sqrt(mem / top)) if top and fmt.is_number(mem) and mem > 0 else R_MIN
         tip = f"{name}: {hm} {fmt.ci(m)}, latency p50 {fmt.seconds(lat)}, peak memory {fmt.mb(mem)}"
         c.add("circle", title=tip, cx=x, cy=y, r=float(r), fill=colors[name], class_="pt")
@@ -83,13 +77,13 @@ def tradeoff_chart(results: dict[str, Any], colors: dict[str, str]) -> Chart | N
     return c
 
 
-def _bars(title: str, rows: list[tuple[str, dict, str]], W: int = 560) -> Chart:
-    """Horizontal bars with whiskers; rows are (label, {value, ci_low, ci_high}, colour)."""
+def _bars(title: str, rows: list[tuple[str, Interval, str]], W: int = 560) -> Chart:
+    """Horizontal bars with whiskers; rows are (label, interval, colour)."""
     longest = max(len(label) for label, _, _ in rows)
     L, R, T, ROW = int(min(260, max(80, 6.6 * longest + 14))), 150, 10, 24
     W = max(W, L + R + 240)
     H = T + ROW * len(rows) + 30
-    vals = [m[k] for _, m, _ in rows for k in ("value", "ci_low", "ci_high") if fmt.is_number(m.get(k))]
+    vals = [getattr(m, k) for _, m, _ in rows for k in ("value", "ci_low", "ci_high") if fmt.is_number(getattr(m, k))]
     if vals and min(vals) >= 0 and max(vals) <= 1:
         d0, d1 = 0.0, 1.0
     else:
@@ -100,7 +94,7 @@ def _bars(title: str, rows: list[tuple[str, dict, str]], W: int = 560) -> Chart:
     zero = xs(max(d0, 0.0))
     for i, (label, m, color) in enumerate(rows):
         y = T + i * ROW + 4
-        v = m["value"]
+        v = m.value
         x0, x1 = sorted((zero, xs(v)))
         tip = f"{label}: {fmt.ci(m)}"
         c.add(
@@ -114,9 +108,9 @@ def _bars(title: str, rows: list[tuple[str, dict, str]], W: int = 560) -> Chart:
             class_="bar",
         )
         c.text(L - 6, y + ROW / 2, label, anchor="end")
-        lo, hi = m.get("ci_low"), m.get("ci_high")
+        lo, hi = m.ci_low, m.ci_high
         cy = y + (ROW - 9) / 2
-        if fmt.is_number(lo) and fmt.is_number(hi):
+        if fmt.has_interval(m):
             c.line(xs(lo), cy, xs(hi), cy, cls="whisker")
             c.line(xs(lo), cy - 4, xs(lo), cy + 4, cls="whisker")
             c.line(xs(hi), cy - 4, xs(hi), cy + 4, cls="whisker")
@@ -124,18 +118,14 @@ def _bars(title: str, rows: list[tuple[str, dict, str]], W: int = 560) -> Chart:
     return c
 
 
-def metric_charts(results: dict[str, Any], colors: dict[str, str]) -> list[Chart]:
-    rows = [r for r in summary_rows(results) if r["status"] == "ok"]
+def metric_charts(results: RunResults, colors: dict[str, str]) -> list[Chart]:
+    rows = [r for r in summary_rows(results) if r.status == "ok"]
     charts = []
     for m in metric_names(results, rows):
         bars = [
-            (
-                r["name"] + (" (baseline)" if r["is_baseline"] else ""),
-                r["metrics"][m],
-                BASELINE_COLOR if r["is_baseline"] else colors.get(r["name"], BASELINE_COLOR),
-            )
+            (r.label, r.metrics[m], BASELINE_COLOR if r.is_baseline else colors.get(r.name, BASELINE_COLOR))
             for r in rows
-            if m in r["metrics"]
+            if m in r.metrics
         ]
         if bars:
             charts.append(_bars(m, bars))
@@ -143,15 +133,12 @@ def metric_charts(results: dict[str, Any], colors: dict[str, str]) -> list[Chart
 
 
 def _curve(curve: Any) -> list[dict[str, Any]]:
+    """The points of a training record's loss curve that have a step (the record is free-form JSON)."""
     return [p for p in curve or [] if isinstance(p, dict) and fmt.is_number(p.get("step"))]
 
 
-def loss_chart(results: dict[str, Any], colors: dict[str, str]) -> Chart | None:
-    curves = {
-        n: _curve((e.get("training") or {}).get("loss_curve"))
-        for n, e in _ok(results).items()
-        if isinstance(e.get("training"), dict)
-    }
+def loss_chart(results: RunResults, colors: dict[str, str]) -> Chart | None:
+    curves = {n: _curve(e.training.get("loss_curve")) for n, e in _ok(results).items() if e.training is not None}
     curves = {n: c for n, c in curves.items() if c}
     if not curves:
         return None
@@ -191,15 +178,14 @@ def loss_chart(results: dict[str, Any], colors: dict[str, str]) -> Chart | None:
     return c
 
 
-def retrieval_chart(results: dict[str, Any], colors: dict[str, str]) -> Chart | None:
+def retrieval_chart(results: RunResults, colors: dict[str, str]) -> Chart | None:
     rows = []
     for name, e in _ok(results).items():
-        ret = e.get("retrieval")
-        if not isinstance(ret, dict):
+        ret = e.retrieval
+        if ret is None:
             continue
-        k = ret.get("k")
-        if fmt.is_number(ret.get("recall_at_k")):
-            rows.append((f"{name} recall@{k if k is not None else 'k'}", {"value": ret["recall_at_k"]}, colors[name]))
-        if fmt.is_number(ret.get("mrr")):
-            rows.append((f"{name} MRR", {"value": ret["mrr"]}, colors[name]))
+        if fmt.is_number(ret.recall_at_k):
+            rows.append((f"{name} recall@{ret.k}", Interval(value=ret.recall_at_k), colors[name]))
+        if fmt.is_number(ret.mrr):
+            rows.append((f"{name} MRR", Interval(value=ret.mrr), colors[name]))
     return _bars("Retrieval: recall@k and MRR", rows) if rows else None

@@ -9,7 +9,7 @@ from typing import Any
 from . import fmt
 from .load import ReportError, Run, atomic_write, load_run, model_label
 from .recommend import headline, latency_p50, metric
-from .render import date_text, render_template
+from .render import date_text, render_template, settings_items
 from .summary import _md
 
 
@@ -25,13 +25,13 @@ def run_fields(run: Run) -> dict[str, str]:
     """The manifest/config fields worth comparing across runs, flattened to text."""
     r, m = run.results, run.manifest
     fields = {
-        "task": _label(r.get("task")),
+        "task": _label(r.task),
         "model": model_label(m, r),
-        "seed": _label(r.get("seed", m.get("seed"))),
-        "n_test": _label(r.get("n_test")),
+        "seed": _label(r.seed),
+        "n_test": _label(r.n_test),
         "headline_metric": headline(r),
     }
-    for key, value in (r.get("settings") or {}).items():
+    for key, value in settings_items(r.settings):
         fields[f"settings.{key}"] = _label(value)
     return fields
 
@@ -48,16 +48,16 @@ def differing_fields(runs: list[Run]) -> list[dict[str, Any]]:
 
 
 def _figures(run: Run, name: str) -> dict[str, Any]:
-    entry = (run.results.get("systems") or {}).get(name)
-    if not isinstance(entry, dict):
+    entry = run.results.systems.get(name)
+    if entry is None:
         return {"state": "absent", "metric": None, "latency": None, "memory": None}
-    if entry.get("status") == "failed":
-        return {"state": "failed", "error": entry.get("error"), "metric": None, "latency": None, "memory": None}
+    if not entry.ok:
+        return {"state": "failed", "error": entry.error, "metric": None, "latency": None, "memory": None}
     m = metric(entry, headline(run.results))
-    mem = entry.get("peak_memory_mb")
+    mem = entry.peak_memory_mb
     return {
         "state": "ok",
-        "metric": m["value"] if m else None,
+        "metric": m.value if m else None,
         "ci": m,
         "latency": latency_p50(entry),
         "memory": mem if fmt.is_number(mem) else None,
@@ -70,7 +70,7 @@ def _delta(v: Any, ref: Any) -> float | None:
 
 def comparison_table(runs: list[Run]) -> list[dict[str, Any]]:
     """One row per (system, run) with the run's figures and their deltas against the first run."""
-    names = list(dict.fromkeys(n for run in runs for n in (run.results.get("systems") or {})))
+    names = list(dict.fromkeys(n for run in runs for n in run.results.systems))
     rows = []
     for name in names:
         ref = _figures(runs[0], name)
@@ -146,7 +146,7 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
         runs=runs,
         rows=rows,
         diffs=diffs,
-        dates=[date_text(r.results.get("created")) for r in runs],
+        dates=[date_text(r.results.created) for r in runs],
         headline=" / ".join(hms),
         paths=[str(p) for p in run_dirs],
         fields=[run_fields(r) for r in runs],

@@ -1,21 +1,19 @@
-"""Number formatting shared by the HTML, Markdown and recommendation text (also registered as jinja2 filters)."""
+"""Number formatting shared by the terminal table, the HTML, Markdown and recommendation text (also registered
+as jinja2 filters), so that every place writes a figure the same way."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-ALPHA = 0.05  # a difference is claimed only when the paired test gives p < ALPHA
+from harness.records import Interval
+
 DASH = "—"
 MINUS = "−"
 
 
 def is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def significant(p: Any) -> bool:
-    return is_number(p) and p < ALPHA
 
 
 def num(v: Any, digits: int = 3) -> str:
@@ -31,21 +29,25 @@ def signed(v: Any, digits: int = 3) -> str:
     return text.replace("-", MINUS)
 
 
-def ci(m: dict[str, Any] | None, digits: int = 3) -> str:
-    """ "0.820 [0.760, 0.880]" from a {value, ci_low, ci_high} dict."""
-    if not m or not is_number(m.get("value")):
+def has_interval(m: Interval | None) -> bool:
+    return m is not None and is_number(m.ci_low) and is_number(m.ci_high)
+
+
+def ci(m: Interval | None, digits: int = 3) -> str:
+    """ "0.820 [0.760, 0.880]" from an Interval."""
+    if m is None or not is_number(m.value):
         return DASH
-    text = num(m["value"], digits)
-    if is_number(m.get("ci_low")) and is_number(m.get("ci_high")):
-        text += f" [{num(m['ci_low'], digits)}, {num(m['ci_high'], digits)}]"
+    text = num(m.value, digits)
+    if has_interval(m):
+        text += " " + interval(m, digits)
     return text
 
 
-def interval(m: dict[str, Any] | None, digits: int = 3) -> str:
+def interval(m: Interval | None, digits: int = 3) -> str:
     """Only the "[lo, hi]" part, or "" when the interval is missing."""
-    if not m or not (is_number(m.get("ci_low")) and is_number(m.get("ci_high"))):
+    if not has_interval(m):
         return ""
-    return f"[{num(m['ci_low'], digits)}, {num(m['ci_high'], digits)}]"
+    return f"[{num(m.ci_low, digits)}, {num(m.ci_high, digits)}]"
 
 
 def seconds(v: Any) -> str:
@@ -68,8 +70,8 @@ def duration(v: Any) -> str:
     if v < 60:
         return f"{v:.1f} s"
     if v < 3600:
-        return f"{int(v // 60)} min {int(round(v % 60)):02d} s"
-    return f"{int(v // 3600)} h {int(round(v % 3600 / 60)):02d} min"
+        return f"{int(v // 60)} min {round(v % 60):02d} s"
+    return f"{int(v // 3600)} h {round(v % 3600 / 60):02d} min"
 
 
 def mb(v: Any) -> str:
@@ -86,12 +88,18 @@ def integer(v: Any) -> str:
     return f"{int(v):,}"
 
 
-def pvalue(p: Any) -> str:
+def pvalue(p: Any, name: str = "p") -> str:
+    """ "p = 0.030", "p < 0.001"; `name` labels an adjusted p-value, e.g. "Holm p"."""
     if not is_number(p):
-        return "p n/a"
+        return f"{name} n/a"
     if p < 0.001:
-        return "p < 0.001"
-    return f"p = {p:.3f}"
+        return f"{name} < 0.001"
+    return f"{name} = {p:.3f}"
+
+
+def pholm(p: Any) -> str:
+    """A Holm-adjusted p-value, labelled as one: "Holm p = 0.090"."""
+    return pvalue(p, "Holm p")
 
 
 def ratio(r: float) -> str:
@@ -132,4 +140,5 @@ FILTERS = {
     "mb": mb,
     "integer": integer,
     "pvalue": pvalue,
+    "pholm": pholm,
 }

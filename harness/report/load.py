@@ -1,4 +1,9 @@
-"""Reading a run directory (results.json, samples.jsonl, manifest.json) and writing files atomically."""
+"""Reading a run directory (results.json, samples.jsonl, manifest.json) into the run-data models, and writing
+files atomically.
+
+results.json and every line of samples.jsonl are validated against harness.records, so the rest of the report
+works on typed attributes; the manifest is free-form (what produced the numbers) and is read defensively.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from harness.errors import HarnessError
+from harness.manifest import run_checksum_problems
+from harness.records import RunResults, Sample
 
 
 class ReportError(HarnessError):
@@ -18,21 +27,30 @@ class ReportError(HarnessError):
 @dataclass
 class Run:
     path: Path
-    results: dict[str, Any]
-    samples: list[dict[str, Any]] = field(default_factory=list)
+    results: RunResults
+    samples: list[Sample] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     @property
     def run_id(self) -> str:
-        return str(self.results.get("run_id") or self.path.name)
+        return self.results.run_id or self.path.name
 
 
 def _oneline(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def load_results(run_dir: Path) -> dict[str, Any]:
+def first_problem(error: ValidationError) -> str:
+    """The first invalid field of a validation error on one line, e.g. "systems.dora.kind: Field required"."""
+    problems = error.errors()
+    first = problems[0]
+    where = ".".join(str(part) for part in first["loc"]) or "top level"
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return _oneline(f"{where}: {first['msg']}{more}")
+
+
+def load_results(run_dir: Path) -> RunResults:
     run_dir = Path(run_dir)
     path = run_dir / "results.json"
     if not run_dir.is_dir():
@@ -40,51 +58,42 @@ def load_results(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ReportError(f"not a run directory: {path} is missing")
     try:
-        results = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ReportError(f"invalid {path}: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ReportError(f"cannot read {path}: {_oneline(exc)}") from None
-    if not isinstance(results, dict):
-        raise ReportError(f"invalid {path}: expected a JSON object, got {type(results).__name__}")
-    systems = results.get("systems")
-    if not isinstance(systems, dict):
-        raise ReportError(f'invalid {path}: no "systems" object')
-    for name, entry in systems.items():
-        if not isinstance(entry, dict):
-            raise ReportError(f"invalid {path}: system {name!r} is not an object")
-    baselines = results.get("baselines")
-    if baselines is not None and not isinstance(baselines, dict):
-        raise ReportError(f'invalid {path}: "baselines" is not an object')
-    comparisons = results.get("comparisons")
-    if comparisons is not None and not isinstance(comparisons, list):
-        raise ReportError(f'invalid {path}: "comparisons" is not a list')
-    return results
+    if not isinstance(raw, dict):
+        raise ReportError(f"invalid {path}: expected a JSON object, got {type(raw).__name__}")
+    try:
+        return RunResults.model_validate(raw)
+    except ValidationError as exc:
+        raise ReportError(f"invalid {path}: {first_problem(exc)}") from None
 
 
-def load_samples(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
-    """Every well-formed line of samples.jsonl; malformed lines are skipped and counted in `warnings`."""
+def load_samples(path: Path, warnings: list[str]) -> list[Sample]:
+    """Every valid line of samples.jsonl; malformed lines are skipped and counted in `warnings`."""
     if not path.is_file():
         warnings.append(f"{path.name} is missing: the per-question viewer is empty")
         return []
-    samples: list[dict[str, Any]] = []
+    samples: list[Sample] = []
     bad: list[int] = []
+    why = ""  # what was wrong with the first skipped line
     with path.open(encoding="utf-8", errors="replace") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
+                samples.append(Sample.model_validate(json.loads(line)))
+            except json.JSONDecodeError as exc:
                 bad.append(lineno)
-                continue
-            if isinstance(obj, dict) and "system" in obj and "id" in obj:
-                samples.append(obj)
-            else:
+                why = why or f"line {lineno}: {exc.msg}"
+            except ValidationError as exc:
                 bad.append(lineno)
+                why = why or f"line {lineno}: {first_problem(exc)}"
     if bad:
         shown = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
-        warnings.append(f"{path.name}: skipped {len(bad)} malformed line(s) ({shown})")
+        warnings.append(f"{path.name}: skipped {len(bad)} malformed line(s) ({shown}); first: {why}")
     return samples
 
 
@@ -109,8 +118,6 @@ def load_run(run_dir: Path, with_samples: bool = True) -> Run:
     warnings: list[str] = []
     samples = load_samples(run_dir / "samples.jsonl", warnings) if with_samples else []
     manifest = load_manifest(run_dir / "manifest.json", warnings)
-    from harness.manifest import run_checksum_problems  # the checksums write_run recorded
-
     damaged = run_checksum_problems(run_dir, manifest)
     bad_results = [p for p in damaged if p.startswith(str(run_dir / "results.json"))]
     if bad_results:
@@ -138,8 +145,8 @@ def atomic_write(path: Path, text: str) -> Path:
 # ---- manifest helpers: the manifest layout is free-form, so read it defensively ----
 
 
-def model_label(manifest: dict[str, Any], results: dict[str, Any] | None = None) -> str:
-    candidates = [manifest.get("model"), (results or {}).get("model")]
+def model_label(manifest: dict[str, Any], results: RunResults | None = None) -> str:
+    candidates = [manifest.get("model"), results.model if results else None]
     task = manifest.get("task")
     if isinstance(task, dict):
         candidates.append(task.get("model"))

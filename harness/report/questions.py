@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.records import RunResults, Sample
+
 from . import fmt
 
 PASSAGE_CHARS = 600
@@ -19,62 +21,52 @@ def _norm(pred: Any) -> str:
     return " ".join(str(pred if pred is not None else "").split()).casefold()
 
 
-def viewer_systems(results: dict[str, Any], samples: list[dict[str, Any]]) -> list[str]:
+def viewer_systems(results: RunResults, samples: list[Sample]) -> list[str]:
     """Systems with samples, in results.json order, then any others in order of appearance."""
-    seen = list(dict.fromkeys(str(s["system"]) for s in samples))
-    ordered = [n for n in (results.get("systems") or {}) if n in seen]
+    seen = list(dict.fromkeys(s.system for s in samples))
+    ordered = [n for n in results.systems if n in seen]
     return ordered + [n for n in seen if n not in ordered]
 
 
-def verdict(correct: Any) -> bool | None:
+def verdict(correct: float | None) -> bool | None:
     """True / False for a right / wrong answer; None when unknown or partial.
 
-    samples.jsonl may hold a bool or the headline metric's score (1.0 / 0.0 for binary metrics)."""
-    if isinstance(correct, bool):
-        return correct
+    `correct` is the headline metric's score (1.0 / 0.0 for binary metrics)."""
     if fmt.is_number(correct) and correct in (0, 1):
         return bool(correct)
     return None
 
 
-def _cell(s: dict[str, Any]) -> dict[str, Any]:
-    retrieved = s.get("retrieved")
+def _cell(s: Sample) -> dict[str, Any]:
     passages = None
-    if isinstance(retrieved, list):
+    if s.retrieved is not None:
         passages = [
-            {
-                "doc_id": p.get("doc_id"),
-                "chunk_id": p.get("chunk_id"),
-                "score": p.get("score"),
-                "text": truncate(p.get("text"), PASSAGE_CHARS),
-            }
-            for p in retrieved
-            if isinstance(p, dict)
+            {"doc_id": p.doc_id, "chunk": p.chunk, "score": p.score, "text": truncate(p.text, PASSAGE_CHARS)}
+            for p in s.retrieved
         ]
     return {
-        "prediction": truncate(s.get("prediction"), ANSWER_CHARS),
-        "correct": verdict(s.get("correct")),
-        "latency_s": s.get("latency_s") if fmt.is_number(s.get("latency_s")) else None,
-        "margin": s.get("margin") if fmt.is_number(s.get("margin")) else None,
+        "prediction": truncate(s.prediction, ANSWER_CHARS),
+        "correct": verdict(s.correct),
+        "latency_s": s.latency_s if fmt.is_number(s.latency_s) else None,
+        "margin": s.margin if fmt.is_number(s.margin) else None,
         "passages": passages,
     }
 
 
-def question_rows(results: dict[str, Any], samples: list[dict[str, Any]]) -> tuple[list[str], list[dict]]:
+def question_rows(results: RunResults, samples: list[Sample]) -> tuple[list[str], list[dict]]:
     systems = viewer_systems(results, samples)
     by_id: dict[str, dict[str, Any]] = {}
     for s in samples:
-        qid = str(s["id"])
-        row = by_id.get(qid)
+        row = by_id.get(s.id)
         if row is None:
-            row = by_id[qid] = {
-                "id": qid,
-                "question": truncate(s.get("question"), ANSWER_CHARS),
-                "gold": truncate(s.get("gold"), ANSWER_CHARS),
-                "category": s.get("category") or "",
+            row = by_id[s.id] = {
+                "id": s.id,
+                "question": truncate(s.question, ANSWER_CHARS),
+                "gold": truncate(s.gold, ANSWER_CHARS),
+                "category": s.category or "",
                 "cells": {},
             }
-        row["cells"][str(s["system"])] = _cell(s)
+        row["cells"][s.system] = _cell(s)
     rows = list(by_id.values())
     for row in rows:
         cells = list(row["cells"].values())
@@ -85,5 +77,5 @@ def question_rows(results: dict[str, Any], samples: list[dict[str, Any]]) -> tup
     return systems, rows
 
 
-def retrieval_systems(samples: list[dict[str, Any]]) -> set[str]:
-    return {str(s["system"]) for s in samples if isinstance(s.get("retrieved"), list)}
+def retrieval_systems(samples: list[Sample]) -> set[str]:
+    return {s.system for s in samples if s.retrieved is not None}

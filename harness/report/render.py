@@ -11,12 +11,15 @@ from typing import Any
 
 import jinja2
 
+from harness.constants import SIGNIFICANCE_LEVEL
+from harness.records import RunResults, Settings
+
 from . import fmt
 from .charts import loss_chart, metric_charts, retrieval_chart, tradeoff_chart
 from .load import Run, atomic_write, load_run, machine_line, model_label
 from .questions import question_rows, retrieval_systems
 from .recommend import headline, recommendation
-from .summary import best_baseline_name, build_text, csv_text, markdown_text, metric_names, summary_rows
+from .summary import best_baseline_name, csv_text, markdown_text, metric_names, summary_rows
 from .svg import colors_for
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -32,7 +35,6 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(fmt.FILTERS)
-    env.filters["build_text"] = build_text
     return env
 
 
@@ -52,10 +54,14 @@ def date_text(created: Any) -> str:
     return dt.strftime("%Y-%m-%d %H:%M %z").strip()
 
 
-def settings_text(settings: Any) -> str:
-    if isinstance(settings, dict) and settings:
-        return " · ".join(f"{k}={v}" for k, v in settings.items())
-    return fmt.DASH
+def settings_items(settings: Settings | None) -> list[tuple[str, Any]]:
+    """The settings as results.json holds them: the keys the run wrote, in its order."""
+    return list(settings.model_dump(exclude_unset=True).items()) if settings is not None else []
+
+
+def settings_text(settings: Settings | None) -> str:
+    items = settings_items(settings)
+    return " · ".join(f"{k}={v}" for k, v in items) if items else fmt.DASH
 
 
 def manifest_items(manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -81,18 +87,19 @@ def manifest_items(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return items
 
 
-def training_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+def training_rows(results: RunResults) -> list[dict[str, Any]]:
+    """One row per fine-tuned system, from its training record (free-form JSON: read with .get)."""
     rows = []
-    for name, e in (results.get("systems") or {}).items():
-        t = e.get("training") if isinstance(e, dict) else None
-        if not isinstance(t, dict):
+    for name, e in results.systems.items():
+        t = e.training
+        if t is None:
             continue
         tp, total = t.get("trainable_params"), t.get("total_params")
         share = f"{100 * tp / total:.2f}%" if fmt.is_number(tp) and fmt.is_number(total) and total else ""
         rows.append(
             {
                 "name": name,
-                "status": e.get("status", "ok"),
+                "status": e.status,
                 "method": t.get("method") or "",
                 "seconds": t.get("seconds"),
                 "tokens_per_s": t.get("tokens_per_s"),
@@ -107,46 +114,28 @@ def training_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def comparison_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for c in results.get("comparisons") or []:
-        if isinstance(c, dict):
-            rows.append(
-                {
-                    "a": c.get("a"),
-                    "b": c.get("b"),
-                    "metric": c.get("metric"),
-                    "diff": c.get("diff"),
-                    "p_value": c.get("p_value"),
-                    "test": c.get("test") or "",
-                    "significant": fmt.significant(c.get("p_value")),
-                }
-            )
-    return rows
-
-
 def report_context(run: Run) -> dict[str, Any]:
     results, manifest = run.results, run.manifest
     rows = summary_rows(results)
-    systems = [r["name"] for r in rows if not r["is_baseline"]]
+    systems = [r.name for r in rows if not r.is_baseline]
     colors = colors_for(systems)
     viewer_systems, questions = question_rows(results, run.samples)
     return {
-        "title": f"{results.get('task') or 'run'} · {run.run_id}",
-        "task": results.get("task") or "unknown",
+        "title": f"{results.task or 'run'} · {run.run_id}",
+        "task": results.task or "unknown",
         "run_id": run.run_id,
-        "date": date_text(results.get("created")),
+        "date": date_text(results.created),
         "model": model_label(manifest, results),
-        "n_test": results.get("n_test"),
-        "seed": results.get("seed", manifest.get("seed")),
-        "answer_format": results.get("answer_format") or "",
+        "n_test": results.n_test,
+        "seed": results.seed,
+        "answer_format": results.answer_format or "",
         "machine": machine_line(manifest),
-        "settings": settings_text(results.get("settings")),
+        "settings": settings_text(results.settings),
         "headline": headline(results),
         "recommendation": recommendation(results),
         "rows": rows,
         "metrics": metric_names(results, rows),
-        "show_rlat": any(r["retrieval_latency_p50"] is not None for r in rows),
+        "show_rlat": any(r.retrieval_latency_p50 is not None for r in rows),
         "baseline_name": best_baseline_name(results) or "best baseline",
         "colors": colors,
         "tradeoff": tradeoff_chart(results, colors),
@@ -154,8 +143,8 @@ def report_context(run: Run) -> dict[str, Any]:
         "loss": loss_chart(results, colors),
         "training": training_rows(results),
         "retrieval": retrieval_chart(results, colors),
-        "comparisons": comparison_rows(results),
-        "alpha": fmt.ALPHA,
+        "comparisons": results.comparisons,
+        "alpha": SIGNIFICANCE_LEVEL,
         "viewer_systems": viewer_systems,
         "retrieval_systems": retrieval_systems(run.samples),
         "questions": questions,
