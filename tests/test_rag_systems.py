@@ -172,7 +172,7 @@ def test_oracle_prompt_holds_the_gold_document(ctx):
         assert set(ranked) == {q.doc_id} and text.rstrip().endswith("<|im_start|>assistant")
     assert len(p.retrieval_latency_s) == len(qs) and all(t > 0 for t in p.retrieval_latency_s)
     # the chunks it picks are the gold document's most similar ones, exactly ranked
-    index = o.rag._index()
+    index = ctx.retriever().index
     qv = ctx.embedder().encode([qs[0].question])[0]
     ids = index.chunk_ids_of(qs[0].doc_id)
     best = max(ids, key=lambda i: float(index.vectors()[i] @ qv))
@@ -230,7 +230,7 @@ def test_k_larger_than_the_chunks_is_clamped_with_a_warning(tiny_task, tmp_path,
     c = make_ctx(tiny_task, tmp_path, embedder, rag=spec.rag.model_copy(update={"k": 1000}))
     rag = systems.make_system("rag", c)
     rag.build()
-    n = len(c.cache_get("rag_index").chunks)
+    n = len(c.retriever().index.chunks)
     warnings = [line for line in c.reporter.lines if line.startswith("warning")]
     assert warnings == [
         f"warning: rag.k is 1000 but the index has only {n} chunks; k was clamped to {n} "
