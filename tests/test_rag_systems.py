@@ -242,6 +242,19 @@ def test_k_larger_than_the_chunks_is_clamped_with_a_warning(tiny_task, tmp_path,
     assert len([line for line in c.reporter.lines if line.startswith("warning")]) == 1
 
 
+def test_the_run_builds_the_index_once_and_later_systems_see_it_reused(ctx, tiny_task, tmp_path, embedder):
+    assert ctx.retriever() is ctx.retriever()
+    first = systems.make_system("rag", ctx).build()
+    again = systems.make_system("oracle", ctx).build()
+    assert not first.cached and first.build_s > 0 and first.build_cost_s == first.build_s
+    assert again.cached and again.build_s == 0 and again.peak_memory_mb is None
+    assert again.build_cost_s == first.index["built_s"] and again.artifact_mb == first.artifact_mb
+    # exactly what loading it from disk says (what every further system reported before the run shared it)
+    loaded = make_ctx(tiny_task, tmp_path, embedder).retriever().build()
+    assert again.index == loaded.index == {**first.index, "reused": True, "build_s": 0.0, "embed_s": 0.0}
+    assert (again.cached, again.build_s, again.build_cost_s) == (loaded.cached, loaded.build_s, loaded.build_cost_s)
+
+
 class _Truncated:
     """The real embedder cut to a different dimension but with the same fingerprint: the cached index no
     longer fits it."""
