@@ -5,5 +5,6 @@
 - example_selector.ExampleSelector: which solved training questions go before a question (few-shot).
 
 The run context (harness.context.RunContext) owns one of each: `ctx.prompts`, `ctx.retriever()`,
-`ctx.example_selector()`. Nothing in this package imports a system.
+`ctx.example_selector()`. No part imports a system module (the retriever takes only BuildInfo and
+Prompts from harness.systems).
 """
