@@ -4,11 +4,17 @@ and one place to report progress. Heavy things load lazily and once."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from pathlib import Path
 
 from harness import models
 from harness.data import TaskData
+from harness.errors import HarnessError
+from harness.parts.example_selector import ExampleSelector
+from harness.parts.prompt_builder import PromptBuilder
+from harness.parts.retriever import Retriever
+from harness.retrieval import Embedder
 
 
 class Reporter:
@@ -45,6 +51,9 @@ class Reporter:
 
 
 class RunContext:
+    """One run's shared state. The parts systems are composed from are built here, once, and handed to every
+    system that asks: `prompts` (the PromptBuilder), `retriever()` and `example_selector()`."""
+
     def __init__(
         self,
         spec,
@@ -69,7 +78,9 @@ class RunContext:
         self.tokenizer = models.load_tokenizer(model_ref)
         self._base = None
         self._embedder = None
-        self._cache: dict = {}
+        self.prompts = PromptBuilder(spec, self.tokenizer)
+        self._retriever: Retriever | None = None
+        self._example_selector: ExampleSelector | None = None
 
     def log(self, message: str) -> None:
         self.reporter.log(message)
@@ -77,8 +88,8 @@ class RunContext:
     def base_model(self):
         """The shared model systems evaluate with, in the evaluation precision. bf16 weights rather than
         fp32 weights under bf16 autocast: the matmuls are the same, but autocast re-casts every weight on
-        every forward, which measured 0.24 vs 0.13 s for a 70-token prompt (0.89 vs 0.71 s at 630 tokens),
-        and the copy in memory is half the size. Log-softmax stays in fp32 (see harness.evaluate)."""
+        every forward, and the copy in memory is half the size (see docs/performance.md, "bf16 weights
+        against autocast"). Log-softmax stays in fp32 (see harness.evaluate)."""
         if self._base is None:
             self._base = models.load_model(self.model_ref, self.dtype)
         return self._base
@@ -86,16 +97,11 @@ class RunContext:
     def release_base_model(self) -> None:
         """Drop the shared model (it reloads from disk in a fraction of a second) so that training does not
         hold two copies of the weights at once."""
-        import gc
-
         self._base = None
         gc.collect()
 
     def embedder(self):
         if self._embedder is None:
-            from harness.errors import HarnessError
-            from harness.retrieval import Embedder
-
             try:
                 self._embedder = Embedder.load(self.spec.rag.embedder)
             except (ValueError, OSError) as e:
@@ -112,11 +118,19 @@ class RunContext:
     def use_bf16(self, setting: str) -> bool:
         return setting == "on" or (setting == "auto" and models.bf16_supported())
 
-    def cache_get(self, key):
-        return self._cache.get(key)
+    def retriever(self) -> Retriever:
+        """The run's retriever: its index is built or loaded once, whichever systems retrieve."""
+        if self._retriever is None:
+            self._retriever = Retriever(self)
+        return self._retriever
 
-    def cache_put(self, key, value) -> None:
-        self._cache[key] = value
+    def example_selector(self) -> ExampleSelector:
+        """The run's few-shot example selector: the training questions are embedded at most once."""
+        if self._example_selector is None:
+            # The embedder is looked up at each call, not now: loading it is only needed for `nearest`.
+            embed = lambda texts: self.embedder().encode(texts)
+            self._example_selector = ExampleSelector(self.data.train, self.spec.fewshot, self.spec.seed, embed)
+        return self._example_selector
 
     def training_callback(self, name: str):
         from transformers import TrainerCallback

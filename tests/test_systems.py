@@ -9,7 +9,6 @@ from harness.context import Reporter, RunContext
 from harness.data import load_task_data
 from harness.errors import HarnessError
 from harness.models import resolve_model
-from harness.prompts import chat_prompt
 from harness.retrieval import Chunk
 from harness.spec import load_spec
 from harness.systems.finetune import loss_curve, training_rows
@@ -43,6 +42,8 @@ def test_unknown_system_error():
         HarnessError, match=r"unknown system 'promt'; did you mean 'prompt'\? valid systems: dora, .*lora"
     ):
         systems.make_system("promt", None)
+    with pytest.raises(HarnessError, match=r"^unknown system 'zzzzz'; valid systems: dora, "):
+        systems.make_system("zzzzz", None)
 
 
 def test_a_new_system_is_one_registered_class(ctx):
@@ -165,17 +166,17 @@ def _hits(texts):
 def test_rag_passages_fit_the_prompt_budget(tiny_task, tmp_path):
     spec = load_spec(tiny_task)
     c = make_ctx(tiny_task, tmp_path, rag=spec.rag.model_copy(update={"max_prompt_tokens": 160}))
-    rag = systems.make_system("rag", c)
+    retriever = c.retriever()
     q = c.data.test[0]
     budget = 160 - spec.evaluation.max_new_tokens
     short = "The Alpha licence permits commercial use."
     long = " ".join(["Section 3. The Bravo licence permits modification and distribution."] * 30)
-    kept = rag.fit_passages(q, _hits([short, long, short]))
+    kept = retriever.fit_passages(q, _hits([short, long, short]))
     assert kept[0]["text"] == short and kept[0]["doc_id"] == "doc0"
     assert len(kept) == 2 and kept[1].get("truncated") is True and kept[1]["text"] in long
-    full = chat_prompt(c.tokenizer, spec.system_prompt, rag.user_text(q, kept))
+    full = c.prompts.with_passages(q, kept)
     assert len(c.tokenizer(full).input_ids) <= budget
-    text = rag.user_text(q, kept)
+    text = c.prompts.passages_text(q, kept)
     assert text.startswith("Passages:\n[1] The Alpha licence") and text.endswith(f"Question: {q.question}")
 
 
@@ -188,4 +189,4 @@ def test_rag_question_too_long_for_budget(tiny_task, tmp_path):
         evaluation=spec.evaluation.model_copy(update={"max_new_tokens": 40}),
     )
     with pytest.raises(HarnessError, match="raise rag.max_prompt_tokens"):
-        systems.make_system("rag", c).fit_passages(c.data.test[0], _hits(["x"]))
+        c.retriever().fit_passages(c.data.test[0], _hits(["x"]))

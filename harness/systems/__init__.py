@@ -1,18 +1,21 @@
 """Ways of specialising a model, behind one registry (as peft registers its tuners).
 
 A new way is one module that defines a `System` subclass and registers it with `@register_system(name)`;
-the pipeline, statistics and report need no change.
+the pipeline, statistics and report need no change. A system is a composition of the run's parts
+(harness.parts: `ctx.prompts`, `ctx.retriever()`, `ctx.example_selector()`), never a subclass of another
+system or a reader of another system's state.
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from harness.data import Question
-from harness.errors import HarnessError
+from harness.errors import HarnessError, did_you_mean
 
 SYSTEMS: dict[str, type[System]] = {}
 
@@ -81,9 +84,6 @@ class System:
 
 def _load_all() -> None:
     # Importing a module registers its systems; every module in this package is one way of specialising.
-    import importlib
-    import pkgutil
-
     for info in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{info.name}")
 
@@ -96,7 +96,6 @@ def available() -> list[str]:
 def make_system(name: str, ctx) -> System:
     _load_all()
     if name not in SYSTEMS:
-        guess = difflib.get_close_matches(name, SYSTEMS, n=1)
-        hint = f"did you mean '{guess[0]}'? " if guess else ""
-        raise HarnessError(f"unknown system '{name}'; {hint}valid systems: {', '.join(sorted(SYSTEMS))}")
+        hint = did_you_mean(name, SYSTEMS) or ";"
+        raise HarnessError(f"unknown system '{name}'{hint} valid systems: {', '.join(sorted(SYSTEMS))}")
     return SYSTEMS[name](name, ctx)

@@ -1,10 +1,10 @@
 """oracle: the question's own (gold) document in the prompt, as if retrieval were perfect.
 
 It is the ceiling of what retrieval can add with this model and this prompt: the corpus is chunked and
-embedded exactly as for `rag` (it reuses rag's index), but each question's passages come from its gold
-document only, the chunks of that document most similar to the question, up to `rag.k`, fitted into the
-same prompt budget. The gap between `rag` and `oracle` is what better retrieval could still win; the gap
-between `oracle` and `prompt` is what the documents themselves are worth to the model.
+embedded exactly as for `rag` (the run's one retriever and its index), but each question's passages come
+from its gold document only, the chunks of that document most similar to the question, up to `rag.k`,
+fitted into the same prompt budget. The gap between `rag` and `oracle` is what better retrieval could still
+win; the gap between `oracle` and `prompt` is what the documents themselves are worth to the model.
 """
 
 from __future__ import annotations
@@ -12,21 +12,22 @@ from __future__ import annotations
 import time
 
 from harness.errors import HarnessError
-from harness.prompts import chat_prompt, user_turn
 from harness.systems import BuildInfo, Prompts, System, register_system
-from harness.systems.rag import RagSystem
+
+
+def gold_passages(q, index, query_vec, k: int) -> list[tuple]:
+    """The gold document's chunks ranked by similarity to the question, best first, up to k."""
+    if not index.chunk_ids_of(q.doc_id):
+        raise HarnessError(f"oracle: question '{q.id}' names doc_id '{q.doc_id}', which has no chunks in the index")
+    return index.rank_within(query_vec, q.doc_id, k)
 
 
 @register_system("oracle")
 class OracleSystem(System):
     kind = "oracle"
 
-    def __init__(self, name: str, ctx):
-        super().__init__(name, ctx)
-        self.rag = RagSystem("rag", ctx) if ctx is not None else None
-
     def validate(self) -> None:
-        self.rag.validate()
+        self.ctx.retriever().validate()
         data, spec = self.ctx.data, self.ctx.spec
         if data.corpus_is_fallback:
             raise HarnessError(
@@ -50,26 +51,19 @@ class OracleSystem(System):
             )
 
     def build(self) -> BuildInfo:
-        info = self.rag.build()  # same chunks and vectors as rag; reused when rag built it already
-        info.notes = info.notes + [
-            "oracle gives each question the chunks of its own gold document (no retrieval "
-            "errors): the ceiling of what retrieval can add"
+        info = self.ctx.retriever().build()  # the index rag uses; built once per run
+        info.notes = [
+            *info.notes,
+            "oracle gives each question the chunks of its own gold document (no retrieval errors): the ceiling "
+            "of what retrieval can add",
         ]
         return info
 
-    def passages_for(self, q, index, query_vec, k: int) -> list[tuple]:
-        """The gold document's chunks ranked by similarity to the question, best first, up to k."""
-        if not index.chunk_ids_of(q.doc_id):
-            raise HarnessError(
-                f"oracle: question '{q.id}' names doc_id '{q.doc_id}', which has no chunks in the index"
-            )
-        return index.rank_within(query_vec, q.doc_id, k)
-
     def prompts(self, questions):
-        ctx, spec = self.ctx, self.ctx.spec
-        index, embedder = self.rag._index(), ctx.embedder()
-        k = self.rag.k(index)
-        queries = [user_turn(spec.question_template, q) for q in questions]
+        ctx, retriever = self.ctx, self.ctx.retriever()
+        index, embedder = retriever.index, ctx.embedder()
+        k = retriever.k
+        queries = [ctx.prompts.user_text(q) for q in questions]
         if queries:
             embedder.encode([queries[0]])  # warm-up, as rag's retrieval does
         texts, retrieved, latency, ranked = [], [], [], []
@@ -77,10 +71,10 @@ class OracleSystem(System):
             if not q.doc_id:
                 raise HarnessError(f"oracle needs a doc_id for question '{q.id}'")
             t0 = time.perf_counter()
-            hits = self.passages_for(q, index, embedder.encode([query]), k)
+            hits = gold_passages(q, index, embedder.encode([query]), k)
             latency.append(time.perf_counter() - t0)
-            passages = self.rag.fit_passages(q, hits)
+            passages = retriever.fit_passages(q, hits)
             retrieved.append(passages)
             ranked.append([c.doc_id for c, _ in hits])
-            texts.append(chat_prompt(ctx.tokenizer, spec.system_prompt, self.rag.user_text(q, passages)))
+            texts.append(ctx.prompts.with_passages(q, passages))
         return Prompts(texts, retrieved, latency, ranked)

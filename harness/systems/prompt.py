@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from harness.prompts import chat_prompt, user_turn
 from harness.systems import Prompts, System, register_system
 
 
@@ -11,5 +10,4 @@ class PromptSystem(System):
     kind = "prompt"
 
     def prompts(self, questions):
-        spec, tok = self.ctx.spec, self.ctx.tokenizer
-        return Prompts([chat_prompt(tok, spec.system_prompt, user_turn(spec.question_template, q)) for q in questions])
+        return Prompts([self.ctx.prompts.plain(q) for q in questions])
