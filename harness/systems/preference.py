@@ -28,7 +28,7 @@ from harness.measure import timer
 from harness.parts.adapter_trainer import AdapterTrainer, PhaseRun, loss_curve
 from harness.parts.trainers import PAIR_ROLES as ROLES
 from harness.parts.trainers import PreferencePhase, lora_config
-from harness.prompts import chat_prompt
+from harness.parts.prompt_builder import render_chat
 from harness.scorers import normalize_answer
 from harness.sources import Problems, read_rows, resolve_path
 from harness.systems import BuildInfo, Prompts, System, register_system
@@ -155,7 +155,7 @@ def file_pairs(ctx) -> tuple[list[dict], dict]:
         )
     pairs = [
         {
-            "prompt": chat_prompt(tok, spec.system_prompt, r["prompt"]),
+            "prompt": render_chat(tok, spec.system_prompt, r["prompt"]),
             "chosen": r["chosen"],
             "rejected": r["rejected"],
             "id": r["origin"],
