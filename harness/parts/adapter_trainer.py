@@ -37,20 +37,6 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def loss_curve(log_history: list[dict]) -> list[dict]:
-    by_step: dict[int, dict] = {}
-    for entry in log_history:
-        step = entry.get("step")
-        if step is None:
-            continue
-        point = by_step.setdefault(step, {"step": step, "train_loss": None, "eval_loss": None})
-        if "loss" in entry:
-            point["train_loss"] = float(entry["loss"])
-        if "eval_loss" in entry:
-            point["eval_loss"] = float(entry["eval_loss"])
-    return [by_step[s] for s in sorted(by_step)]
-
-
 def complete_checkpoints(folder: Path) -> list[Path]:
     """Checkpoints a kill did not cut short (a trainer_state.json is written last); the others are removed."""
     found = []

@@ -12,7 +12,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from harness.parts.adapter_trainer import AdapterTrainer, PhaseRun, loss_curve
+from harness.parts.adapter_trainer import AdapterTrainer, PhaseRun
+
+
+def loss_curve(log_history: list[dict]) -> list[dict]:
+    """Train and validation loss per logged step, from a trl trainer's log history."""
+    by_step: dict[int, dict] = {}
+    for entry in log_history:
+        step = entry.get("step")
+        if step is None:
+            continue
+        point = by_step.setdefault(step, {"step": step, "train_loss": None, "eval_loss": None})
+        if "loss" in entry:
+            point["train_loss"] = float(entry["loss"])
+        if "eval_loss" in entry:
+            point["eval_loss"] = float(entry["eval_loss"])
+    return [by_step[s] for s in sorted(by_step)]
 
 
 def sft_trainer_class():

@@ -25,10 +25,9 @@ from harness import cache, evaluate
 from harness.data import Question
 from harness.errors import HarnessError
 from harness.measure import timer
-from harness.parts.adapter_trainer import AdapterTrainer, PhaseRun, loss_curve
-from harness.parts.trainers import PAIR_ROLES as ROLES
-from harness.parts.trainers import PreferencePhase, lora_config
+from harness.parts.adapter_trainer import AdapterTrainer, PhaseRun
 from harness.parts.prompt_builder import render_chat
+from harness.parts.trainers import PAIR_ROLES, PreferencePhase, lora_config, loss_curve
 from harness.scorers import normalize_answer
 from harness.sources import Problems, read_rows, resolve_path
 from harness.systems import BuildInfo, Prompts, System, register_system
@@ -120,7 +119,7 @@ def read_pair_file(spec) -> list[dict]:
     pairs = []
     for where, row in rows:
         pair = {"origin": where}
-        for role in ROLES:
+        for role in PAIR_ROLES:
             name = getattr(pref.fields, role)
             value = row.get(name)
             if name not in row:
@@ -132,7 +131,7 @@ def read_pair_file(spec) -> list[dict]:
                 problems.add(f"{where}: field '{name}' ({role}) is empty")
             else:
                 pair[role] = str(value).strip()
-        if len(pair) == 1 + len(ROLES):
+        if len(pair) == 1 + len(PAIR_ROLES):
             if pair["chosen"] == pair["rejected"]:
                 problems.add(f"{where}: chosen and rejected are the same answer ({pair['chosen']!r:.40})")
             else:
