@@ -9,10 +9,10 @@ from harness import run
 from harness.context import Reporter, RunContext
 from harness.data import load_task_data
 from harness.models import resolve_model
-from harness.prompts import chat_prompt
+from harness.parts.example_selector import select_nearest, select_random
+from harness.parts.prompt_builder import render_chat
 from harness.spec import load_spec
 from harness.systems import make_system
-from harness.systems.fewshot import fewshot_prompt, select_nearest, select_random
 from tests.conftest import write_tiny_task
 
 
@@ -54,7 +54,7 @@ def test_prompt_is_a_multi_turn_chat_ending_with_the_question(tmp_path, tiny_mod
     ctx = fewshot_ctx(tmp_path, tiny_model_dir, k=2)
     system = make_system("fewshot", ctx)
     q = ctx.data.test[0]
-    picked = [ctx.data.train[i] for i in system.select([q])[0]]
+    picked = [ctx.data.train[i] for i in ctx.example_selector().select([q])[0]]
     assert len(picked) == 2
     turns = "".join(
         f"<|im_start|>user\n{e.question}<|im_end|>\n<|im_start|>assistant\n{e.answers[0]}<|im_end|>\n" for e in picked
@@ -64,16 +64,14 @@ def test_prompt_is_a_multi_turn_chat_ending_with_the_question(tmp_path, tiny_mod
         f"<|im_start|>user\n{q.question}<|im_end|>\n<|im_start|>assistant\n"
     )
     # with no examples it is exactly the prompt system's prompt
-    assert fewshot_prompt(ctx.tokenizer, ctx.spec.system_prompt, [], q.question) == chat_prompt(
-        ctx.tokenizer, ctx.spec.system_prompt, q.question
-    )
+    assert ctx.prompts.with_examples(q, []) == ctx.prompts.plain(q) == make_system("prompt", ctx).prompts([q]).texts[0]
 
 
 def test_plain_transcript_without_a_chat_template():
     class NoTemplate:
         chat_template = None
 
-    text = fewshot_prompt(NoTemplate(), "Be brief.", [("Q1?", "Yes")], "Q2?")
+    text = render_chat(NoTemplate(), "Be brief.", "Q2?", [("Q1?", "Yes")])
     assert text == "Be brief.\n\nQuestion: Q1?\nAnswer: Yes\n\nQuestion: Q2?\nAnswer: "
 
 
@@ -84,13 +82,14 @@ def test_random_selection_is_deterministic_under_a_seed(tmp_path, tiny_model_dir
     a = make_system("fewshot", fewshot_ctx(tmp_path / "a", tiny_model_dir, seed=0, k=3))
     b = make_system("fewshot", fewshot_ctx(tmp_path / "b", tiny_model_dir, seed=0, k=3))
     c = make_system("fewshot", fewshot_ctx(tmp_path / "c", tiny_model_dir, seed=1, k=3))
+    pick_a, pick_b, pick_c = (s.ctx.example_selector().select for s in (a, b, c))
     test = a.ctx.data.test
-    first = a.select(test)
-    assert first == a.select(test) == b.select(test)
+    first = pick_a(test)
+    assert first == pick_a(test) == pick_b(test)
     assert a.prompts(test).texts == b.prompts(test).texts
-    assert c.select(test) != first, "another seed draws other examples"
+    assert pick_c(test) != first, "another seed draws other examples"
     # a question's examples do not depend on which other questions are evaluated with it (--limit)
-    assert a.select(test[3:4]) == [first[3]]
+    assert pick_a(test[3:4]) == [first[3]]
     assert all(len(set(p)) == 3 for p in first)
 
 
@@ -121,7 +120,7 @@ def test_nearest_picks_the_most_similar_training_questions(tmp_path, tiny_model_
     ctx.embedder = lambda: fake
     system = make_system("fewshot", ctx)
     info = system.build()
-    for q, picked in zip(ctx.data.test, system.select(ctx.data.test)):
+    for q, picked in zip(ctx.data.test, ctx.example_selector().select(ctx.data.test)):
         assert len(picked) == 2
         assert all(ctx.data.train[i].category == q.category for i in picked)
     system.prompts(ctx.data.test)
@@ -143,7 +142,7 @@ def test_examples_come_from_the_training_split_only(tmp_path, tiny_model_dir, se
     train_ids = {q.id for q in ctx.data.train}
     held_out = [q.question for q in ctx.data.test + ctx.data.dev]
     for split in (ctx.data.test, ctx.data.dev):
-        for picked in system.select(split):
+        for picked in ctx.example_selector().select(split):
             assert len(picked) == len(ctx.data.train)  # k beyond the split: every training question, once
             assert {ctx.data.train[i].id for i in picked} == train_ids
     text = system.prompts(ctx.data.test[:1]).texts[0]
@@ -167,7 +166,7 @@ def test_examples_are_dropped_until_the_prompt_fits(tmp_path, tiny_model_dir):
     q = ctx.data.test[0]
     one = len(
         ctx.tokenizer(
-            fewshot_prompt(ctx.tokenizer, ctx.spec.system_prompt, [(ctx.data.train[0].question, "Yes")], q.question)
+            render_chat(ctx.tokenizer, ctx.spec.system_prompt, q.question, [(ctx.data.train[0].question, "Yes")])
         ).input_ids
     )
     ctx.model_max_length = lambda: one + ctx.spec.evaluation.max_new_tokens + 4  # room for about one example

@@ -236,7 +236,7 @@ def test_oracle_prompt_holds_the_gold_document(ctx):
         assert set(ranked) == {q.doc_id} and text.rstrip().endswith("<|im_start|>assistant")
     assert len(p.retrieval_latency_s) == len(qs) and all(t > 0 for t in p.retrieval_latency_s)
     # the chunks it picks are the gold document's most similar ones, exactly ranked
-    index = o.rag._index()
+    index = ctx.retriever().index
     qv = ctx.embedder().encode([qs[0].question])[0]
     ids = index.chunk_ids_of(qs[0].doc_id)
     best = max(ids, key=lambda i: float(index.vectors()[i] @ qv))
@@ -294,7 +294,7 @@ def test_k_larger_than_the_chunks_is_clamped_with_a_warning(tiny_task, tmp_path,
     c = make_ctx(tiny_task, tmp_path, embedder, rag=spec.rag.model_copy(update={"k": 1000}))
     rag = systems.make_system("rag", c)
     rag.build()
-    n = len(c.cache_get("rag_index").chunks)
+    n = len(c.retriever().index.chunks)
     warnings = [line for line in c.reporter.lines if line.startswith("warning")]
     assert warnings == [
         f"warning: rag.k is 1000 but the index has only {n} chunks; k was clamped to {n} "
@@ -304,6 +304,19 @@ def test_k_larger_than_the_chunks_is_clamped_with_a_warning(tiny_task, tmp_path,
     assert len(p.ranked_doc_ids[0]) == n
     systems.make_system("oracle", c).build()  # a second system on the same run does not repeat the warning
     assert len([line for line in c.reporter.lines if line.startswith("warning")]) == 1
+
+
+def test_the_run_builds_the_index_once_and_later_systems_see_it_reused(ctx, tiny_task, tmp_path, embedder):
+    assert ctx.retriever() is ctx.retriever()
+    first = systems.make_system("rag", ctx).build()
+    again = systems.make_system("oracle", ctx).build()
+    assert not first.cached and first.build_s > 0 and first.build_cost_s == first.build_s
+    assert again.cached and again.build_s == 0 and again.peak_memory_mb is None
+    assert again.build_cost_s == first.index["built_s"] and again.artifact_mb == first.artifact_mb
+    # exactly what loading it from disk says (what every further system reported before the run shared it)
+    loaded = make_ctx(tiny_task, tmp_path, embedder).retriever().build()
+    assert again.index == loaded.index == {**first.index, "reused": True, "build_s": 0.0, "embed_s": 0.0}
+    assert (again.cached, again.build_s, again.build_cost_s) == (loaded.cached, loaded.build_s, loaded.build_cost_s)
 
 
 class _Truncated:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import jinja2
 import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from harness import systems
 from harness.context import Reporter, RunContext
-from harness.data import load_task_data
+from harness.data import Question, load_task_data
 from harness.errors import HarnessError
 from harness.models import resolve_model
+from harness.parts.prompt_builder import PromptBuilder
+from harness.prompts import chat_prompt, user_turn
 from harness.retrieval import Chunk
 from harness.spec import load_spec
 from harness.systems.finetune import loss_curve, training_rows
@@ -190,3 +194,132 @@ def test_rag_question_too_long_for_budget(tiny_task, tmp_path):
     )
     with pytest.raises(HarnessError, match="raise rag.max_prompt_tokens"):
         c.retriever().fit_passages(c.data.test[0], _hits(["x"]))
+
+
+# ---------------------------------------------------------------- the prompt builder renders exactly as before
+
+# The renderers as they were before PromptBuilder (prompts.user_turn/chat_prompt, RagSystem.user_text,
+# fewshot.fewshot_prompt, RagSystem.fit_passages), copied here as the reference the builder must match byte for
+# byte: a prompt that changes by one character changes the numbers, the evaluation cache and the adapter keys.
+_OLD_ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+def _old_user_turn(question_template, q):
+    text = _OLD_ENV.from_string(question_template).render(question=q.question, choices=q.choices or [])
+    if q.choices and len(q.choices) > 2 and "choices" not in question_template:
+        text += "\nOptions:\n" + "\n".join(f"- {c}" for c in q.choices)
+    return text
+
+
+def _old_chat_prompt(tokenizer, system_prompt, user):
+    messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+        {"role": "user", "content": user}
+    ]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    head = f"{system_prompt}\n\n" if system_prompt else ""
+    return f"{head}Question: {user}\nAnswer: "
+
+
+def _old_rag_user_text(spec, q, passages):
+    return _OLD_ENV.from_string(spec.rag.context_template).render(
+        passages=passages, question=_old_user_turn(spec.question_template, q)
+    )
+
+
+def _old_fewshot_prompt(tokenizer, system_prompt, examples, user):
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    for question, answer in examples:
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    messages.append({"role": "user", "content": user})
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    head = f"{system_prompt}\n\n" if system_prompt else ""
+    shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in examples)
+    return f"{head}{shots}Question: {user}\nAnswer: "
+
+
+def _old_fit_passages(c, q, hits, budget):
+    spec, tok = c.spec, c.tokenizer
+
+    def used(passages):
+        return len(tok(_old_chat_prompt(tok, spec.system_prompt, _old_rag_user_text(spec, q, passages))).input_ids)
+
+    kept = []
+    for chunk, score in hits:
+        p = {"doc_id": chunk.doc_id, "chunk": chunk.position, "score": round(float(score), 4), "text": chunk.text}
+        if used([*kept, p]) <= budget:
+            kept = [*kept, p]
+            continue
+        ids = tok(chunk.text, add_special_tokens=False).input_ids
+        room = budget - (used([*kept, p]) - len(ids))
+        if room > 32:
+            cut = {**p, "text": tok.decode(ids[: room - 8]), "truncated": True}
+            if used([*kept, cut]) <= budget:
+                kept.append(cut)
+        break
+    return kept
+
+
+def _questions(c):
+    """The tiny task's questions, plus multiple-choice ones (with and without `choices` in the template)."""
+    extra = [
+        Question("mc3", "Which licence is shortest?", ["Alpha"], choices=["Alpha", "Bravo", "Charlie"]),
+        Question("mc2", "Alpha or Bravo?", ["Bravo"], choices=["Alpha", "Bravo"]),
+    ]
+    return c.data.test + c.data.train[:5] + extra
+
+
+@pytest.mark.parametrize(
+    "updates",
+    [
+        {},
+        {"system_prompt": ""},
+        {"question_template": "Q: {{ question }}\n{% for c in choices %}* {{ c }}\n{% endfor %}"},
+    ],
+)
+def test_prompt_builder_renders_byte_identical_to_the_old_functions(tiny_task, tmp_path, updates):
+    c = make_ctx(tiny_task, tmp_path, **updates)
+    spec, tok, b = c.spec, c.tokenizer, c.prompts
+    long = " ".join(["Section 3. The Bravo licence permits modification and distribution."] * 30)
+    hits = _hits(["The Alpha licence permits commercial use.", long, "The Charlie licence."])
+    cut = 0
+    for q in _questions(c):
+        user = _old_user_turn(spec.question_template, q)
+        assert b.user_text(q) == user
+        plain = _old_chat_prompt(tok, spec.system_prompt, user)
+        assert b.plain(q) == plain == systems.make_system("prompt", c).prompts([q]).texts[0]
+        for budget in (120, 2000):
+            passages = _old_fit_passages(c, q, hits, budget)
+            assert c.retriever().fit_passages(q, hits, budget) == passages
+            cut += any(p.get("truncated") for p in passages)
+            rag = _old_chat_prompt(tok, spec.system_prompt, _old_rag_user_text(spec, q, passages))
+            assert b.with_passages(q, passages) == rag
+        examples = c.data.train[5:8]
+        shots = [(_old_user_turn(spec.question_template, e), e.answers[0]) for e in examples]
+        assert b.with_examples(q, examples) == _old_fewshot_prompt(tok, spec.system_prompt, shots, user)
+        assert b.with_examples(q, []) == plain
+        assert b.tokens(plain) == len(tok(plain).input_ids)
+    assert cut, "a passage was cut to the budget somewhere"
+    # and through the thin functions the training code still calls
+    q = c.data.test[0]
+    assert chat_prompt(tok, spec.system_prompt, user_turn(spec.question_template, q)) == b.plain(q)
+
+
+def test_prompt_builder_without_a_chat_template(tiny_task, tmp_path):
+    class NoTemplate:
+        chat_template = None
+
+    c = make_ctx(tiny_task, tmp_path)
+    b, spec = PromptBuilder(c.spec, NoTemplate()), c.spec
+    for q in _questions(c):
+        user = _old_user_turn(spec.question_template, q)
+        assert b.plain(q) == _old_chat_prompt(NoTemplate(), spec.system_prompt, user)
+        passages = [{"doc_id": "alpha", "chunk": 0, "score": 0.9, "text": "The Alpha licence."}]
+        assert b.with_passages(q, passages) == _old_chat_prompt(
+            NoTemplate(), spec.system_prompt, _old_rag_user_text(spec, q, passages)
+        )
+        shots = [(_old_user_turn(spec.question_template, e), e.answers[0]) for e in c.data.train[:2]]
+        assert b.with_examples(q, c.data.train[:2]) == _old_fewshot_prompt(
+            NoTemplate(), spec.system_prompt, shots, user
+        )
