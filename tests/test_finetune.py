@@ -287,3 +287,23 @@ def test_adapter_manifest_is_sealed_once_and_a_lock_wait_reuses_what_another_pro
     monkeypatch.setattr(AdapterTrainer, "_train", no_training)
     again = make_system("lora", make_ctx(write_tiny_task(tmp_path / "t", tiny_model_dir), tmp_path)).build()
     assert again.cached and again.training == meta["training"] and again.build_s == 0.0
+
+
+def test_two_training_processes_on_cpu_train_one_adapter_that_rank_0_writes(tmp_path, tiny_model_dir):
+    """`accelerate launch` with two DDP processes on the CPU (gloo): both train, the gradients are averaged
+    (half the optimiser steps of one process), and only rank 0 writes the adapter and its manifest."""
+    task = write_tiny_task(
+        tmp_path / "t",
+        tiny_model_dir,
+        finetune={"logging_steps": 4, "accelerate": {"num_processes": 2, "distributed_type": "MULTI_GPU"}},
+    )
+    ctx = make_ctx(task, tmp_path, launcher="accelerate")
+    system = make_system("lora", ctx)
+    info = system.build()
+    assert info.launch["config"]["num_processes"] == 2 and info.launch["config"]["use_cpu"] is True
+    t = info.training
+    assert t["world_size"] == 2 and t["steps"] == -(-len(ctx.data.train) // (8 * 2))
+    folder = system.adapter.folder
+    assert cache.verify(folder) is None
+    assert json.loads((folder / cache.MANIFEST).read_text())["training"]["world_size"] == 2
+    assert not list(folder.parent.glob(f".{folder.name}.tmp-*")), "no second writer left a temporary folder"

@@ -44,7 +44,10 @@ def sft_trainer_class():
 
     class HarnessSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if self.args.device.type == "cuda" or not answer_positions_loss_applies(model):
+            # Wrapped for DDP (several CPU processes), the model must run its own forward, which syncs the
+            # gradients; the shortcut below calls the backbone directly, so it is for a bare model only.
+            wrapped = model is not self.accelerator.unwrap_model(model)
+            if self.args.device.type == "cuda" or wrapped or not answer_positions_loss_applies(model):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
             backbone = getattr(base, base.base_model_prefix)
