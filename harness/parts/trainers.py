@@ -171,7 +171,7 @@ class SupervisedPhase:
         return self.name
 
     @property
-    def epochs(self) -> int:
+    def epochs(self) -> float:
         s = self.adapter.settings
         return s.corpus_epochs if self.name == "corpus" else s.epochs
 
