@@ -1,6 +1,9 @@
 """Entry point run by `accelerate launch` (one process per device): build one adapter, then exit.
 
 python -m harness.train_worker JOB.json
+
+The worker rebuilds the system the job names with the run's task, model, seed and folders; the system's
+AdapterTrainer finds the same cache key, trains in every process and writes from rank 0 only.
 """
 
 from __future__ import annotations
@@ -10,19 +13,17 @@ import os
 import sys
 from pathlib import Path
 
+from harness import models
+from harness.context import Reporter, RunContext
+from harness.data import load_task_data
+from harness.spec import load_spec
+from harness.systems import make_system
+
 
 def main(job_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
     os.environ["HARNESS_HOME"] = job["harness_home"]
-    from harness.models import set_offline_defaults
-
-    set_offline_defaults()
-    from harness import models
-    from harness.context import Reporter, RunContext
-    from harness.data import load_task_data
-    from harness.spec import load_spec
-    from harness.systems import make_system
-
+    models.set_offline_defaults()  # before the first import of torch or transformers, which read it
     spec = load_spec(Path(job["task_file"])).model_copy(update={"model": job["model"], "seed": job["seed"]})
     data = load_task_data(spec)
     ref = models.resolve_model(spec.model)

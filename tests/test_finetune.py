@@ -3,8 +3,10 @@ and settings rejected before any training starts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -18,6 +20,7 @@ from harness.context import Reporter, RunContext
 from harness.data import load_task_data
 from harness.errors import HarnessError
 from harness.models import resolve_model
+from harness.parts.adapter_trainer import AdapterTrainer
 from harness.spec import load_spec
 from harness.systems import make_system
 from tests.conftest import write_tiny_task
@@ -93,7 +96,7 @@ def test_answer_positions_loss_equals_the_models_own_loss(tmp_path, tiny_model_d
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig
 
-    from harness.systems.finetune import _answer_positions_loss_applies, sft_trainer_class
+    from harness.parts.trainers import answer_positions_loss_applies, sft_trainer_class
 
     torch.manual_seed(0)
     model = get_peft_model(
@@ -105,7 +108,7 @@ def test_answer_positions_loss_equals_the_models_own_loss(tmp_path, tiny_model_d
         train_dataset=Dataset.from_list([{"prompt": "Q?", "completion": "Yes"}]),
         args=SFTConfig(output_dir=str(tmp_path / "o"), use_cpu=True, report_to="none", disable_tqdm=True),
     )
-    assert _answer_positions_loss_applies(model)  # the harness's own path is the one under test
+    assert answer_positions_loss_applies(model)  # the harness's own path is the one under test
     ids = torch.randint(3, 60, (3, 12))
     mask = torch.ones_like(ids)
     mask[1, 9:] = 0  # a right-padded row
@@ -224,7 +227,7 @@ def test_accelerate_launcher_writes_config_and_trains(tmp_path, tiny_model_dir):
     ctx = make_ctx(task, tmp_path, launcher="accelerate")
     system = make_system("lora", ctx)
     info = system.build()
-    record = ctx.cache_get("launch:lora")
+    record = info.launch  # the run's manifest records it from the build
     assert record["config"]["distributed_type"] == "NO" and record["config"]["num_processes"] == 1
     assert "accelerate" in record["command"] and "harness.train_worker" in record["command"]
     cfg = yaml.safe_load(Path(record["command"].split("--config_file ")[1].split()[0]).read_text())
@@ -244,3 +247,63 @@ def test_accelerate_config_for_fsdp_and_deepspeed():
     )
     assert ds["deepspeed_config"]["zero_stage"] == 3 and ds["deepspeed_config"]["zero3_init_flag"] is True
     assert "fsdp_config" not in ds
+
+
+def test_adapter_manifest_is_sealed_once_and_a_lock_wait_reuses_what_another_process_built(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    """The manifest is written once, by the atomic save, with the complete record; a build that waited for the
+    lock while another process trained the same adapter returns that adapter without training again."""
+    ctx = make_ctx(write_tiny_task(tmp_path / "t", tiny_model_dir), tmp_path)
+    lora = make_system("lora", ctx)
+    folder = lora.adapter.folder
+    writes = []
+    real_write = cache.write_json_atomic
+    monkeypatch.setattr(cache, "write_json_atomic", lambda path, data: (writes.append(path), real_write(path, data)))
+    info = lora.build()
+    assert not info.cached and not [p for p in writes if p.name == cache.MANIFEST], "nothing rewrites the manifest"
+    meta = json.loads((folder / cache.MANIFEST).read_text())
+    assert meta["checksums"] == cache.folder_checksums(folder), "the checksums cover the final files"
+    drop = {"peak_memory_mb", "cuda_peak_memory_mb"}  # the build's peak is measured after the save
+    assert {k: v for k, v in meta["training"].items() if k not in drop} == {
+        k: v for k, v in info.training.items() if k not in drop
+    }
+    assert meta["training"]["peak_memory_mb"] > 0
+    # Another process finishes the adapter while this one waits for the lock.
+    built = tmp_path / "built"
+    folder.rename(built)
+    real_lock = cache.lock
+
+    @contextlib.contextmanager
+    def lock_held_by_another_process(path, timeout=3600):
+        with real_lock(path, timeout):
+            shutil.copytree(built, folder)
+            yield
+
+    def no_training(self, mem):
+        raise AssertionError("trained again although the adapter was there after the lock wait")
+
+    monkeypatch.setattr(cache, "lock", lock_held_by_another_process)
+    monkeypatch.setattr(AdapterTrainer, "_train", no_training)
+    again = make_system("lora", make_ctx(write_tiny_task(tmp_path / "t", tiny_model_dir), tmp_path)).build()
+    assert again.cached and again.training == meta["training"] and again.build_s == 0.0
+
+
+def test_two_training_processes_on_cpu_train_one_adapter_that_rank_0_writes(tmp_path, tiny_model_dir):
+    """`accelerate launch` with two DDP processes on the CPU (gloo): both train, the gradients are averaged
+    (half the optimiser steps of one process), and only rank 0 writes the adapter and its manifest."""
+    task = write_tiny_task(
+        tmp_path / "t",
+        tiny_model_dir,
+        finetune={"logging_steps": 4, "accelerate": {"num_processes": 2, "distributed_type": "MULTI_GPU"}},
+    )
+    ctx = make_ctx(task, tmp_path, launcher="accelerate")
+    system = make_system("lora", ctx)
+    info = system.build()
+    assert info.launch["config"]["num_processes"] == 2 and info.launch["config"]["use_cpu"] is True
+    t = info.training
+    assert t["world_size"] == 2 and t["steps"] == -(-len(ctx.data.train) // (8 * 2))
+    folder = system.adapter.folder
+    assert cache.verify(folder) is None
+    assert json.loads((folder / cache.MANIFEST).read_text())["training"]["world_size"] == 2
+    assert not list(folder.parent.glob(f".{folder.name}.tmp-*")), "no second writer left a temporary folder"

@@ -175,16 +175,16 @@ def test_key_follows_the_preference_settings_and_the_sft_adapter(tmp_path, tiny_
     spec = load_spec(task)
     ctx = make_ctx(task, tmp_path)
     dpo, orpo = make_system("dpo", ctx), make_system("orpo", ctx)
-    assert dpo.adapter_dir().name.startswith("dpo-") and orpo.adapter_dir().name.startswith("orpo-")
-    assert dpo.key() == make_system("dpo", make_ctx(task, tmp_path)).key()
+    assert dpo.adapter.folder.name.startswith("dpo-") and orpo.adapter.folder.name.startswith("orpo-")
+    assert dpo.adapter.key == make_system("dpo", make_ctx(task, tmp_path)).adapter.key
     pref = spec.preference
     beta = make_ctx(task, tmp_path, preference=pref.model_copy(update={"beta": 0.2}))
-    assert make_system("dpo", beta).key() != dpo.key()
+    assert make_system("dpo", beta).adapter.key != dpo.adapter.key
     base = make_ctx(task, tmp_path, preference=pref.model_copy(update={"start_from": "base"}))
-    assert make_system("dpo", base).key() != dpo.key()
-    assert make_system("orpo", base).key() == orpo.key(), "orpo always starts from the base model"
+    assert make_system("dpo", base).adapter.key != dpo.adapter.key
+    assert make_system("orpo", base).adapter.key == orpo.adapter.key, "orpo always starts from the base model"
     lora_r = make_ctx(task, tmp_path, finetune=spec.finetune.model_copy(update={"r": 2}))
-    assert make_system("dpo", lora_r).key() != dpo.key()  # another supervised adapter to start from
+    assert make_system("dpo", lora_r).adapter.key != dpo.adapter.key  # another supervised adapter to start from
 
 
 # ---------------------------------------------------------------- training
@@ -205,7 +205,7 @@ def test_dpo_after_sft_trains_records_figures_and_is_cached(tmp_path, tiny_model
     curve = t["loss_curve"]
     assert any(p["train_loss"] is not None for p in curve) and any(p["eval_loss"] is not None for p in curve)
     assert {"loss", "rewards/accuracies"} <= set(t["final_eval"])
-    final = dpo.adapter_dir()
+    final = dpo.adapter.folder
     assert cache.verify(final) is None
     assert not (final / "ref").exists(), "only the trained adapter is kept, not DPO's reference copy"
     assert json.loads((final / cache.MANIFEST).read_text())["training"]["method"] == "dpo"

@@ -9,10 +9,11 @@ import json
 import numpy as np
 import pytest
 
-from harness import systems
+from harness import cache, systems
 from harness.context import Reporter, RunContext
 from harness.data import Document, load_task_data
 from harness.errors import HarnessError
+from harness.manifest import package_versions
 from harness.models import resolve_model
 from harness.retrieval import Embedder
 from harness.spec import load_spec
@@ -62,7 +63,7 @@ def test_raft_rows_carry_retrieved_passages_and_a_seeded_share_of_distractors(ct
     s = systems.make_system("rag+lora", ctx)
     s.validate()
     train = ctx.data.train
-    rows = s.raft_rows(train)
+    rows = s.raft.raft_rows(train)
     assert [r["id"] for r in rows] == [q.id for q in train]
     assert all(r["passages"] and "Passages:\n[1] " in r["prompt"] for r in rows)
     distract = [r for r in rows if r["raft"] == "distractors"]
@@ -78,15 +79,17 @@ def test_raft_rows_carry_retrieved_passages_and_a_seeded_share_of_distractors(ct
             assert p["text"] in r["prompt"]
         assert r["completion"] == by_id[r["id"]].answers[0]
     # every training prompt leaves room for the answer within finetune.max_length
-    assert max(len(ctx.tokenizer(r["prompt"]).input_ids) for r in rows) <= s.train_budget() < s.settings.max_length
-    # rows() hands trl only prompt/completion
-    assert s.rows(train) == [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
+    budget = s.raft.budget()
+    assert max(len(ctx.tokenizer(r["prompt"]).input_ids) for r in rows) <= budget < s.adapter.settings.max_length
+    # rows() hands trl only prompt/completion, and counts what went into them for the training record
+    assert s.raft.rows(train) == [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
+    assert s.raft.record()["raft"]["rows"] == len(train) and s.raft.record()["raft"]["k"] == ctx.retriever().k
     # deterministic under the seed; another seed picks another share
     again = systems.make_system("rag+lora", make_ctx(tiny_task, tmp_path, embedder))
-    assert [r["prompt"] for r in again.raft_rows(train)] == [r["prompt"] for r in rows]
+    assert [r["prompt"] for r in again.raft.raft_rows(train)] == [r["prompt"] for r in rows]
     other = systems.make_system("rag+lora", make_ctx(tiny_task, tmp_path, embedder, seed=1))
-    assert other.distractor_ids(train) != s.distractor_ids(train)
-    assert len(other.distractor_ids(train)) == len(distract)
+    assert other.raft.distractor_ids(train) != s.raft.distractor_ids(train)
+    assert len(other.raft.distractor_ids(train)) == len(distract)
 
 
 def test_evaluation_prompts_get_the_budget_the_adapter_trained_with(tiny_task, tmp_path, embedder):
@@ -100,8 +103,8 @@ def test_evaluation_prompts_get_the_budget_the_adapter_trained_with(tiny_task, t
         rag=spec.rag.model_copy(update={"k": 4}),
     )
     s, rag = systems.make_system("rag+lora", c), systems.make_system("rag", c)
-    budget = s.train_budget()
-    assert budget < rag.prompt_budget()
+    budget, rag_budget = s.raft.budget(), c.retriever().prompt_budget()
+    assert budget < rag_budget
     qs = c.data.test
     ours, theirs = s.prompts(qs), rag.prompts(qs)
     lengths = [len(c.tokenizer(t).input_ids) for t in ours.texts]
@@ -109,15 +112,16 @@ def test_evaluation_prompts_get_the_budget_the_adapter_trained_with(tiny_task, t
     assert max(len(c.tokenizer(t).input_ids) for t in theirs.texts) > budget  # rag alone is not held back
     assert all(p["text"] in t for t, ps in zip(ours.texts, ours.retrieved) for p in ps)
     # the training rows were held to the same budget
-    assert max(len(c.tokenizer(r["prompt"]).input_ids) for r in s.raft_rows(c.data.train)) <= budget
-    note = " ".join(_raft_note(s._raft_stats, s.settings, s.name))
+    assert max(len(c.tokenizer(r["prompt"]).input_ids) for r in s.raft.raft_rows(c.data.train)) <= budget
+    s.raft.rows(c.data.train)
+    note = " ".join(_raft_note(s.raft.record()["raft"], s.raft.settings, s.name))
     assert f"training and evaluation prompts are held to {budget} tokens by finetune.max_length=120" in note
-    assert f"rag alone allows {rag.prompt_budget()}" in note
+    assert f"rag alone allows {rag_budget}" in note
 
 
 def test_raft_adds_the_gold_passage_when_retrieval_misses_it(ctx):
     s = systems.make_system("rag+lora", ctx)
-    index = s.rag._index()
+    index = ctx.retriever().index
     real = index.search
 
     def no_gold(q, k):  # a retriever that never finds the first training question's document
@@ -127,9 +131,9 @@ def test_raft_adds_the_gold_passage_when_retrieval_misses_it(ctx):
     q = next(
         q
         for q in ctx.data.train
-        if q.id not in s.distractor_ids(ctx.data.train) and q.doc_id == ctx.data.train[0].doc_id
+        if q.id not in s.raft.distractor_ids(ctx.data.train) and q.doc_id == ctx.data.train[0].doc_id
     )
-    row = s.raft_rows([q] + [x for x in ctx.data.train if x is not q])[0]
+    row = s.raft.raft_rows([q] + [x for x in ctx.data.train if x is not q])[0]
     assert row["raft"] == "gold" and row["gold_inserted"] and row["gold_in_prompt"]
     assert any(p["doc_id"] == q.doc_id for p in row["passages"])
 
@@ -138,22 +142,82 @@ def test_without_a_corpus_a_question_never_sees_its_own_answer(tmp_path, tiny_mo
     task = write_tiny_task(tmp_path / "t", tiny_model_dir, data={"corpus": None})
     c = make_ctx(task, tmp_path, embedder)
     assert c.data.corpus_is_fallback
-    rows = systems.make_system("rag+lora", c).raft_rows(c.data.train)
+    rows = systems.make_system("rag+lora", c).raft.raft_rows(c.data.train)
     assert {r["raft"] for r in rows} == {"retrieved"}
     assert all(p["doc_id"] != r["id"] for r in rows for p in r["passages"])
 
 
 def test_adapter_cached_apart_from_lora_and_keyed_on_retrieval(ctx, tiny_task, tmp_path, embedder, harness_home):
-    rl = systems.make_system("rag+lora", ctx)
-    lora = systems.make_system("lora", ctx)
-    assert rl.adapter_dir().parent == lora.adapter_dir().parent == harness_home / "adapters" / "tiny-qa"
-    assert rl.adapter_dir().name.startswith("rag-lora-") and rl.key() != lora.key()
-    assert rl.key() != systems.make_system("rag+dora", ctx).key()
-    assert rl.key() == systems.make_system("rag+lora", make_ctx(tiny_task, tmp_path, embedder)).key()
+    rl = systems.make_system("rag+lora", ctx).adapter
+    lora = systems.make_system("lora", ctx).adapter
+    assert rl.folder.parent == lora.folder.parent == harness_home / "adapters" / "tiny-qa"
+    assert rl.folder.name.startswith("rag-lora-") and rl.key != lora.key
+    assert rl.key != systems.make_system("rag+dora", ctx).adapter.key
+    assert rl.key == systems.make_system("rag+lora", make_ctx(tiny_task, tmp_path, embedder)).adapter.key
     spec = load_spec(tiny_task)
     for change in ({"k": 3}, {"chunk_tokens": 48}, {"index": "hnsw"}, {"max_prompt_tokens": 300}):
         other = make_ctx(tiny_task, tmp_path, embedder, rag=spec.rag.model_copy(update=change))
-        assert systems.make_system("rag+lora", other).key() != rl.key(), change
+        assert systems.make_system("rag+lora", other).adapter.key != rl.key, change
+
+
+def test_adapter_keys_and_folders_are_the_ones_earlier_versions_wrote(ctx, tiny_task, tmp_path):
+    """lora, dpo and rag+lora keys computed as the code before the AdapterTrainer did: cached adapters stay valid."""
+    spec = ctx.spec
+    versions = package_versions(("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate"))
+
+    def old_key(method, settings_of, extra):
+        return cache.key_of(
+            method,
+            spec.finetune.for_method(settings_of).model_dump(),
+            ctx.model_ref.fingerprint,
+            ctx.data_fingerprint,
+            spec.system_prompt,
+            spec.question_template,
+            spec.seed,
+            versions,
+            extra,
+        )
+
+    lora_key = old_key("lora", "lora", None)
+    dpo_extra = {
+        "preference": spec.preference.model_dump(exclude={"start_from"}),
+        "start_from": "sft",
+        "sft": lora_key,
+        "pairs_file": None,
+        "pairs_version": 1,
+    }
+    rag_extra = {
+        "rag": spec.rag.model_dump(mode="json"),
+        "embedder": ctx.embedder().fingerprint,
+        "max_new_tokens": spec.evaluation.max_new_tokens,
+        "raft": {"distractor_fraction": 0.2, "version": 1},
+    }
+    expected = {
+        "lora": f"lora-{lora_key}",
+        "dpo": f"dpo-{old_key('dpo', 'lora', dpo_extra)}",
+        "rag+lora": f"rag-lora-{old_key('lora', 'lora', rag_extra)}",
+    }
+    assert {name: systems.make_system(name, ctx).adapter.folder.name for name in expected} == expected
+
+
+def test_an_adapter_written_by_earlier_versions_still_loads_with_its_raft_record(ctx):
+    """Earlier versions rewrote the manifest after sealing it, to add the RAFT statistics (outside the
+    checksums, with `eval_prompt_budget` in the oldest ones): such an adapter is reused with its record."""
+    s = systems.make_system("rag+lora", ctx)
+    folder = s.adapter.folder
+    training = {"method": "lora", "objective": "supervised-qa", "seconds": 12.5, "steps": 4}
+    with cache.build_atomically(folder, {"training": training}) as tmp:
+        (tmp / "adapter_model.safetensors").write_bytes(b"weights")
+    raft = {"rows": 40, "distractor_only": 8, "gold_in_prompt": 32, "gold_inserted": 3, "passages": 80}
+    raft.update(truncated_passages=5, k=2, train_prompt_budget=200, eval_prompt_budget=400)
+    meta = json.loads((folder / cache.MANIFEST).read_text())
+    meta["training"]["raft"] = raft
+    cache.write_json_atomic(folder / cache.MANIFEST, meta)
+    ctx.retriever().build()  # the run's index, built by an earlier system
+    info = s.build()
+    assert info.cached and info.training == {**training, "raft": raft}
+    assert info.build_cost_s == pytest.approx(12.5 + ctx.retriever().build().build_cost_s)
+    assert any("RAFT training: 8 of 40" in n and "rag alone allows 400" in n for n in info.notes)
 
 
 # ---------------------------------------------------------------- oracle
@@ -283,8 +347,12 @@ def test_embedder_dimension_differs_from_the_existing_index(ctx, tiny_task, tmp_
 # ---------------------------------------------------------------- end to end
 
 
-def test_run_with_every_kind_of_system(tmp_path, tiny_model_dir, harness_home):
+def test_run_with_every_kind_of_system(tmp_path, tiny_model_dir, harness_home, monkeypatch):
     from harness.cli import main
+
+    manifest_writes = []
+    real_write = cache.write_json_atomic
+    monkeypatch.setattr(cache, "write_json_atomic", lambda p, data: (manifest_writes.append(p), real_write(p, data)))
 
     # (plain lora is left out to keep this fast: test_run.py trains it, and its key test above keeps them apart)
     task = write_tiny_task(tmp_path / "t", tiny_model_dir, evaluation={"calibration_limit": 4})
@@ -332,8 +400,12 @@ def test_run_with_every_kind_of_system(tmp_path, tiny_model_dir, harness_home):
     cost = got["rag+lora"]["build_cost_s"]
     assert cost == pytest.approx(got["rag+lora"]["build_s"] + index_s, abs=0.02)
     assert cost > got["rag+lora"]["training"]["seconds"]
-    adapters = [p.name for p in (harness_home / "adapters" / "tiny-qa").iterdir() if p.is_dir()]
-    assert len(adapters) == 1 and adapters[0].startswith("rag-lora-")
+    adapters = [p for p in (harness_home / "adapters" / "tiny-qa").iterdir() if p.is_dir()]
+    assert len(adapters) == 1 and adapters[0].name.startswith("rag-lora-")
+    # the adapter's manifest was sealed once, with the complete record: RAFT statistics included
+    meta = json.loads((adapters[0] / cache.MANIFEST).read_text())
+    assert meta["checksums"] == cache.folder_checksums(adapters[0]) and meta["training"]["raft"] == raft
+    assert not [p for p in manifest_writes if p.name == cache.MANIFEST], "nothing rewrote the sealed manifest"
     samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
     for s in samples:
         assert (s["retrieved"] is not None) == (s["system"] in ("rag", "rag+lora", "oracle"))

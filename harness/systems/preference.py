@@ -9,35 +9,31 @@ the format it learned, exactly as the prompt and lora systems are.
 
 dpo starts, by default, from the supervised `lora` adapter (SFT, then DPO): that adapter is reused from
 the cache, or trained first, and DPO continues it with a frozen copy as the reference. orpo needs no
-reference model and starts from the base model. Caching, checkpoints, resume and training figures are
-FinetuneSystem's.
+reference model and starts from the base model. A composition: the AdapterTrainer (caching, checkpoints,
+resume, training figures) with the preference recipe below; the lora adapter it starts from is trained by
+the same AdapterTrainer recipe the lora system uses.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import random
-import shutil
+from functools import cached_property
 from pathlib import Path
 
-from harness import cache
+from harness import cache, evaluate
 from harness.data import Question
 from harness.errors import HarnessError
 from harness.measure import timer
-from harness.prompts import chat_prompt, user_turn
-from harness.systems import register_system
-from harness.systems.finetune import (
-    FinetuneSystem,
-    _complete_checkpoints,
-    library_versions,
-    loss_curve,
-    record_training_memory,
-)
+from harness.parts.adapter_trainer import AdapterTrainer, PhaseRun
+from harness.parts.prompt_builder import render_chat
+from harness.parts.trainers import PAIR_ROLES, PreferencePhase, lora_config, loss_curve
+from harness.scorers import normalize_answer
+from harness.sources import Problems, read_rows, resolve_path
+from harness.systems import BuildInfo, Prompts, System, register_system
+from harness.systems.finetune import supervised_adapter
 
 PAIRS_VERSION = 1  # part of the adapter key: bump when the way pairs are made changes
-ROLES = ("prompt", "chosen", "rejected")
 
 
 # ---------------------------------------------------------------- pairs from a split
@@ -55,8 +51,6 @@ def choice_rejected(q: Question, loglikelihoods: list[float]) -> tuple[str, str]
 
 def text_rejected(q: Question, prediction: str) -> str | None:
     """The base model's answer when it is wrong (and not empty); None when there is no pair to make."""
-    from harness.scorers import normalize_answer
-
     pred = (prediction or "").strip()
     norm = normalize_answer(pred)
     if not norm or norm in {normalize_answer(a) for a in q.answers}:
@@ -67,7 +61,7 @@ def text_rejected(q: Question, prediction: str) -> str | None:
 def make_pairs(ctx, questions: list[Question], split: str) -> tuple[list[dict], dict]:
     """Preference pairs from a split, with counts of where the rejected answers came from."""
     spec, tok = ctx.spec, ctx.tokenizer
-    prompts = [chat_prompt(tok, spec.system_prompt, user_turn(spec.question_template, q)) for q in questions]
+    prompts = [ctx.prompts.plain(q) for q in questions]
     stats = {"split": split, "questions": len(questions), "model_wrong": 0, "other_option": 0, "skipped": 0}
     pairs: list[dict] = []
     if not questions:
@@ -83,11 +77,9 @@ def make_pairs(ctx, questions: list[Question], split: str) -> tuple[list[dict], 
             )
         stats["other_option"] = len(pairs)
         return pairs, stats
-    from harness.evaluate import run_lm_eval
-
     ctx.log(f"  asking the base model to answer {len(questions)} {split} questions, to find its wrong answers")
     with timer() as took:
-        records = run_lm_eval(
+        records = evaluate.run_lm_eval(
             ctx.base_model(),
             tok,
             questions,
@@ -120,8 +112,6 @@ def make_pairs(ctx, questions: list[Question], split: str) -> tuple[list[dict], 
 def read_pair_file(spec) -> list[dict]:
     """Rows of the task's preference file as {prompt, chosen, rejected, origin}; every missing or empty field,
     and every unreadable line, is reported together, each as `file:line: field ...`."""
-    from harness.sources import Problems, read_rows, resolve_path
-
     pref = spec.preference
     path = resolve_path(spec, "preference", pref.path, None)
     problems = Problems()
@@ -129,7 +119,7 @@ def read_pair_file(spec) -> list[dict]:
     pairs = []
     for where, row in rows:
         pair = {"origin": where}
-        for role in ROLES:
+        for role in PAIR_ROLES:
             name = getattr(pref.fields, role)
             value = row.get(name)
             if name not in row:
@@ -141,7 +131,7 @@ def read_pair_file(spec) -> list[dict]:
                 problems.add(f"{where}: field '{name}' ({role}) is empty")
             else:
                 pair[role] = str(value).strip()
-        if len(pair) == 1 + len(ROLES):
+        if len(pair) == 1 + len(PAIR_ROLES):
             if pair["chosen"] == pair["rejected"]:
                 problems.add(f"{where}: chosen and rejected are the same answer ({pair['chosen']!r:.40})")
             else:
@@ -164,7 +154,7 @@ def file_pairs(ctx) -> tuple[list[dict], dict]:
         )
     pairs = [
         {
-            "prompt": chat_prompt(tok, spec.system_prompt, r["prompt"]),
+            "prompt": render_chat(tok, spec.system_prompt, r["prompt"]),
             "chosen": r["chosen"],
             "rejected": r["rejected"],
             "id": r["origin"],
@@ -175,227 +165,164 @@ def file_pairs(ctx) -> tuple[list[dict], dict]:
     return pairs, {"split": "file", "file": spec.preference.path, "pairs": len(pairs), "test_prompts": leaked}
 
 
-# ---------------------------------------------------------------- the systems
+# ---------------------------------------------------------------- the recipe and the systems
 
 
-@register_system("dpo", "orpo")
-class PreferenceSystem(FinetuneSystem):
-    kind = "finetune"
+def load_or_make_pairs(ctx, method: str, workdir: Path) -> tuple[list[dict], list[dict], dict]:
+    """Train pairs, dev pairs and their counts; saved in the work folder, so a resumed run reuses them."""
+    saved = workdir / "pairs.json"
+    if saved.exists():
+        try:
+            data = json.loads(saved.read_text())
+            return data["train"], data["dev"], data["stats"]
+        except (ValueError, KeyError):
+            saved.unlink()
+    pref = ctx.spec.preference
+    train, train_stats = file_pairs(ctx) if pref.path else make_pairs(ctx, ctx.data.train, "train")
+    dev, dev_stats = make_pairs(ctx, ctx.data.dev, "dev")
+    if pref.max_pairs and len(train) > pref.max_pairs:
+        keep = sorted(random.Random(ctx.spec.seed).sample(range(len(train)), pref.max_pairs))
+        train = [train[i] for i in keep]
+    if not train:
+        raise HarnessError(
+            f"{method}: no preference pairs could be made from the training split "
+            "(the base model answered every question right); give preference.path"
+        )
+    stats = {"train": train_stats, "dev": dev_stats, "train_pairs": len(train), "dev_pairs": len(dev)}
+    cache.write_json_atomic(saved, {"train": train, "dev": dev, "stats": stats})
+    return train, dev, stats
 
-    @property
-    def pref(self):
-        return self.ctx.spec.preference
 
-    @property
-    def settings(self):
-        # The adapter's shape is the supervised lora adapter's, so DPO can continue that adapter.
-        return self.ctx.spec.finetune.for_method("lora")
+class PreferenceRecipe:
+    """dpo: continues the supervised lora adapter (or a new one on the base model, preference.start_from);
+    orpo: a new adapter on the base model. Pairs are made (or read) before the policy is loaded."""
+
+    def __init__(self, ctx, method: str):
+        self.ctx, self.method = ctx, method
+        self.sft_record: dict | None = None
+        self.train_pairs: list[dict] = []
+        self.dev_pairs: list[dict] = []
+        self.pair_stats: dict = {}
 
     @property
     def start_from(self) -> str:
-        return "base" if self.method == "orpo" else self.pref.start_from
+        return "base" if self.method == "orpo" else self.ctx.spec.preference.start_from
 
-    def sft(self) -> FinetuneSystem:
-        return FinetuneSystem("lora", self.ctx)
+    @cached_property
+    def sft(self) -> AdapterTrainer | None:
+        return supervised_adapter(self.ctx, "lora") if self.start_from == "sft" else None
 
-    def objective(self) -> str:
-        return f"preference-{self.method}"
-
-    def validate(self) -> None:
-        super().validate()
-        if self.pref.path:
-            read_pair_file(self.ctx.spec)  # a bad file stops the run before any training
-        elif not self.ctx.data.train:
-            raise HarnessError(
-                f"{self.method} makes its preference pairs from the training split, which is empty; "
-                "give preference.path"
-            )
-
-    def extra_key(self):
-        pairs_file = None
-        if self.pref.path:
-            from harness.sources import resolve_path
-
-            pairs_file = cache.file_sha256(resolve_path(self.ctx.spec, "preference", self.pref.path, None))
+    def key_extra(self) -> dict:
+        pref, pairs_file = self.ctx.spec.preference, None
+        if pref.path:
+            pairs_file = cache.file_sha256(resolve_path(self.ctx.spec, "preference", pref.path, None))
         return {
-            "preference": self.pref.model_dump(exclude={"start_from"}),
+            "preference": pref.model_dump(exclude={"start_from"}),
             "start_from": self.start_from,
-            "sft": self.sft().key() if self.start_from == "sft" else None,
+            "sft": self.sft.key if self.sft is not None else None,
             "pairs_file": pairs_file,
             "pairs_version": PAIRS_VERSION,
         }
 
-    # ------------------------------------------------------------ pairs
-
-    def pairs(self, workdir: Path) -> tuple[list[dict], list[dict], dict]:
-        """Train pairs, dev pairs and their counts; saved in the work folder, so a resumed run reuses them."""
-        saved = workdir / "pairs.json"
-        if saved.exists():
-            try:
-                data = json.loads(saved.read_text())
-                return data["train"], data["dev"], data["stats"]
-            except (ValueError, KeyError):
-                saved.unlink()
+    def prepare(self, trainer: AdapterTrainer, workdir: Path) -> None:
         ctx = self.ctx
-        train, train_stats = file_pairs(ctx) if self.pref.path else make_pairs(ctx, ctx.data.train, "train")
-        dev, dev_stats = make_pairs(ctx, ctx.data.dev, "dev")
-        if self.pref.max_pairs and len(train) > self.pref.max_pairs:
-            keep = sorted(random.Random(ctx.spec.seed).sample(range(len(train)), self.pref.max_pairs))
-            train = [train[i] for i in keep]
-        if not train:
-            raise HarnessError(
-                f"{self.method}: no preference pairs could be made from the training split "
-                "(the base model answered every question right); give preference.path"
-            )
-        stats = {"train": train_stats, "dev": dev_stats, "train_pairs": len(train), "dev_pairs": len(dev)}
-        cache.write_json_atomic(saved, {"train": train, "dev": dev, "stats": stats})
-        return train, dev, stats
-
-    # ------------------------------------------------------------ training
-
-    def _train(self, final: Path) -> dict:
-        from datasets import Dataset
-
-        s, p, ctx = self.settings, self.pref, self.ctx
-        workdir = cache.home() / "train" / ctx.spec.name / final.name
-        if ctx.retrain and workdir.exists() and int(os.environ.get("RANK", "0")) == 0:
-            shutil.rmtree(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        checkpoints = _complete_checkpoints(workdir)
-        sft_record = None
-        if self.start_from == "sft":
-            sft = self.sft()
-            with ctx.reporter.stage(f"{self.name}: supervised adapter first (lora)"):
-                info = sft.build()
-            sft_record = {
+        self.sft_record = None
+        if self.sft is not None:
+            with ctx.reporter.stage(f"{trainer.name}: supervised adapter first (lora)"):
+                info = self.sft.build()
+            self.sft_record = {
                 "system": "lora",
-                "adapter": sft.adapter_dir().name,
+                "adapter": self.sft.folder.name,
                 "cached": info.cached,
                 "seconds": round(info.build_s, 2),
             }
-        train_pairs, dev_pairs, pair_stats = self.pairs(workdir)
-        ctx.log(f"  {self.name}: {len(train_pairs)} training pairs, {len(dev_pairs)} validation pairs")
-        cols = lambda rows: [{k: r[k] for k in ROLES} for r in rows]
-        train_ds = Dataset.from_list(cols(train_pairs))
-        eval_ds = Dataset.from_list(cols(dev_pairs)) if dev_pairs else None
-        bf16 = ctx.use_bf16(s.bf16)
-        # A validation pass scores every dev pair with the policy and the reference: about six of them per run
-        # draw the curve at a fraction of the cost of one every logging step.
-        total_steps = math.ceil(math.ceil(len(train_pairs) / p.batch_size) * p.epochs)
-        eval_every = max(s.logging_steps, math.ceil(total_steps / 6))
-        common = dict(
-            output_dir=str(workdir),
-            num_train_epochs=p.epochs,
-            per_device_train_batch_size=p.batch_size,
-            per_device_eval_batch_size=p.batch_size,
-            learning_rate=p.learning_rate,
-            lr_scheduler_type="cosine",
-            warmup_steps=0.1,
-            logging_steps=s.logging_steps,
-            eval_strategy="steps" if eval_ds else "no",
-            eval_steps=eval_every,
-            save_strategy="steps",
-            save_steps=eval_every,
-            save_total_limit=2,
-            bf16=bf16,
-            use_cpu=ctx.device == "cpu",
-            report_to="none",
-            seed=ctx.spec.seed,
-            data_seed=ctx.spec.seed,
-            max_length=s.max_length,
-            gradient_checkpointing=s.gradient_checkpointing,
-            beta=p.beta,
-            dataloader_num_workers=0,
-            disable_tqdm=True,
-            save_only_model=False,
-            dataset_num_proc=None,
-        )
-        model, peft_config = self._policy(sft_record)
-        trainer_kwargs = dict(
-            model=model,
-            train_dataset=train_ds,
-            eval_dataset=eval_ds,
-            processing_class=ctx.tokenizer,
-            peft_config=peft_config,
-            callbacks=[ctx.training_callback(self.name)],
-        )
-        if self.method == "dpo":
-            from trl import DPOConfig, DPOTrainer
+        self.train_pairs, self.dev_pairs, self.pair_stats = load_or_make_pairs(ctx, self.method, workdir)
+        ctx.log(f"  {trainer.name}: {len(self.train_pairs)} training pairs, {len(self.dev_pairs)} validation pairs")
 
-            trainer = DPOTrainer(args=DPOConfig(**common), **trainer_kwargs)
-        else:
-            import warnings
+    def start_model(self, trainer: AdapterTrainer):
+        from peft import PeftModel
 
-            with warnings.catch_warnings():  # trl warns that its experimental package may change
-                warnings.simplefilter("ignore")
-                from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-            trainer = ORPOTrainer(args=ORPOConfig(**common), **trainer_kwargs)
-        resume = str(checkpoints[-1]) if checkpoints else None
-        if resume:
-            ctx.log(f"{self.name}: resuming training from {checkpoints[-1].name} (interrupted earlier)")
-        with timer() as took:
-            result = trainer.train(resume_from_checkpoint=resume)
-        seconds = took()
-        tok = ctx.tokenizer
-        n_tokens = (
-            sum(
-                len(tok(r["prompt"] + r["chosen"]).input_ids) + len(tok(r["prompt"] + r["rejected"]).input_ids)
-                for r in train_pairs
-            )
-            * p.epochs
-        )
-        runtime = result.metrics.get("train_runtime", seconds)
-        trainable, total = trainer.model.get_nb_trainable_parameters()
-        total -= sum(t.numel() for n, t in trainer.model.named_parameters() if ".ref." in n)  # DPO's frozen copy
-        history = trainer.state.log_history
-        last_eval = next((h for h in reversed(history) if "eval_loss" in h), {})
-        training = {
+        base = trainer.load_base()
+        if self.sft_record is None:
+            return base
+        # The trainer sees an adapter already on the model and copies it as the frozen reference.
+        return PeftModel.from_pretrained(base, str(self.sft.folder), is_trainable=True)
+
+    def phases(self, trainer: AdapterTrainer) -> list[PreferencePhase]:
+        peft_config = lora_config(trainer.settings) if self.sft_record is None else None
+        return [PreferencePhase(trainer, self.method, self.train_pairs, self.dev_pairs, peft_config)]
+
+    def record(self, trainer: AdapterTrainer, runs: list[PhaseRun], model) -> dict:
+        (run,) = runs
+        s, p, ctx = trainer.settings, self.ctx.spec.preference, self.ctx
+        trainable, total = model.get_nb_trainable_parameters()
+        total -= sum(t.numel() for n, t in model.named_parameters() if ".ref." in n)  # DPO's frozen copy
+        last_eval = next((h for h in reversed(run.history) if "eval_loss" in h), {})
+        return {
             "method": self.method,
-            "objective": self.objective(),
+            "objective": f"preference-{self.method}",
             "start_from": self.start_from,
-            "seconds": round(seconds, 2),
-            "tokens_per_s": round(n_tokens / max(runtime, 1e-9), 1),
-            "train_runtime_s": round(runtime, 2),
-            "resumed_from": checkpoints[-1].name if resume else None,
+            "seconds": round(run.wall_s, 2),
+            "tokens_per_s": round(run.tokens / max(run.runtime_s, 1e-9), 1),
+            "train_runtime_s": round(run.runtime_s, 2),
+            "resumed_from": run.resumed,
             "trainable_params": int(trainable),
             "total_params": int(total),
             "epochs": p.epochs,
-            "steps": int(trainer.state.global_step),
-            "examples": len(train_pairs),
-            "bf16": bf16,
-            "final_train_loss": round(float(result.training_loss), 4),
+            "steps": run.steps,
+            "examples": len(self.train_pairs),
+            "bf16": ctx.use_bf16(s.bf16),
+            "final_train_loss": round(run.final_loss, 4),
             "final_eval": {
                 k.removeprefix("eval_"): round(float(v), 4)
                 for k, v in last_eval.items()
                 if k in ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins")
             }
             or None,
-            "loss_curve": preference_curve(history),
-            "pairs": pair_stats,
-            "sft": sft_record,
+            "loss_curve": preference_curve(run.history),
+            "pairs": self.pair_stats,
+            "sft": self.sft_record,
             "settings": {**s.model_dump(exclude={"overrides"}, mode="json"), "preference": p.model_dump(mode="json")},
         }
-        if int(os.environ.get("RANK", "0")) == 0:  # under `accelerate launch`, only the main process writes
-            record_training_memory(self, training)
-            with cache.build_atomically(final, {"training": training, "versions": library_versions()}) as tmp:
-                # DPO keeps a frozen copy of the starting adapter as "ref"; only the trained one is the artifact.
-                trainer.model.save_pretrained(tmp, selected_adapters=["default"])
-            shutil.rmtree(workdir, ignore_errors=True)
-        del trainer, model
-        return training
 
-    def _policy(self, sft_record):
-        """The model to train and the adapter config for the trainer to add (None when continuing an adapter)."""
-        from peft import LoraConfig, PeftModel
+    def record_after_memory(self) -> dict:
+        return {}
 
-        s = self.settings
-        base = self._load_trainable_base()
-        if sft_record is not None:
-            # The trainer sees an adapter already on the model and copies it as the frozen reference.
-            return PeftModel.from_pretrained(base, str(self.sft().adapter_dir()), is_trainable=True), None
-        return base, LoraConfig(
-            r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=s.target_modules, task_type="CAUSAL_LM"
-        )
+
+@register_system("dpo", "orpo")
+class PreferenceSystem(System):
+    kind = "finetune"
+
+    @cached_property
+    def recipe(self) -> PreferenceRecipe:
+        return PreferenceRecipe(self.ctx, self.name)
+
+    @cached_property
+    def adapter(self) -> AdapterTrainer:
+        # The adapter's shape is the supervised lora adapter's, so DPO can continue that adapter.
+        recipe = self.recipe
+        return AdapterTrainer(self.ctx, self.name, self.name, recipe, settings_of="lora", key_extra=recipe.key_extra)
+
+    def validate(self) -> None:
+        self.adapter.validate()
+        if self.ctx.spec.preference.path:
+            read_pair_file(self.ctx.spec)  # a bad file stops the run before any training
+        elif not self.ctx.data.train:
+            raise HarnessError(
+                f"{self.name} makes its preference pairs from the training split, which is empty; give preference.path"
+            )
+
+    def build(self) -> BuildInfo:
+        return self.adapter.build()
+
+    def prompts(self, questions) -> Prompts:
+        return Prompts([self.ctx.prompts.plain(q) for q in questions])
+
+    def model(self):
+        return self.adapter.model()
+
+    def weights_identity(self) -> str:
+        return self.adapter.weights_identity()
 
 
 def preference_curve(log_history: list[dict]) -> list[dict]:
