@@ -181,7 +181,7 @@ def generate_ratio(ctx, n: int, batch: int = 8) -> dict:
         dtype=ctx.dtype,
     )
     harness_s = time.perf_counter() - start
-    harness_tokens = sum(r["new_tokens"] or 0 for r in recs)
+    harness_tokens = sum(r.new_tokens or 0 for r in recs)
     tok.padding_side = "left"
     generated, start = 0, time.perf_counter()
     with torch.inference_mode(), torch.autocast(ctx.device, dtype=torch.bfloat16, enabled=ctx.dtype == "bfloat16"):

@@ -69,7 +69,6 @@ def main() -> None:
     from harness import models
     from harness.context import Reporter, RunContext
     from harness.data import load_task_data
-    from harness.prompts import chat_prompt, user_turn
     from harness.spec import load_spec
     from harness.stats import auc
     from harness.systems import make_system
@@ -105,7 +104,7 @@ def main() -> None:
     if args.limit:
         data.test = data.test[: args.limit]
     labels = [int(q.answers[0] == "Yes") for q in data.test]
-    prompts = [chat_prompt(ctx.tokenizer, spec.system_prompt, user_turn(spec.question_template, q)) for q in data.test]
+    prompts = [ctx.prompts.plain(q) for q in data.test]
 
     # Scoring paths: the same base model in fp32, bf16 and fp16.
     for dtype in ("float32", "bfloat16", "float16")[: 3 if torch.cuda.is_available() else 1]:

@@ -18,19 +18,6 @@ from filelock import FileLock
 
 from harness.errors import HarnessError
 
-# Moved to harness.files; importable from here until the callers in systems/, manifest.py and the tests switch.
-from harness.files import (  # noqa: F401
-    MANIFEST,
-    build_atomically,
-    file_sha256,
-    folder_checksums,
-    folder_size_mb,
-    remove_stale,
-    storage_error,
-    verify,
-    write_json_atomic,
-)
-
 
 def home() -> Path:
     root = Path(os.environ.get("HARNESS_HOME") or Path.home() / ".cache" / "harness")

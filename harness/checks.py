@@ -16,7 +16,7 @@ import jinja2
 from harness import scorers, systems
 from harness.data import Question
 from harness.errors import HarnessError, did_you_mean
-from harness.prompts import template, user_turn
+from harness.parts.prompt_builder import question_turn, template
 from harness.spec import TaskProblems, TaskSpec
 from harness.systems.finetune import METHODS as FINETUNE_METHODS
 from harness.yamlfile import load_with_includes, where
@@ -82,7 +82,7 @@ def template_problems(spec: TaskSpec, sample: Question) -> list[str]:
     syntax is a field rule, checked by the schema.)"""
     problems = []
     try:
-        user = user_turn(spec.question_template, sample)
+        user = question_turn(spec.question_template, sample)
     except HarnessError as e:
         problems.append(f"{spec.where('question_template')}: {str(e).split(': ', 1)[-1]}")
         user = sample.question

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError
 
-from harness import __version__, cache
+from harness import __version__, cache, files
 from harness.errors import HarnessError
 from harness.manifest import package_versions
 from harness.records import Measurement, Record
@@ -127,6 +127,6 @@ def save(
     )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_json_atomic(path, entry.model_dump(mode="json"))
+        files.write_json_atomic(path, entry.model_dump(mode="json"))
     except (OSError, HarnessError) as e:
         log(f"  could not store the evaluation for reuse ({e}); the next run will evaluate again")

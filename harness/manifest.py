@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from harness import cache
+from harness import cache, files
 
 PACKAGES = (
     "harness",
@@ -131,6 +131,6 @@ def run_checksum_problems(run_dir: Path, manifest: dict) -> list[str]:
         path = Path(run_dir) / str(name)
         if not path.is_file():
             problems.append(f"{path} is missing")
-        elif cache.file_sha256(path) != digest:
+        elif files.file_sha256(path) != digest:
             problems.append(f"{path} does not match the checksum in manifest.json (damaged or edited after the run)")
     return problems

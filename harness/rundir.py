@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from harness import cache
+from harness import files
 from harness.errors import HarnessError
 from harness.manifest import RUN_CHECKSUMS
 from harness.records import RunResults, Sample
@@ -35,12 +35,12 @@ def write_run(task_dir: Path, results: RunResults, samples: list[Sample], manife
     fix = f"{kept}: free some space (or pass --reports-dir) and run again"
     try:
         task_dir.mkdir(parents=True, exist_ok=True)
-        cache.remove_stale(task_dir, ".*.tmp-*", _stale_pid)
+        files.remove_stale(task_dir, ".*.tmp-*", _stale_pid)
         tmp.mkdir()
-        cache.write_json_atomic(tmp / "results.json", results.dump())
+        files.write_json_atomic(tmp / "results.json", results.dump())
         (tmp / "samples.jsonl").write_text("".join(json.dumps(s.model_dump(mode="json")) + "\n" for s in samples))
-        manifest = {**manifest, "checksums": {name: cache.file_sha256(tmp / name) for name in RUN_CHECKSUMS}}
-        cache.write_json_atomic(tmp / "manifest.json", manifest)
+        manifest = {**manifest, "checksums": {name: files.file_sha256(tmp / name) for name in RUN_CHECKSUMS}}
+        files.write_json_atomic(tmp / "manifest.json", manifest)
         tracebacks = {n: s.traceback for n, s in results.systems.items() if s.traceback}
         if tracebacks:
             (tmp / "errors.log").write_text("\n\n".join(f"== {n}\n{t}" for n, t in tracebacks.items()))
@@ -48,8 +48,8 @@ def write_run(task_dir: Path, results: RunResults, samples: list[Sample], manife
         os.replace(tmp, final)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise cache.storage_error(final, e, fix) from None
-    except HarnessError as e:  # a file could not be written (report.atomic_write, cache.write_json_atomic)
+        raise files.storage_error(final, e, fix) from None
+    except HarnessError as e:  # a file could not be written (report.atomic_write, files.write_json_atomic)
         shutil.rmtree(tmp, ignore_errors=True)
         reason = str(e).replace(str(tmp), str(final))
         if "No space left on device" in reason or "Errno 28" in reason:

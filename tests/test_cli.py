@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from report_fixtures import make_results, write_run
 
-from harness import cache
+from harness import files
 from harness.cli import print_summary
 from harness.report import ReportError, render_report
 
@@ -279,6 +279,6 @@ def test_real_default_end_to_end(cli, harness_home, tmp_path):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["model"]["requested"] == "default"
     converted = Path(manifest["model"]["path"])
-    assert converted.parent == harness_home / "models" and cache.verify(converted) is None
+    assert converted.parent == harness_home / "models" and files.verify(converted) is None
     lines = (run_dir / "samples.jsonl").read_text().splitlines()
     assert len(lines) == 16

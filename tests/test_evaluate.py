@@ -11,7 +11,7 @@ import yaml
 from harness import models
 from harness.data import Question
 from harness.evaluate import run_lm_eval, write_lm_eval_task
-from harness.prompts import chat_prompt
+from harness.parts.prompt_builder import render_chat
 from harness.records import Measurement
 
 
@@ -36,7 +36,7 @@ def _questions(n: int, choices=("Yes", "No")) -> list[Question]:
 def test_yes_no_records(tiny):
     model, tok = tiny
     qs = _questions(5)
-    prompts = [chat_prompt(tok, "Answer with Yes or No.", q.question) for q in qs]
+    prompts = [render_chat(tok, "Answer with Yes or No.", q.question) for q in qs]
     recs = run_lm_eval(
         model,
         tok,
@@ -71,7 +71,7 @@ def test_margin_matches_a_direct_forward(tiny):
 
     model, tok = tiny
     q = _questions(1)[0]
-    prompt = chat_prompt(tok, "", q.question)
+    prompt = render_chat(tok, "", q.question)
     assert prompt.endswith("assistant\n")
     rec = run_lm_eval(
         model,
@@ -102,7 +102,7 @@ def test_margin_matches_a_direct_forward(tiny):
 def test_multiple_choice_records(tiny):
     model, tok = tiny
     qs = _questions(3, choices=("red", "green", "blue"))
-    prompts = [chat_prompt(tok, "", q.question) for q in qs]
+    prompts = [render_chat(tok, "", q.question) for q in qs]
     recs = run_lm_eval(
         model,
         tok,
@@ -127,7 +127,7 @@ def test_scoring_only_the_last_positions_gives_the_full_logits_answer(tiny, monk
     choices = ("Apache License 2.0", "MIT", "GNU General Public License v3 or later")
     qs = _questions(3, choices=choices)
     passage = "The licence text says that copies may be made and shared if the notice is kept. " * 3
-    prompts = [chat_prompt(tok, "Name the licence.", passage + q.question) for q in qs]  # RAG-like: long context
+    prompts = [render_chat(tok, "Name the licence.", passage + q.question) for q in qs]  # RAG-like: long context
     kept = []
     forward = type(model).forward
 
@@ -190,7 +190,7 @@ def test_scoring_only_the_last_positions_gives_the_full_logits_answer(tiny, monk
 def test_free_text_records(tiny):
     model, tok = tiny
     qs = [Question(id=f"f{i}", question=f"Name licence {i}.", answers=["Alpha"]) for i in range(2)]
-    prompts = [chat_prompt(tok, "", q.question) for q in qs]
+    prompts = [render_chat(tok, "", q.question) for q in qs]
     recs = run_lm_eval(
         model,
         tok,

@@ -178,9 +178,9 @@ def test_examples_are_dropped_until_the_prompt_fits(tmp_path, tiny_model_dir):
 
 def test_run_records_prompt_tokens_above_the_prompt_system(tmp_path, tiny_model_dir):
     ctx = fewshot_ctx(tmp_path, tiny_model_dir, k=2)
-    entry, records = run.run_system("fewshot", ctx)
-    assert entry["status"] == "ok", entry.get("traceback")
+    done = run.run_system(make_system("fewshot", ctx), ctx, baselines={})
+    assert done.result.ok, done.result.traceback
     plain = [len(ctx.tokenizer(t).input_ids) for t in make_system("prompt", ctx).prompts(ctx.data.test).texts]
-    assert entry["prompt_tokens_mean"] > sum(plain) / len(plain)
-    assert entry["latency_s"]["p50"] > 0 and entry["kind"] == "prompt"
-    assert len(records) == len(ctx.data.test)
+    assert done.result.prompt_tokens_mean > sum(plain) / len(plain)
+    assert done.result.latency_s.p50 > 0 and done.result.kind == "prompt"
+    assert len(done.samples) == len(ctx.data.test)

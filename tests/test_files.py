@@ -100,7 +100,7 @@ def test_verify_detects_damage(tmp_path):
 
 
 def test_an_artifact_sealed_by_the_earlier_code_still_verifies(tmp_path):
-    # What cache.build_atomically wrote before harness.files existed: the same manifest, byte for byte.
+    # What files.build_atomically wrote before harness.files existed: the same manifest, byte for byte.
     final = tmp_path / "artifact"
     final.mkdir()
     (final / "config.json").write_text("{}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import cache
+from harness import cache, files
 from harness.context import Reporter, RunContext
 from harness.data import load_task_data
 from harness.errors import HarnessError
@@ -232,7 +232,7 @@ def test_accelerate_launcher_writes_config_and_trains(tmp_path, tiny_model_dir):
     assert "accelerate" in record["command"] and "harness.train_worker" in record["command"]
     cfg = yaml.safe_load(Path(record["command"].split("--config_file ")[1].split()[0]).read_text())
     assert cfg == record["config"]
-    assert cache.verify(system.adapter_dir()) is None
+    assert files.verify(system.adapter_dir()) is None
     assert info.training["steps"] > 0
 
 
@@ -258,12 +258,12 @@ def test_adapter_manifest_is_sealed_once_and_a_lock_wait_reuses_what_another_pro
     lora = make_system("lora", ctx)
     folder = lora.adapter.folder
     writes = []
-    real_write = cache.write_json_atomic
+    real_write = files.write_json_atomic
     monkeypatch.setattr(cache, "write_json_atomic", lambda path, data: (writes.append(path), real_write(path, data)))
     info = lora.build()
-    assert not info.cached and not [p for p in writes if p.name == cache.MANIFEST], "nothing rewrites the manifest"
-    meta = json.loads((folder / cache.MANIFEST).read_text())
-    assert meta["checksums"] == cache.folder_checksums(folder), "the checksums cover the final files"
+    assert not info.cached and not [p for p in writes if p.name == files.MANIFEST], "nothing rewrites the manifest"
+    meta = json.loads((folder / files.MANIFEST).read_text())
+    assert meta["checksums"] == files.folder_checksums(folder), "the checksums cover the final files"
     drop = {"peak_memory_mb", "cuda_peak_memory_mb"}  # the build's peak is measured after the save
     assert {k: v for k, v in meta["training"].items() if k not in drop} == {
         k: v for k, v in info.training.items() if k not in drop
@@ -304,6 +304,6 @@ def test_two_training_processes_on_cpu_train_one_adapter_that_rank_0_writes(tmp_
     t = info.training
     assert t["world_size"] == 2 and t["steps"] == -(-len(ctx.data.train) // (8 * 2))
     folder = system.adapter.folder
-    assert cache.verify(folder) is None
-    assert json.loads((folder / cache.MANIFEST).read_text())["training"]["world_size"] == 2
+    assert files.verify(folder) is None
+    assert json.loads((folder / files.MANIFEST).read_text())["training"]["world_size"] == 2
     assert not list(folder.parent.glob(f".{folder.name}.tmp-*")), "no second writer left a temporary folder"

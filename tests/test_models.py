@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness import models
+from harness import files, models
 from harness.errors import HarnessError
 
 
@@ -40,9 +40,9 @@ def test_a_model_converted_by_the_earlier_code_is_reused(tmp_path, monkeypatch):
     manifest = {
         "created": "2026-01-01T00:00:00+0000",
         "source": f"{models.DEFAULT_PACKAGE}/{models.DEFAULT_GGUF}",
-        "checksums": {"config.json": models.files.file_sha256(final / "config.json")},
+        "checksums": {"config.json": files.file_sha256(final / "config.json")},
     }
-    (final / "_artifact.json").write_text(json.dumps(manifest, indent=2, default=str))  # as cache.build_atomically
+    (final / "_artifact.json").write_text(json.dumps(manifest, indent=2, default=str))  # as files.build_atomically
     monkeypatch.setattr(models, "_default_folder", lambda: final)
     logs = []
     assert models.convert_default(logs.append) == final and logs == []  # verified, not converted again

@@ -6,11 +6,12 @@ import json
 
 import pytest
 
-from harness import cache
+from harness import cache, files
 from harness.context import Reporter, RunContext
 from harness.data import Question, load_task_data
 from harness.errors import HarnessError
 from harness.models import resolve_model
+from harness.records import Measurement
 from harness.spec import load_spec
 from harness.systems import make_system
 from harness.systems.finetune import training_rows
@@ -87,7 +88,7 @@ def test_pairs_from_a_free_text_split_keep_only_wrong_answers(tmp_path, tiny_mod
 
     def fake_run_lm_eval(model, tok, qs, prompts, **kw):
         assert kw["answer_format"] == "free-text"
-        return [{"id": q.id, "prediction": a} for q, a in zip(qs, answers)]
+        return [Measurement(id=q.id, prediction=a, latency_s=None, prompt_tokens=0) for q, a in zip(qs, answers)]
 
     monkeypatch.setattr("harness.evaluate.run_lm_eval", fake_run_lm_eval)
     pairs, stats = make_pairs(ctx, questions, "train")
@@ -206,9 +207,9 @@ def test_dpo_after_sft_trains_records_figures_and_is_cached(tmp_path, tiny_model
     assert any(p["train_loss"] is not None for p in curve) and any(p["eval_loss"] is not None for p in curve)
     assert {"loss", "rewards/accuracies"} <= set(t["final_eval"])
     final = dpo.adapter.folder
-    assert cache.verify(final) is None
+    assert files.verify(final) is None
     assert not (final / "ref").exists(), "only the trained adapter is kept, not DPO's reference copy"
-    assert json.loads((final / cache.MANIFEST).read_text())["training"]["method"] == "dpo"
+    assert json.loads((final / files.MANIFEST).read_text())["training"]["method"] == "dpo"
     # the supervised adapter it started from is the lora system's, and is reused as such
     assert make_system("lora", ctx).build().cached
     again = make_system("dpo", ctx).build()

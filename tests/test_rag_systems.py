@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from harness import cache, systems
+from harness import cache, files, systems
 from harness.context import Reporter, RunContext
 from harness.data import Document, load_task_data
 from harness.errors import HarnessError
@@ -206,13 +206,13 @@ def test_an_adapter_written_by_earlier_versions_still_loads_with_its_raft_record
     s = systems.make_system("rag+lora", ctx)
     folder = s.adapter.folder
     training = {"method": "lora", "objective": "supervised-qa", "seconds": 12.5, "steps": 4}
-    with cache.build_atomically(folder, {"training": training}) as tmp:
+    with files.build_atomically(folder, {"training": training}) as tmp:
         (tmp / "adapter_model.safetensors").write_bytes(b"weights")
     raft = {"rows": 40, "distractor_only": 8, "gold_in_prompt": 32, "gold_inserted": 3, "passages": 80}
     raft.update(truncated_passages=5, k=2, train_prompt_budget=200, eval_prompt_budget=400)
-    meta = json.loads((folder / cache.MANIFEST).read_text())
+    meta = json.loads((folder / files.MANIFEST).read_text())
     meta["training"]["raft"] = raft
-    cache.write_json_atomic(folder / cache.MANIFEST, meta)
+    files.write_json_atomic(folder / files.MANIFEST, meta)
     ctx.retriever().build()  # the run's index, built by an earlier system
     info = s.build()
     assert info.cached and info.training == {**training, "raft": raft}
@@ -335,7 +335,7 @@ class _Truncated:
 
 def test_embedder_dimension_differs_from_the_existing_index(ctx, tiny_task, tmp_path, embedder):
     systems.make_system("rag", ctx).build()
-    (folder,) = [p.parent for p in (tmp_path / "indices" / "tiny-qa").glob("*/manifest.json")]
+    (folder,) = [p.parent for p in (tmp_path / "indices" / "tiny-qa").glob("*/_artifact.json")]
     other = make_ctx(tiny_task, tmp_path, _Truncated(embedder, 128))
     with pytest.raises(HarnessError) as err:
         systems.make_system("rag", other).build()
@@ -351,7 +351,7 @@ def test_run_with_every_kind_of_system(tmp_path, tiny_model_dir, harness_home, m
     from harness.cli import main
 
     manifest_writes = []
-    real_write = cache.write_json_atomic
+    real_write = files.write_json_atomic
     monkeypatch.setattr(cache, "write_json_atomic", lambda p, data: (manifest_writes.append(p), real_write(p, data)))
 
     # (plain lora is left out to keep this fast: test_run.py trains it, and its key test above keeps them apart)
@@ -403,9 +403,9 @@ def test_run_with_every_kind_of_system(tmp_path, tiny_model_dir, harness_home, m
     adapters = [p for p in (harness_home / "adapters" / "tiny-qa").iterdir() if p.is_dir()]
     assert len(adapters) == 1 and adapters[0].name.startswith("rag-lora-")
     # the adapter's manifest was sealed once, with the complete record: RAFT statistics included
-    meta = json.loads((adapters[0] / cache.MANIFEST).read_text())
-    assert meta["checksums"] == cache.folder_checksums(adapters[0]) and meta["training"]["raft"] == raft
-    assert not [p for p in manifest_writes if p.name == cache.MANIFEST], "nothing rewrote the sealed manifest"
+    meta = json.loads((adapters[0] / files.MANIFEST).read_text())
+    assert meta["checksums"] == files.folder_checksums(adapters[0]) and meta["training"]["raft"] == raft
+    assert not [p for p in manifest_writes if p.name == files.MANIFEST], "nothing rewrote the sealed manifest"
     samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
     for s in samples:
         assert (s["retrieved"] is not None) == (s["system"] in ("rag", "rag+lora", "oracle"))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cache
+from harness import files
 from harness.errors import HarnessError
 from tests import reliability_counts as counts
 from tests.conftest import run_cli as _cli
@@ -303,7 +303,7 @@ def test_concurrent_runs_share_the_cache_safely(reference):
     folders = artifact_folders(ws)
     assert len(folders["adapters"]) == 1 and len(folders["indices"]) == 1, folders
     for folder in folders["adapters"]:
-        assert cache.verify(folder) is None, folder
+        assert files.verify(folder) is None, folder
     for folder in folders["indices"]:
         RetrievalIndex.load(folder)  # raises IndexCorrupt on a bad checksum
     leftovers = [*ws.home.rglob(".*tmp*"), *ws.indices.rglob("*.tmp-*"), *ws.indices.rglob("*.old-*")]
@@ -341,7 +341,7 @@ def test_interrupted_training_resumes(reference, tmp_path):
     training = json.loads((run / "results.json").read_text())["systems"]["lora"]["training"]
     assert training["resumed_from"].startswith("qa/checkpoint-") and training["steps"] == 8
     (adapter,) = artifact_folders(ws)["adapters"]
-    assert cache.verify(adapter) is None
+    assert files.verify(adapter) is None
     counts.add("interruptions survived", 2)
 
 
@@ -450,7 +450,7 @@ def test_interrupted_model_conversion_is_redone(tmp_path, tiny_model_dir, monkey
     """convert_default (the GGUF -> transformers step, with the tiny model in place of the 20 s conversion)
     killed while saving: nothing incomplete is ever used, and the next call converts again."""
     monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "ref-home"))
-    want = cache.folder_checksums(_convert_in_process(monkeypatch, tiny_model_dir, lambda m: None))
+    want = files.folder_checksums(_convert_in_process(monkeypatch, tiny_model_dir, lambda m: None))
     home = tmp_path / "home"
     env = {"HARNESS_HOME": str(home)}
     for sig in (signal.SIGINT, signal.SIGKILL):
@@ -470,8 +470,8 @@ def test_interrupted_model_conversion_is_redone(tmp_path, tiny_model_dir, monkey
     p = Proc([sys.executable, "-c", CONVERT, tiny_model_dir, "fast"], env)
     assert p.finish(120) == 0, p.stderr[-3000:]
     final = Path(p.stdout.split("RESULT", 1)[1].strip())
-    assert cache.verify(final) is None
-    got = cache.folder_checksums(final)
+    assert files.verify(final) is None
+    got = files.folder_checksums(final)
     if got != want:
         counts.add("results lost or wrong")
     assert got == want, "the converted model differs from an uninterrupted conversion"
@@ -489,14 +489,14 @@ def test_leftovers_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
     live = os.getppid()
     for name in (f".artifact.tmp-{dead.pid}-1", f".artifact.tmp-{live}-1", f".other.tmp-{dead.pid}-1"):
         (tmp_path / name).mkdir()
-    with cache.build_atomically(tmp_path / "artifact") as tmp:
+    with files.build_atomically(tmp_path / "artifact") as tmp:
         (tmp / "weights").write_text("w")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         f".artifact.tmp-{live}-1",
         f".other.tmp-{dead.pid}-1",
         "artifact",
     ]
-    assert cache.verify(tmp_path / "artifact") is None
+    assert files.verify(tmp_path / "artifact") is None
 
 
 # ---------------------------------------------------------------- damaged artifacts
@@ -505,15 +505,15 @@ def test_leftovers_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
 def test_damaged_converted_model_is_converted_again(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
     final = _convert_in_process(monkeypatch, tiny_model_dir, lambda m: None)
-    want = cache.folder_checksums(final)
+    want = files.folder_checksums(final)
     weights = final / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated
-    assert cache.verify(final) == "model.safetensors does not match its checksum"
+    assert files.verify(final) == "model.safetensors does not match its checksum"
     lines: list[str] = []
     again = _convert_in_process(monkeypatch, tiny_model_dir, lines.append)
     warning = [m for m in lines if m.startswith("warning:")]
     assert warning and str(final) in warning[0] and "model.safetensors" in warning[0], lines
-    assert again == final and cache.verify(final) is None and cache.folder_checksums(final) == want
+    assert again == final and files.verify(final) is None and files.folder_checksums(final) == want
     counts.add("corrupt artifacts detected")
 
 
@@ -534,7 +534,7 @@ def test_damaged_adapter_and_index_are_rebuilt(reference, tmp_path):
     assert any(line.startswith(f"warning: index at {index} failed its checksum") for line in lines), stderr[-3000:]
     res = json.loads((run / "results.json").read_text())
     assert not res["systems"]["lora"]["cached"] and not res["systems"]["rag"]["cached"]
-    assert cache.verify(adapter) is None
+    assert files.verify(adapter) is None
     from harness.retrieval import RetrievalIndex
 
     RetrievalIndex.load(index)
@@ -640,7 +640,7 @@ def test_read_only_and_full_disks_for_real(reference, tmp_path):
     ws = copy_workspace(reference["ws"], tmp_path / "ws")
     ws.reports.mkdir()
     (adapter,) = artifact_folders(ws)["adapters"]
-    before = cache.folder_checksums(adapter)
+    before = files.folder_checksums(adapter)
     env = {"HARNESS_HOME": str(ws.home)}
 
     def read_only(folder: Path) -> str:
@@ -662,7 +662,7 @@ def test_read_only_and_full_disks_for_real(reference, tmp_path):
     assert str(ws.reports / TASK) in errors[0]
     counts.add("bad inputs rejected cleanly")
     assert list(ws.reports.iterdir()) == [], "the tmpfs was private to the namespace"
-    assert cache.verify(adapter) is None and cache.folder_checksums(adapter) == before, "cached adapter intact"
+    assert files.verify(adapter) is None and files.folder_checksums(adapter) == before, "cached adapter intact"
 
 
 def test_disk_full_while_writing_the_run_directory(reference, tmp_path, monkeypatch):
@@ -671,7 +671,7 @@ def test_disk_full_while_writing_the_run_directory(reference, tmp_path, monkeypa
     ws = copy_workspace(reference["ws"], tmp_path / "ws")
     monkeypatch.setenv("HARNESS_HOME", str(ws.home))
     (adapter,) = artifact_folders(ws)["adapters"]
-    before = cache.folder_checksums(adapter)
+    before = files.folder_checksums(adapter)
     reports = str(ws.reports.resolve())
     real_open = open
     real_write_text = Path.write_text
@@ -710,7 +710,7 @@ def test_disk_full_while_writing_the_run_directory(reference, tmp_path, monkeypa
     line = assert_one_line_error(code, errors, "disk is full", str(ws.reports / TASK))
     assert "reuses them" in line
     assert ws.runs() == [] and ws.hidden() == [], "no half-written run directory"
-    assert cache.verify(adapter) is None and cache.folder_checksums(adapter) == before, "cached adapter intact"
+    assert files.verify(adapter) is None and files.folder_checksums(adapter) == before, "cached adapter intact"
 
 
 # ---------------------------------------------------------------- safe loading, hostile task files
@@ -731,7 +731,7 @@ UNSAFE = [
     (re.compile(r"\btrust_remote_code\s*=\s*True"), "trust_remote_code=True"),
 ]
 # A plain jinja2 Environment may only render the package's own templates (FileSystemLoader) or parse
-# (syntax checks); templates from task files go through the sandbox in harness/prompts.py.
+# (syntax checks); templates from task files go through the sandbox in harness/parts/prompt_builder.py.
 ENVIRONMENT = re.compile(r"(?<![\w.])(jinja2\.)?Environment\s*\(")
 
 
@@ -784,10 +784,10 @@ def test_templates_in_a_task_file_cannot_run_code(tmp_path, tiny_model_dir):
     code, _, err = _cli("tasks", "validate", task)
     assert code == 2 and "Traceback" not in err and "question_template" in err, err
     from harness.data import Question
-    from harness.prompts import user_turn
+    from harness.parts.prompt_builder import question_turn
 
     with pytest.raises(HarnessError, match="question_template"):
-        user_turn(payload, Question(id="q", question="Q?", answers=["Yes"]))
+        question_turn(payload, Question(id="q", question="Q?", answers=["Yes"]))
     task = write_tiny_task(tmp_path / "u", tiny_model_dir, rag={"context_template": payload})
     code, _, err = _cli("tasks", "validate", task)
     assert code == 2 and "Traceback" not in err and "context_template" in err, err

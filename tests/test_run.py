@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cache
+from harness import files
 from harness.cli import main
 from harness.records import RunResults, Sample, SystemResult, always_written, written_when_set
 
@@ -286,7 +286,7 @@ def test_retrain_trains_again(runs):
     assert lora["cached"] is False and lora["build_s"] > 0
     assert lora["training"]["steps"] == load(runs["first"])[0]["systems"]["lora"]["training"]["steps"]
     adapters = [p for p in (runs["home"] / "adapters" / "tiny-qa").iterdir() if not p.name.endswith(".lock")]
-    assert len(adapters) == 1 and cache.verify(adapters[0]) is None
+    assert len(adapters) == 1 and files.verify(adapters[0]) is None
     assert not (runs["home"] / "train" / "tiny-qa" / adapters[0].name).exists()  # checkpoints cleaned up
     # RAG is not retrained: --retrain is about adapters
     assert load(runs["retrain"])[0]["systems"]["rag"]["cached"] is True

@@ -11,8 +11,7 @@ from harness.context import Reporter, RunContext
 from harness.data import Question, load_task_data
 from harness.errors import HarnessError
 from harness.models import resolve_model
-from harness.parts.prompt_builder import PromptBuilder
-from harness.prompts import chat_prompt, user_turn
+from harness.parts.prompt_builder import PromptBuilder, question_turn, render_chat
 from harness.retrieval import Chunk
 from harness.spec import load_spec
 from harness.systems.finetune import loss_curve, training_rows
@@ -303,7 +302,7 @@ def test_prompt_builder_renders_byte_identical_to_the_old_functions(tiny_task, t
     assert cut, "a passage was cut to the budget somewhere"
     # and through the thin functions the training code still calls
     q = c.data.test[0]
-    assert chat_prompt(tok, spec.system_prompt, user_turn(spec.question_template, q)) == b.plain(q)
+    assert render_chat(tok, spec.system_prompt, question_turn(spec.question_template, q)) == b.plain(q)
 
 
 def test_prompt_builder_without_a_chat_template(tiny_task, tmp_path):

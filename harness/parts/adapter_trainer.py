@@ -21,7 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness import cache, launch
+from harness import cache, files, launch
 from harness.errors import HarnessError
 from harness.manifest import package_versions
 from harness.measure import PeakMemory, timer
@@ -175,13 +175,13 @@ class AdapterTrainer:
     def cached(self) -> BuildInfo | None:
         """The complete cached adapter, with the record it was trained with; None when it must be trained."""
         final = self.folder
-        if self.ctx.retrain or cache.verify(final) is not None:
+        if self.ctx.retrain or files.verify(final) is not None:
             return None
-        training = json.loads((final / cache.MANIFEST).read_text()).get("training")
+        training = json.loads((final / files.MANIFEST).read_text()).get("training")
         return BuildInfo(
             0.0,
             True,
-            cache.folder_size_mb(final),
+            files.folder_size_mb(final),
             training=training,
             build_cost_s=(training or {}).get("seconds"),
         )
@@ -200,15 +200,15 @@ class AdapterTrainer:
             info = self.cached()  # another process may have finished it while this one waited for the lock
             if info is not None:
                 return info
-            if final.exists() and cache.verify(final):
-                self.ctx.log(f"warning: adapter at {final} is damaged ({cache.verify(final)}); training again")
+            if final.exists() and files.verify(final):
+                self.ctx.log(f"warning: adapter at {final} is damaged ({files.verify(final)}); training again")
             self.ctx.release_base_model()
             with PeakMemory() as mem, timer() as took:
                 training = self._train(mem)
             training["peak_memory_mb"] = round(mem.peak_mb, 1)
             if mem.cuda_peak_mb is not None:
                 training["cuda_peak_memory_mb"] = round(mem.cuda_peak_mb, 1)
-            size = cache.folder_size_mb(final) if final.exists() else 0.0
+            size = files.folder_size_mb(final) if final.exists() else 0.0
             return BuildInfo(took(), False, size, mem.peak_mb, training=training)
 
     def _build_with_accelerate(self) -> BuildInfo:
@@ -226,10 +226,10 @@ class AdapterTrainer:
         )
         with timer() as took:
             launch.run(cmd, ctx.log)
-        if cache.verify(final) is not None:
+        if files.verify(final) is not None:
             raise RuntimeError(f"accelerate launch finished but wrote no adapter at {final}")
-        meta = json.loads((final / cache.MANIFEST).read_text())
-        info = BuildInfo(took(), False, cache.folder_size_mb(final), training=meta.get("training"), launch=record)
+        meta = json.loads((final / files.MANIFEST).read_text())
+        info = BuildInfo(took(), False, files.folder_size_mb(final), training=meta.get("training"), launch=record)
         info.notes.append(f"trained with: {record['command']}")
         return info
 
@@ -254,7 +254,7 @@ class AdapterTrainer:
             training["cuda_peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         training.update(recipe.record_after_memory())
         if is_main_process():
-            with cache.build_atomically(self.folder, {"training": training, "versions": library_versions()}) as tmp:
+            with files.build_atomically(self.folder, {"training": training, "versions": library_versions()}) as tmp:
                 # DPO keeps a frozen copy of the starting adapter as "ref"; only the trained one is the artifact.
                 model.save_pretrained(tmp, selected_adapters=["default"])
             shutil.rmtree(workdir, ignore_errors=True)

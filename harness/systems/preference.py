@@ -21,7 +21,7 @@ import random
 from functools import cached_property
 from pathlib import Path
 
-from harness import cache, evaluate
+from harness import evaluate, files
 from harness.data import Question
 from harness.errors import HarnessError
 from harness.measure import timer
@@ -95,9 +95,9 @@ def make_pairs(ctx, questions: list[Question], split: str) -> tuple[list[dict], 
     stats["seconds"] = round(took(), 2)
     for q, p, r in zip(questions, prompts, records):
         if q.choices:
-            rejected, source = choice_rejected(q, r["loglikelihoods"])
+            rejected, source = choice_rejected(q, r.loglikelihoods)
         else:
-            rejected, source = text_rejected(q, r["prediction"]), "model-wrong"
+            rejected, source = text_rejected(q, r.prediction), "model-wrong"
             if rejected is None:
                 stats["skipped"] += 1
                 continue
@@ -189,7 +189,7 @@ def load_or_make_pairs(ctx, method: str, workdir: Path) -> tuple[list[dict], lis
             "(the base model answered every question right); give preference.path"
         )
     stats = {"train": train_stats, "dev": dev_stats, "train_pairs": len(train), "dev_pairs": len(dev)}
-    cache.write_json_atomic(saved, {"train": train, "dev": dev, "stats": stats})
+    files.write_json_atomic(saved, {"train": train, "dev": dev, "stats": stats})
     return train, dev, stats
 
 
@@ -215,7 +215,7 @@ class PreferenceRecipe:
     def key_extra(self) -> dict:
         pref, pairs_file = self.ctx.spec.preference, None
         if pref.path:
-            pairs_file = cache.file_sha256(resolve_path(self.ctx.spec, "preference", pref.path, None))
+            pairs_file = files.file_sha256(resolve_path(self.ctx.spec, "preference", pref.path, None))
         return {
             "preference": pref.model_dump(exclude={"start_from"}),
             "start_from": self.start_from,
