@@ -52,7 +52,7 @@ def train_ratio(ctx, n: int) -> dict:
     ctx.data.train = ctx.data.train[:n]
     ctx.data.dev = ctx.data.dev[:16]
     system = make_system("lora", ctx)
-    s = system.settings
+    s = system.adapter.settings
     harness_tps = system.build().training["tokens_per_s"]
     rows = training_rows(ctx, ctx.data.train)
     model = AutoModelForCausalLM.from_pretrained(ctx.model_ref.path)

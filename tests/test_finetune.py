@@ -51,7 +51,7 @@ def test_objectives_train_and_record_phases(tmp_path, tiny_model_dir):
     assert t["tokens_per_s"] > 0 and t["trainable_params"] > 0
     # a corpus-only adapter is a different artifact from a QA one
     qa = make_system("lora", make_ctx(write_tiny_task(tmp_path / "u", tiny_model_dir), tmp_path))
-    assert qa.adapter_dir() != system.adapter_dir()
+    assert qa.adapter.folder != system.adapter.folder
 
 
 @pytest.mark.parametrize("method", ["lora", "dora"])
@@ -71,7 +71,7 @@ def test_evaluation_merges_the_adapter_and_leaves_the_shared_model_clean(tmp_pat
         base_logits = fresh(ids).logits
         unmerged = (
             PeftModel.from_pretrained(
-                AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32), str(system.adapter_dir())
+                AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32), str(system.adapter.folder)
             )
             .eval()(ids)
             .logits
@@ -232,7 +232,7 @@ def test_accelerate_launcher_writes_config_and_trains(tmp_path, tiny_model_dir):
     assert "accelerate" in record["command"] and "harness.train_worker" in record["command"]
     cfg = yaml.safe_load(Path(record["command"].split("--config_file ")[1].split()[0]).read_text())
     assert cfg == record["config"]
-    assert files.verify(system.adapter_dir()) is None
+    assert files.verify(system.adapter.folder) is None
     assert info.training["steps"] > 0
 
 

@@ -12,9 +12,10 @@ from harness.data import Question, load_task_data
 from harness.errors import HarnessError
 from harness.models import resolve_model
 from harness.parts.prompt_builder import PromptBuilder, question_turn, render_chat
+from harness.parts.trainers import loss_curve
 from harness.retrieval import Chunk
 from harness.spec import load_spec
-from harness.systems.finetune import loss_curve, training_rows
+from harness.systems.finetune import training_rows
 
 
 def make_ctx(task_path, tmp_path, **updates) -> RunContext:
@@ -97,15 +98,15 @@ def test_training_rows_use_the_evaluation_prompt(ctx):
 def test_adapter_key_follows_what_determines_it(ctx, tiny_task, tmp_path, harness_home):
     lora = systems.make_system("lora", ctx)
     dora = systems.make_system("dora", ctx)
-    assert lora.adapter_dir().parent == harness_home / "adapters" / "tiny-qa"
-    assert lora.key() == systems.make_system("lora", make_ctx(tiny_task, tmp_path)).key()
-    assert lora.key() != dora.key()
-    assert lora.key() != systems.make_system("lora", make_ctx(tiny_task, tmp_path, seed=1)).key()
+    assert lora.adapter.folder.parent == harness_home / "adapters" / "tiny-qa"
+    assert lora.adapter.key == systems.make_system("lora", make_ctx(tiny_task, tmp_path)).adapter.key
+    assert lora.adapter.key != dora.adapter.key
+    assert lora.adapter.key != systems.make_system("lora", make_ctx(tiny_task, tmp_path, seed=1)).adapter.key
     spec = load_spec(tiny_task)
     other = make_ctx(tiny_task, tmp_path, finetune=spec.finetune.model_copy(update={"r": 8}))
-    assert lora.key() != systems.make_system("lora", other).key()
+    assert lora.adapter.key != systems.make_system("lora", other).adapter.key
     prompt_changed = make_ctx(tiny_task, tmp_path, system_prompt="Say Yes or No.")
-    assert lora.key() != systems.make_system("lora", prompt_changed).key()
+    assert lora.adapter.key != systems.make_system("lora", prompt_changed).adapter.key
 
 
 def test_target_modules_checked_against_the_model(tiny_task, tmp_path):
@@ -125,9 +126,9 @@ def test_method_overrides(tiny_task, tmp_path):
     spec = load_spec(tiny_task)
     ft = spec.finetune.model_copy(update={"overrides": {"dora": {"learning_rate": 1e-3, "r": 2}}})
     c = make_ctx(tiny_task, tmp_path, finetune=ft)
-    assert systems.make_system("dora", c).settings.learning_rate == 1e-3
-    assert systems.make_system("dora", c).settings.r == 2
-    assert systems.make_system("lora", c).settings.r == 4
+    assert systems.make_system("dora", c).adapter.settings.learning_rate == 1e-3
+    assert systems.make_system("dora", c).adapter.settings.r == 2
+    assert systems.make_system("lora", c).adapter.settings.r == 4
     bad = spec.finetune.model_copy(update={"overrides": {"lora": {"r": -1}}})
     with pytest.raises(HarnessError, match="finetune.overrides.lora"):
         systems.make_system("lora", make_ctx(tiny_task, tmp_path, finetune=bad)).validate()

@@ -55,17 +55,6 @@ class FinetuneSystem(System):
     def adapter(self) -> AdapterTrainer:
         return supervised_adapter(self.ctx, self.name)
 
-    # The adapter's identity, as tests and tools ask for it.
-    @property
-    def settings(self):
-        return self.adapter.settings
-
-    def key(self) -> str:
-        return self.adapter.key
-
-    def adapter_dir(self):
-        return self.adapter.folder
-
     def validate(self) -> None:
         self.adapter.validate()
 
