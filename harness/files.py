@@ -65,16 +65,21 @@ def package_folder(package: str, where: str) -> Path:
 # ---------------------------------------------------------------- single files
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temporary sibling, then rename it over `path`: readers see the old file or the new."""
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write `text` to a temporary sibling, flush it to disk, then rename it over `path`: readers see the old
+    file or the new, even after a crash."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        with tmp.open("w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise HarnessError(f"cannot write {path} ({e.strerror})") from None
+        raise HarnessError(f"cannot write {path} ({e.strerror or e})") from None
+    return path
 
 
 def write_json_atomic(path: Path, data) -> None:

@@ -49,7 +49,7 @@ def write_run(task_dir: Path, results: RunResults, samples: list[Sample], manife
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise files.storage_error(final, e, fix) from None
-    except HarnessError as e:  # a file could not be written (report.atomic_write, files.write_json_atomic)
+    except HarnessError as e:  # a file could not be written (files.write_text_atomic)
         shutil.rmtree(tmp, ignore_errors=True)
         reason = str(e).replace(str(tmp), str(final))
         if "No space left on device" in reason or "Errno 28" in reason:

@@ -58,7 +58,7 @@ def test_writes_three_files_atomically(rendered):
     run, index, _ = rendered
     assert index == run / "index.html" and index.is_file()
     assert (run / "results.csv").is_file() and (run / "summary.md").is_file()
-    assert not list(run.glob("*.tmp"))
+    assert not list(run.glob(".*.tmp-*"))
     assert render_report(run) == index  # re-rendering replaces in place
 
 
@@ -355,7 +355,7 @@ def test_compare_runs_deltas(tmp_path):
     assert len(rag_rows) == 2 and "−0.050" in rag_rows[1] and "−110 ms" in rag_rows[1] and "−100 MB" in rag_rows[1]
     diff_rows = {line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")}
     assert {"seed", "settings.threads"} <= diff_rows and "model" not in diff_rows
-    assert not list((tmp_path / "cmp").glob("*.tmp"))
+    assert not list((tmp_path / "cmp").glob(".*.tmp-*"))
 
 
 def test_large_report_stays_small(tmp_path):

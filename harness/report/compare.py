@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.files import write_text_atomic
+
 from . import fmt
-from .load import ReportError, Run, atomic_write, load_run, model_label
+from .load import ReportError, Run, load_run, model_label
 from .recommend import headline, latency_p50, metric
 from .render import date_text, render_template, settings_items
 from .summary import _md
@@ -151,5 +153,5 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
         paths=[str(p) for p in run_dirs],
         fields=[run_fields(r) for r in runs],
     )
-    atomic_write(out_dir / "summary.md", markdown(runs, rows, diffs))
-    return atomic_write(out_dir / "index.html", html)
+    write_text_atomic(out_dir / "summary.md", markdown(runs, rows, diffs))
+    return write_text_atomic(out_dir / "index.html", html)

@@ -8,7 +8,6 @@ works on typed attributes; the manifest is free-form (what produced the numbers)
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,22 +123,6 @@ def load_run(run_dir: Path, with_samples: bool = True) -> Run:
         raise ReportError(f"{bad_results[0]}; its figures cannot be trusted: run `harness run` again to rebuild them")
     warnings.extend(damaged)
     return Run(path=run_dir, results=results, samples=samples, manifest=manifest, warnings=warnings)
-
-
-def atomic_write(path: Path, text: str) -> Path:
-    """Write `text` to `<name>.tmp` next to `path`, then os.replace it into place."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ReportError(f"cannot write {path}: {_oneline(exc)}") from None
-    return path
 
 
 # ---- manifest helpers: the manifest layout is free-form, so read it defensively ----

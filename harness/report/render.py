@@ -12,11 +12,12 @@ from typing import Any
 import jinja2
 
 from harness.constants import SIGNIFICANCE_LEVEL
+from harness.files import write_text_atomic
 from harness.records import RunResults, Settings
 
 from . import fmt
 from .charts import loss_chart, metric_charts, retrieval_chart, tradeoff_chart
-from .load import Run, atomic_write, load_run, machine_line, model_label
+from .load import Run, load_run, machine_line, model_label
 from .questions import question_rows, retrieval_systems
 from .recommend import headline, recommendation
 from .summary import best_baseline_name, csv_text, markdown_text, metric_names, summary_rows
@@ -158,6 +159,6 @@ def render_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     html = render_template("report.html", **report_context(run))
-    atomic_write(run_dir / "results.csv", csv_text(run.results))
-    atomic_write(run_dir / "summary.md", markdown_text(run.results))
-    return atomic_write(run_dir / "index.html", html)
+    write_text_atomic(run_dir / "results.csv", csv_text(run.results))
+    write_text_atomic(run_dir / "summary.md", markdown_text(run.results))
+    return write_text_atomic(run_dir / "index.html", html)
