@@ -154,6 +154,43 @@ def test_the_harness_package_has_no_import_circle():
     )
 
 
+# Data flows one way (docs/design.md): each module imports only modules of its own layer or a lower one. A new
+# module goes in the lowest layer whose imports it needs; the test names any module no layer lists.
+LAYERS = (
+    ("foundation", "errors constants files yamlfile dataspec chunking measure stats records launch cache"),
+    ("schema", "spec scorers"),
+    ("data and measurement", "sources data models tasks manifest retrieval evaluate evalcache results"),
+    ("parts", "parts context"),
+    ("systems", "systems"),
+    ("report", "report"),
+    ("pipeline", "checks taskinfo run rundir train_worker cli"),
+)
+
+
+def layer_of(module: str) -> int | None:
+    """The layer of `harness.x.y`: the one that lists `x` (a package's modules share its layer)."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return -1  # the `harness` package itself imports nothing
+    for i, (_, names) in enumerate(LAYERS):
+        if parts[1] in names.split():
+            return i
+    return None
+
+
+def test_every_module_imports_only_its_own_layer_or_lower():
+    graph = import_graph()
+    unplaced = sorted(m for m in graph if layer_of(m) is None)
+    assert not unplaced, f"modules in no layer of tests/test_imports.py LAYERS: {', '.join(unplaced)}"
+    upward = [
+        f"{m} ({LAYERS[layer_of(m)][0]}) imports {d} ({LAYERS[layer_of(d)][0]})"
+        for m in sorted(graph)
+        for d in sorted(graph[m])
+        if layer_of(d) > layer_of(m)
+    ]
+    assert not upward, "imports against the flow of data:\n" + "\n".join(upward)
+
+
 # ---------------------------------------------------------------- the checker itself
 
 

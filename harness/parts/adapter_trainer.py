@@ -25,7 +25,7 @@ from harness import cache, files, launch
 from harness.errors import HarnessError
 from harness.manifest import package_versions
 from harness.measure import PeakMemory, timer
-from harness.systems import BuildInfo
+from harness.parts.outputs import BuildInfo
 
 
 def library_versions() -> dict[str, str]:

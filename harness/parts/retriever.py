@@ -14,9 +14,9 @@ from collections.abc import Callable
 from harness import retrieval
 from harness.errors import HarnessError
 from harness.measure import PeakMemory, timer
+from harness.parts.outputs import BuildInfo, Prompts
 from harness.parts.prompt_builder import template
 from harness.retrieval import Chunk, RetrievalIndex
-from harness.systems import BuildInfo, Prompts
 
 Hits = list[tuple[Chunk, float]]  # chunks with their similarity to the question, best first
 

@@ -11,7 +11,8 @@ What it costs is longer prompts: the report's prompt tokens and latency against 
 from __future__ import annotations
 
 from harness.measure import timer
-from harness.systems import BuildInfo, Prompts, System, register_system
+from harness.parts.outputs import BuildInfo, Prompts
+from harness.systems import System, register_system
 
 
 @register_system("fewshot")

@@ -12,8 +12,9 @@ from __future__ import annotations
 from functools import cached_property
 
 from harness.parts.adapter_trainer import AdapterTrainer
+from harness.parts.outputs import BuildInfo, Prompts
 from harness.parts.trainers import SupervisedRecipe
-from harness.systems import BuildInfo, Prompts, System, register_system
+from harness.systems import System, register_system
 
 METHODS = ("lora", "qlora", "dora")
 

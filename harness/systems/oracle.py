@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 
 from harness.errors import HarnessError
-from harness.systems import BuildInfo, Prompts, System, register_system
+from harness.parts.outputs import BuildInfo, Prompts
+from harness.systems import System, register_system
 
 
 def gold_passages(q, index, query_vec, k: int) -> list[tuple]:

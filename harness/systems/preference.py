@@ -26,11 +26,12 @@ from harness.data import Question
 from harness.errors import HarnessError
 from harness.measure import timer
 from harness.parts.adapter_trainer import AdapterTrainer, PhaseRun
+from harness.parts.outputs import BuildInfo, Prompts
 from harness.parts.prompt_builder import render_chat
 from harness.parts.trainers import PAIR_ROLES, PreferencePhase, lora_config, loss_curve
 from harness.scorers import normalize_answer
 from harness.sources import Problems, read_rows, resolve_path
-from harness.systems import BuildInfo, Prompts, System, register_system
+from harness.systems import System, register_system
 from harness.systems.finetune import supervised_adapter
 
 PAIRS_VERSION = 1  # part of the adapter key: bump when the way pairs are made changes

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from harness.systems import Prompts, System, register_system
+from harness.parts.outputs import Prompts
+from harness.systems import System, register_system
 
 
 @register_system("prompt")

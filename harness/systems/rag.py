@@ -3,7 +3,8 @@ the prompt budget (rag.max_prompt_tokens or the model's window, less the answer'
 
 from __future__ import annotations
 
-from harness.systems import BuildInfo, Prompts, System, register_system
+from harness.parts.outputs import BuildInfo, Prompts
+from harness.systems import System, register_system
 
 
 @register_system("rag")

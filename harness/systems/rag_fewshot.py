@@ -10,7 +10,8 @@ question itself, they are dropped, least similar (or first drawn) first, as fews
 
 from __future__ import annotations
 
-from harness.systems import BuildInfo, Prompts, System, register_system
+from harness.parts.outputs import BuildInfo, Prompts
+from harness.systems import System, register_system
 
 
 @register_system("rag+fewshot")

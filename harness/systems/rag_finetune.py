@@ -30,8 +30,9 @@ from functools import cached_property
 
 from harness.errors import HarnessError
 from harness.parts.adapter_trainer import AdapterTrainer
+from harness.parts.outputs import BuildInfo, Prompts
 from harness.parts.trainers import SupervisedRecipe
-from harness.systems import BuildInfo, Prompts, System, register_system
+from harness.systems import System, register_system
 from harness.systems.finetune import METHODS
 
 DISTRACTOR_FRACTION = 0.2  # RAFT's (1 - P): share of training prompts with distractor passages only
