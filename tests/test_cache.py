@@ -7,7 +7,7 @@ import threading
 import pytest
 from filelock import FileLock, Timeout
 
-from harness import cache, files
+from harness import cache
 from harness.errors import HarnessError
 
 
@@ -28,14 +28,6 @@ def test_key_of_is_stable_and_sensitive():
     assert cache.key_of("a", {"x": 1, "y": 2}) == cache.key_of("a", {"y": 2, "x": 1})
     assert cache.key_of("a", 1) != cache.key_of("a", 2)
     assert len(cache.key_of("a")) == 16
-
-
-def test_names_moved_to_files_stay_importable_from_cache_for_now():
-    # Callers outside harness.files' area still use these through harness.cache until they are switched.
-    for name in ("MANIFEST", "build_atomically", "file_sha256", "folder_checksums", "folder_size_mb", "verify"):
-        assert getattr(cache, name) is getattr(files, name)
-    for name in ("remove_stale", "storage_error", "write_json_atomic"):
-        assert getattr(cache, name) is getattr(files, name)
 
 
 def test_lock_excludes_a_second_holder(tmp_path):

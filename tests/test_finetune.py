@@ -259,7 +259,7 @@ def test_adapter_manifest_is_sealed_once_and_a_lock_wait_reuses_what_another_pro
     folder = lora.adapter.folder
     writes = []
     real_write = files.write_json_atomic
-    monkeypatch.setattr(cache, "write_json_atomic", lambda path, data: (writes.append(path), real_write(path, data)))
+    monkeypatch.setattr(files, "write_json_atomic", lambda path, data: (writes.append(path), real_write(path, data)))
     info = lora.build()
     assert not info.cached and not [p for p in writes if p.name == files.MANIFEST], "nothing rewrites the manifest"
     meta = json.loads((folder / files.MANIFEST).read_text())

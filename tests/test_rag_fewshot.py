@@ -11,6 +11,7 @@ from harness.data import load_task_data
 from harness.models import resolve_model
 from harness.retrieval import Embedder
 from harness.spec import load_spec
+from harness.systems import make_system
 from tests.conftest import write_tiny_task
 
 
@@ -74,10 +75,11 @@ def test_a_tight_budget_holds_the_whole_prompt_dropping_examples_last(tmp_path, 
 
 def test_runs_end_to_end(tmp_path, tiny_model_dir, embedder):
     ctx = make_ctx(tmp_path, tiny_model_dir, embedder)
-    entry, records = run.run_system("rag+fewshot", ctx)
-    assert entry["status"] == "ok", entry.get("traceback")
-    assert entry["kind"] == "rag" and entry["retrieval"]["k"] == 2 and entry["retrieval_latency_s"]["mean"] > 0
-    assert len(records) == len(ctx.data.test) and all(r["retrieved"] for r in records)
-    rag, _ = run.run_system("rag", ctx)
-    assert entry["prompt_tokens_mean"] > rag["prompt_tokens_mean"]  # the examples' turns on top of rag's prompt
-    assert rag["cached"] and entry["index"]["path"] == rag["index"]["path"]  # one index for the run
+    done = run.run_system(make_system("rag+fewshot", ctx), ctx, baselines={})
+    entry = done.result
+    assert entry.ok, entry.traceback
+    assert entry.kind == "rag" and entry.retrieval.k == 2 and entry.retrieval_latency_s.mean > 0
+    assert len(done.samples) == len(ctx.data.test) and all(s.retrieved for s in done.samples)
+    rag = run.run_system(make_system("rag", ctx), ctx, baselines={}).result
+    assert entry.prompt_tokens_mean > rag.prompt_tokens_mean  # the examples' turns on top of rag's prompt
+    assert rag.cached and entry.index["path"] == rag.index["path"]  # one index for the run

@@ -352,7 +352,7 @@ def test_run_with_every_kind_of_system(tmp_path, tiny_model_dir, harness_home, m
 
     manifest_writes = []
     real_write = files.write_json_atomic
-    monkeypatch.setattr(cache, "write_json_atomic", lambda p, data: (manifest_writes.append(p), real_write(p, data)))
+    monkeypatch.setattr(files, "write_json_atomic", lambda p, data: (manifest_writes.append(p), real_write(p, data)))
 
     # (plain lora is left out to keep this fast: test_run.py trains it, and its key test above keeps them apart)
     task = write_tiny_task(tmp_path / "t", tiny_model_dir, evaluation={"calibration_limit": 4})
