@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from harness.docgen import cell, write_or_check
 from harness.evalcache import StoredEvaluation
 from harness.records import (
     BaselineResult,
@@ -137,10 +138,6 @@ def type_name(ann) -> str:
     return {"str": "string", "float": "number", "int": "integer", "bool": "boolean"}.get(ann.__name__, ann.__name__)
 
 
-def cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def section_md(level: int, model: type[BaseModel], title: str, prose: str = "") -> str:
     always = set(always_written(model))
     lines = [
@@ -170,15 +167,7 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        if not OUT.exists() or OUT.read_text(encoding="utf-8") != text:
-            print(f"{OUT} is stale: run `python docs/gen_results_md.py`", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text, encoding="utf-8")
-    print(f"wrote {OUT}")
-    return 0
+    return write_or_check(OUT, render, "docs/gen_results_md.py", argv)
 
 
 if __name__ == "__main__":

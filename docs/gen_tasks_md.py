@@ -21,6 +21,7 @@ from pydantic_core import PydanticUndefined
 
 from harness import scorers, systems
 from harness.constants import AnswerFormat
+from harness.docgen import cell, write_or_check
 from harness.spec import SECTIONS
 
 OUT = Path(__file__).resolve().parent / "tasks.md"
@@ -133,10 +134,6 @@ def default_text(field, section: str, name: str) -> str:
     return f"`{value!r}`"
 
 
-def cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def section_md(section: str, model) -> str:
     title = f"`{section}`" if section else "Top level"
     lines = [
@@ -179,15 +176,7 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        if not OUT.exists() or OUT.read_text(encoding="utf-8") != text:
-            print(f"{OUT} is stale: run `python docs/gen_tasks_md.py`", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text, encoding="utf-8")
-    print(f"wrote {OUT}")
-    return 0
+    return write_or_check(OUT, render, "docs/gen_tasks_md.py", argv)
 
 
 if __name__ == "__main__":
