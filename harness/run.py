@@ -26,6 +26,7 @@ from harness.errors import HarnessError
 from harness.evaluate import run_lm_eval
 from harness.manifest import build_manifest
 from harness.measure import PeakMemory, timer
+from harness.parts.outputs import BuildInfo
 from harness.records import (
     EvaluationReused,
     Measurement,
@@ -260,7 +261,7 @@ def _percentiles(values) -> Percentiles:
     return Percentiles.model_validate(stats.percentiles(list(values)))
 
 
-def _build_fields(info: systems.BuildInfo) -> dict:
+def _build_fields(info: BuildInfo) -> dict:
     """The SystemResult fields that come from the build record."""
     # What the artifact cost to build: this run's time, or (reused) the time recorded when it was built.
     cost = info.build_s if info.build_cost_s is None and not info.cached else info.build_cost_s
@@ -276,7 +277,7 @@ def _build_fields(info: systems.BuildInfo) -> dict:
 
 
 def system_result(
-    kind: str, info: systems.BuildInfo, evaluation: Evaluation, scored: results.Scored, vs_baseline, ctx: RunContext
+    kind: str, info: BuildInfo, evaluation: Evaluation, scored: results.Scored, vs_baseline, ctx: RunContext
 ) -> SystemResult:
     """A system's results.json entry, from its build record, its measurements and its scores."""
     test, spec = evaluation.test, ctx.spec
