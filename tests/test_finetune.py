@@ -307,3 +307,20 @@ def test_two_training_processes_on_cpu_train_one_adapter_that_rank_0_writes(tmp_
     assert files.verify(folder) is None
     assert json.loads((folder / files.MANIFEST).read_text())["training"]["world_size"] == 2
     assert not list(folder.parent.glob(f".{folder.name}.tmp-*")), "no second writer left a temporary folder"
+
+
+def test_an_adapter_does_not_depend_on_what_ran_before_it(tmp_path, tiny_model_dir, monkeypatch):
+    """The adapter's starting weights come from the task's seed, not from whatever used torch's generator before
+    (a `--systems lora` run alone and one after `prompt` train the same adapter, as their shared cache key says)."""
+    import torch
+
+    task = write_tiny_task(tmp_path / "t", tiny_model_dir)
+    weights = []
+    for state in (1, 12345):
+        monkeypatch.setenv("HARNESS_HOME", str(tmp_path / f"home-{state}"))
+        torch.manual_seed(state)
+        torch.rand(7)  # some earlier stage drew from the generator
+        lora = make_system("lora", make_ctx(task, tmp_path))
+        lora.build()
+        weights.append((lora.adapter.folder / "adapter_model.safetensors").read_bytes())
+    assert weights[0] == weights[1]

@@ -239,6 +239,11 @@ class AdapterTrainer:
             shutil.rmtree(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         recipe.prepare(self, workdir)
+        import torch
+
+        # The adapter's starting weights (LoRA's random A matrices) come from the task's seed, not from whatever drew
+        # from torch's generator earlier in the process: the cache key promises the same adapter either way.
+        torch.manual_seed(ctx.spec.seed)
         model = recipe.start_model(self)
         runs = []
         for phase in recipe.phases(self):
