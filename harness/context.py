@@ -74,7 +74,8 @@ class RunContext:
         self.launcher = launcher  # "local" trains in this process; "accelerate" via `accelerate launch`
         self.device = models.device()
         self.dtype = models.eval_dtype(spec.evaluation.dtype)
-        self.data_fingerprint = data.fingerprint()
+        # What adapters are trained on (train, dev, corpus): their key; the test split (cut by --limit) is not in it.
+        self.training_data_fingerprint = data.fingerprint(("train", "dev"))
         self.tokenizer = models.load_tokenizer(model_ref)
         self._base = None
         self._embedder = None

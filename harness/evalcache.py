@@ -6,7 +6,7 @@ figures are read back from HARNESS_HOME/evaluations/ and the report says they we
 measured. `--reevaluate` measures everything again.
 
 The key covers everything that decides the measurements: the exact prompts the model sees (for rag, with the
-passages retrieved this run), the weights (the base model's fingerprint, and the adapter file itself for
+passages retrieved this run), the weights (the base model's fingerprint, and the adapter file by content for
 fine-tuned systems, so `--retrain` re-evaluates), the evaluation settings, thread count, device, precision
 and library versions. Labels are not in it: scoring, intervals and the calibration threshold are computed
 again on every run from the stored measurements.

@@ -154,10 +154,16 @@ def convert_default(log=print) -> Path:
     return final
 
 
-def _listing_key(folder: Path) -> str:
-    # The base model's identity in adapter and evaluation cache keys: unchanged since the first release, so
-    # that those caches stay valid (see harness.files.folder_listing).
-    return cache.key_of(str(folder.resolve()), files.folder_listing(folder))
+def _content_key(folder: Path, log) -> str:
+    """The base model's identity in adapter and evaluation cache keys: its content, never its path or file
+    times, so that a moved, copied or restored HARNESS_HOME (or model folder) keeps every cached adapter and
+    evaluation. A folder harness built (the converted default) is identified by the checksums recorded when it
+    was built (convert_default has just verified them); any other folder by a content hash, read once per copy
+    (harness.files.content_fingerprint)."""
+    recorded = files.recorded_fingerprint(folder)
+    if recorded is not None:
+        return cache.key_of("content", recorded)
+    return cache.key_of("content", files.content_fingerprint(folder, cache.root() / "fingerprints", log))
 
 
 def looks_like_path(name: str) -> bool:
@@ -185,10 +191,13 @@ def locate_weights(name: str, what: str, default: Callable[[], Path]) -> Path | 
     return name
 
 
-def resolve_model(name: str, log=print) -> ModelRef:
+def resolve_model(name: str, log=print, *, fingerprint: bool = True) -> ModelRef:
+    """The model called `name`, checked. `fingerprint=False` (the plan's check) leaves its content key empty:
+    computing it may read the weights."""
     where = locate_weights(name, "model", lambda: convert_default(log))
     if name == "default":
-        return ModelRef(name, str(where), DEFAULT_NAME, cache.key_of(DEFAULT_GGUF, _listing_key(where)))
+        key = cache.key_of(DEFAULT_GGUF, _content_key(where, log)) if fingerprint else ""
+        return ModelRef(name, str(where), DEFAULT_NAME, key)
     if isinstance(where, str):  # a hub id, fetched by from_pretrained
         return ModelRef(name, name, name, cache.key_of(name))
     config = where / "config.json"
@@ -200,7 +209,7 @@ def resolve_model(name: str, log=print) -> ModelRef:
         raise HarnessError(f"model path {where}: config.json is not valid JSON") from None
     if not any(where.glob("*.safetensors")) and not any(where.glob("*.bin")):
         raise HarnessError(f"model path {where} has no weights (*.safetensors)")
-    return ModelRef(name, str(where.resolve()), where.name, _listing_key(where))
+    return ModelRef(name, str(where.resolve()), where.name, _content_key(where, log) if fingerprint else "")
 
 
 def load_tokenizer(ref: ModelRef):

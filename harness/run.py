@@ -85,7 +85,7 @@ def plan(opts: RunOptions) -> Plan:
         raise HarnessError("no systems to run; pass --systems, e.g. --systems prompt,lora,rag")
     check_names(spec, opts.systems)  # systems, fine-tuning methods and metrics: the check `tasks validate` makes
     if spec.model != "default":
-        models.resolve_model(spec.model)  # a missing folder fails here, before any work
+        models.resolve_model(spec.model, fingerprint=False)  # a missing folder fails here, before any work
     for folder in (opts.reports_dir, opts.indices_dir):
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
@@ -352,6 +352,7 @@ def execute(p: Plan, reporter: Reporter) -> Path:
     spec, opts = p.spec, p.opts
     models.set_offline_defaults()
     threads = models.set_threads()
+    cache.note_format(reporter.log)
     with reporter.stage("load data"):
         data = load_task_data(spec)
         if opts.limit:

@@ -60,7 +60,7 @@ def _check_model(spec) -> list[str]:
     if spec.model == "default" or not looks_like_path(spec.model):
         return []  # `default` is checked by a run; a hub id needs the hub
     try:
-        resolve_model(spec.model)
+        resolve_model(spec.model, fingerprint=False)
     except HarnessError as e:
         return [f"{spec.where('model')}: {e}"]
     return []
