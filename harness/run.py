@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from harness import cache, evalcache, models, results, stats, systems
-from harness.checks import check_names
+from harness.checks import check_task
 from harness.constants import AnswerFormat
 from harness.context import Reporter, RunContext
 from harness.data import Question, load_task_data
@@ -40,7 +40,7 @@ from harness.records import (
 )
 from harness.retrieval import retrieval_quality
 from harness.rundir import write_run
-from harness.spec import TaskSpec, load_spec
+from harness.spec import SEED_MAX, TaskSpec, load_spec
 from harness.tasks import find_task
 
 
@@ -73,6 +73,8 @@ def plan(opts: RunOptions) -> Plan:
         raise HarnessError(f"--launcher must be 'local' or 'accelerate', got '{opts.launcher}'")
     if opts.limit is not None and opts.limit <= 0:
         raise HarnessError(f"--limit must be a positive number of questions, got {opts.limit}")
+    if opts.seed is not None and not 0 <= opts.seed <= SEED_MAX:
+        raise HarnessError(f"--seed must be from 0 to {SEED_MAX}, got {opts.seed}")
     spec = load_spec(find_task(opts.task, opts.task_dirs))
     updates = {}
     if opts.model:
@@ -83,9 +85,10 @@ def plan(opts: RunOptions) -> Plan:
     names = opts.systems or spec.systems
     if not names:
         raise HarnessError("no systems to run; pass --systems, e.g. --systems prompt,lora,rag")
-    check_names(spec, opts.systems)  # systems, fine-tuning methods and metrics: the check `tasks validate` makes
-    if spec.model != "default":
-        models.resolve_model(spec.model, fingerprint=False)  # a missing folder fails here, before any work
+    # names, templates (rendered in the sandbox), data files, model folder: the check `tasks validate` makes
+    check_task(spec, opts.systems)
+    if spec.model != "default" and not models.looks_like_path(spec.model):
+        models.resolve_model(spec.model, fingerprint=False)  # a hub id while offline fails here, before any work
     for folder in (opts.reports_dir, opts.indices_dir):
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)

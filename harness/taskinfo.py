@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.checks import check_names, include_name_problems, template_problems
+from harness.checks import check_task, include_name_problems, template_problems
 from harness.data import load_task_data
 from harness.errors import HarnessError
-from harness.models import looks_like_path, resolve_model
 from harness.spec import TaskProblems, check_include, load_spec
 from harness.tasks import list_task_files
 
@@ -19,7 +18,7 @@ def is_include(path: Path) -> bool:
 
 def summarise(path: Path) -> dict:
     spec = load_spec(path)
-    check_names(spec)  # the same check `harness run` makes, before the data is read
+    check_task(spec)  # the same check `harness run` makes, before the data is read
     data = load_task_data(spec)
     return {
         "name": spec.name,
@@ -56,16 +55,6 @@ def describe_all(extra_dirs: list[Path]) -> list[dict]:
     return rows
 
 
-def _check_model(spec) -> list[str]:
-    if spec.model == "default" or not looks_like_path(spec.model):
-        return []  # `default` is checked by a run; a hub id needs the hub
-    try:
-        resolve_model(spec.model, fingerprint=False)
-    except HarnessError as e:
-        return [f"{spec.where('model')}: {e}"]
-    return []
-
-
 def validate_file(path: Path) -> str:
     """A one-line summary of a valid task (or shared include) file; else TaskProblems listing every problem."""
     path = Path(path)
@@ -77,7 +66,7 @@ def validate_file(path: Path) -> str:
         return summary
     info = summarise(path)
     spec, data = info["spec"], info["data"]
-    problems = template_problems(spec, data.test[0]) + _check_model(spec)
+    problems = template_problems(spec, data.test[0])  # the templates once more, on a real question
     if problems:
         raise TaskProblems(problems)
     return (

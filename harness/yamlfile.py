@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from harness.errors import HarnessError, did_you_mean
+from harness.errors import HarnessError, did_you_mean, excerpt
 
 
 def _decode(path: Path | str, raw: bytes) -> str:
@@ -266,7 +266,7 @@ def _problem(root: type[BaseModel], sources: list[str], loc: tuple, errs: list[d
     text = ", or ".join(dict.fromkeys(msgs))
     got = first.get("input")
     shown = (
-        f" (got {got!r:.60})" if isinstance(got, (str, int, float, bool)) and first["type"] != "value_error" else ""
+        f" (got {excerpt(got)})" if isinstance(got, (str, int, float, bool)) and first["type"] != "value_error" else ""
     )
     hint = ""
     if first["type"] in ("literal_error", "enum") and isinstance(got, str):

@@ -1,0 +1,113 @@
+"""`harness run` and `harness tasks validate` make one check before anything loads (harness.checks.task_problems):
+templates rendered in the sandbox, the seed and other numeric ranges, the files and folders a task names. Each
+problem is one line naming the task file and line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from harness import checks
+from harness.run import RunOptions, plan
+from harness.spec import TaskProblems, load_spec
+from tests.conftest import run_cli, write_tiny_task
+
+REFUSED = "{{ passages.append(1) }}{{ question }}"  # the immutable sandbox refuses changing a list
+
+
+def bad_task(tmp_path: Path, tiny_model_dir: Path, **overrides) -> Path:
+    return write_tiny_task(tmp_path / "tasks", tiny_model_dir, **overrides)
+
+
+def located(line: str, task: Path, field: str) -> None:
+    assert re.match(rf"{re.escape(str(task.resolve()))}:\d+: field '{re.escape(field)}'", line), line
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Fail the test if the data or a model starts loading: the check must come first."""
+    import harness.run as run
+
+    def refuse(*a, **k):
+        raise AssertionError("loaded before the check")
+
+    monkeypatch.setattr(run, "load_task_data", refuse)
+    monkeypatch.setattr(run.models, "load_tokenizer", refuse)
+    monkeypatch.setattr(run.models, "load_model", refuse)
+
+
+def plan_problems(task: Path, tmp_path: Path, **opts) -> list[str]:
+    with pytest.raises(TaskProblems) as e:
+        plan(RunOptions(task=str(task), reports_dir=tmp_path / "r", indices_dir=tmp_path / "i", **opts))
+    return e.value.problems
+
+
+def validate_lines(task: Path) -> list[str]:
+    code, _, err = run_cli("tasks", "validate", task)
+    assert code == 2
+    return [line.removeprefix("FAIL ") for line in err.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "words"),
+    [
+        ({"seed": 99999999999999999999999999}, "seed", "less than or equal to 4294967295"),
+        ({"seed": -1}, "seed", "greater than or equal to 0"),
+        ({"rag": {"context_template": REFUSED}}, "rag.context_template", "not allowed in a task file"),
+        ({"question_template": "{{ questoin }}"}, "question_template", "'questoin' is undefined"),
+        ({"question_template": "{{ question + 1 }}"}, "question_template", "cannot render (TypeError"),
+        ({"question_template": "{{ range(10**9)|list }}"}, "question_template", "cannot render (OverflowError"),
+        ({"evaluation": {"bootstrap": 10**9}}, "evaluation.bootstrap", "less than or equal to 100000"),
+        ({"finetune": {"epochs": float("inf")}}, "finetune.epochs", "finite number"),
+        ({"data": {"corpus": {"path": "no-such-folder"}}}, "data.corpus.path", "not found"),
+    ],
+)
+def test_plan_and_validate_refuse_at_plan_time_with_file_and_line(
+    tmp_path, tiny_model_dir, no_loading, overrides, field, words
+):
+    task = bad_task(tmp_path, tiny_model_dir, **overrides)
+    problems = plan_problems(task, tmp_path, systems=["prompt"])  # rag is not even run
+    assert len(problems) == 1, problems
+    located(problems[0], task, field)
+    assert words in problems[0], problems[0]
+    assert validate_lines(task) == problems  # the same check, the same words
+    code, out, err = run_cli("run", task, "--systems", "prompt", "--reports-dir", tmp_path / "r")
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and words in err, err
+    assert "Traceback" not in err + out
+    assert not (tmp_path / "r" / "tiny-qa").exists()
+
+
+def test_seed_on_the_command_line_is_checked_too(tmp_path, tiny_model_dir, no_loading):
+    task = bad_task(tmp_path, tiny_model_dir)
+    for seed in ("99999999999999999999999999", "-1", "4294967296"):
+        code, _, err = run_cli("run", task, "--seed", seed, "--reports-dir", tmp_path / "r")
+        assert code == 2 and f"error: --seed must be from 0 to 4294967295, got {seed}" in err, err
+    assert plan(RunOptions(task=str(task), seed=4294967295, reports_dir=tmp_path / "r")).spec.seed == 4294967295
+
+
+def test_every_problem_is_listed_once(tmp_path, tiny_model_dir):
+    task = bad_task(
+        tmp_path,
+        tiny_model_dir,
+        question_template="{{ nope }}",
+        rag={"context_template": REFUSED},
+        systems=["prompt", "lorra"],
+        model=str(tmp_path / "no-model"),
+    )
+    problems = plan_problems(task, tmp_path)
+    fields = [re.search(r"field '([^']+)'", p).group(1) for p in problems]
+    assert fields == ["systems", "question_template", "rag.context_template", "model"], problems
+    assert validate_lines(task) == problems
+
+
+def test_a_good_task_passes_and_the_sample_question_fits_every_format(tiny_task):
+    spec = load_spec(tiny_task)
+    assert checks.task_problems(spec) == []
+    for fmt in ("yes-no", "multiple-choice", "free-text"):
+        q = checks.sample_question(fmt)
+        assert q.question and q.answers and (q.choices is None) == (fmt == "free-text")
+        assert fmt != "multiple-choice" or len(q.choices) == 4
+    spec = spec.model_copy(update={"question_template": "{{ question }} {% for c in choices %}{{ c }}{% endfor %}"})
+    assert checks.template_problems(spec, checks.sample_question("multiple-choice")) == []
