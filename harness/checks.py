@@ -18,7 +18,7 @@ from jinja2.sandbox import SecurityError
 from harness import scorers, systems
 from harness.constants import AnswerFormat
 from harness.data import Question
-from harness.errors import HarnessError, did_you_mean
+from harness.errors import HarnessError, did_you_mean, excerpt
 from harness.models import looks_like_path, resolve_model
 from harness.parts.prompt_builder import question_turn, template
 from harness.sources import resolve_path
@@ -161,3 +161,30 @@ def check_task(spec: TaskSpec, requested: list[str] | None = None) -> None:
     problems = task_problems(spec, requested)
     if problems:
         raise TaskProblems(problems)
+
+
+def window_problems(spec: TaskSpec, prompts, questions: dict[str, list[Question]], window: int | None) -> list[str]:
+    """Questions whose plain prompt (system prompt, question turn, chat template) and longest answer do not fit
+    the model's context window, reported with their ids. Made once the tokenizer is loaded and before any system
+    builds: such a question would make evaluation sit for minutes on one forward pass, then fail. (Passages,
+    documents and examples are fitted to a budget by the parts that add them; a question is never cut.)"""
+    if window is None:
+        return []
+    room = spec.evaluation.max_new_tokens if spec.answer_format == AnswerFormat.FREE_TEXT else 0
+    problems = []
+    for split, qs in questions.items():
+        over = []
+        for q in qs:
+            n = prompts.tokens(prompts.plain(q)) + room
+            n += max((prompts.tokens(c) for c in q.choices or []), default=0)
+            if n > window:
+                over.append((q, n))
+        if over:
+            shown = ", ".join(f"{excerpt(q.id, 40)} ({n:,} tokens, {q.origin or 'no location'})" for q, n in over[:5])
+            more = f" and {len(over) - 5} more" if len(over) > 5 else ""
+            problems.append(
+                f"{spec.where('data.questions.path')}: {len(over)} {split} question(s) do not fit the model's "
+                f"context window of {window:,} tokens with the system prompt and answer: {shown}{more}; "
+                "shorten or remove them"
+            )
+    return problems

@@ -212,6 +212,19 @@ def resolve_model(name: str, log=print, *, fingerprint: bool = True) -> ModelRef
     return ModelRef(name, str(where.resolve()), where.name, _content_key(where, log) if fingerprint else "")
 
 
+def context_length(ref: ModelRef) -> int | None:
+    """Tokens the model reads at most (its config's max_position_embeddings), read without loading weights;
+    None when the config does not say."""
+    from transformers import AutoConfig
+
+    try:
+        cfg = AutoConfig.from_pretrained(ref.path)
+    except Exception:  # the weights' loader reports an unreadable model in its own words, later
+        return None
+    n = getattr(cfg, "max_position_embeddings", None)
+    return int(n) if isinstance(n, int) and n > 0 else None
+
+
 def load_tokenizer(ref: ModelRef):
     from transformers import AutoTokenizer
 

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from harness import cache, evalcache, models, results, stats, systems
-from harness.checks import check_task
+from harness.checks import check_task, window_problems
 from harness.constants import AnswerFormat
 from harness.context import Reporter, RunContext
 from harness.data import Question, load_task_data
@@ -40,7 +40,7 @@ from harness.records import (
 )
 from harness.retrieval import retrieval_quality
 from harness.rundir import write_run
-from harness.spec import SEED_MAX, TaskSpec, load_spec
+from harness.spec import SEED_MAX, TaskProblems, TaskSpec, load_spec
 from harness.tasks import find_task
 
 
@@ -377,6 +377,11 @@ def execute(p: Plan, reporter: Reporter) -> Path:
         reevaluate=opts.reevaluate,
     )
     ctx.limit = opts.limit
+    with reporter.stage("check prompts against the context window"):
+        window = models.context_length(ref)
+        problems = window_problems(spec, ctx.prompts, {"test": data.test, "dev": data.dev}, window)
+        if problems:
+            raise TaskProblems(problems)
     built = [systems.make_system(n, ctx) for n in p.systems]  # each system is constructed once per run
     for s in built:
         s.validate()

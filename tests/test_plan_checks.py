@@ -111,3 +111,52 @@ def test_a_good_task_passes_and_the_sample_question_fits_every_format(tiny_task)
         assert fmt != "multiple-choice" or len(q.choices) == 4
     spec = spec.model_copy(update={"question_template": "{{ question }} {% for c in choices %}{{ c }}{% endfor %}"})
     assert checks.template_problems(spec, checks.sample_question("multiple-choice")) == []
+
+
+# ---------------------------------------------------------------- questions against the context window
+
+
+def test_an_over_long_question_is_reported_with_its_id_before_any_system_builds(tmp_path, tiny_model_dir, monkeypatch):
+    import json
+
+    from harness.systems.prompt import PromptSystem
+
+    task = bad_task(tmp_path, tiny_model_dir)
+    questions = task.parent / "tiny-qa" / "questions.jsonl"
+    rows = [json.loads(line) for line in questions.read_text().splitlines()]
+    for row in rows:  # one category in every licence: some land in test, some in dev
+        if row["id"].endswith("--liability"):
+            row["question"] = "Does it allow this? " * 300_000  # 6 MB, over a million tokens
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def never(self):
+        raise AssertionError("a system built before the check")
+
+    monkeypatch.setattr(PromptSystem, "build", never)
+    code, out, err = run_cli(
+        "run", task, "--systems", "prompt", "--reports-dir", tmp_path / "r", "--indices-dir", tmp_path / "i"
+    )
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err + out, err
+    line = lines[0]
+    assert "do not fit the model's context window of 512 tokens" in line, line
+    assert "--limitations--liability" in line and "questions.jsonl:" in line, line
+    assert "Does it allow this? " * 3 not in line  # ids and places, not the text
+    assert len(line) < 1500
+    assert not (tmp_path / "r" / "tiny-qa").exists()
+
+
+def test_window_problems_unit(tiny_model_dir):
+    from harness.data import Question
+    from harness.models import load_tokenizer, resolve_model
+    from harness.parts.prompt_builder import PromptBuilder
+
+    spec = load_spec(write_tiny_task(Path(tiny_model_dir).parent / "w", tiny_model_dir))
+    prompts = PromptBuilder(spec, load_tokenizer(resolve_model(str(tiny_model_dir), fingerprint=False)))
+    short = Question(id="ok", question="Is it?", answers=["Yes"], choices=["Yes", "No"])
+    n = prompts.tokens(prompts.plain(short)) + 1
+    assert checks.window_problems(spec, prompts, {"test": [short]}, n) == []
+    assert checks.window_problems(spec, prompts, {"test": [short]}, None) == []  # a config that does not say
+    (problem,) = checks.window_problems(spec, prompts, {"test": [short] * 7, "dev": []}, n - 2)
+    assert "7 test question(s)" in problem and "and 2 more" in problem and "'ok'" in problem
