@@ -126,7 +126,7 @@ def test_an_over_long_question_is_reported_with_its_id_before_any_system_builds(
     rows = [json.loads(line) for line in questions.read_text().splitlines()]
     for row in rows:  # one category in every licence: some land in test, some in dev
         if row["id"].endswith("--liability"):
-            row["question"] = "Does it allow this? " * 300_000  # 6 MB, over a million tokens
+            row["question"] = "Does it allow this? " * 20_000  # 400 KB, 100,000 tokens or so
     questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     def never(self):
@@ -160,3 +160,40 @@ def test_window_problems_unit(tiny_model_dir):
     assert checks.window_problems(spec, prompts, {"test": [short]}, None) == []  # a config that does not say
     (problem,) = checks.window_problems(spec, prompts, {"test": [short] * 7, "dev": []}, n - 2)
     assert "7 test question(s)" in problem and "and 2 more" in problem and "'ok'" in problem
+
+
+# ---------------------------------------------------------------- size limits of task files
+
+
+def test_a_task_file_over_the_size_limit_is_one_line(tmp_path, tiny_model_dir):
+    import time
+
+    from harness.yamlfile import MAX_FILE_BYTES
+
+    task = bad_task(tmp_path, tiny_model_dir)
+    task.write_text(task.read_text() + "# padding\n" * (MAX_FILE_BYTES // 10 + 1))
+    start = time.monotonic()
+    lines = validate_lines(task)
+    assert lines == [f"{task}: over 2 MB; a task file may be at most 2 MB (it holds settings; questions and "
+                     "documents belong in the data files it names)"]  # fmt: skip
+    code, _, err = run_cli("run", task)
+    assert code == 2 and err.count("\n") == 1 and "a task file may be at most 2 MB" in err
+    assert time.monotonic() - start < 20
+
+
+def test_a_file_that_never_ends_is_read_no_further_than_the_limit():
+    from harness.errors import HarnessError
+    from harness.yamlfile import read_yaml
+
+    with pytest.raises(HarnessError, match=r"^/dev/zero: over 2 MB; a task file may be at most 2 MB"):
+        read_yaml(Path("/dev/zero"))  # (an include of it is refused earlier: not a regular file)
+
+
+def test_a_value_over_the_size_limit_is_located(tmp_path, tiny_model_dir):
+    task = bad_task(tmp_path, tiny_model_dir, system_prompt="Answer. " * 20_000)
+    (line,) = validate_lines(task)
+    assert re.match(rf"{re.escape(str(task))}:\d+: a value of 160,000 characters; a value in a task file may have "
+                    r"at most 100,000", line), line  # fmt: skip
+    just_under = bad_task(tmp_path / "ok", tiny_model_dir, system_prompt="Answer. " * 12_000)
+    code, _, err = run_cli("tasks", "validate", just_under)
+    assert code == 0, err
