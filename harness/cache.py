@@ -25,18 +25,47 @@ def root() -> Path:
     return Path(os.environ.get("HARNESS_HOME") or Path.home() / ".cache" / "harness")
 
 
+def _probe(folder: Path) -> OSError | None:
+    """None when a file can be written in `folder`, else the error writing one gave."""
+    probe = folder / f".write-probe-{os.getpid()}"
+    try:
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        return e
+    return None
+
+
 def home() -> Path:
+    """HARNESS_HOME, created when missing. A home that exists but cannot be written is returned as it is: a run
+    uses what it holds (see `require_writable`); one that cannot be created is an error."""
     root_ = root()
     try:
         root_.mkdir(parents=True, exist_ok=True)
-        probe = root_ / f".write-probe-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
     except OSError as e:
         raise HarnessError(
             f"HARNESS_HOME {root_} is not writable ({e.strerror}); set HARNESS_HOME to a writable folder"
         ) from None
+    if not root_.is_dir():
+        raise HarnessError(f"HARNESS_HOME {root_} is not a folder; set HARNESS_HOME to a writable folder")
     return root_
+
+
+def read_only() -> str | None:
+    """Why HARNESS_HOME cannot be written (e.g. "Read-only file system"), or None when it can."""
+    error = _probe(home())
+    return None if error is None else (error.strerror or str(error))
+
+
+def require_writable(missing: str) -> None:
+    """Before building `missing` (an artifact the run needs and HARNESS_HOME does not hold): a read-only home
+    ends the run here, in one line that says what is missing."""
+    why = read_only()
+    if why is not None:
+        raise HarnessError(
+            f"{missing} is not in HARNESS_HOME {root()}, which is read-only ({why}); run once with a writable "
+            "HARNESS_HOME to build it, or set HARNESS_HOME to a writable folder"
+        )
 
 
 def key_of(*parts) -> str:

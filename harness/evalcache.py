@@ -114,7 +114,10 @@ def save(
     seconds: float,
     log,
 ) -> None:
-    """Store an evaluation; failing to (a full disk) costs the next run a re-evaluation, not this run."""
+    """Store an evaluation; failing to (a full disk) costs the next run a re-evaluation, not this run. A
+    read-only HARNESS_HOME stores nothing (the run said so once)."""
+    if cache.read_only():
+        return
     path = _path(task, k)
     entry = StoredEvaluation(
         format=FORMAT,

@@ -130,6 +130,7 @@ def convert_default(log=print) -> Path:
     final = _default_folder()
     if files.verify(final) is None:
         return final
+    cache.require_writable(f"the converted default model {final.name}")
     with cache.lock(final):
         reason = files.verify(final)
         if reason is None:

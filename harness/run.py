@@ -96,9 +96,9 @@ def plan(opts: RunOptions) -> Plan:
             raise HarnessError(f"cannot create {folder} ({e.strerror})") from None
         if not os.access(folder, os.W_OK):
             raise HarnessError(f"{folder} is not writable")
-    cache.check_free_space(
-        {"HARNESS_HOME": cache.home(), "--reports-dir": opts.reports_dir, "--indices-dir": opts.indices_dir}
-    )  # a full disk fails now, not after training
+    # A full disk fails now, not after training. A read-only HARNESS_HOME is only read (cache.require_writable).
+    writable = {"--reports-dir": opts.reports_dir, "--indices-dir": opts.indices_dir}
+    cache.check_free_space(writable if cache.read_only() else {"HARNESS_HOME": cache.home(), **writable})
     return Plan(spec, list(names), opts)
 
 
@@ -355,7 +355,14 @@ def execute(p: Plan, reporter: Reporter) -> Path:
     spec, opts = p.spec, p.opts
     models.set_offline_defaults()
     threads = models.set_threads()
-    cache.note_format(reporter.log)
+    why = cache.read_only()
+    if why is not None:
+        reporter.log(
+            f"note: HARNESS_HOME {cache.root()} is read-only ({why}): this run uses what it holds and stores "
+            "nothing there; anything missing is named"
+        )
+    else:
+        cache.note_format(reporter.log)
     with reporter.stage("load data"):
         data = load_task_data(spec)
         if opts.limit:

@@ -61,7 +61,7 @@ def moved(tmp_path_factory, tiny_model_dir):
     out["touched"] = touch_everything(new_home, indices, task.parent, model)
     run("moved", 3, new_home)
     run("moved_first_limit", 4, new_home)
-    out["home"] = new_home
+    out.update(home=new_home, task=task, reports=reports, indices=indices)
     return out
 
 
@@ -116,3 +116,36 @@ def test_note_format_unit(tmp_path, monkeypatch):
     (tmp_path / "h" / "cache-format").write_text(str(cache.CACHE_FORMAT + 1))  # a newer version's: left alone
     cache.note_format(logs.append)
     assert len(logs) == 2 and (tmp_path / "h" / "cache-format").read_text() == str(cache.CACHE_FORMAT + 1)
+
+
+# ---------------------------------------------------------------- a read-only HARNESS_HOME
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_read_only_home_that_holds_everything_is_used_as_it_is(moved, monkeypatch):
+    """Root ignores file modes, so the home is made read-only for the code (its write probe fails), and the
+    test checks that nothing in it was written, created or touched."""
+    home = moved["home"]
+    real_probe = cache._probe
+    monkeypatch.setattr(
+        cache, "_probe", lambda f: OSError(30, "Read-only file system") if f == home else real_probe(f)
+    )
+    monkeypatch.setenv("HARNESS_HOME", str(home))
+    task, reports, indices = moved["task"], moved["reports"], moved["indices"]
+    before = _snapshot(home)
+    common = ["--limit", 3, "--reports-dir", reports, "--indices-dir", indices]
+    code, _, err = run_cli("run", task, "--systems", "prompt,lora,rag", *common)
+    assert code == 0, err[-3000:]
+    assert f"note: HARNESS_HOME {home} is read-only (Read-only file system)" in err
+    results = json.loads(((reports / "tiny-qa" / "latest").resolve() / "results.json").read_text())
+    assert all(s["evaluation_reused"] for s in results["systems"].values())
+    assert results["systems"]["lora"]["cached"] is True
+    # something it does not hold: named in one line, nothing written
+    code, _, err = run_cli("run", task, "--systems", "dora", *common)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err[-3000:]
+    assert errors[0].startswith("error: dora: the adapter dora-") and "which is read-only" in errors[0], errors[0]
+    assert _snapshot(home) == before

@@ -194,6 +194,7 @@ class AdapterTrainer:
         info = self.cached()
         if info is not None:
             return info
+        cache.require_writable(f"{self.name}: the adapter {self.folder.name}")
         if self.ctx.launcher == "accelerate":
             return self._build_with_accelerate()
         final = self.folder
