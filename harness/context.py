@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 import time
 from pathlib import Path
 
@@ -16,23 +17,45 @@ from harness.parts.prompt_builder import PromptBuilder
 from harness.parts.retriever import Retriever
 from harness.retrieval import Embedder
 
+HEARTBEAT_S = 30.0  # a stage that has said nothing for this long says that it is still working
+
 
 class Reporter:
-    """Stages report progress through here and never print, so a run works in a terminal, a test or a notebook."""
+    """Stages report progress through here and never print, so a run works in a terminal, a test or a notebook.
+    No stage stays silent for more than `heartbeat_s`: one long step (a forward pass on a long prompt, loading
+    big weights) still shows, every `heartbeat_s`, that the run is alive and how long the stage has taken."""
 
-    def __init__(self, sink=None):
+    def __init__(self, sink=None, heartbeat_s: float = HEARTBEAT_S):
         self.sink = sink or (lambda line: None)
         self.lines: list[str] = []
+        self.heartbeat_s = heartbeat_s
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
 
     def log(self, message: str) -> None:
-        self.lines.append(message)
-        self.sink(message)
+        with self._lock:
+            self._last = time.monotonic()
+            self.lines.append(message)
+            self.sink(message)
 
     @contextlib.contextmanager
     def stage(self, name: str):
         start = time.perf_counter()
         self.log(f"▸ {name}")
-        yield
+        stop = threading.Event()
+
+        def heartbeat() -> None:
+            while not stop.wait(min(1.0, self.heartbeat_s / 4)):
+                if time.monotonic() - self._last >= self.heartbeat_s and not stop.is_set():
+                    self.log(f"  {name}: still working ({time.perf_counter() - start:.0f} s so far)")
+
+        beat = threading.Thread(target=heartbeat, name=f"heartbeat: {name}", daemon=True)
+        beat.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            beat.join()
         self.log(f"  {name}: done in {time.perf_counter() - start:.1f} s")
 
     def progress(self, name: str, total: int):

@@ -389,9 +389,10 @@ def execute(p: Plan, reporter: Reporter) -> Path:
         problems = window_problems(spec, ctx.prompts, {"test": data.test, "dev": data.dev}, window)
         if problems:
             raise TaskProblems(problems)
-    built = [systems.make_system(n, ctx) for n in p.systems]  # each system is constructed once per run
-    for s in built:
-        s.validate()
+    with reporter.stage("check the systems' settings"):  # may load the base model (its layer names)
+        built = [systems.make_system(n, ctx) for n in p.systems]  # each system is constructed once per run
+        for s in built:
+            s.validate()
     metric = results.headline_metric(spec.answer_format)
     base = results.baselines(data.train, data.test, spec.answer_format)
     baselines = results.baseline_results(base, data.test, spec.answer_format, spec.evaluation.bootstrap, spec.seed)
@@ -425,4 +426,5 @@ def execute(p: Plan, reporter: Reporter) -> Path:
     )
     launch = {n: r.launch for n, r in runs.items() if r.launch}
     manifest = build_manifest(spec, ref, data, opts, run_id, launch)
-    return write_run(opts.reports_dir / spec.name, out, [s for r in runs.values() for s in r.samples], manifest)
+    with reporter.stage("write the run directory and report"):
+        return write_run(opts.reports_dir / spec.name, out, [s for r in runs.values() for s in r.samples], manifest)
