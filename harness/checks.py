@@ -149,11 +149,8 @@ def path_problems(spec: TaskSpec) -> list[str]:
 def task_problems(spec: TaskSpec, requested: list[str] | None = None) -> list[str]:
     """Every problem of `spec` that needs no model and no data rows, one located line each (see the module
     docstring). `requested`: the systems given on the command line (`--systems`), checked as well."""
-    return (
-        name_problems(spec, requested)
-        + template_problems(spec, sample_question(spec.answer_format))
-        + (path_problems(spec))
-    )
+    names = name_problems(spec, requested)
+    return names + template_problems(spec, sample_question(spec.answer_format)) + path_problems(spec)
 
 
 def check_task(spec: TaskSpec, requested: list[str] | None = None) -> None:

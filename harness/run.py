@@ -386,7 +386,10 @@ def execute(p: Plan, reporter: Reporter) -> Path:
     ctx.limit = opts.limit
     with reporter.stage("check prompts against the context window"):
         window = models.context_length(ref)
-        problems = window_problems(spec, ctx.prompts, {"test": data.test, "dev": data.dev}, window)
+        scored = {"test": data.test}  # and the dev questions calibration scores (content-free ones are short)
+        if spec.evaluation.calibration != "contextual":
+            scored["dev"] = calibration_questions(ctx) or []
+        problems = window_problems(spec, ctx.prompts, scored, window)
         if problems:
             raise TaskProblems(problems)
     with reporter.stage("check the systems' settings"):  # may load the base model (its layer names)
