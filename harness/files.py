@@ -150,7 +150,9 @@ def content_fingerprint(folder: Path, memo_dir: Path | None = None, log: Callabl
         key = hashlib.sha256(json.dumps([str(folder.resolve()), stats]).encode()).hexdigest()[:24]
         memo = Path(memo_dir) / f"{key}.json"
         try:
-            return json.loads(memo.read_text(encoding="utf-8"))["fingerprint"]
+            recorded = json.loads(memo.read_text(encoding="utf-8"))["fingerprint"]
+            if isinstance(recorded, str) and len(recorded) == 64:
+                return recorded
         except (OSError, ValueError, KeyError, TypeError):
             pass
     total_mb = sum(size for _, size, _ in stats) / 2**20
