@@ -146,6 +146,29 @@ def path_problems(spec: TaskSpec) -> list[str]:
     return problems
 
 
+def outside_paths(spec: TaskSpec) -> list[str]:
+    """Files and folders the task reads from outside its own folder (includes, data, corpus, preference pairs;
+    a package's files excepted): allowed, and said, so that nobody runs a task file that reads /etc unawares."""
+    folder = spec.folder.resolve()
+    named = [Path(s) for s in spec._sources[1:]]  # the includes (the task file itself comes first)
+    data = spec.data
+    if data.questions.path and not data.questions.package and not data.questions.hub:
+        named.append(spec.folder / data.questions.path)
+    if data.corpus is not None and not data.corpus.package:
+        named.append(spec.folder / data.corpus.path)
+    if spec.preference.path:
+        named.append(spec.folder / spec.preference.path)
+    out = []
+    for p in named:
+        try:
+            resolved = p.resolve()
+        except (OSError, ValueError):
+            continue
+        if not resolved.is_relative_to(folder) and str(resolved) not in out:
+            out.append(str(resolved))
+    return out
+
+
 def task_problems(spec: TaskSpec, requested: list[str] | None = None) -> list[str]:
     """Every problem of `spec` that needs no model and no data rows, one located line each (see the module
     docstring). `requested`: the systems given on the command line (`--systems`), checked as well."""

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from harness import cache, evalcache, models, results, stats, systems
-from harness.checks import check_task, window_problems
+from harness.checks import check_task, outside_paths, window_problems
 from harness.constants import AnswerFormat
 from harness.context import Reporter, RunContext
 from harness.data import Question, load_task_data
@@ -363,6 +363,10 @@ def execute(p: Plan, reporter: Reporter) -> Path:
         )
     else:
         cache.note_format(reporter.log)
+    outside = outside_paths(spec)
+    if outside:
+        task_file = Path(spec.source_path or spec.name).name
+        reporter.log(f"note: {task_file} reads outside its folder: {', '.join(outside)}")
     with reporter.stage("load data"):
         data = load_task_data(spec)
         if opts.limit:

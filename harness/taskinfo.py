@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.checks import check_task, include_name_problems, template_problems
+from harness.checks import check_task, include_name_problems, outside_paths, template_problems
 from harness.data import load_task_data
 from harness.errors import HarnessError
 from harness.spec import TaskProblems, check_include, load_spec
@@ -69,9 +69,10 @@ def validate_file(path: Path) -> str:
     problems = template_problems(spec, data.test[0])  # the templates once more, on a real question
     if problems:
         raise TaskProblems(problems)
+    outside = outside_paths(spec)
     return (
         f"{info['name']} ({info['format']}): {info['train']} train, {info['dev']} dev, {info['test']} test, "
-        f"corpus {info['corpus']}"
+        f"corpus {info['corpus']}" + (f"; reads outside its folder: {', '.join(outside)}" if outside else "")
     )
 
 

@@ -197,3 +197,30 @@ def test_a_value_over_the_size_limit_is_located(tmp_path, tiny_model_dir):
     just_under = bad_task(tmp_path / "ok", tiny_model_dir, system_prompt="Answer. " * 12_000)
     code, _, err = run_cli("tasks", "validate", just_under)
     assert code == 0, err
+
+
+# ---------------------------------------------------------------- files outside the task's folder
+
+
+def test_files_outside_the_task_folder_are_said(tmp_path, tiny_model_dir):
+    inside = bad_task(tmp_path / "in", tiny_model_dir)
+    code, out, _ = run_cli("tasks", "validate", inside)
+    assert code == 0 and "reads outside" not in out
+    assert checks.outside_paths(load_spec(inside)) == []
+
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "shared").mkdir(parents=True)
+    (elsewhere / "shared" / "defaults.yaml").write_text("seed: 3\n")
+    task = bad_task(tmp_path / "out", tiny_model_dir)
+    data = task.parent / "tiny-qa" / "questions.jsonl"
+    moved = elsewhere / "questions.jsonl"
+    data.rename(moved)
+    text = task.read_text().replace("path: tiny-qa/questions.jsonl", f"path: {moved}")
+    task.write_text(text + "include: ../../elsewhere/shared/defaults.yaml\n")
+    spec = load_spec(task)
+    assert checks.outside_paths(spec) == [str((elsewhere / "shared" / "defaults.yaml").resolve()), str(moved)]
+    code, out, err = run_cli("tasks", "validate", task)
+    assert code == 0, err
+    assert out.rstrip().endswith(
+        f"reads outside its folder: {elsewhere.resolve() / 'shared' / 'defaults.yaml'}, {moved}"
+    )
