@@ -352,6 +352,12 @@ def run_system(system, ctx: RunContext, baselines: dict[str, results.Baseline]) 
 
 
 def execute(p: Plan, reporter: Reporter) -> Path:
+    """Run the plan and write its run directory; returns it. Never silent for more than 30 s (Reporter.running)."""
+    with reporter.running():
+        return _execute(p, reporter)
+
+
+def _execute(p: Plan, reporter: Reporter) -> Path:
     spec, opts = p.spec, p.opts
     models.set_offline_defaults()
     threads = models.set_threads()
