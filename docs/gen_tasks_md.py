@@ -76,7 +76,8 @@ with a did-you-mean for misspelt names; `harness tasks validate` lists all of a 
 `harness run` makes the same check before it loads anything (templates are rendered in the sandbox on a
 sample question, data files and a model folder must exist), then, once the tokenizer is loaded and before
 any system builds, refuses questions whose prompt and answer do not fit the model's context window, naming
-their ids.
+their ids (`harness tasks validate` checks that too when the model is on disk: a folder, or the default once
+converted).
 
 **Size limits.** A task file (and each file it includes) may be at most {max_file_mb} MB, one value in it
 (a system prompt, a template) at most {max_value_chars:,} characters, and its YAML aliases may expand to

@@ -191,6 +191,14 @@ def window_problems(spec: TaskSpec, prompts, questions: dict[str, list[Question]
     if window is None:
         return []
     room = spec.evaluation.max_new_tokens if spec.answer_format == AnswerFormat.FREE_TEXT else 0
+    empty = sample_question(spec.answer_format)
+    empty.question = ""
+    base = prompts.tokens(prompts.plain(empty)) + room
+    if base > window:  # no question can fit: say what is too long, once
+        return [
+            f"{spec.where('system_prompt')}: the system prompt and question template alone take {base:,} tokens, "
+            f"more than the model's context window of {window:,}"
+        ]
     problems = []
     for split, qs in questions.items():
         over = []

@@ -125,6 +125,12 @@ def _default_folder() -> Path:
     return cache.home() / "models" / f"smollm2-135m-instruct-{key}"
 
 
+def converted_default() -> Path | None:
+    """The converted default model's folder when it is there and intact, else None (nothing is converted)."""
+    folder = _default_folder()
+    return folder if files.verify(folder) is None else None
+
+
 def convert_default(log=print) -> Path:
     """Dequantise the packaged GGUF into a transformers folder once; atomic, locked, verified."""
     final = _default_folder()

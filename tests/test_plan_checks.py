@@ -194,9 +194,11 @@ def test_a_value_over_the_size_limit_is_located(tmp_path, tiny_model_dir):
     (line,) = validate_lines(task)
     assert re.match(rf"{re.escape(str(task))}:\d+: a value of 160,000 characters; a value in a task file may have "
                     r"at most 100,000", line), line  # fmt: skip
+    # just under the limit: no size error (the tiny model's 512-token window is another matter, said once)
     just_under = bad_task(tmp_path / "ok", tiny_model_dir, system_prompt="Answer. " * 12_000)
-    code, _, err = run_cli("tasks", "validate", just_under)
-    assert code == 0, err
+    (line,) = validate_lines(just_under)
+    located(line, just_under, "system_prompt")
+    assert "alone take" in line and "more than the model's context window of 512" in line, line
 
 
 # ---------------------------------------------------------------- files outside the task's folder
@@ -224,3 +226,22 @@ def test_files_outside_the_task_folder_are_said(tmp_path, tiny_model_dir):
     assert out.rstrip().endswith(
         f"reads outside its folder: {elsewhere.resolve() / 'shared' / 'defaults.yaml'}, {moved}"
     )
+
+
+def test_validate_reports_over_long_questions_when_the_model_is_on_disk(tmp_path, tiny_model_dir):
+    import json
+
+    task = bad_task(tmp_path, tiny_model_dir)
+    questions = task.parent / "tiny-qa" / "questions.jsonl"
+    rows = [json.loads(line) for line in questions.read_text().splitlines()]
+    for row in rows:
+        if row["id"].endswith("--liability"):
+            row["question"] = "Does it allow this? " * 2_000
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lines = validate_lines(task)
+    assert lines and all("do not fit the model's context window of 512 tokens" in line for line in lines), lines
+    assert any("--limitations--liability" in line for line in lines)
+    assert checks.sample_question("yes-no")  # a default model not converted yet is not converted by validate:
+    spec_default = bad_task(tmp_path / "d", tiny_model_dir, model="default")
+    code, _, err = run_cli("tasks", "validate", spec_default)
+    assert code == 0, err
