@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from harness import scorers, systems
+from harness import scorers, systems, yamlfile
 from harness.constants import AnswerFormat
 from harness.docgen import cell, write_or_check
 from harness.spec import SECTIONS
@@ -73,6 +73,16 @@ the data gives (`split: {{by: given}}`).
 
 **Errors.** Every problem is reported as one line naming the file, the line where known, and the field,
 with a did-you-mean for misspelt names; `harness tasks validate` lists all of a file's problems and exits 2.
+`harness run` makes the same check before it loads anything (templates are rendered in the sandbox on a
+sample question, data files and a model folder must exist), then, once the tokenizer is loaded and before
+any system builds, refuses questions whose prompt and answer do not fit the model's context window, naming
+their ids (`harness tasks validate` checks that too when the model is on disk: a folder, or the default once
+converted).
+
+**Size limits.** A task file (and each file it includes) may be at most {max_file_mb} MB, one value in it
+(a system prompt, a template) at most {max_value_chars:,} characters, and its YAML aliases may expand to
+at most {max_values:,} values: questions and documents belong in the data files a task names, which have
+no such limit. Exceeding one is one error line naming the file (and line).
 
 A complete small task:
 
@@ -170,7 +180,12 @@ def render() -> str:
         formats.append(f"| `{fmt}` | {how} | {', '.join(scorers.metric_names_for(fmt))} |")
     top = dict(SECTIONS)[""]
     intro = INTRO.format(
-        formats="\n".join(formats), systems=", ".join(f"`{s}`" for s in systems.available()), example=top.example
+        formats="\n".join(formats),
+        systems=", ".join(f"`{s}`" for s in systems.available()),
+        example=top.example,
+        max_file_mb=yamlfile.MAX_FILE_BYTES // 2**20,
+        max_value_chars=yamlfile.MAX_VALUE_CHARS,
+        max_values=yamlfile.MAX_VALUES,
     )
     return intro + "\n" + "\n".join(section_md(s, m) for s, m in SECTIONS)
 

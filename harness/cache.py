@@ -17,20 +17,55 @@ from pathlib import Path
 from filelock import FileLock
 
 from harness.errors import HarnessError
+from harness.files import write_text_atomic
 
 
-def home() -> Path:
-    root = Path(os.environ.get("HARNESS_HOME") or Path.home() / ".cache" / "harness")
+def root() -> Path:
+    """Where HARNESS_HOME is, without creating or checking it."""
+    return Path(os.environ.get("HARNESS_HOME") or Path.home() / ".cache" / "harness")
+
+
+def _probe(folder: Path) -> OSError | None:
+    """None when a file can be written in `folder`, else the error writing one gave."""
+    probe = folder / f".write-probe-{os.getpid()}"
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".write-probe-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
+        return e
+    return None
+
+
+def home() -> Path:
+    """HARNESS_HOME, created when missing. A home that exists but cannot be written is returned as it is: a run
+    uses what it holds (see `require_writable`); one that cannot be created is an error."""
+    root_ = root()
+    try:
+        root_.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
         raise HarnessError(
-            f"HARNESS_HOME {root} is not writable ({e.strerror}); set HARNESS_HOME to a writable folder"
+            f"HARNESS_HOME {root_} is not writable ({e.strerror}); set HARNESS_HOME to a writable folder"
         ) from None
-    return root
+    if not root_.is_dir():
+        raise HarnessError(f"HARNESS_HOME {root_} is not a folder; set HARNESS_HOME to a writable folder")
+    return root_
+
+
+def read_only() -> str | None:
+    """Why HARNESS_HOME cannot be written (e.g. "Read-only file system"), or None when it can."""
+    error = _probe(home())
+    return None if error is None else (error.strerror or str(error))
+
+
+def require_writable(missing: str) -> None:
+    """Before building `missing` (an artifact the run needs and HARNESS_HOME does not hold): a read-only home
+    ends the run here, in one line that says what is missing."""
+    why = read_only()
+    if why is not None:
+        raise HarnessError(
+            f"{missing} is not in HARNESS_HOME {root()}, which is read-only ({why}); run once with a writable "
+            "HARNESS_HOME to build it, or set HARNESS_HOME to a writable folder"
+        )
 
 
 def key_of(*parts) -> str:
@@ -72,3 +107,33 @@ def check_free_space(folders: dict[str, Path], min_mb: float | None = None) -> N
                 f"{min_mb:g} MB there; free some space or choose another folder "
                 "(HARNESS_MIN_FREE_MB sets this limit)"
             )
+
+
+# The layout of the keys above. 2: base models are keyed by their content (not their folder's path and file
+# times) and adapters by their training data (not the test questions --limit keeps).
+CACHE_FORMAT = 2
+_FORMAT_FILE = "cache-format"
+
+
+def note_format(log) -> None:
+    """Say once, in one line, when HARNESS_HOME holds adapters or stored evaluations keyed by an earlier
+    version: they are not found under the new keys and what a run needs is built again (nothing fails)."""
+    marker = root() / _FORMAT_FILE
+    try:
+        written = int(marker.read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        written = None
+    if written is not None and written >= CACHE_FORMAT:
+        return
+    earlier = [d for d in ("adapters", "evaluations") if (root() / d).is_dir() and any((root() / d).iterdir())]
+    if earlier:
+        log(
+            f"note: the {' and '.join(earlier)} in {root()} were cached by an earlier version of harness, whose keys "
+            "depended on the model folder's path and file times and on --limit; they are not reused, and what "
+            f"this run needs is built again (delete {root()}/{{adapters,evaluations}} to free the space)"
+        )
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(marker, f"{CACHE_FORMAT}\n")
+    except (OSError, HarnessError):  # a read-only HARNESS_HOME: the note comes again next time
+        pass

@@ -1,10 +1,14 @@
 """The `harness` command. Thin: it parses, hands a validated plan to run.py, and prints.
 
-Every error a user can cause is a HarnessError and ends as one line on stderr with exit code 2.
+Exit codes (documented in the README and `harness run --help`; a script or CI job can rely on them):
+0 every requested system succeeded; 3 the run completed and its report was written, but some system failed;
+2 bad input (every error a user can cause is a HarnessError and ends as one line on stderr, nothing written);
+130 interrupted (Ctrl-C, SIGINT) and 143 terminated (SIGTERM), each with one line saying what was kept.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -33,8 +37,20 @@ app = typer.Typer(
 )
 tasks_app = typer.Typer(no_args_is_help=True, help="List, show and validate task files.")
 app.add_typer(tasks_app, name="tasks")
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Everything these print is literal text: paths, task values and data rows come from files the user (or
+# someone else) wrote, and `[bold]` or `:x:` in them must print as written, not as rich markup or emoji.
+PLAIN = {"highlight": False, "markup": False, "emoji": False}
+console = Console(stderr=False, **PLAIN)
+err_console = Console(stderr=True, **PLAIN)
+
+# Exit codes: see the module docstring.
+OK, BAD_INPUT, SYSTEMS_FAILED = 0, 2, 3
+INTERRUPTED = 130  # what shells report for a process stopped by Ctrl-C (128 + SIGINT)
+TERMINATED = 143  # 128 + SIGTERM
+EXIT_CODES_HELP = (
+    "Exit codes: 0 every system succeeded; 3 the run completed (report written) but some system failed; "
+    "2 bad input; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM)."
+)
 
 TasksDir = typer.Option(None, "--tasks-dir", help="Extra folder of task YAML files (also: HARNESS_TASKS).")
 
@@ -83,7 +99,10 @@ def run(
     tasks_dir: list[Path] | None = TasksDir,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final table."),
 ):
-    """Build the systems, evaluate them on the held-out questions, and write the report."""
+    """Build the systems, evaluate them on the held-out questions, and write the report.
+
+    Exit codes: 0 every system succeeded; 3 the run completed (report written) but some system failed;
+    2 bad input; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM)."""
     from harness.context import Reporter
     from harness.models import set_offline_defaults
 
@@ -108,7 +127,16 @@ def run(
     # soft_wrap: a progress line is never cut inside a path, whatever the terminal's (or a log file's) width
     reporter = Reporter(None if quiet else lambda line: err_console.print(line, markup=False, soft_wrap=True))
     run_dir = execute(p, reporter)
-    print_summary(run_dir)
+    results = print_summary(run_dir)
+    failed = [n for n, s in results.systems.items() if not s.ok]
+    if failed:
+        err_console.print(
+            f"error: {len(failed)} of {len(results.systems)} systems failed ({', '.join(failed)}); the report "
+            f"covers the others; tracebacks in {run_dir / 'errors.log'} (exit code {SYSTEMS_FAILED})",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(SYSTEMS_FAILED)
 
 
 def summary_table(results: RunResults, rows: list[SummaryRow]) -> Table:
@@ -130,14 +158,15 @@ def summary_table(results: RunResults, rows: list[SummaryRow]) -> Table:
     return table
 
 
-def print_summary(run_dir: Path) -> None:
+def print_summary(run_dir: Path) -> RunResults:
+    """Print the run's table, its failures and where the report is; returns the results it printed."""
     results = load_results(run_dir)
     rows = summary_rows(results)
     table = summary_table(results, rows)
     # As wide as the table needs, whatever the terminal: a narrower console (or a log, a pipe, which rich
     # takes as 80 columns) would cut every cell short.
     natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
-    wide = Console(width=max(console.width, natural), highlight=False)
+    wide = Console(width=max(console.width, natural), **PLAIN)
     wide.print(table)
     for r in rows:
         if r.status == "failed":
@@ -148,7 +177,8 @@ def print_summary(run_dir: Path) -> None:
             "evaluation reused (nothing that decides the answers changed; figures as measured then; "
             "--reevaluate measures again): " + ", ".join(f"{n} ({t})" for n, t in reused.items())
         )
-    wide.print(f"report: {run_dir / 'index.html'}")
+    wide.print(f"report: {run_dir / 'index.html'}", markup=False, soft_wrap=True)
+    return results
 
 
 @app.command()
@@ -209,7 +239,7 @@ def tasks_validate(paths: list[Path] = typer.Argument(..., help="Task YAML files
             for problem in getattr(e, "problems", None) or [str(e)]:  # every problem, one line each
                 err_console.print(f"FAIL {one_line(problem)}", markup=False, soft_wrap=True)
     if failed:
-        raise typer.Exit(2)
+        raise typer.Exit(BAD_INPUT)
 
 
 def _click_exceptions() -> tuple[tuple, tuple, tuple]:
@@ -231,16 +261,29 @@ def _click_exceptions() -> tuple[tuple, tuple, tuple]:
     return tuple(usage), tuple(exits), tuple(aborts)
 
 
-INTERRUPTED = 130  # what shells report for a process stopped by Ctrl-C (128 + SIGINT)
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that the same clean-up as for Ctrl-C runs (temporary
+    folders removed, no half-written run directory)."""
+
+
+_signal_received: list[int] = []
+
+
+def _on_sigterm(signum, frame) -> None:
+    _signal_received.append(signum)
+    raise Terminated()
 
 
 def _interrupted() -> None:
+    terminated = signal.SIGTERM in _signal_received
+    what = "terminated (SIGTERM)" if terminated else "interrupted"
     err_console.print(
-        "interrupted: no run directory was written; built artifacts are kept, and the next run reuses or resumes them",
+        f"{what}: no run directory was written; built artifacts (converted model, adapters, indices, stored "
+        "evaluations, training checkpoints) are kept, and the next run reuses or resumes them",
         markup=False,
         soft_wrap=True,
     )
-    sys.exit(INTERRUPTED)
+    sys.exit(TERMINATED if terminated else INTERRUPTED)
 
 
 def _usage_error(e) -> None:
@@ -256,11 +299,24 @@ def _usage_error(e) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     usage_errors, exits, aborts = _click_exceptions()
+    _signal_received.clear()
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (an embedding program): SIGTERM keeps its own handling
+        previous = None
+    try:
+        _main(argv, usage_errors, exits, aborts)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv, usage_errors, exits, aborts) -> None:
     try:
         code = app(args=argv, standalone_mode=False)  # click returns an Exit's code instead of raising it here
     except HarnessError as e:
         err_console.print(f"error: {one_line(e)}", markup=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(BAD_INPUT)
     except exits as e:
         if e.exit_code == INTERRUPTED:
             _interrupted()
@@ -273,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as e:  # the environment (a full disk, a folder that cannot be read): one line, no traceback
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         err_console.print(one_line(f"error: {where}{e.strerror or e}"), markup=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(BAD_INPUT)
     # typer turns a KeyboardInterrupt (Ctrl-C, SIGINT) into Exit(130) and, outside standalone mode, returns
     # the code: say what happened instead of exiting silently.
     if code == INTERRUPTED:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 import time
 from pathlib import Path
 
@@ -16,24 +17,60 @@ from harness.parts.prompt_builder import PromptBuilder
 from harness.parts.retriever import Retriever
 from harness.retrieval import Embedder
 
+HEARTBEAT_S = 30.0  # a run that has said nothing for this long says that it is still working, and where
+
 
 class Reporter:
-    """Stages report progress through here and never print, so a run works in a terminal, a test or a notebook."""
+    """Stages report progress through here and never print, so a run works in a terminal, a test or a notebook.
+    Within `running()` (a whole run), nothing stays silent for more than `heartbeat_s`: one long step (a forward
+    pass on a long prompt, loading big weights, scoring) still shows that the run is alive, in which stage, and
+    for how long."""
 
-    def __init__(self, sink=None):
+    def __init__(self, sink=None, heartbeat_s: float = HEARTBEAT_S):
         self.sink = sink or (lambda line: None)
         self.lines: list[str] = []
+        self.heartbeat_s = heartbeat_s
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+        self._stages: list[tuple[str, float]] = []  # the stages open now (name, start), innermost last
 
     def log(self, message: str) -> None:
-        self.lines.append(message)
-        self.sink(message)
+        with self._lock:
+            self._last = time.monotonic()
+            self.lines.append(message)
+            self.sink(message)
 
     @contextlib.contextmanager
     def stage(self, name: str):
         start = time.perf_counter()
         self.log(f"▸ {name}")
-        yield
+        self._stages.append((name, start))
+        try:
+            yield
+        finally:
+            self._stages.remove((name, start))
         self.log(f"  {name}: done in {time.perf_counter() - start:.1f} s")
+
+    @contextlib.contextmanager
+    def running(self):
+        """A heartbeat for the block: a line whenever nothing was said for `heartbeat_s`."""
+        stop = threading.Event()
+        began = time.perf_counter()
+
+        def heartbeat() -> None:
+            while not stop.wait(min(1.0, self.heartbeat_s / 4)):
+                if time.monotonic() - self._last >= self.heartbeat_s and not stop.is_set():
+                    stages = list(self._stages)
+                    name, start = stages[-1] if stages else ("run", began)
+                    self.log(f"  {name}: still working ({time.perf_counter() - start:.0f} s so far)")
+
+        beat = threading.Thread(target=heartbeat, name="harness-heartbeat", daemon=True)
+        beat.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            beat.join()
 
     def progress(self, name: str, total: int):
         """A callable advancing a counter; logs at most ~10 times so output stays short."""
@@ -74,7 +111,8 @@ class RunContext:
         self.launcher = launcher  # "local" trains in this process; "accelerate" via `accelerate launch`
         self.device = models.device()
         self.dtype = models.eval_dtype(spec.evaluation.dtype)
-        self.data_fingerprint = data.fingerprint()
+        # What adapters are trained on (train, dev, corpus): their key; the test split (cut by --limit) is not in it.
+        self.training_data_fingerprint = data.fingerprint(("train", "dev"))
         self.tokenizer = models.load_tokenizer(model_ref)
         self._base = None
         self._embedder = None

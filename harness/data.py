@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.dataspec import CorpusSource, SplitSpec
-from harness.errors import HarnessError, did_you_mean
+from harness.errors import EXCERPT_CHARS, HarnessError, did_you_mean, excerpt, excerpts
 from harness.sources import Problems, hub_rows, read_rows, resolve_path, text_of
 from harness.spec import TaskProblems, TaskSpec
 
@@ -61,9 +61,11 @@ class TaskData:
     corpus: list[Document]
     corpus_is_fallback: bool = False  # True when RAG indexes training Q&A because the task has no corpus
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, splits: tuple[str, ...] = ("train", "dev", "test")) -> str:
+        """The content of `splits` and the corpus. What trains an adapter is `("train", "dev")` and the corpus:
+        its key leaves the test split out, so --limit (which cuts the test split) never retrains it."""
         h = hashlib.sha256()
-        for name in ("train", "dev", "test"):
+        for name in splits:
             for q in getattr(self, name):
                 h.update(json.dumps([name, q.to_dict()], sort_keys=True).encode())
         for d in self.corpus:
@@ -141,7 +143,8 @@ def _check_mapping(spec: TaskSpec, rows: list[tuple[str, dict]], origin: str) ->
             field = "data.questions.fields." + role
             problems.append(
                 f"{spec.where(field)}: no row of {origin} has a field '{name}'"
-                f"{did_you_mean(name, keys)} (rows have: {', '.join(list(keys)[:12])})"
+                f"{did_you_mean(name, [k for k in keys if len(str(k)) <= EXCERPT_CHARS])} "
+                f"(rows have: {excerpts(keys, 12)})"
             )
     if problems:
         raise TaskProblems(problems)
@@ -173,7 +176,7 @@ def _row_question(spec: TaskSpec, loc: str, row: dict, n: int, problems: Problem
     if answers and fmt == "yes-no":
         canon = {c.lower(): c for c in YES_NO}
         if answers[0].lower() not in canon:
-            problems.add(f"{loc}: field '{f.answer}' is {answers[0]!r}; a yes-no task needs Yes or No")
+            problems.add(f"{loc}: field '{f.answer}' is {excerpt(answers[0])}; a yes-no task needs Yes or No")
         else:
             answers, choices = [canon[answers[0].lower()]], list(YES_NO)
     elif fmt == "multiple-choice":
@@ -185,10 +188,10 @@ def _row_question(spec: TaskSpec, loc: str, row: dict, n: int, problems: Problem
         choices = [_scalar_text(c) or "" for c in raw_choices if c is not None]
         name = f.choices if isinstance(f.choices, str) else "/".join(f.choices)
         if len(choices) < 2 or any(not c for c in choices):
-            problems.add(f"{loc}: field '{name}' needs at least two non-empty options, got {choices}")
+            problems.add(f"{loc}: field '{name}' needs at least two non-empty options, got [{excerpts(choices)}]")
         elif len(set(choices)) != len(choices):
             dup = next(c for c in choices if choices.count(c) > 1)
-            problems.add(f"{loc}: field '{name}' has the option {dup!r} twice")
+            problems.add(f"{loc}: field '{name}' has the option {excerpt(dup)} twice")
         elif answers:
             gold = answers[0]
             if f.answer_is == "index":
@@ -200,9 +203,9 @@ def _row_question(spec: TaskSpec, loc: str, row: dict, n: int, problems: Problem
                 gold = choices[letters.index(gold.upper())] if gold.upper() in letters else None
                 expect = f"a letter from A to {letters[-1]}"
             else:
-                expect = f"one of the choices {choices}"
+                expect = f"one of the choices [{excerpts(choices)}]"
             if gold is None or gold not in choices:
-                problems.add(f"{loc}: gold answer {answers[0]!r} (field '{f.answer}') is not {expect}")
+                problems.add(f"{loc}: gold answer {excerpt(answers[0])} (field '{f.answer}') is not {expect}")
             else:
                 answers = [gold]
     split = None
@@ -210,7 +213,9 @@ def _row_question(spec: TaskSpec, loc: str, row: dict, n: int, problems: Problem
         value = row.get(f.split)
         split = SPLIT_NAMES.get(str(value).strip().lower()) if not _empty(value) else None
         if split is None:
-            problems.add(f"{loc}: field '{f.split}' is {value!r}; data.split.by is 'given', so use train, dev or test")
+            problems.add(
+                f"{loc}: field '{f.split}' is {excerpt(value)}; data.split.by is 'given', so use train, dev or test"
+            )
     if len(problems) > before:
         return None
     doc_id, category = row.get(f.doc_id) if f.doc_id else None, row.get(f.category) if f.category else None
@@ -245,7 +250,7 @@ def load_questions(spec: TaskSpec) -> list[Question]:
         if q is None:
             continue
         if q.id in seen:
-            problems.add(f"{loc}: duplicate id '{q.id}' (field '{src.fields.id}'; first at {seen[q.id]})")
+            problems.add(f"{loc}: duplicate id {excerpt(q.id)} (field '{src.fields.id}'; first at {seen[q.id]})")
             continue
         seen[q.id] = loc
         out.append(q)
@@ -286,7 +291,7 @@ def load_corpus(spec: TaskSpec) -> list[Document]:
                 problems.add(f"{loc}: missing field '{src.id_field}' (the document id; data.corpus.id_field)")
             elif not isinstance(text, str) or not text.strip():
                 problems.add(
-                    f"{loc}: document '{doc_id}' has no text (field '{src.text_field}'; data.corpus.text_field)"
+                    f"{loc}: document {excerpt(doc_id)} has no text (field '{src.text_field}'; data.corpus.text_field)"
                 )
             else:
                 title = str(row.get(src.title_field) or "") if src.title_field else ""
@@ -325,7 +330,7 @@ def load_corpus(spec: TaskSpec) -> list[Document]:
     dups = [i for i, c in seen.items() if c > 1]
     if dups:
         raise HarnessError(
-            f"{spec.where('data.corpus.path')}: duplicate document id '{dups[0]}' in {path} "
+            f"{spec.where('data.corpus.path')}: duplicate document id {excerpt(dups[0])} in {path} "
             f"({len(dups)} duplicated ids)"
         )
     return docs
@@ -349,7 +354,7 @@ def split_questions(questions: list[Question], split: SplitSpec, where) -> tuple
         for q in questions:
             if q.split is None:
                 raise HarnessError(
-                    f"{where('data.split.by')}: is 'given' but question '{q.id}' "
+                    f"{where('data.split.by')}: is 'given' but question {excerpt(q.id)} "
                     f"({q.origin or 'no location'}) has no split"
                 )
             parts[q.split].append(q)

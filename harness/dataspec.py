@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class Strict(BaseModel):
     # use_enum_values: `answer_format` is checked against AnswerFormat but kept as the plain string, so it prints,
     # dumps and hashes exactly as the file wrote it.
-    model_config = ConfigDict(extra="forbid", validate_default=True, use_enum_values=True)
+    # allow_inf_nan=False: `.inf` or `.nan` (YAML floats) passes `gt=0` but stalls or breaks a run.
+    model_config = ConfigDict(extra="forbid", validate_default=True, use_enum_values=True, allow_inf_nan=False)
     example: ClassVar[str] = ""  # a YAML snippet for docs/tasks.md (validated by the docs test)
 
 

@@ -6,7 +6,7 @@ figures are read back from HARNESS_HOME/evaluations/ and the report says they we
 measured. `--reevaluate` measures everything again.
 
 The key covers everything that decides the measurements: the exact prompts the model sees (for rag, with the
-passages retrieved this run), the weights (the base model's fingerprint, and the adapter file itself for
+passages retrieved this run), the weights (the base model's fingerprint, and the adapter file by content for
 fine-tuned systems, so `--retrain` re-evaluates), the evaluation settings, thread count, device, precision
 and library versions. Labels are not in it: scoring, intervals and the calibration threshold are computed
 again on every run from the stored measurements.
@@ -114,7 +114,10 @@ def save(
     seconds: float,
     log,
 ) -> None:
-    """Store an evaluation; failing to (a full disk) costs the next run a re-evaluation, not this run."""
+    """Store an evaluation; failing to (a full disk) costs the next run a re-evaluation, not this run. A
+    read-only HARNESS_HOME stores nothing (the run said so once)."""
+    if cache.read_only():
+        return
     path = _path(task, k)
     entry = StoredEvaluation(
         format=FORMAT,

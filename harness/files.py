@@ -1,5 +1,5 @@
 """Files a reader never sees half of: atomic text and JSON writes, atomic folders sealed by one artifact
-manifest, checksums, and the fingerprint of a folder of weights.
+manifest, checksums, and the fingerprints of a folder of weights (none depends on its path or file times).
 
 Every built artifact (converted model, adapter, retrieval index) is a folder made by `build_atomically`: it
 is filled in a temporary sibling, sealed with `_artifact.json` (what it is, plus the sha256 of every file),
@@ -127,11 +127,47 @@ def folder_fingerprint(folder: Path) -> str:
     return h.hexdigest()
 
 
-def folder_listing(folder: Path) -> list[tuple[str, int, int]]:
-    """(name, bytes, whole-second mtime) of each file directly in `folder`, sorted: a cheap stand-in for its
-    contents that changes whenever a file is rewritten. (harness.models keys the base model by it; a key that
-    changed would orphan every adapter trained on that model, so it stays as it was.)"""
-    return sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in Path(folder).iterdir() if p.is_file())
+def recorded_fingerprint(folder: Path) -> str | None:
+    """The content identity of an artifact folder from the checksums its manifest recorded when it was built:
+    reads one small file, and depends neither on where the folder is nor on its files' times. None when the
+    folder has no readable manifest."""
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return None
+    return hashlib.sha256(json.dumps(sorted(manifest["checksums"].items())).encode()).hexdigest()
+
+
+def content_fingerprint(folder: Path, memo_dir: Path | None = None, log: Callable[[str], object] = print) -> str:
+    """sha256 over every file's relative name and sha256: the folder's content, wherever it lies and whatever its
+    files' times. Reading every byte is paid once per copy: the result is recorded in `memo_dir` under the
+    folder's path, names, sizes and mtimes, so a later run only stats the files (a moved or touched folder is
+    read once more; the fingerprint it gets is the same)."""
+    folder = Path(folder)
+    found = sorted(p for p in folder.rglob("*") if p.is_file())
+    stats = [(p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in found]
+    memo = None
+    if memo_dir is not None:
+        key = hashlib.sha256(json.dumps([str(folder.resolve()), stats]).encode()).hexdigest()[:24]
+        memo = Path(memo_dir) / f"{key}.json"
+        try:
+            recorded = json.loads(memo.read_text(encoding="utf-8"))["fingerprint"]
+            if isinstance(recorded, str) and len(recorded) == 64:
+                return recorded
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    total_mb = sum(size for _, size, _ in stats) / 2**20
+    log(f"fingerprinting the weights in {folder} by content ({total_mb:.0f} MB, once per copy of the folder)")
+    h = hashlib.sha256()
+    for p, (name, _, _) in zip(found, stats):
+        h.update(f"{name}\0{file_sha256(p)}\n".encode())
+    fingerprint = h.hexdigest()
+    if memo is not None:
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(memo, {"folder": str(folder.resolve()), "fingerprint": fingerprint})
+        except (OSError, HarnessError):  # a read-only cache: the next run hashes again, nothing else changes
+            pass
+    return fingerprint
 
 
 # ---------------------------------------------------------------- artifacts

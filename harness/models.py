@@ -125,11 +125,18 @@ def _default_folder() -> Path:
     return cache.home() / "models" / f"smollm2-135m-instruct-{key}"
 
 
+def converted_default() -> Path | None:
+    """The converted default model's folder when it is there and intact, else None (nothing is converted)."""
+    folder = _default_folder()
+    return folder if files.verify(folder) is None else None
+
+
 def convert_default(log=print) -> Path:
     """Dequantise the packaged GGUF into a transformers folder once; atomic, locked, verified."""
     final = _default_folder()
     if files.verify(final) is None:
         return final
+    cache.require_writable(f"the converted default model {final.name}")
     with cache.lock(final):
         reason = files.verify(final)
         if reason is None:
@@ -154,10 +161,16 @@ def convert_default(log=print) -> Path:
     return final
 
 
-def _listing_key(folder: Path) -> str:
-    # The base model's identity in adapter and evaluation cache keys: unchanged since the first release, so
-    # that those caches stay valid (see harness.files.folder_listing).
-    return cache.key_of(str(folder.resolve()), files.folder_listing(folder))
+def _content_key(folder: Path, log) -> str:
+    """The base model's identity in adapter and evaluation cache keys: its content, never its path or file
+    times, so that a moved, copied or restored HARNESS_HOME (or model folder) keeps every cached adapter and
+    evaluation. A folder harness built (the converted default) is identified by the checksums recorded when it
+    was built (convert_default has just verified them); any other folder by a content hash, read once per copy
+    (harness.files.content_fingerprint)."""
+    recorded = files.recorded_fingerprint(folder)
+    if recorded is not None:
+        return cache.key_of("content", recorded)
+    return cache.key_of("content", files.content_fingerprint(folder, cache.root() / "fingerprints", log))
 
 
 def looks_like_path(name: str) -> bool:
@@ -185,10 +198,13 @@ def locate_weights(name: str, what: str, default: Callable[[], Path]) -> Path | 
     return name
 
 
-def resolve_model(name: str, log=print) -> ModelRef:
+def resolve_model(name: str, log=print, *, fingerprint: bool = True) -> ModelRef:
+    """The model called `name`, checked. `fingerprint=False` (the plan's check) leaves its content key empty:
+    computing it may read the weights."""
     where = locate_weights(name, "model", lambda: convert_default(log))
     if name == "default":
-        return ModelRef(name, str(where), DEFAULT_NAME, cache.key_of(DEFAULT_GGUF, _listing_key(where)))
+        key = cache.key_of(DEFAULT_GGUF, _content_key(where, log)) if fingerprint else ""
+        return ModelRef(name, str(where), DEFAULT_NAME, key)
     if isinstance(where, str):  # a hub id, fetched by from_pretrained
         return ModelRef(name, name, name, cache.key_of(name))
     config = where / "config.json"
@@ -200,7 +216,20 @@ def resolve_model(name: str, log=print) -> ModelRef:
         raise HarnessError(f"model path {where}: config.json is not valid JSON") from None
     if not any(where.glob("*.safetensors")) and not any(where.glob("*.bin")):
         raise HarnessError(f"model path {where} has no weights (*.safetensors)")
-    return ModelRef(name, str(where.resolve()), where.name, _listing_key(where))
+    return ModelRef(name, str(where.resolve()), where.name, _content_key(where, log) if fingerprint else "")
+
+
+def context_length(ref: ModelRef) -> int | None:
+    """Tokens the model reads at most (its config's max_position_embeddings), read without loading weights;
+    None when the config does not say."""
+    from transformers import AutoConfig
+
+    try:
+        cfg = AutoConfig.from_pretrained(ref.path)
+    except Exception:  # the weights' loader reports an unreadable model in its own words, later
+        return None
+    n = getattr(cfg, "max_position_embeddings", None)
+    return int(n) if isinstance(n, int) and n > 0 else None
 
 
 def load_tokenizer(ref: ModelRef):

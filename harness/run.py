@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from harness import cache, evalcache, models, results, stats, systems
-from harness.checks import check_names
+from harness.checks import check_task, outside_paths, window_problems
 from harness.constants import AnswerFormat
 from harness.context import Reporter, RunContext
 from harness.data import Question, load_task_data
@@ -40,7 +40,7 @@ from harness.records import (
 )
 from harness.retrieval import retrieval_quality
 from harness.rundir import write_run
-from harness.spec import TaskSpec, load_spec
+from harness.spec import SEED_MAX, TaskProblems, TaskSpec, load_spec
 from harness.tasks import find_task
 
 
@@ -73,6 +73,8 @@ def plan(opts: RunOptions) -> Plan:
         raise HarnessError(f"--launcher must be 'local' or 'accelerate', got '{opts.launcher}'")
     if opts.limit is not None and opts.limit <= 0:
         raise HarnessError(f"--limit must be a positive number of questions, got {opts.limit}")
+    if opts.seed is not None and not 0 <= opts.seed <= SEED_MAX:
+        raise HarnessError(f"--seed must be from 0 to {SEED_MAX}, got {opts.seed}")
     spec = load_spec(find_task(opts.task, opts.task_dirs))
     updates = {}
     if opts.model:
@@ -83,9 +85,10 @@ def plan(opts: RunOptions) -> Plan:
     names = opts.systems or spec.systems
     if not names:
         raise HarnessError("no systems to run; pass --systems, e.g. --systems prompt,lora,rag")
-    check_names(spec, opts.systems)  # systems, fine-tuning methods and metrics: the check `tasks validate` makes
-    if spec.model != "default":
-        models.resolve_model(spec.model)  # a missing folder fails here, before any work
+    # names, templates (rendered in the sandbox), data files, model folder: the check `tasks validate` makes
+    check_task(spec, opts.systems)
+    if spec.model != "default" and not models.looks_like_path(spec.model):
+        models.resolve_model(spec.model, fingerprint=False)  # a hub id while offline fails here, before any work
     for folder in (opts.reports_dir, opts.indices_dir):
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
@@ -93,9 +96,9 @@ def plan(opts: RunOptions) -> Plan:
             raise HarnessError(f"cannot create {folder} ({e.strerror})") from None
         if not os.access(folder, os.W_OK):
             raise HarnessError(f"{folder} is not writable")
-    cache.check_free_space(
-        {"HARNESS_HOME": cache.home(), "--reports-dir": opts.reports_dir, "--indices-dir": opts.indices_dir}
-    )  # a full disk fails now, not after training
+    # A full disk fails now, not after training. A read-only HARNESS_HOME is only read (cache.require_writable).
+    writable = {"--reports-dir": opts.reports_dir, "--indices-dir": opts.indices_dir}
+    cache.check_free_space(writable if cache.read_only() else {"HARNESS_HOME": cache.home(), **writable})
     return Plan(spec, list(names), opts)
 
 
@@ -349,9 +352,27 @@ def run_system(system, ctx: RunContext, baselines: dict[str, results.Baseline]) 
 
 
 def execute(p: Plan, reporter: Reporter) -> Path:
+    """Run the plan and write its run directory; returns it. Never silent for more than 30 s (Reporter.running)."""
+    with reporter.running():
+        return _execute(p, reporter)
+
+
+def _execute(p: Plan, reporter: Reporter) -> Path:
     spec, opts = p.spec, p.opts
     models.set_offline_defaults()
     threads = models.set_threads()
+    why = cache.read_only()
+    if why is not None:
+        reporter.log(
+            f"note: HARNESS_HOME {cache.root()} is read-only ({why}): this run uses what it holds and stores "
+            "nothing there; anything missing is named"
+        )
+    else:
+        cache.note_format(reporter.log)
+    outside = outside_paths(spec)
+    if outside:
+        task_file = Path(spec.source_path or spec.name).name
+        reporter.log(f"note: {task_file} reads outside its folder: {', '.join(outside)}")
     with reporter.stage("load data"):
         data = load_task_data(spec)
         if opts.limit:
@@ -373,9 +394,18 @@ def execute(p: Plan, reporter: Reporter) -> Path:
         reevaluate=opts.reevaluate,
     )
     ctx.limit = opts.limit
-    built = [systems.make_system(n, ctx) for n in p.systems]  # each system is constructed once per run
-    for s in built:
-        s.validate()
+    with reporter.stage("check prompts against the context window"):
+        window = models.context_length(ref)
+        scored = {"test": data.test}  # and the dev questions calibration scores (content-free ones are short)
+        if spec.evaluation.calibration != "contextual":
+            scored["dev"] = calibration_questions(ctx) or []
+        problems = window_problems(spec, ctx.prompts, scored, window)
+        if problems:
+            raise TaskProblems(problems)
+    with reporter.stage("check the systems' settings"):  # may load the base model (its layer names)
+        built = [systems.make_system(n, ctx) for n in p.systems]  # each system is constructed once per run
+        for s in built:
+            s.validate()
     metric = results.headline_metric(spec.answer_format)
     base = results.baselines(data.train, data.test, spec.answer_format)
     baselines = results.baseline_results(base, data.test, spec.answer_format, spec.evaluation.bootstrap, spec.seed)
@@ -409,4 +439,5 @@ def execute(p: Plan, reporter: Reporter) -> Path:
     )
     launch = {n: r.launch for n, r in runs.items() if r.launch}
     manifest = build_manifest(spec, ref, data, opts, run_id, launch)
-    return write_run(opts.reports_dir / spec.name, out, [s for r in runs.values() for s in r.samples], manifest)
+    with reporter.stage("write the run directory and report"):
+        return write_run(opts.reports_dir / spec.name, out, [s for r in runs.values() for s in r.samples], manifest)

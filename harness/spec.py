@@ -21,6 +21,8 @@ from harness.dataspec import CorpusSource, DataSpec, FieldMap, HubSource, Questi
 from harness.errors import HarnessError, did_you_mean
 from harness.yamlfile import load_with_includes, validation_problems, where
 
+SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit: a larger one fails only when training starts
+
 
 class TaskProblems(HarnessError):
     """Every problem found in a task file or its data, one located line each. `str()` is the first one."""
@@ -281,7 +283,9 @@ evaluation: {batch_size: 1, max_new_tokens: 16, bootstrap: 2000}"""
         ),
     )
     calibration_limit: int = Field(80, gt=0, description="Most dev questions used for calibration.")
-    bootstrap: int = Field(2000, gt=0, description="Bootstrap resamples for the 95% intervals.")
+    bootstrap: int = Field(
+        2000, gt=0, le=100_000, description="Bootstrap resamples for the 95% intervals (at most 100,000)."
+    )
 
 
 class TaskSpec(Strict):
@@ -338,7 +342,12 @@ metrics: [exact_match, token_f1]"""
     metrics: list[str] = Field(
         default_factory=list, description="Metrics to report; empty means every metric that fits the answer format."
     )
-    seed: int = Field(0, description="Seed for training and sampling.")
+    seed: int = Field(
+        0,
+        ge=0,
+        le=SEED_MAX,
+        description="Seed for training and sampling (0 to 4294967295: numpy, which training seeds, takes no more).",
+    )
 
     # Set by the loader, not by the file.
     source_path: str | None = Field(None, exclude=True, description="(set by the loader) the task file.")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.checks import check_names, include_name_problems, template_problems
+from harness import models
+from harness.checks import check_task, include_name_problems, outside_paths, template_problems, window_problems
 from harness.data import load_task_data
 from harness.errors import HarnessError
-from harness.models import looks_like_path, resolve_model
+from harness.parts.prompt_builder import PromptBuilder
 from harness.spec import TaskProblems, check_include, load_spec
 from harness.tasks import list_task_files
 
@@ -19,7 +20,7 @@ def is_include(path: Path) -> bool:
 
 def summarise(path: Path) -> dict:
     spec = load_spec(path)
-    check_names(spec)  # the same check `harness run` makes, before the data is read
+    check_task(spec)  # the same check `harness run` makes, before the data is read
     data = load_task_data(spec)
     return {
         "name": spec.name,
@@ -56,14 +57,28 @@ def describe_all(extra_dirs: list[Path]) -> list[dict]:
     return rows
 
 
-def _check_model(spec) -> list[str]:
-    if spec.model == "default" or not looks_like_path(spec.model):
-        return []  # `default` is checked by a run; a hub id needs the hub
+def _local_model(spec):
+    """The task's model when it is on disk already (a folder, or the default once converted), else None: a
+    validation converts nothing and fetches nothing."""
+    if spec.model == "default":
+        folder = models.converted_default()
+        return None if folder is None else models.ModelRef("default", str(folder), "default", "")
+    if not models.looks_like_path(spec.model):
+        return None
     try:
-        resolve_model(spec.model)
-    except HarnessError as e:
-        return [f"{spec.where('model')}: {e}"]
-    return []
+        return models.resolve_model(spec.model, fingerprint=False)
+    except HarnessError:
+        return None  # reported by the check every task gets (checks.path_problems)
+
+
+def _window_problems(spec, data) -> list[str]:
+    """Test and dev questions against the model's context window, when the model is on disk (as a run does
+    once the tokenizer is loaded)."""
+    ref = _local_model(spec)
+    if ref is None:
+        return []
+    prompts = PromptBuilder(spec, models.load_tokenizer(ref))
+    return window_problems(spec, prompts, {"test": data.test, "dev": data.dev}, models.context_length(ref))
 
 
 def validate_file(path: Path) -> str:
@@ -77,12 +92,14 @@ def validate_file(path: Path) -> str:
         return summary
     info = summarise(path)
     spec, data = info["spec"], info["data"]
-    problems = template_problems(spec, data.test[0]) + _check_model(spec)
+    problems = template_problems(spec, data.test[0])  # the templates once more, on a real question
+    problems += _window_problems(spec, data)
     if problems:
         raise TaskProblems(problems)
+    outside = outside_paths(spec)
     return (
         f"{info['name']} ({info['format']}): {info['train']} train, {info['dev']} dev, {info['test']} test, "
-        f"corpus {info['corpus']}"
+        f"corpus {info['corpus']}" + (f"; reads outside its folder: {', '.join(outside)}" if outside else "")
     )
 
 

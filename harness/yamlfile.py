@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from harness.errors import HarnessError, did_you_mean
+from harness.errors import HarnessError, did_you_mean, excerpt
 
 
 def _decode(path: Path | str, raw: bytes) -> str:
@@ -54,6 +54,25 @@ def _duplicate_keys(path: Path, node) -> None:
 
 
 MAX_VALUES = 100_000  # values a task file may expand to once its aliases are resolved
+MAX_FILE_BYTES = 2 * 2**20  # a task file (and each include): settings, not data; docs/tasks.md says so
+MAX_VALUE_CHARS = 100_000  # one value (a system prompt, a template): a long prompt fits with room to spare
+
+
+def _long_values(path: Path, node) -> None:
+    """A single value larger than MAX_VALUE_CHARS: refused at its line, before anything reads it further."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, yaml.ScalarNode):
+            if len(n.value) > MAX_VALUE_CHARS:
+                raise HarnessError(
+                    f"{path}:{n.start_mark.line + 1}: a value of {len(n.value):,} characters; a value in a task "
+                    f"file may have at most {MAX_VALUE_CHARS:,} (questions and documents belong in data files)"
+                )
+        elif isinstance(n, yaml.MappingNode):
+            stack.extend(x for pair in n.value for x in pair)
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
 
 
 def _expanded_size(path: Path, node) -> None:
@@ -91,13 +110,19 @@ def _expanded_size(path: Path, node) -> None:
 def read_yaml(path: Path) -> dict[str, Any]:
     """One YAML mapping, or a HarnessError naming the file and line."""
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as fh:  # read at most one byte past the limit: a device or a pipe never ends
+            raw = fh.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise HarnessError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise HarnessError(f"{path}: is a folder, not a task file") from None
     except OSError as e:
         raise HarnessError(f"{path}: cannot read ({e.strerror})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise HarnessError(
+            f"{path}: over {MAX_FILE_BYTES // 2**20} MB; a task file may be at most {MAX_FILE_BYTES // 2**20} MB "
+            "(it holds settings; questions and documents belong in the data files it names)"
+        )
     text = _decode(path, raw)
     try:
         return _read_text(path, text)
@@ -118,6 +143,7 @@ def _read_text(path: Path, text: str) -> dict[str, Any]:
             f"(name: ..., answer_format: ...), got {kind}"
         )
     _expanded_size(path, node)
+    _long_values(path, node)
     _duplicate_keys(path, node)
     try:
         data = yaml.safe_load(text)
@@ -266,7 +292,7 @@ def _problem(root: type[BaseModel], sources: list[str], loc: tuple, errs: list[d
     text = ", or ".join(dict.fromkeys(msgs))
     got = first.get("input")
     shown = (
-        f" (got {got!r:.60})" if isinstance(got, (str, int, float, bool)) and first["type"] != "value_error" else ""
+        f" (got {excerpt(got)})" if isinstance(got, (str, int, float, bool)) and first["type"] != "value_error" else ""
     )
     hint = ""
     if first["type"] in ("literal_error", "enum") and isinstance(got, str):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from harness import cache, files
+from harness import files
 from harness.errors import HarnessError
 
 
@@ -176,16 +177,40 @@ def test_folder_fingerprint_is_the_one_index_keys_were_made_with(weights_folder)
     assert files.folder_fingerprint(weights_folder) != files.folder_fingerprint(weights_folder.parent / "nope")
 
 
-def test_folder_listing_is_the_one_model_keys_were_made_with(weights_folder):
-    for name in ("config.json", "model.safetensors"):
-        os.utime(weights_folder / name, (1_700_000_000.7, 1_700_000_000.7))
-    listing = files.folder_listing(weights_folder)
-    assert listing == [("config.json", 8, 1_700_000_000), ("model.safetensors", 2_304_000, 1_700_000_000)]
-    # harness.models keys the base model by exactly this (adapter folder names depend on it)
-    assert cache.key_of(str(weights_folder.resolve()), listing) == cache.key_of(
-        str(weights_folder.resolve()),
-        [["config.json", 8, 1_700_000_000], ["model.safetensors", 2_304_000, 1_700_000_000]],
-    )
+def test_content_fingerprint_follows_content_only(weights_folder, tmp_path):
+    memo = tmp_path / "memo"
+    first = files.content_fingerprint(weights_folder, memo, lambda m: None)
+    assert first == files.content_fingerprint(weights_folder, None, lambda m: None)  # the memo changes nothing
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(weights_folder, copy)
+    for p in copy.rglob("*"):
+        os.utime(p, (1_800_000_000, 1_800_000_000))
+    assert files.content_fingerprint(copy, memo, lambda m: None) == first
+    (copy / "sub" / "tokenizer.json").write_text("tok2")  # a byte in any file, not only weights
+    assert files.content_fingerprint(copy, memo, lambda m: None) != first
+    (copy / "sub" / "tokenizer.json").rename(copy / "tokenizer.json")  # names count too
+    assert files.content_fingerprint(copy, memo, lambda m: None) != first
+
+
+def test_content_fingerprint_with_a_memo_that_cannot_be_written_or_read(weights_folder, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    want = files.content_fingerprint(weights_folder, None, lambda m: None)
+    assert files.content_fingerprint(weights_folder, blocked / "memo", lambda m: None) == want
+    memo = tmp_path / "memo"
+    files.content_fingerprint(weights_folder, memo, lambda m: None)
+    for entry in memo.iterdir():
+        entry.write_text("{not json")  # a damaged record is ignored and hashed again
+    assert files.content_fingerprint(weights_folder, memo, lambda m: None) == want
+
+
+def test_recorded_fingerprint(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        with files.build_atomically(folder, {"what": str(folder)}) as tmp:
+            (tmp / "w.bin").write_bytes(b"same")
+    assert files.recorded_fingerprint(a) == files.recorded_fingerprint(b)  # the checksums, not the metadata
+    assert files.recorded_fingerprint(tmp_path / "none") is None
 
 
 def test_package_folder(tmp_path):

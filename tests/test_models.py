@@ -26,11 +26,46 @@ def test_resolve_local_folder(tiny_model_dir):
     assert ref.fingerprint == models.resolve_model(str(tiny_model_dir)).fingerprint
 
 
-def test_fingerprint_is_the_key_adapters_were_cached_under(copy_of_tiny):
-    # Adapter folder names hash this fingerprint: it must stay what it was (path, names, sizes, mtimes).
-    listing = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in copy_of_tiny.iterdir() if p.is_file())
-    want = models.cache.key_of(str(copy_of_tiny.resolve()), listing)
-    assert models.resolve_model(str(copy_of_tiny)).fingerprint == want
+def test_fingerprint_is_the_content_not_the_path_or_file_times(copy_of_tiny, tiny_model_dir, tmp_path):
+    """Adapter and evaluation keys hash it: a copy elsewhere, with every file touched, is the same model."""
+    import os
+
+    original = models.resolve_model(str(tiny_model_dir)).fingerprint
+    later = time.time() + 3600
+    for p in copy_of_tiny.rglob("*"):
+        os.utime(p, (later, later))
+    moved = tmp_path / "elsewhere" / "renamed"
+    moved.parent.mkdir()
+    shutil.move(copy_of_tiny, moved)
+    assert models.resolve_model(str(moved)).fingerprint == original
+    assert models.resolve_model(str(moved), fingerprint=False).fingerprint == ""  # plan's check reads no weights
+
+
+def test_a_folder_is_read_once_per_copy(copy_of_tiny, monkeypatch):
+    logs = []
+    first = models.resolve_model(str(copy_of_tiny), logs.append).fingerprint
+    assert len(logs) == 1 and "fingerprinting the weights" in logs[0] and "by content" in logs[0]
+    reads = []
+    monkeypatch.setattr(files, "file_sha256", lambda p: reads.append(p) or "x")
+    assert models.resolve_model(str(copy_of_tiny), logs.append).fingerprint == first  # recorded: stats only
+    assert reads == [] and len(logs) == 1
+
+
+def test_the_converted_default_is_keyed_by_its_recorded_checksums(tmp_path, monkeypatch):
+    final = tmp_path / "home" / "models" / "smollm2-135m-instruct-0123456789abcdef"
+    with files.build_atomically(final, {"source": "test"}) as tmp:
+        (tmp / "config.json").write_text('{"model_type": "llama"}')
+        (tmp / "model.safetensors").write_bytes(b"weights")
+    monkeypatch.setattr(models, "_default_folder", lambda: final)
+    ref = models.resolve_model("default", lambda m: None)
+    moved = tmp_path / "other-home" / "models" / final.name
+    moved.parent.mkdir(parents=True)
+    shutil.copytree(final, moved)  # copytree gives new file times
+    monkeypatch.setattr(models, "_default_folder", lambda: moved)
+    assert models.resolve_model("default", lambda m: None).fingerprint == ref.fingerprint
+    (moved / "model.safetensors").write_bytes(b"other weights")  # convert_default sees the damage and converts
+    assert files.recorded_fingerprint(moved) == files.recorded_fingerprint(final)  # the record alone is unchanged
+    assert files.verify(moved) == "model.safetensors does not match its checksum"
 
 
 def test_a_model_converted_by_the_earlier_code_is_reused(tmp_path, monkeypatch):

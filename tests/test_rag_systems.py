@@ -160,8 +160,9 @@ def test_adapter_cached_apart_from_lora_and_keyed_on_retrieval(ctx, tiny_task, t
         assert systems.make_system("rag+lora", other).adapter.key != rl.key, change
 
 
-def test_adapter_keys_and_folders_are_the_ones_earlier_versions_wrote(ctx, tiny_task, tmp_path):
-    """lora, dpo and rag+lora keys computed as the code before the AdapterTrainer did: cached adapters stay valid."""
+def test_adapter_keys_and_folders_are_made_of_what_determines_the_adapter(ctx, tiny_task, tmp_path):
+    """lora, dpo and rag+lora keys, spelt out: the method, its settings, the base model by content, the training
+    data (train, dev, corpus: not the test split), the prompts, the seed, library versions and the extras."""
     spec = ctx.spec
     versions = package_versions(("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate"))
 
@@ -170,7 +171,7 @@ def test_adapter_keys_and_folders_are_the_ones_earlier_versions_wrote(ctx, tiny_
             method,
             spec.finetune.for_method(settings_of).model_dump(),
             ctx.model_ref.fingerprint,
-            ctx.data_fingerprint,
+            ctx.data.fingerprint(("train", "dev")),
             spec.system_prompt,
             spec.question_template,
             spec.seed,

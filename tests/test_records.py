@@ -95,7 +95,7 @@ def test_a_failing_system_keeps_its_entry_and_the_launch_record_reaches_the_mani
     monkeypatch.setattr(run, "evaluate_or_reuse", breaks_for_rag)
     reports = tmp_path / "reports"
     args = ["--reports-dir", reports, "--indices-dir", tmp_path / "indices", "--limit", "4", "--quiet"]
-    assert harness("run", tiny_task, "--systems", "prompt,rag", *args) == 0
+    assert harness("run", tiny_task, "--systems", "prompt,rag", *args) == 3  # a system failed: exit code 3
     run_dir = (reports / "tiny-qa" / "latest").resolve()
     results = RunResults.model_validate_json((run_dir / "results.json").read_text())
     prompt, rag = results.systems["prompt"], results.systems["rag"]

@@ -632,9 +632,10 @@ def _in_namespace(setup: str, args: list, env: dict, out: Path, timeout: float =
 
 
 def test_read_only_and_full_disks_for_real(reference, tmp_path):
-    """In a private mount namespace: a read-only HARNESS_HOME and reports/ (bind mounts, which stop root too)
-    fail at once; a 32 KB tmpfs as reports/ fills up while the run directory is written, which ends in one
-    clear line, leaves no half-written run directory, and keeps the cached adapter intact."""
+    """In a private mount namespace (bind mounts, which stop root too): a read-only HARNESS_HOME that holds the
+    adapter is used as it is, one that lacks an adapter says so in one line; a read-only reports/ fails at
+    once; a 32 KB tmpfs as reports/ fills up while the run directory is written, which ends in one clear line,
+    leaves no half-written run directory, and keeps the cached adapter intact."""
     if not _unshare_works(tmp_path / "probe"):
         pytest.skip("no private mount namespace here (unshare -Urm); the monkeypatched test below covers ENOSPC")
     ws = copy_workspace(reference["ws"], tmp_path / "ws")
@@ -647,8 +648,19 @@ def test_read_only_and_full_disks_for_real(reference, tmp_path):
         q = shlex.quote(str(folder))
         return f"mount --bind {q} {q} && mount -o remount,bind,ro {q} {q}"
 
-    code, out = _in_namespace(read_only(ws.home), ws.args("lora"), env, tmp_path / "home.out")
-    assert_one_line_error(code, out, str(ws.home), "not writable", "Read-only")
+    # a read-only HARNESS_HOME that holds what the run needs is used as it is; one that misses something
+    # says what, in one line
+    ro_reports = tmp_path / "ro-reports"
+    args = [ro_reports if a == ws.reports else a for a in ws.args("lora")]
+    code, out = _in_namespace(read_only(ws.home), args, env, tmp_path / "home.out")
+    assert code == 0 and "Traceback" not in out, out[-3000:]
+    assert f"HARNESS_HOME {ws.home} is read-only" in out and "lora: reused the cached artifact" in out, out[-3000:]
+    args = [ro_reports if a == ws.reports else a for a in ws.args("dora")]
+    code, out = _in_namespace(read_only(ws.home), args, env, tmp_path / "home-missing.out")
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert code == 2 and "Traceback" not in out and len(errors) == 1, out[-3000:]
+    assert "dora: the adapter dora-" in errors[0] and f"HARNESS_HOME {ws.home}, which is read-only" in errors[0]
+    counts.add("bad inputs rejected cleanly")
     code, out = _in_namespace(read_only(ws.reports), ws.args("lora"), env, tmp_path / "reports.out")
     assert_one_line_error(code, out, str(ws.reports), "not writable")
 

@@ -149,7 +149,7 @@ class AdapterTrainer:
             self.method,
             self.settings.model_dump(),
             ctx.model_ref.fingerprint,
-            ctx.data_fingerprint,
+            ctx.training_data_fingerprint,
             ctx.spec.system_prompt,
             ctx.spec.question_template,
             ctx.spec.seed,
@@ -166,9 +166,13 @@ class AdapterTrainer:
         return cache.home() / "train" / self.ctx.spec.name / self.folder.name
 
     def weights_identity(self) -> str:
-        # the adapter file itself, not only its key: `--retrain` writes new weights under the same key
-        stat = (self.folder / "adapter_model.safetensors").stat()
-        return cache.key_of(self.ctx.model_ref.fingerprint, self.folder.name, stat.st_size, stat.st_mtime_ns)
+        # The adapter's weights by content, not only its key (`--retrain` writes new weights under the same key),
+        # and not by the file's time, which a copy or restore of HARNESS_HOME changes: the checksum recorded when
+        # it was saved (build() verified it), or the file's own when there is no record.
+        weights = "adapter_model.safetensors"
+        digest = ((files.read_manifest(self.folder) or {}).get("checksums") or {}).get(weights)
+        digest = digest or files.file_sha256(self.folder / weights)
+        return cache.key_of(self.ctx.model_ref.fingerprint, self.folder.name, digest)
 
     # ------------------------------------------------------------ build
 
@@ -190,6 +194,7 @@ class AdapterTrainer:
         info = self.cached()
         if info is not None:
             return info
+        cache.require_writable(f"{self.name}: the adapter {self.folder.name}")
         if self.ctx.launcher == "accelerate":
             return self._build_with_accelerate()
         final = self.folder

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from harness import evaluate, files
 from harness.data import Question
-from harness.errors import HarnessError
+from harness.errors import HarnessError, excerpt
 from harness.measure import timer
 from harness.parts.adapter_trainer import AdapterTrainer, PhaseRun
 from harness.parts.outputs import BuildInfo, Prompts
@@ -134,7 +134,7 @@ def read_pair_file(spec) -> list[dict]:
                 pair[role] = str(value).strip()
         if len(pair) == 1 + len(PAIR_ROLES):
             if pair["chosen"] == pair["rejected"]:
-                problems.add(f"{where}: chosen and rejected are the same answer ({pair['chosen']!r:.40})")
+                problems.add(f"{where}: chosen and rejected are the same answer ({excerpt(pair['chosen'], 40)})")
             else:
                 pairs.append(pair)
     problems.raise_if_any()
