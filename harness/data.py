@@ -61,6 +61,10 @@ class TaskData:
     corpus: list[Document]
     corpus_is_fallback: bool = False  # True when RAG indexes training Q&A because the task has no corpus
 
+    def all_questions(self) -> list[Question]:
+        """Train, dev and test questions: what a task's answer shape and its pool of answers are read from."""
+        return [*self.train, *self.dev, *self.test]
+
     def fingerprint(self) -> str:
         h = hashlib.sha256()
         for name in ("train", "dev", "test"):

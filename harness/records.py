@@ -200,6 +200,7 @@ class BaselineResult(Record):
 
     accuracy: float | None = Field(default=None, description="choice tasks: the headline value", **_OMIT)
     token_f1: float | None = Field(default=None, description="free-text tasks: the headline value", **_OMIT)
+    has_answer: float | None = Field(default=None, description="short free-text answers: the headline value", **_OMIT)
     metrics: dict[str, Interval] = Field(description="the headline metric with its interval")
     description: str = Field(description="what the baseline answers")
 
@@ -223,7 +224,11 @@ class RunResults(Record):
     run_id: str = Field(description="the run directory's name: time and a random suffix")
     created: str = Field(description="ISO time the run finished")
     answer_format: str = Field(description="yes-no, multiple-choice or free-text")
-    headline_metric: str = Field(description="accuracy for choice tasks, token_f1 for free text")
+    headline_metric: str = Field(
+        description="the metric systems are ranked and tested on: the task's `headline:`, or the default for its "
+        "answer shape (accuracy for choice tasks; has_answer for short free-text answers, rouge_l for long ones)"
+    )
+    headline_reason: str | None = Field(default=None, description="why that metric is the headline")
     n_test: int = Field(description="test questions evaluated (after --limit)")
     seed: int = Field(description="the seed every stage used")
     model: str | None = Field(default=None, description="the base model, as displayed")

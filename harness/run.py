@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from harness import cache, evalcache, models, results, stats, systems
+from harness import cache, evalcache, models, results, scorers, stats, systems
 from harness.checks import check_names
 from harness.constants import AnswerFormat
 from harness.context import Reporter, RunContext
@@ -318,7 +318,9 @@ class SystemRun:
     launch: dict | None = None
 
 
-def run_system(system, ctx: RunContext, baselines: dict[str, results.Baseline]) -> SystemRun:
+def run_system(
+    system, ctx: RunContext, baselines: dict[str, results.Baseline], headline: results.Headline | None = None
+) -> SystemRun:
     """Build, evaluate and score one system. A system that breaks is reported as failed, never hidden."""
     spec, rep, name = ctx.spec, ctx.reporter, system.name
     info = None
@@ -328,9 +330,13 @@ def run_system(system, ctx: RunContext, baselines: dict[str, results.Baseline]) 
         if info.cached:
             rep.log(f"  {name}: reused the cached artifact")
         evaluation = evaluate_or_reuse(system, ctx)
+        headline = headline or results.headline_of(spec, ctx.data.all_questions())
         embed = ctx.embedder().encode if spec.answer_format == AnswerFormat.FREE_TEXT else None
-        scored = results.score_system(evaluation.test, ctx.data.test, spec, embed, evaluation.threshold)
-        metric = results.headline_metric(spec.answer_format)
+        pool = scorers.answer_pool(ctx.data.all_questions())
+        scored = results.score_system(
+            evaluation.test, ctx.data.test, spec, embed, evaluation.threshold, headline.metric, pool
+        )
+        metric = headline.metric
         samples = results.samples_of(name, ctx.data.test, evaluation.test, scored, metric)
         vs_baseline = results.vs_best_baseline(samples, baselines, metric, spec.seed)
         return SystemRun(system_result(system.kind, info, evaluation, scored, vs_baseline, ctx), samples, info.launch)
@@ -376,21 +382,32 @@ def execute(p: Plan, reporter: Reporter) -> Path:
     built = [systems.make_system(n, ctx) for n in p.systems]  # each system is constructed once per run
     for s in built:
         s.validate()
-    metric = results.headline_metric(spec.answer_format)
+    headline = results.headline_of(spec, data.all_questions())
+    reporter.log(f"  headline metric: {headline.metric} ({headline.reason})")
     base = results.baselines(data.train, data.test, spec.answer_format)
-    baselines = results.baseline_results(base, data.test, spec.answer_format, spec.evaluation.bootstrap, spec.seed)
+    score_ctx = scorers.ScoreContext(
+        embed=ctx.embedder().encode if spec.answer_format == AnswerFormat.FREE_TEXT else None,
+        pool=scorers.answer_pool(data.all_questions()),
+    )
+    baselines = results.baseline_results(
+        base, data.test, spec.answer_format, spec.evaluation.bootstrap, spec.seed, headline.metric, score_ctx
+    )
     started = time.time()
-    runs = {s.name: run_system(s, ctx, baselines) for s in built}
+    runs = {s.name: run_system(s, ctx, baselines, headline) for s in built}
     ok = {n: r.samples for n, r in runs.items() if r.result.ok}
-    headline = [metric] + (["calibrated_accuracy"] if spec.answer_format == AnswerFormat.YES_NO else [])
-    compared = [m for m in headline if all(any(m in s.scores for s in samples) for samples in ok.values())]
+    compared = [
+        m
+        for m in headline.compared
+        if all(any(s.scores.get(m) is not None for s in samples) for samples in ok.values())
+    ]
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
     out = RunResults(
         task=spec.name,
         run_id=run_id,
         created=datetime.now().astimezone().isoformat(timespec="seconds"),
         answer_format=spec.answer_format,
-        headline_metric=metric,
+        headline_metric=headline.metric,
+        headline_reason=headline.reason,
         n_test=len(data.test),
         seed=spec.seed,
         model=ref.display,

@@ -338,6 +338,16 @@ metrics: [exact_match, token_f1]"""
     metrics: list[str] = Field(
         default_factory=list, description="Metrics to report; empty means every metric that fits the answer format."
     )
+    headline: str | None = Field(
+        None,
+        description=(
+            "The metric systems are ranked, compared and tested against the baselines on. Unset: `accuracy` for "
+            "choice tasks; for free text, `has_answer` when the gold answers are short (a median of at most 5 "
+            "words) and `rouge_l`, compared on `semantic_similarity` too, when they are sentences. A `metrics:` "
+            "list without that metric makes its first metric the headline. `harness tasks show` prints the "
+            "choice and why."
+        ),
+    )
     seed: int = Field(0, description="Seed for training and sampling.")
 
     # Set by the loader, not by the file.
