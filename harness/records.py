@@ -118,6 +118,9 @@ class Measurement(Record):
     loglikelihoods: list[float] | None = Field(default=None, description="choice tasks: per option", **_OMIT)
     margin: float | None = Field(default=None, description="yes-no: log P(Yes) - log P(No)", **_OMIT)
     new_tokens: int | None = Field(default=None, description="free text: tokens generated", **_OMIT)
+    hit_max_new_tokens: bool | None = Field(
+        default=None, description="free text: generation stopped at evaluation.max_new_tokens (cut off)", **_OMIT
+    )
     first_token_s: float | None = Field(default=None, description="free text: seconds to the first token", **_OMIT)
     tokens_per_s: float | None = Field(default=None, description="free text: generation speed", **_OMIT)
     retrieved: list[Passage] | None = Field(default=None, description="retrieval systems: passages", **_OMIT)
@@ -181,6 +184,11 @@ class SystemResult(Record):
     prompt_tokens_mean: float | None = Field(default=None, description="mean prompt length in tokens")
     first_token_s: Percentiles | None = Field(default=None, description="free text: time to first token", **_OMIT)
     tokens_per_s: Percentiles | None = Field(default=None, description="free text: generation speed", **_OMIT)
+    truncated_share: float | None = Field(
+        default=None,
+        description="free text: share of generations cut off at evaluation.max_new_tokens (the report notes it)",
+        **_OMIT,
+    )
     model_latency_s: Percentiles | None = Field(
         default=None, description="retrieval systems: the model's part of latency_s", **_OMIT
     )

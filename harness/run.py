@@ -281,12 +281,19 @@ def system_result(
 ) -> SystemResult:
     """A system's results.json entry, from its build record, its measurements and its scores."""
     test, spec = evaluation.test, ctx.spec
-    optional = {}
+    optional, notes = {}, list(info.notes)
     if spec.answer_format == AnswerFormat.FREE_TEXT:
         for key in ("first_token_s", "tokens_per_s"):
             values = [getattr(m, key) for m in test if getattr(m, key) is not None]
             if values:
                 optional[key] = _percentiles(values)
+        hits = [m.hit_max_new_tokens for m in test if m.hit_max_new_tokens is not None]
+        if hits:
+            optional["truncated_share"] = round(sum(hits) / len(hits), 4)
+            notes.append(
+                f"{sum(hits)} of {len(hits)} answers ({sum(hits) / len(hits):.0%}) were cut off at "
+                f"evaluation.max_new_tokens ({spec.evaluation.max_new_tokens})"
+            )
     if any(m.retrieval_latency_s is not None for m in test):
         golds = [q.doc_id for q in ctx.data.test] if not ctx.data.corpus_is_fallback else [None] * len(test)
         quality = retrieval_quality([m.ranked_doc_ids for m in test], golds, spec.rag.k)
@@ -296,7 +303,7 @@ def system_result(
     cuda = evaluation.cuda_peak_memory_mb
     return SystemResult(
         kind=kind,
-        **_build_fields(info),
+        **{**_build_fields(info), "notes": notes},
         evaluation_reused=evaluation.reused,
         peak_memory_mb=evaluation.peak_memory_mb,
         cuda_peak_memory_mb=None if cuda is None else round(cuda, 1),
