@@ -137,7 +137,11 @@ class Sample(Record):
     question: str = Field(description="the question's text")
     gold: str = Field(description="the first acceptable answer")
     golds: list[str] = Field(description="every acceptable answer")
-    prediction: str = Field(description="the system's answer")
+    prediction: str = Field(description="the system's answer: free text with `filters:`, the extracted answer")
+    generation: str | None = Field(
+        default=None, description="free text with `filters:`: the raw generation the answer was extracted from"
+    )
+    truncated: bool | None = Field(default=None, description="free text: the generation was cut off at max_new_tokens")
     correct: float | None = Field(description="the headline metric's score for this question")
     calibrated_prediction: str | None = Field(
         default=None, description="yes-no with calibration: the answer at the calibrated threshold"

@@ -16,6 +16,7 @@ import numpy as np
 from harness import scorers, stats
 from harness.constants import CHOICE_FORMATS, SIGNIFICANCE_LEVEL, AnswerFormat
 from harness.data import Question
+from harness.extract import extract_answer
 from harness.records import BaselineResult, BaselineTest, Comparison, Interval, Measurement, Sample
 
 SHORT_ANSWER_WORDS = 5  # a median gold answer of at most this many words is a short answer
@@ -172,6 +173,7 @@ class Scored:
     metrics: dict[str, Interval]
     per_question: list[dict[str, float | None]]
     calibrated_predictions: list[str] | None = None
+    extracted: list[str] | None = None  # free text with `filters:`: the answer each generation was scored as
 
 
 def score_system(
@@ -189,14 +191,18 @@ def score_system(
     names = metric_list(spec, headline)
     # The scorers' registry works on plain dicts (a scorer may read any field, e.g. the retrieved passages):
     # give it each measurement with its question and acceptable answers, and read back the scores it fills in.
+    extracted = None
+    if spec.answer_format == AnswerFormat.FREE_TEXT and getattr(spec, "filters", None):
+        extracted = [extract_answer(m.prediction, spec.filters, by_id[m.id].question) for m in measurements]
     rows = [
         {
             **m.model_dump(),
+            "prediction": m.prediction if extracted is None else extracted[i],
             "golds": by_id[m.id].answers,
             "question": by_id[m.id].question,
             "category": by_id[m.id].category,
         }
-        for m in measurements
+        for i, m in enumerate(measurements)
     ]
     scorers.score_samples(rows, names, spec.answer_format, scorers.ScoreContext(embed=embed, pool=pool or {}))
     scores: list[dict[str, float | None]] = [row["scores"] for row in rows]
@@ -220,7 +226,7 @@ def score_system(
                 s["calibrated_accuracy"] = float((m > threshold) == bool(y))
             ci = stats.bootstrap_ci([s["calibrated_accuracy"] for s in scores], n_boot=n_boot, seed=seed)
             metrics["calibrated_accuracy"] = Interval(**ci, threshold=threshold)
-    return Scored(metrics, scores, calibrated)
+    return Scored(metrics, scores, calibrated, extracted)
 
 
 def samples_of(
@@ -229,8 +235,9 @@ def samples_of(
     """samples.jsonl's rows for one system: each question with its measurement and scores."""
     by_id = {q.id: q for q in questions}
     calibrated = scored.calibrated_predictions or [None] * len(measurements)
+    extracted = scored.extracted or [None] * len(measurements)
     rows = []
-    for m, scores, cal in zip(measurements, scored.per_question, calibrated):
+    for m, scores, cal, answer in zip(measurements, scored.per_question, calibrated, extracted):
         q = by_id[m.id]
         rows.append(
             Sample(
@@ -239,7 +246,9 @@ def samples_of(
                 question=q.question,
                 gold=q.answers[0],
                 golds=q.answers,
-                prediction=m.prediction,
+                prediction=m.prediction if answer is None else answer,
+                generation=None if answer is None else m.prediction,
+                truncated=m.hit_max_new_tokens,
                 correct=scores.get(metric),
                 calibrated_prediction=cal,
                 latency_s=m.latency_s,

@@ -19,6 +19,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 from harness.constants import AnswerFormat
 from harness.dataspec import CorpusSource, DataSpec, FieldMap, HubSource, QuestionSource, SplitSpec, Strict
 from harness.errors import HarnessError, did_you_mean
+from harness.extract import FilterStep
 from harness.yamlfile import load_with_includes, validation_problems, where
 
 
@@ -338,6 +339,14 @@ metrics: [exact_match, token_f1]"""
     metrics: list[str] = Field(
         default_factory=list, description="Metrics to report; empty means every metric that fits the answer format."
     )
+    filters: list[FilterStep] = Field(
+        default_factory=list,
+        description=(
+            "Free text: steps that extract the answer from each generation before every metric scores it, in "
+            "order (see `filters[]`); empty scores the generation as it is. samples.jsonl and the report keep "
+            "the raw generation beside the extracted answer."
+        ),
+    )
     headline: str | None = Field(
         None,
         description=(
@@ -358,6 +367,12 @@ metrics: [exact_match, token_f1]"""
     @classmethod
     def _question_template(cls, v: str) -> str:
         return _check_template(v)
+
+    @model_validator(mode="after")
+    def _filters(self) -> TaskSpec:
+        if self.filters and self.answer_format != AnswerFormat.FREE_TEXT:
+            raise ValueError(f"'filters' apply to free-text answers only, not to {self.answer_format} tasks")
+        return self
 
     @field_validator("systems")
     @classmethod
@@ -392,6 +407,7 @@ SECTIONS: list[tuple[str, type[Strict]]] = [
     ("preference", PreferenceSpec),
     ("preference.fields", PreferenceFields),
     ("evaluation", EvalSpec),
+    ("filters[]", FilterStep),
 ]
 
 

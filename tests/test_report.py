@@ -311,6 +311,17 @@ def test_numeric_correct_marks_cells(tmp_path):
     assert 'data-failure="1"' in html and 'data-allwrong="1"' in html
 
 
+def test_viewer_shows_the_generation_beside_the_extracted_answer(tmp_path):
+    samples = make_samples(4, systems=("prompt",))
+    samples[0].update(prediction="Mariehamn.", generation="The capital of Åland Islands is Mariehamn.")
+    samples[1].update(prediction="Oslo", generation="Oslo")  # extraction changed nothing: shown once
+    samples[2].update(truncated=True)
+    html = render_report(write_run(tmp_path / "run", samples=samples)).read_text(encoding="utf-8")
+    assert html.count('<div class="gen">generated: ') == 1
+    assert 'generated: <span class="pred">The capital of Åland Islands is Mariehamn.</span>' in html
+    assert html.count("cut off at max_new_tokens") == 1
+
+
 def test_missing_samples_and_bad_lines(tmp_path):
     run = write_run(tmp_path / "run")
     with (run / "samples.jsonl").open("a", encoding="utf-8") as fh:

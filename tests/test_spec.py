@@ -48,11 +48,12 @@ def test_every_field_has_a_description_and_every_section_a_valid_example():
         for name, field in model.model_fields.items():
             assert field.description, f"{section}.{name} has no description"
         example = yaml.safe_load(model.example)
-        key = section.rsplit(".", 1)[-1]
+        key = section.rsplit(".", 1)[-1].removesuffix("[]")
         body = example if not section else example[key]
         if model is TaskSpec:
             body = {k: v for k, v in body.items() if k != "include"}
-        model.model_validate(body)
+        for item in body if section.endswith("[]") else [body]:  # a list section: each item is one model
+            model.model_validate(item)
 
 
 def test_problems_are_all_listed_and_the_message_is_one_line(tmp_path):
