@@ -308,7 +308,7 @@ metrics: [exact_match, token_f1]"""
         ...,
         description=(
             "`yes-no` or `multiple-choice` (choice by log-likelihood, scored by accuracy), or `free-text` "
-            "(generation, scored by exact match, token F1, ROUGE-L and embedding similarity)."
+            "(generation, scored by has_answer, exact match, token F1, ROUGE-L and embedding similarity)."
         ),
     )
     data: DataSpec = Field(..., description="Questions, corpus and split.")
