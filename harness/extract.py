@@ -14,8 +14,11 @@ from pydantic import Field, model_validator
 
 from harness.dataspec import Strict
 
-# Linking words a restated question puts between its own words and the answer ("... is Kabul", "... are called").
-_LINKS = frozenset(["is", "are", "was", "were", "be", "called", "named", "known", "as", "it", "its", "they", "their"])
+# Linking words a restated question puts between its own words and the answer ("... is Kabul", "... are called",
+# "... capital of Afghanistan").
+_LINKS = frozenset(
+    "is are was were be called named known as it its they their of the a an for from in to".split()  # noqa: SIM905
+)
 _WORD = re.compile(r"\w+(?:['’]\w+)*")
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 
@@ -33,8 +36,11 @@ filters: [{function: strip_question}, {function: first_sentence}, {function: reg
             "a space or the end (so an abbreviation such as `St.` ends it too). `regex`: the `group` of the first "
             "match of `pattern`; a generation it does not match is kept whole. `strip_question`: drops the leading "
             "words that restate the question: words that occur in the question (lower case, punctuation ignored) "
-            "and the linking words is/are/was/were/be/called/named/known/as/it/its/they/their, so 'The capital of "
-            "Norway is Oslo.' becomes 'Oslo.'; a generation made only of such words is kept whole."
+            "and linking words (is, are, was, were, be, called, named, known, as, it, its, they, their, of, the, a, "
+            "an, for, from, in, to), so 'The capital of Norway is Oslo.' becomes 'Oslo.'. When that run ends on a "
+            "word of the question, it is cut after its last linking word instead, since the answer may begin with "
+            "that word ('People from Costa Rica are called Costa Rican.' becomes 'Costa Rican.'); a generation made "
+            "only of such words is kept whole."
         ),
     )
     pattern: str | None = Field(None, description="`regex` only: a Python regular expression.")
@@ -78,11 +84,20 @@ def _regex(text: str, step: FilterStep) -> str:
 
 
 def _strip_question(text: str, question: str) -> str:
-    asked = {w.lower() for w in _WORD.findall(question)} | _LINKS
+    asked = {w.lower() for w in _WORD.findall(question)}
+    run: list[re.Match] = []  # the leading words that restate the question
     for word in _WORD.finditer(text):
-        if word.group().lower() not in asked:
-            return text[word.start() :].strip()
-    return text  # nothing but the question's words: keep it whole rather than score an empty answer
+        if word.group().lower() not in asked and word.group().lower() not in _LINKS:
+            break
+        run.append(word)
+    else:
+        return text  # nothing but the question's words: keep it whole rather than score an empty answer
+    links = [i for i, w in enumerate(run) if w.group().lower() in _LINKS]
+    if run and links and links[-1] != len(run) - 1:
+        # The run ends on a word of the question, which may begin the answer ("People from Costa Rica are called
+        # Costa Rican"): the restatement ends at its last linking word.
+        run = run[: links[-1] + 1]
+    return text[run[-1].end() :].strip(" \t\n,:;-") if run else text
 
 
 def extract_answer(text: str, steps: list[FilterStep], question: str = "") -> str:

@@ -35,6 +35,19 @@ def test_each_step(spec, text, expected):
     assert extract_answer(text, steps(spec), Q) == expected
 
 
+@pytest.mark.parametrize(
+    "question, text, expected",
+    [
+        ("What are people from Costa Rica called?", "People from Costa Rica are called Costa Rican.", "Costa Rican."),
+        ("Kabul is the capital of which country?", "Kabul is the capital of Afghanistan.", "Afghanistan."),
+        ("Which currency does Norway use?", "Norway uses the krone.", "uses the krone."),  # "uses" is not asked
+        ("Which city is the capital of Norway?", "Norway Oslo", "Oslo"),  # no linking word: the whole run goes
+    ],
+)
+def test_strip_question_keeps_an_answer_that_begins_with_a_word_of_the_question(question, text, expected):
+    assert extract_answer(text, steps({"function": "strip_question"}), question) == expected
+
+
 def test_steps_apply_in_order_and_none_keeps_the_generation():
     both = steps({"function": "strip_question"}, {"function": "first_sentence"})
     assert extract_answer("The capital of Åland Islands is Mariehamn. It lies on the coast.", both, Q) == "Mariehamn."
