@@ -196,6 +196,7 @@ def test_tasks_show_prints_the_resolved_config(capsys):
     assert shown["name"] == "geo-qa" and shown["answer_format"] == "free-text"
     assert shown["finetune"]["overrides"]["qlora"]["learning_rate"] == 3.0e-4  # from _shared/defaults.yaml
     assert shown["evaluation"]["max_new_tokens"] == 16 and shown["evaluation"]["calibration_limit"] == 80  # merged
+    assert "\n# headline: has_answer (set by `headline:` in the task file)\n" in out  # a comment: still YAML
 
 
 # ---------------------------------------------------------------- finding tasks
