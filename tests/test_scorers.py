@@ -376,3 +376,19 @@ def test_has_answer_any_alias_and_known_false_positive():
     assert _has("No idea", ["No"]) == 1.0  # the documented false positive: "No" as a word of another sentence
     assert _has("anything", []) is None
     assert SCORERS["has_answer"].binary  # paired comparisons use McNemar
+
+
+def test_rouge_l_ranks_right_over_wrong_whatever_the_gold_answers_length():
+    """Long gold answers: a reply with the right content keeps its lead over a wrong one of the same length as
+    the gold grows from one sentence to three (the ranking of systems does not flip with answer length)."""
+    sentences = [
+        "You may copy and share the work if you keep the copyright notice.",
+        "Changes must be released under the same licence.",
+        "The authors give no warranty of any kind.",
+    ]
+    right = "You can copy and share it as long as the copyright notice stays."
+    wrong = "Nobody may sell the software or use it in a commercial product at all."
+    for n in (1, 2, 3):
+        gold = " ".join(sentences[:n])
+        assert score("rouge_l", right, [gold]) > score("rouge_l", wrong, [gold]) > 0, n
+        assert score("token_f1", right, [gold]) > score("token_f1", wrong, [gold]), n
