@@ -311,6 +311,13 @@ def test_numeric_correct_marks_cells(tmp_path):
     assert 'data-failure="1"' in html and 'data-allwrong="1"' in html
 
 
+def test_the_report_says_why_the_headline_is_the_headline(tmp_path):
+    results = make_results()
+    results["headline_reason"] = "the default for yes-no tasks"
+    html = render_report(write_run(tmp_path / "run", results=results)).read_text(encoding="utf-8")
+    assert "headline metric: accuracy (the default for yes-no tasks)" in html
+
+
 def test_viewer_shows_the_generation_beside_the_extracted_answer(tmp_path):
     samples = make_samples(4, systems=("prompt",))
     samples[0].update(prediction="Mariehamn.", generation="The capital of Åland Islands is Mariehamn.")

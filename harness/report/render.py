@@ -133,6 +133,7 @@ def report_context(run: Run) -> dict[str, Any]:
         "machine": machine_line(manifest),
         "settings": settings_text(results.settings),
         "headline": headline(results),
+        "headline_reason": results.headline_reason,
         "recommendation": recommendation(results),
         "rows": rows,
         "metrics": metric_names(results, rows),
