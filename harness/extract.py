@@ -37,10 +37,10 @@ filters: [{function: strip_question}, {function: first_sentence}, {function: reg
             "match of `pattern`; a generation it does not match is kept whole. `strip_question`: drops the leading "
             "words that restate the question: words that occur in the question (lower case, punctuation ignored) "
             "and linking words (is, are, was, were, be, called, named, known, as, it, its, they, their, of, the, a, "
-            "an, for, from, in, to), so 'The capital of Norway is Oslo.' becomes 'Oslo.'. When that run ends on a "
-            "word of the question, it is cut after its last linking word instead, since the answer may begin with "
-            "that word ('People from Costa Rica are called Costa Rican.' becomes 'Costa Rican.'); a generation made "
-            "only of such words is kept whole."
+            "an, for, from, in, to), up to and including the last linking word among them, so 'The capital of Norway is Oslo.' "
+            "becomes 'Oslo.' and 'People from Costa Rica are called Costa Rican.' becomes 'Costa Rican.'. A "
+            "generation whose leading words hold no linking word ('Costa Rican'), or that is made only of such "
+            "words, is kept whole."
         ),
     )
     pattern: str | None = Field(None, description="`regex` only: a Python regular expression.")
@@ -93,11 +93,11 @@ def _strip_question(text: str, question: str) -> str:
     else:
         return text  # nothing but the question's words: keep it whole rather than score an empty answer
     links = [i for i, w in enumerate(run) if w.group().lower() in _LINKS]
-    if run and links and links[-1] != len(run) - 1:
-        # The run ends on a word of the question, which may begin the answer ("People from Costa Rica are called
-        # Costa Rican"): the restatement ends at its last linking word.
-        run = run[: links[-1] + 1]
-    return text[run[-1].end() :].strip(" \t\n,:;-") if run else text
+    if not links:
+        return text  # no linking word, no restatement: "Costa Rican" answers "What are people from Costa Rica called?"
+    # The restatement ends at the run's last linking word: a word of the question after it may begin the answer
+    # ("People from Costa Rica are called Costa Rican").
+    return text[run[links[-1]].end() :].strip(" \t\n,:;-")
 
 
 def extract_answer(text: str, steps: list[FilterStep], question: str = "") -> str:

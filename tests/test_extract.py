@@ -40,8 +40,9 @@ def test_each_step(spec, text, expected):
     [
         ("What are people from Costa Rica called?", "People from Costa Rica are called Costa Rican.", "Costa Rican."),
         ("Kabul is the capital of which country?", "Kabul is the capital of Afghanistan.", "Afghanistan."),
-        ("Which currency does Norway use?", "Norway uses the krone.", "uses the krone."),  # "uses" is not asked
-        ("Which city is the capital of Norway?", "Norway Oslo", "Oslo"),  # no linking word: the whole run goes
+        ("Which currency does Norway use?", "Norway uses the krone.", "Norway uses the krone."),
+        ("What are people from Costa Rica called?", "Costa Rican", "Costa Rican"),  # no linking word: kept
+        ("Which city is the capital of Norway?", "Norway: Oslo", "Norway: Oslo"),
     ],
 )
 def test_strip_question_keeps_an_answer_that_begins_with_a_word_of_the_question(question, text, expected):
