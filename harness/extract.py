@@ -38,8 +38,8 @@ filters: [{function: strip_question}, {function: first_sentence}, {function: reg
             "words that restate the question: words that occur in the question (lower case, punctuation ignored) "
             "and linking words (is, are, was, were, be, called, named, known, as, it, its, they, their, of, the, a, "
             "an, for, from, in, to), up to and including the last linking word among them, so 'The capital of "
-            "Norway is Oslo.' becomes 'Oslo.' and 'People from Costa Rica are called Costa Rican.' becomes 'Costa Rican.'. A "
-            "generation whose leading words hold no linking word ('Costa Rican'), or that is made only of such "
+            "Norway is Oslo.' becomes 'Oslo.' and 'People from Costa Rica are called Costa Rican.' becomes "
+            "'Costa Rican.'. A generation whose leading words hold no linking word ('Costa Rican'), or that is made only of such "
             "words, is kept whole."
         ),
     )
