@@ -32,15 +32,15 @@ filters: [{function: strip_question}, {function: first_sentence}, {function: reg
     function: Literal["first_line", "first_sentence", "regex", "strip_question"] = Field(
         ...,
         description=(
-            "`first_line`: the first non-empty line. `first_sentence`: up to the first `.`, `!` or `?` followed by "
-            "a space or the end (so an abbreviation such as `St.` ends it too). `regex`: the `group` of the first "
-            "match of `pattern`; a generation it does not match is kept whole. `strip_question`: drops the leading "
-            "words that restate the question: words that occur in the question (lower case, punctuation ignored) "
-            "and linking words (is, are, was, were, be, called, named, known, as, it, its, they, their, of, the, a, "
-            "an, for, from, in, to), up to and including the last linking word among them, so 'The capital of "
-            "Norway is Oslo.' becomes 'Oslo.' and 'People from Costa Rica are called Costa Rican.' becomes "
-            "'Costa Rican.'. A generation whose leading words hold no linking word ('Costa Rican'), or that is made only of such "
-            "words, is kept whole."
+            "`first_line`: the first non-empty line. `first_sentence`: up to the first `.`, `!` or `?` followed "
+            "by a space or the end (so an abbreviation such as `St.` ends it too). `regex`: the `group` of the "
+            "first match of `pattern`; a generation it does not match is kept whole. `strip_question`: drops the "
+            "leading words that restate the question: words that occur in the question (lower case, punctuation "
+            "ignored) and linking words (is, are, was, were, be, called, named, known, as, it, its, they, their, "
+            "of, the, a, an, for, from, in, to), up to and including the last linking word among them, so 'The "
+            "capital of Norway is Oslo.' becomes 'Oslo.' and 'People from Costa Rica are called Costa Rican.' "
+            "becomes 'Costa Rican.'. A generation whose leading words hold no linking word ('Costa Rican'), or "
+            "that is made only of such words, is kept whole."
         ),
     )
     pattern: str | None = Field(None, description="`regex` only: a Python regular expression.")
