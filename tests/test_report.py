@@ -401,3 +401,15 @@ def test_model_label_prefers_display_name():
     manifest = {"model": {"display": "SmolLM2-135M-Instruct (Q4_1 GGUF)", "path": "/tmp/hh/models/smollm2"}}
     assert model_label(manifest) == "SmolLM2-135M-Instruct (Q4_1 GGUF)"
     assert model_label(MANIFEST) == "HuggingFaceTB/SmolLM2-135M-Instruct@abc123"
+
+
+def test_truncation_is_reported_per_system(tmp_path):
+    results = make_results()
+    results["systems"]["prompt"]["truncated_share"] = 0.45
+    results["systems"]["rag"]["truncated_share"] = 0.0
+    run = write_run(tmp_path / "run", results=results)
+    html = render_report(run).read_text(encoding="utf-8")
+    expected = "Answers cut off at evaluation.max_new_tokens: prompt 45%, rag 0%."
+    assert expected in html and expected in (run / "summary.md").read_text(encoding="utf-8")
+    plain = render_report(write_run(tmp_path / "plain")).read_text(encoding="utf-8")
+    assert "Answers cut off" not in plain  # choice tasks generate nothing
