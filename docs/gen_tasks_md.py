@@ -55,9 +55,51 @@ includes (known fields, right types, nothing required).
 
 **Answer formats.**
 
-| format | how a system answers | metrics (the first is the headline) |
-| --- | --- | --- |
+| format | how a system answers | metrics | default headline |
+| --- | --- | --- | --- |
 {formats}
+
+**Metrics** (`metrics:` picks some; empty reports every metric of the format). Each is one score per question,
+averaged with a 95% bootstrap interval; paired comparisons use McNemar's test for 0/1 metrics and a paired
+permutation test otherwise, Holm-adjusted over the pairs of systems.
+
+| metric | formats | per question | what it scores |
+| --- | --- | --- | --- |
+{metrics}
+
+**`has_answer`: does the reply contain an acceptable answer?** The metric short-answer QA reports when a model
+answers in a sentence: PopQA (Mallen et al. 2023, "When Not to Trust Language Models") counts a generation
+correct when any gold alias occurs in it (Soudani et al. 2024 report it on PopQA as accuracy), Self-RAG (Asai
+et al. 2024) calls it `match`, and DPR (Karpukhin et al. 2020) names the whole-word, normalised test
+`has_answer` (there, for retrieved passages): the name used here. A reply is correct when an
+acceptable answer occurs in it as whole words, after folding accents (`Bogotá` = `Bogota`) and SQuAD
+normalisation (lower case, punctuation and articles dropped). Unlike those, it has a guard: a reply that also
+names *another answer of the same kind*, meaning an acceptable answer of another question of the same
+`category` (of any question when the data has no categories), anywhere but inside the gold occurrence, and not
+one the question itself mentions, is a list of candidates, not an answer: "Oslo or Bergen" scores 0 for
+"Oslo", "New Delhi" still scores 1 although "Delhi" is another answer, and "Papua New Guinea" scores 0 for
+"Guinea". Known false positives: a gold answer used as an ordinary word ("No, I cannot say" for a gold "No";
+"No" inside "Norway" is *not* matched, whole words only); a hedge between a gold and a phrase that is not any
+question's answer ("Oslo, or maybe a town up north"); a negated answer ("not Oslo"); and, with no categories
+and few questions, candidates the pool does not know. Read it beside `exact_match` (which gives none of these
+credit) and `token_f1` (which gives them partial credit, diluted by every extra word).
+
+**The headline metric** ranks the systems, decides the paired tests against the model-free baselines and
+between systems, marks each question right or wrong in the report, and is results.json's `headline_metric`.
+`headline:` in the task file names it. Without it: `accuracy` for yes-no and multiple-choice; for free text,
+the answers' shape decides: a median first gold answer of at most 5 words is a short answer and gets
+`has_answer`; longer (sentence) answers get `rouge_l`, and the systems are compared on `semantic_similarity`
+too, so a ranking that flips between wording and meaning shows. A `metrics:` list that leaves the default out
+makes its first metric the headline. `harness tasks show TASK` prints the headline and why.
+
+**Answer extraction** (`filters:`, free text only). Small models answer in sentences even when told not to.
+`filters:` is a list of steps applied in order to every generation before any metric scores it, like
+lm-eval's `filter_list`: `first_line`, `first_sentence`, `regex` (a `pattern` and the `group` to keep) and
+`strip_question` (drops a restated question from the start: "The capital of Norway is Oslo." becomes
+"Oslo."). samples.jsonl keeps the raw generation (`generation`) beside the extracted answer (`prediction`),
+and the report's per-question viewer shows both. A generation cut off at `evaluation.max_new_tokens` is
+flagged; results.json gives each system's share (`truncated_share`) and the report notes it: raise
+`max_new_tokens` when that share is not small.
 
 **Data sources.** Questions come from one JSONL, JSON (an array), CSV or Parquet file, a file inside an
 installed Python package (`package:`), or a `datasets` hub spec (`hub:`; offline, the default, it fails at
@@ -175,12 +217,23 @@ def render() -> str:
         AnswerFormat.MULTIPLE_CHOICE: "picks one of the options by log-likelihood",
         AnswerFormat.FREE_TEXT: "generates a short answer, scored against every acceptable answer",
     }
+    default = {
+        AnswerFormat.YES_NO: "`accuracy` (compared on `calibrated_accuracy` too)",
+        AnswerFormat.MULTIPLE_CHOICE: "`accuracy`",
+        AnswerFormat.FREE_TEXT: "`has_answer` (short answers) or `rouge_l` + `semantic_similarity` (long ones)",
+    }
     for fmt in AnswerFormat:
         how = how_each[fmt]
-        formats.append(f"| `{fmt}` | {how} | {', '.join(scorers.metric_names_for(fmt))} |")
+        formats.append(f"| `{fmt}` | {how} | {', '.join(scorers.metric_names_for(fmt))} | {default[fmt]} |")
+    metrics = [
+        f"| `{name}` | {', '.join(sorted(sc.kinds))} | {'0 or 1' if sc.binary else 'a number'} | "
+        f"{cell(sc.description)} |"
+        for name, sc in scorers.SCORERS.items()
+    ]
     top = dict(SECTIONS)[""]
     intro = INTRO.format(
         formats="\n".join(formats),
+        metrics="\n".join(metrics),
         systems=", ".join(f"`{s}`" for s in systems.available()),
         example=top.example,
         max_file_mb=yamlfile.MAX_FILE_BYTES // 2**20,

@@ -34,7 +34,9 @@ def unknown_system(name: str, valid: list[str]) -> str:
 def name_problems(spec: TaskSpec, requested: list[str] | None = None) -> list[str]:
     """Every registered name in `spec` that its registry does not know, one located line each.
     `requested`: the systems given on the command line (`--systems`), checked as well."""
-    problems = _name_problems(spec.where, spec.systems, spec.finetune.overrides, spec.metrics, spec.answer_format)
+    problems = _name_problems(
+        spec.where, spec.systems, spec.finetune.overrides, spec.metrics, spec.answer_format, spec.headline
+    )
     if requested is not None:
         valid = systems.available()
         problems += [f"--systems: {unknown_system(n, valid)}" for n in requested if n not in valid]
@@ -54,11 +56,17 @@ def include_name_problems(path: Path) -> list[str]:
         (data.get("finetune") or {}).get("overrides") or {},
         data.get("metrics") or [],
         data.get("answer_format"),
+        data.get("headline"),
     )
 
 
 def _name_problems(
-    where_is: Callable[[str], str], names: list[str], overrides: dict, metrics: list[str], answer_format: str | None
+    where_is: Callable[[str], str],
+    names: list[str],
+    overrides: dict,
+    metrics: list[str],
+    answer_format: str | None,
+    headline: str | None = None,
 ) -> list[str]:
     valid = systems.available()
     problems = [f"{where_is('systems')}: {unknown_system(n, valid)}" for n in names if n not in valid]
@@ -72,6 +80,11 @@ def _name_problems(
         scorers.validate_metric_names(metrics, answer_format)
     except ValueError as e:
         problems.append(f"{where_is('metrics')}: {e}")
+    if headline is not None:
+        try:
+            scorers.validate_metric_names([headline], answer_format)
+        except ValueError as e:
+            problems.append(f"{where_is('headline')}: {e}")
     return problems
 
 

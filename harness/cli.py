@@ -215,10 +215,12 @@ def tasks_show(task: str, tasks_dir: list[Path] | None = TasksDir):
     import yaml
 
     from harness.spec import load_spec
+    from harness.taskinfo import headline_note
     from harness.tasks import find_task
 
     spec = load_spec(find_task(task, tasks_dir or []))
     console.print(f"# {spec.source_path}", markup=False, soft_wrap=True)
+    console.print(headline_note(spec), markup=False, soft_wrap=True)
     console.print(
         yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True), markup=False, soft_wrap=True
     )

@@ -61,6 +61,10 @@ class TaskData:
     corpus: list[Document]
     corpus_is_fallback: bool = False  # True when RAG indexes training Q&A because the task has no corpus
 
+    def all_questions(self) -> list[Question]:
+        """Train, dev and test questions: what a task's answer shape and its pool of answers are read from."""
+        return [*self.train, *self.dev, *self.test]
+
     def fingerprint(self, splits: tuple[str, ...] = ("train", "dev", "test")) -> str:
         """The content of `splits` and the corpus. What trains an adapter is `("train", "dev")` and the corpus:
         its key leaves the test split out, so --limit (which cuts the test split) never retrains it."""

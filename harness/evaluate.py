@@ -45,6 +45,8 @@ def make_timed_lm_class():
             self.seconds: dict[int, float] = {}
             self.new_tokens: dict[int, int] = {}
             self.first_token_s: dict[int, float] = {}
+            self.hit_limit: dict[int, bool] = {}
+            self._limit_texts: set[str] = set()  # this call's generations that used the whole token budget
             self._current_doc: int | None = None
             self._logits_keep: int | None = None
 
@@ -114,6 +116,20 @@ def make_timed_lm_class():
             return self._per_question(requests, lambda rs: super(TimedHFLM, self).loglikelihood(rs, disable_tqdm=True))
 
         def _model_generate(self, context, max_length, stop, **generation_kwargs):
+            out = self._generate_timed(context, max_length, stop, **generation_kwargs)
+            # A row that used the whole budget (max_length - prompt) without an end token or a stop sequence was
+            # cut off by max_new_tokens. lm-eval returns its text as decoded here (no stop sequence to remove),
+            # so generate_until recognises it by that text, whatever order lm-eval batched the rows in.
+            budget = max_length - context.shape[1]
+            ends = {t for t in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id) if t is not None}
+            for row in out[:, context.shape[1] :].tolist():
+                if len(row) >= budget and not ends.intersection(row):
+                    text = self.tok_decode(row)
+                    if not any(s and s in text for s in stop):
+                        self._limit_texts.add(text)
+            return out
+
+        def _generate_timed(self, context, max_length, stop, **generation_kwargs):
             # A streamer sees the prompt first, then each new token: the second call marks the first token.
             if context.shape[0] != 1:
                 return super()._model_generate(context, max_length, stop, **generation_kwargs)
@@ -133,9 +149,11 @@ def make_timed_lm_class():
 
         def generate_until(self, requests, disable_tqdm: bool = False):
             def run(rs):
+                self._limit_texts = set()
                 res = super(TimedHFLM, self).generate_until(rs, disable_tqdm=True)
                 for r, text in zip(rs, res):
                     self.new_tokens[r.doc_id] = len(self.tok_encode(text))
+                    self.hit_limit[r.doc_id] = text in self._limit_texts
                 return res
 
             return self._per_question(requests, run)
@@ -275,6 +293,7 @@ def _measurement(q: Question, sample: dict, answer_format: str, lm, i: int, prom
         prompt_tokens=prompt_tokens,
         prediction=str(sample["filtered_resps"][0]).strip(),
         new_tokens=new,
+        hit_max_new_tokens=lm.hit_limit.get(i),
         first_token_s=lm.first_token_s.get(i),
         tokens_per_s=new / latency if new and latency else None,
     )

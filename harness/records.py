@@ -118,6 +118,9 @@ class Measurement(Record):
     loglikelihoods: list[float] | None = Field(default=None, description="choice tasks: per option", **_OMIT)
     margin: float | None = Field(default=None, description="yes-no: log P(Yes) - log P(No)", **_OMIT)
     new_tokens: int | None = Field(default=None, description="free text: tokens generated", **_OMIT)
+    hit_max_new_tokens: bool | None = Field(
+        default=None, description="free text: generation stopped at evaluation.max_new_tokens (cut off)", **_OMIT
+    )
     first_token_s: float | None = Field(default=None, description="free text: seconds to the first token", **_OMIT)
     tokens_per_s: float | None = Field(default=None, description="free text: generation speed", **_OMIT)
     retrieved: list[Passage] | None = Field(default=None, description="retrieval systems: passages", **_OMIT)
@@ -134,7 +137,11 @@ class Sample(Record):
     question: str = Field(description="the question's text")
     gold: str = Field(description="the first acceptable answer")
     golds: list[str] = Field(description="every acceptable answer")
-    prediction: str = Field(description="the system's answer")
+    prediction: str = Field(description="the system's answer: free text with `filters:`, the extracted answer")
+    generation: str | None = Field(
+        default=None, description="free text with `filters:`: the raw generation the answer was extracted from"
+    )
+    truncated: bool | None = Field(default=None, description="free text: the generation was cut off at max_new_tokens")
     correct: float | None = Field(description="the headline metric's score for this question")
     calibrated_prediction: str | None = Field(
         default=None, description="yes-no with calibration: the answer at the calibrated threshold"
@@ -181,6 +188,11 @@ class SystemResult(Record):
     prompt_tokens_mean: float | None = Field(default=None, description="mean prompt length in tokens")
     first_token_s: Percentiles | None = Field(default=None, description="free text: time to first token", **_OMIT)
     tokens_per_s: Percentiles | None = Field(default=None, description="free text: generation speed", **_OMIT)
+    truncated_share: float | None = Field(
+        default=None,
+        description="free text: share of generations cut off at evaluation.max_new_tokens (the report notes it)",
+        **_OMIT,
+    )
     model_latency_s: Percentiles | None = Field(
         default=None, description="retrieval systems: the model's part of latency_s", **_OMIT
     )
@@ -200,6 +212,7 @@ class BaselineResult(Record):
 
     accuracy: float | None = Field(default=None, description="choice tasks: the headline value", **_OMIT)
     token_f1: float | None = Field(default=None, description="free-text tasks: the headline value", **_OMIT)
+    has_answer: float | None = Field(default=None, description="short free-text answers: the headline value", **_OMIT)
     metrics: dict[str, Interval] = Field(description="the headline metric with its interval")
     description: str = Field(description="what the baseline answers")
 
@@ -223,7 +236,11 @@ class RunResults(Record):
     run_id: str = Field(description="the run directory's name: time and a random suffix")
     created: str = Field(description="ISO time the run finished")
     answer_format: str = Field(description="yes-no, multiple-choice or free-text")
-    headline_metric: str = Field(description="accuracy for choice tasks, token_f1 for free text")
+    headline_metric: str = Field(
+        description="the metric systems are ranked and tested on: the task's `headline:`, or the default for its "
+        "answer shape (accuracy for choice tasks; has_answer for short free-text answers, rouge_l for long ones)"
+    )
+    headline_reason: str | None = Field(default=None, description="why that metric is the headline")
     n_test: int = Field(description="test questions evaluated (after --limit)")
     seed: int = Field(description="the seed every stage used")
     model: str | None = Field(default=None, description="the base model, as displayed")

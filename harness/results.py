@@ -16,19 +16,63 @@ import numpy as np
 from harness import scorers, stats
 from harness.constants import CHOICE_FORMATS, SIGNIFICANCE_LEVEL, AnswerFormat
 from harness.data import Question
+from harness.extract import extract_answer
 from harness.records import BaselineResult, BaselineTest, Comparison, Interval, Measurement, Sample
 
-
-def headline_metric(answer_format: str) -> str:
-    return "accuracy" if answer_format in CHOICE_FORMATS else "token_f1"
+SHORT_ANSWER_WORDS = 5  # a median gold answer of at most this many words is a short answer
 
 
-def metric_list(spec) -> list[str]:
+@dataclass(frozen=True)
+class Headline:
+    """The metric a task's systems are ranked and tested on, why it was chosen, and the metrics compared
+    between systems beside it."""
+
+    metric: str
+    reason: str
+    also_compared: tuple[str, ...] = ()
+
+    @property
+    def compared(self) -> list[str]:
+        return [self.metric, *(m for m in self.also_compared if m != self.metric)]
+
+
+def median_answer_words(questions: list[Question]) -> float | None:
+    """The median length in words of the questions' first acceptable answers."""
+    lengths = [len(q.answers[0].split()) for q in questions if q.answers]
+    return float(np.median(lengths)) if lengths else None
+
+
+def headline_of(spec, questions: list[Question]) -> Headline:
+    """The task's headline metric: `headline:` if set; else the default for its answer shape (see
+    spec.TaskSpec.headline), or the first of `metrics:` when that list leaves the default out."""
+    also = ("calibrated_accuracy",) if spec.answer_format == AnswerFormat.YES_NO else ()
+    if spec.headline:
+        return Headline(spec.headline, "set by `headline:` in the task file", also)
+    if spec.answer_format in CHOICE_FORMATS:
+        default, reason = "accuracy", f"the default for {spec.answer_format} tasks"
+    else:
+        words = median_answer_words(questions)
+        if words is not None and words <= SHORT_ANSWER_WORDS:
+            default = "has_answer"
+            reason = f"gold answers are short (median {words:g} words, at most {SHORT_ANSWER_WORDS})"
+        else:
+            default, also = "rouge_l", ("semantic_similarity",)
+            shape = "unknown" if words is None else f"median {words:g} words"
+            reason = f"gold answers are long ({shape}, more than {SHORT_ANSWER_WORDS}); semantic_similarity beside it"
+    if spec.metrics and default not in spec.metrics:
+        return Headline(spec.metrics[0], f"the first of `metrics:`, which leaves out {default} ({reason})", ())
+    return Headline(default, reason, also)
+
+
+def metric_list(spec, headline: str | None = None) -> list[str]:
     if spec.metrics:
-        return scorers.validate_metric_names(spec.metrics, spec.answer_format)
-    names = scorers.metric_names_for(spec.answer_format)
-    if spec.answer_format in CHOICE_FORMATS:  # a one-word option's length says nothing
-        names = [n for n in names if n != "answer_length"]
+        names = scorers.validate_metric_names(spec.metrics, spec.answer_format)
+    else:
+        names = scorers.metric_names_for(spec.answer_format)
+        if spec.answer_format in CHOICE_FORMATS:  # a one-word option's length says nothing
+            names = [n for n in names if n != "answer_length"]
+    if headline and headline in scorers.SCORERS and headline not in names:
+        names = [headline, *names]  # a `headline:` left out of `metrics:` is still scored
     return names
 
 
@@ -86,22 +130,30 @@ def _baseline(metric: str, ci: dict, description: str, per_question: list[float]
 
 
 def baseline_results(
-    base: dict[str, dict], test: list[Question], answer_format: str, n_boot: int, seed: int
+    base: dict[str, dict],
+    test: list[Question],
+    answer_format: str,
+    n_boot: int,
+    seed: int,
+    metric: str = "accuracy",
+    ctx: scorers.ScoreContext | None = None,
 ) -> dict[str, Baseline]:
+    """Each baseline scored with the headline `metric` (a baseline the metric says nothing about, such as
+    groundedness without passages, is left out)."""
+    ctx = ctx or scorers.ScoreContext()
     out = {}
     for name, b in base.items():
-        if answer_format in CHOICE_FORMATS:
-            correct = [float(b["predictions"][q.id] == q.answers[0]) for q in test]
-            metric = "accuracy"
-        else:
-            correct = [
-                scorers.SCORERS["token_f1"].fn(b["predictions"][q.id], q.answers, {}, scorers.ScoreContext())
-                for q in test
-            ]
-            metric = "token_f1"
+        rows = [
+            {"prediction": b["predictions"][q.id], "golds": q.answers, "question": q.question, "category": q.category}
+            for q in test
+        ]
+        scorers.score_samples(rows, [metric], answer_format, ctx)
+        correct = [row["scores"].get(metric) for row in rows]
+        if not correct or any(v is None for v in correct):
+            continue
         ci = stats.bootstrap_ci(correct, n_boot=n_boot, seed=seed)
         out[name] = _baseline(metric, ci, b["description"], correct)
-    if answer_format == AnswerFormat.MULTIPLE_CHOICE:
+    if answer_format == AnswerFormat.MULTIPLE_CHOICE and metric == "accuracy":
         expected = [1.0 / len(q.choices) for q in test]
         ci = stats.bootstrap_ci(expected, n_boot=n_boot, seed=seed)
         out["uniform_random"] = _baseline(
@@ -121,18 +173,38 @@ class Scored:
     metrics: dict[str, Interval]
     per_question: list[dict[str, float | None]]
     calibrated_predictions: list[str] | None = None
+    extracted: list[str] | None = None  # free text with `filters:`: the answer each generation was scored as
 
 
 def score_system(
-    measurements: list[Measurement], questions: list[Question], spec, embed, threshold: float | None
+    measurements: list[Measurement],
+    questions: list[Question],
+    spec,
+    embed,
+    threshold: float | None,
+    headline: str | None = None,
+    pool: dict | None = None,
 ) -> Scored:
-    """Score each measurement with the task's metrics; metrics with intervals over all of them."""
+    """Score each measurement with the task's metrics; metrics with intervals over all of them. `pool`: the
+    task's answers by category (scorers.answer_pool), for has_answer's guard."""
     by_id = {q.id: q for q in questions}
-    names = metric_list(spec)
+    names = metric_list(spec, headline)
     # The scorers' registry works on plain dicts (a scorer may read any field, e.g. the retrieved passages):
-    # give it each measurement with its acceptable answers, and read back the scores it fills in.
-    rows = [{**m.model_dump(), "golds": by_id[m.id].answers} for m in measurements]
-    scorers.score_samples(rows, names, spec.answer_format, scorers.ScoreContext(embed=embed))
+    # give it each measurement with its question and acceptable answers, and read back the scores it fills in.
+    extracted = None
+    if spec.answer_format == AnswerFormat.FREE_TEXT and getattr(spec, "filters", None):
+        extracted = [extract_answer(m.prediction, spec.filters, by_id[m.id].question) for m in measurements]
+    rows = [
+        {
+            **m.model_dump(),
+            "prediction": m.prediction if extracted is None else extracted[i],
+            "golds": by_id[m.id].answers,
+            "question": by_id[m.id].question,
+            "category": by_id[m.id].category,
+        }
+        for i, m in enumerate(measurements)
+    ]
+    scorers.score_samples(rows, names, spec.answer_format, scorers.ScoreContext(embed=embed, pool=pool or {}))
     scores: list[dict[str, float | None]] = [row["scores"] for row in rows]
     n_boot, seed = spec.evaluation.bootstrap, spec.seed
     metrics = {}
@@ -154,7 +226,7 @@ def score_system(
                 s["calibrated_accuracy"] = float((m > threshold) == bool(y))
             ci = stats.bootstrap_ci([s["calibrated_accuracy"] for s in scores], n_boot=n_boot, seed=seed)
             metrics["calibrated_accuracy"] = Interval(**ci, threshold=threshold)
-    return Scored(metrics, scores, calibrated)
+    return Scored(metrics, scores, calibrated, extracted)
 
 
 def samples_of(
@@ -163,8 +235,9 @@ def samples_of(
     """samples.jsonl's rows for one system: each question with its measurement and scores."""
     by_id = {q.id: q for q in questions}
     calibrated = scored.calibrated_predictions or [None] * len(measurements)
+    extracted = scored.extracted or [None] * len(measurements)
     rows = []
-    for m, scores, cal in zip(measurements, scored.per_question, calibrated):
+    for m, scores, cal, answer in zip(measurements, scored.per_question, calibrated, extracted):
         q = by_id[m.id]
         rows.append(
             Sample(
@@ -173,7 +246,9 @@ def samples_of(
                 question=q.question,
                 gold=q.answers[0],
                 golds=q.answers,
-                prediction=m.prediction,
+                prediction=m.prediction if answer is None else answer,
+                generation=None if answer is None else m.prediction,
+                truncated=m.hit_max_new_tokens,
                 correct=scores.get(metric),
                 calibrated_prediction=cal,
                 latency_s=m.latency_s,

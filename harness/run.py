@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from harness import cache, evalcache, models, results, stats, systems
+from harness import cache, evalcache, models, results, scorers, stats, systems
 from harness.checks import check_task, outside_paths, window_problems
 from harness.constants import AnswerFormat
 from harness.context import Reporter, RunContext
@@ -284,12 +284,19 @@ def system_result(
 ) -> SystemResult:
     """A system's results.json entry, from its build record, its measurements and its scores."""
     test, spec = evaluation.test, ctx.spec
-    optional = {}
+    optional, notes = {}, list(info.notes)
     if spec.answer_format == AnswerFormat.FREE_TEXT:
         for key in ("first_token_s", "tokens_per_s"):
             values = [getattr(m, key) for m in test if getattr(m, key) is not None]
             if values:
                 optional[key] = _percentiles(values)
+        hits = [m.hit_max_new_tokens for m in test if m.hit_max_new_tokens is not None]
+        if hits:
+            optional["truncated_share"] = round(sum(hits) / len(hits), 4)
+            notes.append(
+                f"{sum(hits)} of {len(hits)} answers ({sum(hits) / len(hits):.0%}) were cut off at "
+                f"evaluation.max_new_tokens ({spec.evaluation.max_new_tokens})"
+            )
     if any(m.retrieval_latency_s is not None for m in test):
         golds = [q.doc_id for q in ctx.data.test] if not ctx.data.corpus_is_fallback else [None] * len(test)
         quality = retrieval_quality([m.ranked_doc_ids for m in test], golds, spec.rag.k)
@@ -299,7 +306,7 @@ def system_result(
     cuda = evaluation.cuda_peak_memory_mb
     return SystemResult(
         kind=kind,
-        **_build_fields(info),
+        **{**_build_fields(info), "notes": notes},
         evaluation_reused=evaluation.reused,
         peak_memory_mb=evaluation.peak_memory_mb,
         cuda_peak_memory_mb=None if cuda is None else round(cuda, 1),
@@ -321,7 +328,9 @@ class SystemRun:
     launch: dict | None = None
 
 
-def run_system(system, ctx: RunContext, baselines: dict[str, results.Baseline]) -> SystemRun:
+def run_system(
+    system, ctx: RunContext, baselines: dict[str, results.Baseline], headline: results.Headline | None = None
+) -> SystemRun:
     """Build, evaluate and score one system. A system that breaks is reported as failed, never hidden."""
     spec, rep, name = ctx.spec, ctx.reporter, system.name
     info = None
@@ -331,9 +340,13 @@ def run_system(system, ctx: RunContext, baselines: dict[str, results.Baseline]) 
         if info.cached:
             rep.log(f"  {name}: reused the cached artifact")
         evaluation = evaluate_or_reuse(system, ctx)
+        headline = headline or results.headline_of(spec, ctx.data.all_questions())
         embed = ctx.embedder().encode if spec.answer_format == AnswerFormat.FREE_TEXT else None
-        scored = results.score_system(evaluation.test, ctx.data.test, spec, embed, evaluation.threshold)
-        metric = results.headline_metric(spec.answer_format)
+        pool = scorers.answer_pool(ctx.data.all_questions())
+        scored = results.score_system(
+            evaluation.test, ctx.data.test, spec, embed, evaluation.threshold, headline.metric, pool
+        )
+        metric = headline.metric
         samples = results.samples_of(name, ctx.data.test, evaluation.test, scored, metric)
         vs_baseline = results.vs_best_baseline(samples, baselines, metric, spec.seed)
         return SystemRun(system_result(system.kind, info, evaluation, scored, vs_baseline, ctx), samples, info.launch)
@@ -406,21 +419,32 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
         built = [systems.make_system(n, ctx) for n in p.systems]  # each system is constructed once per run
         for s in built:
             s.validate()
-    metric = results.headline_metric(spec.answer_format)
+    headline = results.headline_of(spec, data.all_questions())
+    reporter.log(f"  headline metric: {headline.metric} ({headline.reason})")
     base = results.baselines(data.train, data.test, spec.answer_format)
-    baselines = results.baseline_results(base, data.test, spec.answer_format, spec.evaluation.bootstrap, spec.seed)
+    score_ctx = scorers.ScoreContext(
+        embed=ctx.embedder().encode if spec.answer_format == AnswerFormat.FREE_TEXT else None,
+        pool=scorers.answer_pool(data.all_questions()),
+    )
+    baselines = results.baseline_results(
+        base, data.test, spec.answer_format, spec.evaluation.bootstrap, spec.seed, headline.metric, score_ctx
+    )
     started = time.time()
-    runs = {s.name: run_system(s, ctx, baselines) for s in built}
+    runs = {s.name: run_system(s, ctx, baselines, headline) for s in built}
     ok = {n: r.samples for n, r in runs.items() if r.result.ok}
-    headline = [metric] + (["calibrated_accuracy"] if spec.answer_format == AnswerFormat.YES_NO else [])
-    compared = [m for m in headline if all(any(m in s.scores for s in samples) for samples in ok.values())]
+    compared = [
+        m
+        for m in headline.compared
+        if all(any(s.scores.get(m) is not None for s in samples) for samples in ok.values())
+    ]
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
     out = RunResults(
         task=spec.name,
         run_id=run_id,
         created=datetime.now().astimezone().isoformat(timespec="seconds"),
         answer_format=spec.answer_format,
-        headline_metric=metric,
+        headline_metric=headline.metric,
+        headline_reason=headline.reason,
         n_test=len(data.test),
         seed=spec.seed,
         model=ref.display,

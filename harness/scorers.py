@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ class ScoreContext:
     """
 
     embed: Embedder | None = None
+    # has_answer's guard: the task's acceptable answers by category (None: questions without one), as
+    # normalised token tuples; see `answer_pool`.
+    pool: dict[str | None, list[tuple[str, ...]]] = field(default_factory=dict)
     _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def prefetch(self, texts: Iterable[str]) -> None:
@@ -115,6 +119,33 @@ def _tokens(text: str) -> list[str]:
     return normalize_answer(text).split()
 
 
+def fold_accents(text: str) -> str:
+    """Drop combining marks after compatibility decomposition: "Åland" -> "Aland", "Bogotá" -> "Bogota"."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
+def answer_tokens(text: str) -> tuple[str, ...]:
+    """has_answer's words: accents folded, then SQuAD normalisation."""
+    return tuple(normalize_answer(fold_accents(text)).split())
+
+
+def _spans(words: tuple[str, ...], phrase: tuple[str, ...]) -> list[tuple[int, int]]:
+    """Where `phrase` occurs in `words` as whole words: (start, end) pairs."""
+    n = len(phrase)
+    if n == 0:
+        return []
+    return [(i, i + n) for i in range(len(words) - n + 1) if words[i : i + n] == phrase]
+
+
+def answer_pool(questions: Iterable, answers_of=lambda q: q.answers) -> dict[str | None, list[tuple[str, ...]]]:
+    """Every acceptable answer of `questions`, by category, as has_answer's words (what its guard compares a
+    generation against)."""
+    pool: dict[str | None, set[tuple[str, ...]]] = {}
+    for q in questions:
+        pool.setdefault(q.category, set()).update(t for t in map(answer_tokens, answers_of(q)) if t)
+    return {category: sorted(answers) for category, answers in pool.items()}
+
+
 def _best_over_golds(metric: Callable[[str, str], float], prediction: str, golds: list[str]) -> float | None:
     # Any gold is an acceptable answer, so a prediction gets credit for the closest one.
     if not golds:
@@ -132,29 +163,32 @@ def _f_measure(overlap: int, n_pred: int, n_gold: int) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def _lcs_length(a: list[str], b: list[str]) -> int:
-    """Longest common subsequence, O(len(a)·len(b)) time with a single row of memory."""
-    if len(a) < len(b):
-        a, b = b, a
-    row = [0] * (len(b) + 1)
-    for x in a:
-        diagonal = 0  # row[j-1] from the previous iteration of the outer loop
-        for j, y in enumerate(b, start=1):
-            above = row[j]
-            row[j] = diagonal + 1 if x == y else max(row[j], row[j - 1])
-            diagonal = above
-    return row[-1]
-
-
 def _token_f1(prediction: str, gold: str) -> float:
     pred, ref = _tokens(prediction), _tokens(gold)
     overlap = sum((Counter(pred) & Counter(ref)).values())
     return _f_measure(overlap, len(pred), len(ref))
 
 
+class _FoldingTokenizer:
+    """rouge_score's own tokenizer (lower case, split on anything but a-z and 0-9), after folding accents: on
+    its own it would drop every accented letter ("Bogotá" -> "bogot")."""
+
+    def tokenize(self, text: str) -> list[str]:
+        from rouge_score import tokenize
+
+        return tokenize.tokenize(fold_accents(text), None)
+
+
+_ROUGE = None
+
+
 def _rouge_l(prediction: str, gold: str) -> float:
-    pred, ref = _tokens(prediction), _tokens(gold)
-    return _f_measure(_lcs_length(pred, ref), len(pred), len(ref))
+    global _ROUGE
+    if _ROUGE is None:  # rouge_score comes with lm-eval; imported when first needed
+        from rouge_score import rouge_scorer
+
+        _ROUGE = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_FoldingTokenizer())
+    return float(_ROUGE.score(gold, prediction)["rougeL"].fmeasure)
 
 
 def _cosine(u: np.ndarray, v: np.ndarray) -> float:
@@ -189,13 +223,50 @@ def exact_match(prediction, golds, sample, ctx):
     return _best_over_golds(lambda p, g: float(normalize_answer(p) == normalize_answer(g)), prediction, golds)
 
 
+def _has_answer(prediction: str, golds: list[str], sample: dict, ctx: ScoreContext) -> float | None:
+    words = answer_tokens(prediction)
+    gold_words = {t for t in map(answer_tokens, golds) if t}
+    if not gold_words:
+        return None
+    found = [span for g in gold_words for span in _spans(words, g)]
+    if not found:
+        return 0.0
+    # The guard: another acceptable answer of the same kind (a same-category question's) that the generation
+    # names outside every gold occurrence, and that the question itself does not mention, makes it a list of
+    # candidates, not an answer ("Oslo or Bergen"). Inside a gold occurrence ("Delhi" in "New Delhi") it is part
+    # of the answer; around one ("Guinea" in "Papua New Guinea") it is a different answer.
+    question = answer_tokens(sample.get("question") or "")
+    for other in ctx.pool.get(sample.get("category"), ()):
+        if other in gold_words or _spans(question, other):
+            continue
+        for start, end in _spans(words, other):
+            if not any(gs <= start and end <= ge for gs, ge in found):
+                return 0.0
+    return 1.0
+
+
+@register_scorer(
+    "has_answer",
+    kind=AnswerFormat.FREE_TEXT,
+    binary=True,
+    description=(
+        "1 if an acceptable answer appears in the generation as whole words (accents folded, SQuAD-normalised) "
+        "and no other answer of the same kind does"
+    ),
+)
+def has_answer(prediction, golds, sample, ctx):
+    return _has_answer(prediction, golds, sample, ctx)
+
+
 @register_scorer("token_f1", kind=AnswerFormat.FREE_TEXT, description="SQuAD token F1, best over acceptable answers")
 def token_f1(prediction, golds, sample, ctx):
     return _best_over_golds(_token_f1, prediction, golds)
 
 
 @register_scorer(
-    "rouge_l", kind=AnswerFormat.FREE_TEXT, description="ROUGE-L F-measure on normalised tokens, best over answers"
+    "rouge_l",
+    kind=AnswerFormat.FREE_TEXT,
+    description="ROUGE-L F-measure (rouge-score, accents folded), best over acceptable answers",
 )
 def rouge_l(prediction, golds, sample, ctx):
     return _best_over_golds(_rouge_l, prediction, golds)

@@ -19,6 +19,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 from harness.constants import AnswerFormat
 from harness.dataspec import CorpusSource, DataSpec, FieldMap, HubSource, QuestionSource, SplitSpec, Strict
 from harness.errors import HarnessError, did_you_mean
+from harness.extract import FilterStep
 from harness.yamlfile import load_with_includes, validation_problems, where
 
 SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit: a larger one fails only when training starts
@@ -311,7 +312,7 @@ metrics: [exact_match, token_f1]"""
         ...,
         description=(
             "`yes-no` or `multiple-choice` (choice by log-likelihood, scored by accuracy), or `free-text` "
-            "(generation, scored by exact match, token F1, ROUGE-L and embedding similarity)."
+            "(generation, scored by has_answer, exact match, token F1, ROUGE-L and embedding similarity)."
         ),
     )
     data: DataSpec = Field(..., description="Questions, corpus and split.")
@@ -342,6 +343,24 @@ metrics: [exact_match, token_f1]"""
     metrics: list[str] = Field(
         default_factory=list, description="Metrics to report; empty means every metric that fits the answer format."
     )
+    filters: list[FilterStep] = Field(
+        default_factory=list,
+        description=(
+            "Free text: steps that extract the answer from each generation before every metric scores it, in "
+            "order (see `filters[]`); empty scores the generation as it is. samples.jsonl and the report keep "
+            "the raw generation beside the extracted answer."
+        ),
+    )
+    headline: str | None = Field(
+        None,
+        description=(
+            "The metric systems are ranked, compared and tested against the baselines on. Unset: `accuracy` for "
+            "choice tasks; for free text, `has_answer` when the gold answers are short (a median of at most 5 "
+            "words) and `rouge_l`, compared on `semantic_similarity` too, when they are sentences. A `metrics:` "
+            "list without that metric makes its first metric the headline. `harness tasks show` prints the "
+            "choice and why."
+        ),
+    )
     seed: int = Field(
         0,
         ge=0,
@@ -357,6 +376,12 @@ metrics: [exact_match, token_f1]"""
     @classmethod
     def _question_template(cls, v: str) -> str:
         return _check_template(v)
+
+    @model_validator(mode="after")
+    def _filters(self) -> TaskSpec:
+        if self.filters and self.answer_format != AnswerFormat.FREE_TEXT:
+            raise ValueError(f"'filters' apply to free-text answers only, not to {self.answer_format} tasks")
+        return self
 
     @field_validator("systems")
     @classmethod
@@ -391,6 +416,7 @@ SECTIONS: list[tuple[str, type[Strict]]] = [
     ("preference", PreferenceSpec),
     ("preference.fields", PreferenceFields),
     ("evaluation", EvalSpec),
+    ("filters[]", FilterStep),
 ]
 
 

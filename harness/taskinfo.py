@@ -9,6 +9,7 @@ from harness.checks import check_task, include_name_problems, outside_paths, tem
 from harness.data import load_task_data
 from harness.errors import HarnessError
 from harness.parts.prompt_builder import PromptBuilder
+from harness.results import headline_of
 from harness.spec import TaskProblems, check_include, load_spec
 from harness.tasks import list_task_files
 
@@ -34,6 +35,17 @@ def summarise(path: Path) -> dict:
         "spec": spec,
         "data": data,
     }
+
+
+def headline_note(spec) -> str:
+    """`# headline: METRIC (why)`, the line `harness tasks show` prints; the default depends on the data."""
+    try:
+        data = load_task_data(spec)
+    except HarnessError as e:
+        return f"# headline: {spec.headline or 'decided by the data, which did not load'} ({e})"
+    h = headline_of(spec, data.all_questions())
+    also = f"; compared on {', '.join(h.compared[1:])} too" if len(h.compared) > 1 else ""
+    return f"# headline: {h.metric} ({h.reason}{also})"
 
 
 def describe_all(extra_dirs: list[Path]) -> list[dict]:

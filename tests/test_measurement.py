@@ -91,3 +91,46 @@ def test_a_retrieval_measurement_carries_its_passages_and_the_latency_a_user_see
         "loglikelihoods",
     }
     assert "truncated" not in m.model_dump(mode="json")["retrieved"][0]
+
+
+@pytest.mark.parametrize("endless", [False, True])
+def test_generations_cut_off_at_max_new_tokens_are_flagged_alike_in_any_batch(tmp_path, tiny_model_dir, endless):
+    """A generation that used the whole max_new_tokens budget without stopping is flagged; the flag is the same
+    whether lm-eval generates one question at a time or several in a (reordered) batch. The tiny model ends at
+    once; with its end token and line breaks suppressed (`endless`) it never stops."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    if endless:
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        stops = [i for t, i in tok.get_vocab().items() if "\n" in tok.convert_tokens_to_string([t])]
+        config = json.loads((model_dir / "generation_config.json").read_text())
+        config["suppress_tokens"] = sorted({tok.eos_token_id, tok.pad_token_id, *stops})
+        (model_dir / "generation_config.json").write_text(json.dumps(config))
+    rows = [{"id": f"q{i}", "question": "Say " + "more " * i, "answer": "x"} for i in range(16)]
+    folder = tmp_path / "tr"
+    folder.mkdir()
+    (folder / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    flags = {}
+    for batch in (1, 3):
+        (folder / "task.yaml").write_text(
+            "name: tr\nanswer_format: free-text\n"
+            f"model: {model_dir}\n"
+            "data: {questions: {path: q.jsonl}, split: {by: question, test_fraction: 0.5, dev_fraction: 0}}\n"
+            f"evaluation: {{max_new_tokens: 4, warmup: 0, dtype: float32, batch_size: {batch}}}\n"
+        )
+        ctx = _ctx(folder / "task.yaml", tmp_path)
+        system = make_system("prompt", ctx)
+        flags[batch] = [r.hit_max_new_tokens for r in evaluate_system(system, ctx, ctx.data.test, f"tr_{batch}")]
+    assert flags[1] == flags[3] and all(f is endless for f in flags[1])
+    # The reference: generate each prompt directly and see whether it ended before the budget.
+    with system.model() as model, torch.no_grad():
+        for prompt in system.prompts(ctx.data.test).texts:
+            ids = ctx.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+            new = model.generate(ids, max_new_tokens=4, do_sample=False)[0, ids.shape[1] :].tolist()
+            stopped = ctx.tokenizer.eos_token_id in new or "\n" in ctx.tokenizer.decode(new)
+            assert (len(new) == 4 and not stopped) is endless, (prompt, new)

@@ -216,20 +216,24 @@ def test_saved_measurements_load_back_equal(tmp_path, monkeypatch):
 def test_a_systems_entry_is_built_from_its_build_record_measurements_and_scores():
     """Figures that apply only sometimes (a GPU's memory, free-text generation speed) are in the entry exactly
     when they were measured."""
-    spec = SimpleNamespace(answer_format="free-text", rag=SimpleNamespace(k=2))
+    spec = SimpleNamespace(
+        answer_format="free-text", rag=SimpleNamespace(k=2), evaluation=SimpleNamespace(max_new_tokens=6)
+    )
     ctx = SimpleNamespace(spec=spec, data=SimpleNamespace(test=[], corpus_is_fallback=False))
     info = systems.BuildInfo(build_s=1.234, cached=False, artifact_mb=2.5, notes=["n"])
     test = [
         Measurement(id=f"q{i}", prediction="x", latency_s=0.5 * (i + 1), prompt_tokens=10 + i, new_tokens=2,
-                    first_token_s=0.1, tokens_per_s=4.0 / (i + 1))
+                    first_token_s=0.1, tokens_per_s=4.0 / (i + 1), hit_max_new_tokens=i == 1)
         for i in range(2)
     ]  # fmt: skip
     scored = results.Scored({"token_f1": Interval(value=0.5, ci_low=0.0, ci_high=1.0)}, [{}, {}])
     on_gpu = run.Evaluation(test, None, peak_memory_mb=900.0, cuda_peak_memory_mb=123.456)
     entry = run.system_result("prompt", info, on_gpu, scored, None, ctx).model_dump(mode="json")
     assert entry["cuda_peak_memory_mb"] == 123.5 and entry["build_s"] == 1.23 and entry["build_cost_s"] == 1.23
-    assert entry["latency_s"]["p50"] == 0.75 and entry["prompt_tokens_mean"] == 10.5 and entry["notes"] == ["n"]
+    assert entry["latency_s"]["p50"] == 0.75 and entry["prompt_tokens_mean"] == 10.5 and entry["notes"][0] == "n"
     assert entry["first_token_s"]["mean"] == 0.1 and entry["tokens_per_s"]["p50"] == 3.0
     assert entry["retrieval"] is None and "model_latency_s" not in entry
+    assert entry["truncated_share"] == 0.5
+    assert entry["notes"][-1] == "1 of 2 answers (50%) were cut off at evaluation.max_new_tokens (6)"
     on_cpu = run.Evaluation(test, None, peak_memory_mb=900.0, cuda_peak_memory_mb=None)
     assert "cuda_peak_memory_mb" not in run.system_result("prompt", info, on_cpu, scored, None, ctx).model_dump()

@@ -311,6 +311,24 @@ def test_numeric_correct_marks_cells(tmp_path):
     assert 'data-failure="1"' in html and 'data-allwrong="1"' in html
 
 
+def test_the_report_says_why_the_headline_is_the_headline(tmp_path):
+    results = make_results()
+    results["headline_reason"] = "the default for yes-no tasks"
+    html = render_report(write_run(tmp_path / "run", results=results)).read_text(encoding="utf-8")
+    assert "headline metric: accuracy (the default for yes-no tasks)" in html
+
+
+def test_viewer_shows_the_generation_beside_the_extracted_answer(tmp_path):
+    samples = make_samples(4, systems=("prompt",))
+    samples[0].update(prediction="Mariehamn.", generation="The capital of Åland Islands is Mariehamn.")
+    samples[1].update(prediction="Oslo", generation="Oslo")  # extraction changed nothing: shown once
+    samples[2].update(truncated=True)
+    html = render_report(write_run(tmp_path / "run", samples=samples)).read_text(encoding="utf-8")
+    assert html.count('<div class="gen">generated: ') == 1
+    assert 'generated: <span class="pred">The capital of Åland Islands is Mariehamn.</span>' in html
+    assert html.count("cut off at max_new_tokens") == 1
+
+
 def test_missing_samples_and_bad_lines(tmp_path):
     run = write_run(tmp_path / "run")
     with (run / "samples.jsonl").open("a", encoding="utf-8") as fh:
@@ -383,3 +401,15 @@ def test_model_label_prefers_display_name():
     manifest = {"model": {"display": "SmolLM2-135M-Instruct (Q4_1 GGUF)", "path": "/tmp/hh/models/smollm2"}}
     assert model_label(manifest) == "SmolLM2-135M-Instruct (Q4_1 GGUF)"
     assert model_label(MANIFEST) == "HuggingFaceTB/SmolLM2-135M-Instruct@abc123"
+
+
+def test_truncation_is_reported_per_system(tmp_path):
+    results = make_results()
+    results["systems"]["prompt"]["truncated_share"] = 0.45
+    results["systems"]["rag"]["truncated_share"] = 0.0
+    run = write_run(tmp_path / "run", results=results)
+    html = render_report(run).read_text(encoding="utf-8")
+    expected = "Answers cut off at evaluation.max_new_tokens: prompt 45%, rag 0%."
+    assert expected in html and expected in (run / "summary.md").read_text(encoding="utf-8")
+    plain = render_report(write_run(tmp_path / "plain")).read_text(encoding="utf-8")
+    assert "Answers cut off" not in plain  # choice tasks generate nothing

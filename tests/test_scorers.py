@@ -8,6 +8,7 @@ import pytest
 from harness.scorers import (
     SCORERS,
     ScoreContext,
+    answer_pool,
     metric_names_for,
     normalize_answer,
     register_scorer,
@@ -90,9 +91,9 @@ def test_token_f1_max_over_golds_and_counts_duplicates():
 
 
 def test_rouge_l_hand_worked_lcs():
-    # pred [cat, on, big, red, mat], gold [cat, sat, on, mat]; LCS = cat on mat = 3
-    # P = 3/5, R = 3/4, F = 2 * 0.6 * 0.75 / 1.35 = 2/3
-    assert score("rouge_l", "The cat on a big red mat", ["the cat sat on the mat"]) == pytest.approx(2 / 3)
+    # rouge-score keeps articles: pred [the, cat, on, a, big, red, mat], gold [the, cat, sat, on, the, mat];
+    # LCS = the cat on mat = 4; P = 4/7, R = 4/6, F = 2PR / (P + R) = 16/26
+    assert score("rouge_l", "The cat on a big red mat", ["the cat sat on the mat"]) == pytest.approx(16 / 26)
 
 
 def test_rouge_l_is_order_sensitive_unlike_token_f1():
@@ -102,16 +103,32 @@ def test_rouge_l_is_order_sensitive_unlike_token_f1():
     assert score("rouge_l", "mat on cat", ["x", "mat on cat"]) == pytest.approx(1.0)
 
 
-def test_rouge_l_agrees_with_rouge_score_package():
-    rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
-    reference = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+def test_rouge_l_equals_rouge_score_package():
+    from rouge_score import rouge_scorer
+
+    reference = rouge_scorer.RougeScorer(["rougeL"])  # the package's defaults: no stemmer, its own tokenizer
     rng = random.Random(0)
-    vocab = ["cat", "dog", "mat", "sat", "on", "red", "big", "ran"]  # no articles or punctuation
+    vocab = ["The", "cat", "dog", "mat,", "sat", "on", "a", "red.", "big", "ran!", "U.S.", "3-4"]
+    examples = [
+        ("The capital of France is Paris.", "Paris"),
+        ("People from China are called Chinese.", "Chinese"),
+        ("", "anything"),
+    ]
     for _ in range(200):
         pred = " ".join(rng.choices(vocab, k=rng.randint(1, 9)))
-        gold = " ".join(rng.choices(vocab, k=rng.randint(1, 9)))
+        gold = " ".join(rng.choices(vocab, k=rng.randint(1, 40)))
+        examples.append((pred, gold))
+    for pred, gold in examples:
         expected = reference.score(gold, pred)["rougeL"].fmeasure
         assert score("rouge_l", pred, [gold]) == pytest.approx(expected), (pred, gold)
+
+
+def test_rouge_l_folds_accents_rouge_score_would_drop():
+    from rouge_score import rouge_scorer
+
+    # rouge-score alone keeps a-z only: "Bogotá" becomes "bogot" and "Mariehamn, Åland" loses its "Å"
+    assert score("rouge_l", "Bogotá", ["Bogota"]) == 1.0
+    assert rouge_scorer.RougeScorer(["rougeL"]).score("Bogota", "Bogotá")["rougeL"].fmeasure == 0.0
 
 
 # ---------------------------------------------------------------- semantic similarity
@@ -168,6 +185,7 @@ def test_registry_metadata():
     assert metric_names_for("yes-no") == ["accuracy", "answer_length"]
     assert set(metric_names_for("free-text")) == {
         "exact_match",
+        "has_answer",
         "token_f1",
         "rouge_l",
         "semantic_similarity",
@@ -247,3 +265,130 @@ def test_score_samples_without_embedder_or_semantic_metric_never_embeds():
     assert embed.calls == []
     score_samples(samples, ["semantic_similarity"], "free-text", ScoreContext())
     assert samples[0]["scores"]["semantic_similarity"] is None
+
+
+# ---------------------------------------------------------------- SQuAD reference
+
+
+def _squad_reference():
+    """normalize_answer and f1_score of the official SQuAD v1.1 evaluation script (evaluate-v1.1.py), verbatim
+    but for layout: the reference our normalisation and token F1 must agree with."""
+    import re
+    import string
+    from collections import Counter
+
+    def normalize_answer(s):
+        def remove_articles(text):
+            return re.sub(r"\b(a|an|the)\b", " ", text)
+
+        def white_space_fix(text):
+            return " ".join(text.split())
+
+        def remove_punc(text):
+            exclude = set(string.punctuation)
+            return "".join(ch for ch in text if ch not in exclude)
+
+        return white_space_fix(remove_articles(remove_punc(s.lower())))
+
+    def f1_score(prediction, ground_truth):
+        prediction_tokens = normalize_answer(prediction).split()
+        ground_truth_tokens = normalize_answer(ground_truth).split()
+        common = Counter(prediction_tokens) & Counter(ground_truth_tokens)
+        num_same = sum(common.values())
+        if num_same == 0:
+            return 0
+        precision = 1.0 * num_same / len(prediction_tokens)
+        recall = 1.0 * num_same / len(ground_truth_tokens)
+        return (2 * precision * recall) / (precision + recall)
+
+    return normalize_answer, f1_score
+
+
+SQUAD_EXAMPLES = [  # (prediction, gold): SQuAD-style answers, with articles, punctuation and repeats
+    ("Denver Broncos", "Denver Broncos"),
+    ("the Denver Broncos!", "Denver Broncos"),
+    ("Santa Clara, California", "Levi's Stadium in the San Francisco Bay Area at Santa Clara, California."),
+    ("1,000", "1000"),
+    ("an apple a day", "The apple"),
+    ("New York New York", "New York"),
+    ("gold", "golden"),
+    ("Saint Bernadette Soubirous", "Saint Bernadette"),
+]
+
+
+@pytest.mark.parametrize("pred, gold", SQUAD_EXAMPLES)
+def test_normalisation_and_token_f1_equal_the_squad_script(pred, gold):
+    ref_normalize, ref_f1 = _squad_reference()
+    assert normalize_answer(pred) == ref_normalize(pred)
+    assert score("token_f1", pred, [gold]) == pytest.approx(ref_f1(pred, gold))
+    assert score("exact_match", pred, [gold]) == float(ref_normalize(pred) == ref_normalize(gold))
+
+
+# ---------------------------------------------------------------- has_answer (alias match)
+
+
+def _has(prediction, golds, question="", category=None, pool=()):
+    ctx = ScoreContext(pool=answer_pool([_Q(category, list(pool))]) if pool else {})
+    return score("has_answer", prediction, golds, {"question": question, "category": category}, ctx)
+
+
+class _Q:
+    def __init__(self, category, answers):
+        self.category, self.answers = category, answers
+
+
+CAPITALS = ["Mariehamn", "Oslo", "Bergen", "New Delhi", "Delhi", "Paris"]
+
+
+@pytest.mark.parametrize(
+    "prediction, gold, expected",
+    [
+        ("The capital of Åland Islands is Mariehamn.", "Mariehamn", 1.0),  # a sentence around the answer
+        ("Mariehamn", "Mariehamn", 1.0),
+        ("Oslo or Mariehamn", "Mariehamn", 0.0),  # the guard: two capitals named
+        ("Bergen, perhaps Oslo", "Oslo", 0.0),
+        ("Norway", "No", 0.0),  # whole words only
+        ("It is New Delhi.", "New Delhi", 1.0),  # "Delhi", another capital, lies inside the gold occurrence
+        ("Delhi", "New Delhi", 0.0),
+        ("mariehamn!", "Mariehamn", 1.0),
+        ("Bogota", "Bogotá", 1.0),  # accents folded on both sides
+        ("", "Mariehamn", 0.0),
+    ],
+)
+def test_has_answer_hand_made(prediction, gold, expected):
+    assert _has(prediction, [gold], category="capital", pool=CAPITALS) == expected
+
+
+def test_has_answer_guard_ignores_answers_the_question_names_and_other_kinds():
+    pool = answer_pool([_Q("capital", ["Oslo", "Paris"]), _Q("country", ["Norway", "France"])])
+    ctx = ScoreContext(pool=pool)
+    sample = {"question": "Is the capital of Norway Oslo or Paris?", "category": "capital"}
+    assert score("has_answer", "Oslo, not Paris", ["Oslo"], sample, ctx) == 1.0  # Paris is in the question
+    sample = {"question": "Which city is the capital of Norway?", "category": "capital"}
+    assert score("has_answer", "Oslo is in Norway, not France", ["Oslo"], sample, ctx) == 1.0  # countries differ
+    assert score("has_answer", "Oslo or Paris", ["Oslo"], sample, ctx) == 0.0
+    # Without a pool (no other questions known) there is no guard, only the whole-word match.
+    assert score("has_answer", "Oslo or Paris", ["Oslo"], sample, ScoreContext()) == 1.0
+
+
+def test_has_answer_any_alias_and_known_false_positive():
+    assert _has("It is Aland.", ["Åland Islands", "Aland"]) == 1.0
+    assert _has("No idea", ["No"]) == 1.0  # the documented false positive: "No" as a word of another sentence
+    assert _has("anything", []) is None
+    assert SCORERS["has_answer"].binary  # paired comparisons use McNemar
+
+
+def test_rouge_l_ranks_right_over_wrong_whatever_the_gold_answers_length():
+    """Long gold answers: a reply with the right content keeps its lead over a wrong one of the same length as
+    the gold grows from one sentence to three (the ranking of systems does not flip with answer length)."""
+    sentences = [
+        "You may copy and share the work if you keep the copyright notice.",
+        "Changes must be released under the same licence.",
+        "The authors give no warranty of any kind.",
+    ]
+    right = "You can copy and share it as long as the copyright notice stays."
+    wrong = "Nobody may sell the software or use it in a commercial product at all."
+    for n in (1, 2, 3):
+        gold = " ".join(sentences[:n])
+        assert score("rouge_l", right, [gold]) > score("rouge_l", wrong, [gold]) > 0, n
+        assert score("token_f1", right, [gold]) > score("token_f1", wrong, [gold]), n

@@ -48,11 +48,12 @@ def test_every_field_has_a_description_and_every_section_a_valid_example():
         for name, field in model.model_fields.items():
             assert field.description, f"{section}.{name} has no description"
         example = yaml.safe_load(model.example)
-        key = section.rsplit(".", 1)[-1]
+        key = section.rsplit(".", 1)[-1].removesuffix("[]")
         body = example if not section else example[key]
         if model is TaskSpec:
             body = {k: v for k, v in body.items() if k != "include"}
-        model.model_validate(body)
+        for item in body if section.endswith("[]") else [body]:  # a list section: each item is one model
+            model.model_validate(item)
 
 
 def test_problems_are_all_listed_and_the_message_is_one_line(tmp_path):
@@ -195,6 +196,7 @@ def test_tasks_show_prints_the_resolved_config(capsys):
     assert shown["name"] == "geo-qa" and shown["answer_format"] == "free-text"
     assert shown["finetune"]["overrides"]["qlora"]["learning_rate"] == 3.0e-4  # from _shared/defaults.yaml
     assert shown["evaluation"]["max_new_tokens"] == 16 and shown["evaluation"]["calibration_limit"] == 80  # merged
+    assert "\n# headline: has_answer (set by `headline:` in the task file)\n" in out  # a comment: still YAML
 
 
 # ---------------------------------------------------------------- finding tasks

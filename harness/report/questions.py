@@ -46,6 +46,9 @@ def _cell(s: Sample) -> dict[str, Any]:
         ]
     return {
         "prediction": truncate(s.prediction, ANSWER_CHARS),
+        # with `filters:`, the raw generation the answer was extracted from, when extraction changed it
+        "generation": truncate(s.generation, ANSWER_CHARS) if s.generation not in (None, s.prediction) else None,
+        "truncated": s.truncated is True,
         "correct": verdict(s.correct),
         "latency_s": s.latency_s if fmt.is_number(s.latency_s) else None,
         "margin": s.margin if fmt.is_number(s.margin) else None,

@@ -159,6 +159,22 @@ def summary_rows(results: RunResults) -> list[SummaryRow]:
     return rows + [baseline_row(name, b) for name, b in results.baselines.items()]
 
 
+def truncation_text(results: RunResults) -> str | None:
+    """Free text: each system's share of answers cut off at max_new_tokens, as one sentence (None when no
+    system recorded it)."""
+    shares = [
+        f"{name} {e.truncated_share:.0%}"
+        for name, e in results.systems.items()
+        if e.ok and fmt.is_number(e.truncated_share)
+    ]
+    if not shares:
+        return None
+    return (
+        f"Answers cut off at evaluation.max_new_tokens: {', '.join(shares)}. A cut-off answer may never reach "
+        "its point; raise max_new_tokens where the share is not small."
+    )
+
+
 def metric_names(results: RunResults, rows: list[SummaryRow] | None = None) -> list[str]:
     """Headline metric first, then every other metric in order of first appearance."""
     names = [headline(results)]
@@ -246,4 +262,7 @@ def markdown_text(results: RunResults) -> str:
             cells = [r.label, r.metric_text(hm), r.latency_text, r.memory_text, r.build_text, r.artifact_text]
             cells.append(r.beats_text)
         lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
+    truncation = truncation_text(results)
+    if truncation:
+        lines += ["", truncation]
     return "\n".join(lines) + "\n"
