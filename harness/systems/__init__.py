@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from harness.data import Question
 from harness.errors import HarnessError, did_you_mean
+from harness.parts.adapter_trainer import AdapterTrainer
 from harness.parts.outputs import BuildInfo, Prompts
 
 SYSTEMS: dict[str, type[System]] = {}
@@ -54,6 +55,28 @@ class System:
     def weights_identity(self) -> str:
         """Identifies the weights `model()` evaluates with (for reusing evaluations); call after build()."""
         return self.ctx.model_ref.fingerprint
+
+
+class AdapterSystem(System):
+    """A system whose weights are a trained adapter: `adapter` (an AdapterTrainer, given by the subclass) builds,
+    loads and identifies them. Questions are asked with plain prompts unless the subclass says otherwise."""
+
+    adapter: AdapterTrainer
+
+    def validate(self) -> None:
+        self.adapter.validate()
+
+    def build(self) -> BuildInfo:
+        return self.adapter.build()
+
+    def prompts(self, questions: list[Question]) -> Prompts:
+        return Prompts([self.ctx.prompts.plain(q) for q in questions])
+
+    def model(self):
+        return self.adapter.model()
+
+    def weights_identity(self) -> str:
+        return self.adapter.weights_identity()
 
 
 def _load_all() -> None:

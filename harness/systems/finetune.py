@@ -12,9 +12,8 @@ from __future__ import annotations
 from functools import cached_property
 
 from harness.parts.adapter_trainer import AdapterTrainer
-from harness.parts.outputs import BuildInfo, Prompts
 from harness.parts.trainers import SupervisedRecipe
-from harness.systems import System, register_system
+from harness.systems import AdapterSystem, register_system
 
 METHODS = ("lora", "qlora", "dora")
 
@@ -49,24 +48,9 @@ def supervised_adapter(ctx, method: str, name: str | None = None) -> AdapterTrai
 
 
 @register_system(*METHODS)
-class FinetuneSystem(System):
+class FinetuneSystem(AdapterSystem):
     kind = "finetune"
 
     @cached_property
     def adapter(self) -> AdapterTrainer:
         return supervised_adapter(self.ctx, self.name)
-
-    def validate(self) -> None:
-        self.adapter.validate()
-
-    def build(self) -> BuildInfo:
-        return self.adapter.build()
-
-    def prompts(self, questions) -> Prompts:
-        return Prompts([self.ctx.prompts.plain(q) for q in questions])
-
-    def model(self):
-        return self.adapter.model()
-
-    def weights_identity(self) -> str:
-        return self.adapter.weights_identity()

@@ -26,12 +26,11 @@ from harness.data import Question
 from harness.errors import HarnessError, excerpt
 from harness.measure import timer
 from harness.parts.adapter_trainer import AdapterTrainer, PhaseRun
-from harness.parts.outputs import BuildInfo, Prompts
 from harness.parts.prompt_builder import render_chat
 from harness.parts.trainers import PAIR_ROLES, PreferencePhase, lora_config, loss_curve
 from harness.scorers import normalize_answer
 from harness.sources import Problems, read_rows, resolve_path
-from harness.systems import System, register_system
+from harness.systems import AdapterSystem, register_system
 from harness.systems.finetune import supervised_adapter
 
 PAIRS_VERSION = 1  # part of the adapter key: bump when the way pairs are made changes
@@ -291,7 +290,7 @@ class PreferenceRecipe:
 
 
 @register_system("dpo", "orpo")
-class PreferenceSystem(System):
+class PreferenceSystem(AdapterSystem):
     kind = "finetune"
 
     @cached_property
@@ -305,25 +304,13 @@ class PreferenceSystem(System):
         return AdapterTrainer(self.ctx, self.name, self.name, recipe, settings_of="lora", key_extra=recipe.key_extra)
 
     def validate(self) -> None:
-        self.adapter.validate()
+        super().validate()
         if self.ctx.spec.preference.path:
             read_pair_file(self.ctx.spec)  # a bad file stops the run before any training
         elif not self.ctx.data.train:
             raise HarnessError(
                 f"{self.name} makes its preference pairs from the training split, which is empty; give preference.path"
             )
-
-    def build(self) -> BuildInfo:
-        return self.adapter.build()
-
-    def prompts(self, questions) -> Prompts:
-        return Prompts([self.ctx.prompts.plain(q) for q in questions])
-
-    def model(self):
-        return self.adapter.model()
-
-    def weights_identity(self) -> str:
-        return self.adapter.weights_identity()
 
 
 def preference_curve(log_history: list[dict]) -> list[dict]:

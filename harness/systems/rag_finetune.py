@@ -32,7 +32,7 @@ from harness.errors import HarnessError
 from harness.parts.adapter_trainer import AdapterTrainer
 from harness.parts.outputs import BuildInfo, Prompts
 from harness.parts.trainers import SupervisedRecipe
-from harness.systems import System, register_system
+from harness.systems import AdapterSystem, register_system
 from harness.systems.finetune import METHODS
 
 DISTRACTOR_FRACTION = 0.2  # RAFT's (1 - P): share of training prompts with distractor passages only
@@ -169,7 +169,7 @@ def raft_stats(rows: list[dict], so_far: dict | None = None) -> dict:
 
 
 @register_system(*(f"rag+{m}" for m in METHODS))
-class RagFinetuneSystem(System):
+class RagFinetuneSystem(AdapterSystem):
     kind = "rag+finetune"
 
     @property
@@ -195,7 +195,7 @@ class RagFinetuneSystem(System):
         }
 
     def validate(self) -> None:
-        self.adapter.validate()
+        super().validate()
         self.ctx.retriever().validate()
 
     def build(self) -> BuildInfo:
@@ -221,12 +221,6 @@ class RagFinetuneSystem(System):
     def prompts(self, questions) -> Prompts:
         # The budget the adapter was trained with, not rag's: the prompts it is scored on look like its training rows.
         return self.ctx.retriever().retrieve(questions, self.raft.budget())
-
-    def model(self):
-        return self.adapter.model()
-
-    def weights_identity(self) -> str:
-        return self.adapter.weights_identity()
 
 
 def _raft_note(stats: dict | None, settings, name: str) -> list[str]:
