@@ -36,6 +36,19 @@ class Headline:
         return [self.metric, *(m for m in self.also_compared if m != self.metric)]
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """What every system of a run is scored with, derived once from the task's questions: the headline, and
+    the task's answers by category that has_answer's guard checks a reply against."""
+
+    headline: Headline
+    pool: dict
+
+    @classmethod
+    def of(cls, spec, questions: list[Question]) -> Scoring:
+        return cls(headline_of(spec, questions), scorers.answer_pool(questions))
+
+
 def median_answer_words(questions: list[Question]) -> float | None:
     """The median length in words of the questions' first acceptable answers."""
     lengths = [len(q.answers[0].split()) for q in questions if q.answers]

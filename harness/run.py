@@ -329,9 +329,10 @@ class SystemRun:
 
 
 def run_system(
-    system, ctx: RunContext, baselines: dict[str, results.Baseline], headline: results.Headline | None = None
+    system, ctx: RunContext, baselines: dict[str, results.Baseline], scoring: results.Scoring | None = None
 ) -> SystemRun:
-    """Build, evaluate and score one system. A system that breaks is reported as failed, never hidden."""
+    """Build, evaluate and score one system. A system that breaks is reported as failed, never hidden.
+    `scoring`: the run's (execute derives it once); by default, from the context's questions."""
     spec, rep, name = ctx.spec, ctx.reporter, system.name
     info = None
     try:
@@ -340,13 +341,12 @@ def run_system(
         if info.cached:
             rep.log(f"  {name}: reused the cached artifact")
         evaluation = evaluate_or_reuse(system, ctx)
-        headline = headline or results.headline_of(spec, ctx.data.all_questions())
+        scoring = scoring or results.Scoring.of(spec, ctx.data.all_questions())
         embed = ctx.embedder().encode if spec.answer_format == AnswerFormat.FREE_TEXT else None
-        pool = scorers.answer_pool(ctx.data.all_questions())
+        metric = scoring.headline.metric
         scored = results.score_system(
-            evaluation.test, ctx.data.test, spec, embed, evaluation.threshold, headline.metric, pool
+            evaluation.test, ctx.data.test, spec, embed, evaluation.threshold, metric, scoring.pool
         )
-        metric = headline.metric
         samples = results.samples_of(name, ctx.data.test, evaluation.test, scored, metric)
         vs_baseline = results.vs_best_baseline(samples, baselines, metric, spec.seed)
         return SystemRun(system_result(system.kind, info, evaluation, scored, vs_baseline, ctx), samples, info.launch)
@@ -388,6 +388,9 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
         reporter.log(f"note: {task_file} reads outside its folder: {', '.join(outside)}")
     with reporter.stage("load data"):
         data = load_task_data(spec)
+        # The headline and has_answer's pool of answers come from every question, before --limit cuts the test
+        # split: a limited run scores each question as the full run does, and agrees with `harness tasks show`.
+        scoring = results.Scoring.of(spec, data.all_questions())
         if opts.limit:
             data.test = data.test[: opts.limit]
         reporter.log(
@@ -419,18 +422,18 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
         built = [systems.make_system(n, ctx) for n in p.systems]  # each system is constructed once per run
         for s in built:
             s.validate()
-    headline = results.headline_of(spec, data.all_questions())
+    headline = scoring.headline
     reporter.log(f"  headline metric: {headline.metric} ({headline.reason})")
     base = results.baselines(data.train, data.test, spec.answer_format)
     score_ctx = scorers.ScoreContext(
         embed=ctx.embedder().encode if spec.answer_format == AnswerFormat.FREE_TEXT else None,
-        pool=scorers.answer_pool(data.all_questions()),
+        pool=scoring.pool,
     )
     baselines = results.baseline_results(
         base, data.test, spec.answer_format, spec.evaluation.bootstrap, spec.seed, headline.metric, score_ctx
     )
     started = time.time()
-    runs = {s.name: run_system(s, ctx, baselines, headline) for s in built}
+    runs = {s.name: run_system(s, ctx, baselines, scoring) for s in built}
     ok = {n: r.samples for n, r in runs.items() if r.result.ok}
     compared = [
         m

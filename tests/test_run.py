@@ -353,3 +353,18 @@ def test_an_evaluation_that_cannot_be_stored_does_not_fail_the_run(tmp_path, tin
     assert "could not store the evaluation for reuse" in err and "the next run will evaluate again" in err
     res = load((tmp_path / "r" / "tiny-qa" / "latest").resolve())[0]
     assert res["systems"]["prompt"]["status"] == "ok" and res["systems"]["prompt"]["evaluation_reused"] is None
+
+
+def test_a_limited_run_scores_with_what_the_whole_task_decides(tiny_task_session, tmp_path, monkeypatch):
+    """The headline and has_answer's pool of answers come from every question, before --limit cuts the test split,
+    so a limited run scores each question as the full run does and names the headline `harness tasks show` does."""
+    from harness import results
+    from harness.data import load_task_data
+    from harness.spec import load_spec
+
+    seen, real = [], results.Scoring.of
+    monkeypatch.setattr(results.Scoring, "of", lambda spec, qs: (seen.append(len(qs)), real(spec, qs))[1])
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    common = ["--reports-dir", tmp_path / "r", "--indices-dir", tmp_path / "i", "--quiet"]
+    assert harness("run", tiny_task_session, "--systems", "prompt", "--limit", "2", *common) == 0
+    assert seen == [len(load_task_data(load_spec(tiny_task_session)).all_questions())]
