@@ -92,6 +92,15 @@ class PromptBuilder:
         user = self.user_text(q) if passages is None else self.passages_text(q, passages)
         return render_chat(self.tokenizer, self.spec.system_prompt, user, shots)
 
+    def fit_examples(
+        self, q: Question, examples: list[Question], budget: int, passages: list[dict] | None = None
+    ) -> list[Question]:
+        """The examples whose with_examples prompt fits `budget` tokens: the first ones (least similar, or first
+        drawn) are dropped first, so the closest example stays next to the question."""
+        while examples and self.tokens(self.with_examples(q, examples, passages)) > budget:
+            examples = examples[1:]
+        return examples
+
     def tokens(self, text: str) -> int:
         """Tokens `text` takes as the model reads it (special tokens included)."""
         return len(self.tokenizer(text).input_ids)

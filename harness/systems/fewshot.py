@@ -44,13 +44,9 @@ class FewshotSystem(System):
         budget = ctx.model_max_length() - ctx.spec.evaluation.max_new_tokens
         texts, trimmed = [], 0
         for q, examples in zip(questions, ctx.example_selector().examples(questions)):
-            text = builder.with_examples(q, examples)
-            # Drop examples, least similar (or first drawn) first, until the prompt fits the model's window.
-            while examples and builder.tokens(text) > budget:
-                examples = examples[1:]
-                text = builder.with_examples(q, examples)
-                trimmed += 1
-            texts.append(text)
+            kept = builder.fit_examples(q, examples, budget)  # the prompt must fit the model's window
+            trimmed += len(examples) - len(kept)
+            texts.append(builder.with_examples(q, kept))
         if trimmed:
             ctx.log(
                 f"warning: {self.name}: dropped {trimmed} example(s) so prompts fit the model's {budget}-token window"

@@ -35,8 +35,7 @@ class RagFewshotSystem(System):
         hits, latency = retriever.top_k(questions)
         texts, retrieved = [], []
         for q, h, examples in zip(questions, hits, self.ctx.example_selector().examples(questions)):
-            while examples and builder.tokens(builder.with_examples(q, examples, [])) > budget:
-                examples = examples[1:]
+            examples = builder.fit_examples(q, examples, budget, passages=[])
             render = lambda ps, q=q, examples=examples: builder.with_examples(q, examples, ps)
             passages = retriever.fit_passages(q, h, budget, render)
             retrieved.append(passages)
