@@ -65,17 +65,23 @@ class EvaluationReused(Record):
 
 
 class BaselineTest(Record):
-    """A system against the strongest model-free baseline, paired over the same questions."""
+    """A system against the strongest model-free baseline, over the same questions (paired by question id)."""
 
-    baseline: str = Field(description="the baseline with the highest headline metric (one with per-question scores)")
+    baseline: str = Field(
+        description="the baseline with the highest headline metric (a tie: one that answers each question)"
+    )
     metric: str = Field(description="the headline metric")
     diff: float = Field(description="system minus baseline on `metric`")
-    p_value: float = Field(description="the paired p-value")
-    test: str = Field(description="mcnemar-exact / mcnemar-chi2 (0/1 metrics) or paired-permutation")
-    n: int = Field(description="questions compared")
-    significant: bool = Field(
-        description="p_value below harness.constants.SIGNIFICANCE_LEVEL (a single test: no correction)"
+    p_value: float = Field(description="the raw p-value")
+    test: str = Field(
+        description="mcnemar-exact / mcnemar-chi2 (0/1 metrics) or paired-permutation against a baseline that "
+        "answers; binomial-exact / poisson-binomial-exact against a guessing baseline's chances"
     )
+    n: int = Field(description="questions compared")
+    p_holm: float = Field(
+        description="Holm-adjusted p-value over the run's tests of every system against its strongest baseline"
+    )
+    significant: bool = Field(description="p_holm below harness.constants.SIGNIFICANCE_LEVEL")
     beats: bool = Field(description="significant and diff > 0")
 
 
@@ -217,6 +223,39 @@ class BaselineResult(Record):
     description: str = Field(description="what the baseline answers")
 
 
+class PriorBreakingSystem(Record):
+    """A system on the prior-breaking subset, and how often it gives each answer."""
+
+    metrics: dict[str, Interval] = Field(
+        description="on the subset: accuracy, balanced_accuracy (mean over gold answers of the share right) and, "
+        "yes-no, auc of the Yes-No margin; each with its 95% bootstrap interval"
+    )
+    answer_share: dict[str, float] = Field(description="share of each answer over all test questions")
+    answer_share_subset: dict[str, float] = Field(description="share of each answer on the subset")
+    prior_agreement: float = Field(description="share of all test questions answered as the category prior does")
+
+
+class PriorBreaking(Record):
+    """Choice tasks with categories: the test questions whose gold answer differs from the category prior's
+    prediction (the training split's most common answer, or gold position, of the question's category). The
+    prior scores 0 on them by construction, so a score here is what a system knows beyond the label prior.
+    Answers are Yes / No, or for multiple choice the position ("option 1" is the first option)."""
+
+    prior: str = Field(
+        description="the baseline that defines the subset: category_prior or category_majority_position"
+    )
+    n: int = Field(description="questions in the subset")
+    n_test: int = Field(description="test questions")
+    ids: list[str] = Field(description="the subset's question ids")
+    gold_share: dict[str, float] = Field(description="share of each gold answer over all test questions")
+    gold_share_subset: dict[str, float] = Field(description="share of each gold answer on the subset")
+    chance: float | None = Field(description="expected subset accuracy of picking an option at random (null: n = 0)")
+    systems: dict[str, PriorBreakingSystem] = Field(description="each system that ran, on the subset")
+    comparisons: list[Comparison] = Field(
+        default_factory=list, description="every pair of systems on subset accuracy, Holm-adjusted over the pairs"
+    )
+
+
 class Settings(Record):
     """How the run measured: what latency and memory figures depend on."""
 
@@ -250,6 +289,11 @@ class RunResults(Record):
         default_factory=list, description="every pair of systems that ran, on each headline metric"
     )
     settings: Settings | None = Field(default=None, description="how the run measured")
+    prior_breaking: PriorBreaking | None = Field(
+        default=None,
+        description="choice tasks with categories: the systems on the questions the category prior gets wrong",
+        **_OMIT,
+    )
 
     def dump(self) -> dict[str, Any]:
         """The JSON-ready dict written as results.json."""

@@ -1,5 +1,5 @@
-"""Turn per-question measurements into results: scores, metrics with intervals, model-free baselines, paired
-tests.
+"""Turn per-question measurements into results: scores, metrics with intervals, paired tests (the model-free
+baselines are in harness/baselines.py).
 
 Every figure here is computed from the per-question rows (`Sample`s), so results.json can always be re-derived
 from samples.jsonl. Nothing here changes its inputs: each function returns what it computed.
@@ -8,7 +8,6 @@ from samples.jsonl. Nothing here changes its inputs: each function returns what 
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +16,7 @@ from harness import scorers, stats
 from harness.constants import CHOICE_FORMATS, SIGNIFICANCE_LEVEL, AnswerFormat
 from harness.data import Question
 from harness.extract import extract_answer
-from harness.records import BaselineResult, BaselineTest, Comparison, Interval, Measurement, Sample
+from harness.records import Comparison, Interval, Measurement, Sample
 
 SHORT_ANSWER_WORDS = 5  # a median gold answer of at most this many words is a short answer
 
@@ -92,87 +91,6 @@ def metric_list(spec, headline: str | None = None) -> list[str]:
 def is_binary(metric: str) -> bool:
     s = scorers.SCORERS.get(metric)
     return bool(s and s.binary) or metric in ("accuracy", "calibrated_accuracy")
-
-
-# ---------------------------------------------------------------- baselines
-
-
-def baselines(train: list[Question], test: list[Question], answer_format: str) -> dict[str, dict]:
-    """Predictions that need no model. Each maps question id -> predicted answer."""
-    if answer_format == AnswerFormat.FREE_TEXT:
-        common = Counter(q.answers[0] for q in train).most_common(1)[0][0]
-        return {
-            "majority": {
-                "predictions": {q.id: common for q in test},
-                "description": f"always answers the most common training answer ({common!r})",
-            }
-        }
-    overall = Counter(q.answers[0] for q in train).most_common(1)[0][0]
-    out = {}
-    if answer_format == AnswerFormat.YES_NO or all(q.choices == test[0].choices for q in test):
-        out["majority"] = {
-            "predictions": {q.id: overall for q in test},
-            "description": f"always answers the training split's majority answer ({overall})",
-        }
-    if any(q.category for q in train):
-        by_cat: dict[str, Counter] = {}
-        for q in train:
-            by_cat.setdefault(q.category, Counter())[q.answers[0]] += 1
-        preds = {q.id: (by_cat[q.category].most_common(1)[0][0] if q.category in by_cat else overall) for q in test}
-        out["category_prior"] = {
-            "predictions": preds,
-            "description": "answers each category's majority answer in the training split",
-        }
-    return out
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """A baseline's entry in results.json, and its per-question scores for the paired test against it (None
-    for the expected score of random guessing, which has no per-question answers)."""
-
-    result: BaselineResult
-    per_question: list[float] | None
-
-
-def _baseline(metric: str, ci: dict, description: str, per_question: list[float] | None) -> Baseline:
-    result = BaselineResult(
-        **{metric: ci["value"]}, metrics={metric: Interval.model_validate(ci)}, description=description
-    )
-    return Baseline(result, per_question)
-
-
-def baseline_results(
-    base: dict[str, dict],
-    test: list[Question],
-    answer_format: str,
-    n_boot: int,
-    seed: int,
-    metric: str = "accuracy",
-    ctx: scorers.ScoreContext | None = None,
-) -> dict[str, Baseline]:
-    """Each baseline scored with the headline `metric` (a baseline the metric says nothing about, such as
-    groundedness without passages, is left out)."""
-    ctx = ctx or scorers.ScoreContext()
-    out = {}
-    for name, b in base.items():
-        rows = [
-            {"prediction": b["predictions"][q.id], "golds": q.answers, "question": q.question, "category": q.category}
-            for q in test
-        ]
-        scorers.score_samples(rows, [metric], answer_format, ctx)
-        correct = [row["scores"].get(metric) for row in rows]
-        if not correct or any(v is None for v in correct):
-            continue
-        ci = stats.bootstrap_ci(correct, n_boot=n_boot, seed=seed)
-        out[name] = _baseline(metric, ci, b["description"], correct)
-    if answer_format == AnswerFormat.MULTIPLE_CHOICE and metric == "accuracy":
-        expected = [1.0 / len(q.choices) for q in test]
-        ci = stats.bootstrap_ci(expected, n_boot=n_boot, seed=seed)
-        out["uniform_random"] = _baseline(
-            "accuracy", ci, "expected accuracy of picking an option uniformly at random", None
-        )
-    return out
 
 
 # ---------------------------------------------------------------- systems
@@ -313,18 +231,3 @@ def comparisons(system_samples: dict[str, list[Sample]], metrics: list[str], see
         for row, adj in zip(rows, stats.holm([r["p_value"] for r in rows])):
             out.append(Comparison(**row, p_holm=adj, significant=adj < SIGNIFICANCE_LEVEL))
     return out
-
-
-def vs_best_baseline(samples: list[Sample], base: dict[str, Baseline], metric: str, seed: int) -> BaselineTest | None:
-    """The system against the strongest baseline that has per-question scores. One test, so the raw p-value
-    decides (no correction)."""
-    candidates = {n: b for n, b in base.items() if b.per_question is not None}
-    if not candidates:
-        return None
-    best = max(candidates, key=lambda n: candidates[n].result.metrics[metric].value)
-    ref = dict(zip([s.id for s in samples], candidates[best].per_question))
-    res = compare(per_question(samples, metric), ref, metric, seed)
-    if res is None:
-        return None
-    significant = res["p_value"] < SIGNIFICANCE_LEVEL
-    return BaselineTest(baseline=best, **res, significant=significant, beats=significant and res["diff"] > 0)

@@ -13,11 +13,12 @@ import os
 import secrets
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
-from harness import cache, evalcache, models, results, scorers, stats, systems
+from harness import baselines as model_free
+from harness import cache, evalcache, models, priorbreak, results, scorers, stats, systems
 from harness.checks import check_task, outside_paths, window_problems
 from harness.constants import AnswerFormat
 from harness.context import Reporter, RunContext
@@ -329,7 +330,7 @@ class SystemRun:
 
 
 def run_system(
-    system, ctx: RunContext, baselines: dict[str, results.Baseline], scoring: results.Scoring | None = None
+    system, ctx: RunContext, baselines: dict[str, model_free.Baseline], scoring: results.Scoring | None = None
 ) -> SystemRun:
     """Build, evaluate and score one system. A system that breaks is reported as failed, never hidden.
     `scoring`: the run's (execute derives it once); by default, from the context's questions."""
@@ -348,7 +349,7 @@ def run_system(
             evaluation.test, ctx.data.test, spec, embed, evaluation.threshold, metric, scoring.pool
         )
         samples = results.samples_of(name, ctx.data.test, evaluation.test, scored, metric)
-        vs_baseline = results.vs_best_baseline(samples, baselines, metric, spec.seed)
+        vs_baseline = model_free.vs_best_baseline(samples, baselines, metric, spec.seed)
         return SystemRun(system_result(system.kind, info, evaluation, scored, vs_baseline, ctx), samples, info.launch)
     except HarnessError:
         raise
@@ -362,6 +363,12 @@ def run_system(
             **(_build_fields(info) if info is not None else {}),
         )
         return SystemRun(failed, launch=info.launch if info is not None else None)
+
+
+def _holm_vs_baseline(runs: dict[str, SystemRun]) -> dict[str, SystemRun]:
+    """The systems' tests against the strongest baseline, Holm-adjusted as one family (baselines.py)."""
+    tests = model_free.holm_over_systems({n: r.result.vs_best_baseline for n, r in runs.items()})
+    return {n: replace(r, result=r.result.model_copy(update={"vs_best_baseline": tests[n]})) for n, r in runs.items()}
 
 
 def execute(p: Plan, reporter: Reporter) -> Path:
@@ -424,16 +431,17 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
             s.validate()
     headline = scoring.headline
     reporter.log(f"  headline metric: {headline.metric} ({headline.reason})")
-    base = results.baselines(data.train, data.test, spec.answer_format)
+    base = model_free.baselines(data.train, data.test, spec.answer_format)
     score_ctx = scorers.ScoreContext(
         embed=ctx.embedder().encode if spec.answer_format == AnswerFormat.FREE_TEXT else None,
         pool=scoring.pool,
     )
-    baselines = results.baseline_results(
+    baselines = model_free.baseline_results(
         base, data.test, spec.answer_format, spec.evaluation.bootstrap, spec.seed, headline.metric, score_ctx
     )
     started = time.time()
     runs = {s.name: run_system(s, ctx, baselines, scoring) for s in built}
+    runs = _holm_vs_baseline(runs)
     ok = {n: r.samples for n, r in runs.items() if r.result.ok}
     compared = [
         m
@@ -454,6 +462,9 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
         systems={n: r.result for n, r in runs.items()},
         baselines={n: b.result for n, b in baselines.items()},
         comparisons=results.comparisons(ok, compared, spec.seed),
+        prior_breaking=priorbreak.of_run(
+            base, data.test, ok, spec.answer_format, spec.evaluation.bootstrap, spec.seed
+        ),
         settings=Settings(
             threads=threads,
             batch_size=spec.evaluation.batch_size,

@@ -154,6 +154,36 @@ def bootstrap_ci_auc(
     return {"value": value, "ci_low": lo, "ci_high": hi}
 
 
+def _balanced_rows(onehot: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """Balanced accuracy per row: the mean over the classes present in the row of each class's share right.
+    onehot: (rows, n, classes) or (n, classes); correct: the same leading shape without classes."""
+    counts = onehot.sum(axis=-2)
+    right = (onehot * correct[..., None]).sum(axis=-2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(counts > 0, right / np.maximum(counts, 1), np.nan)
+    return np.nanmean(recall, axis=-1)
+
+
+def bootstrap_ci_balanced_accuracy(
+    labels: Sequence, correct: Sequence, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> dict:
+    """Balanced accuracy (the mean over gold classes of the share of that class answered right), with a
+    percentile bootstrap CI resampling items; a resample without some class averages over the ones it has."""
+    ok = _as_binary(correct, "correct").astype(float)
+    if len(labels) != ok.size:
+        raise ValueError(f"labels and correct differ in length: {len(labels)} vs {ok.size}")
+    _check_alpha(alpha)
+    classes = sorted(set(labels))
+    onehot = np.array([[float(lab == c) for c in classes] for lab in labels])
+    value = float(_balanced_rows(onehot, ok))
+    if ok.size == 1:
+        return {"value": value, "ci_low": value, "ci_high": value}
+    rng = np.random.default_rng(seed)
+    boot = _resample(rng, ok.size, n_boot, lambda idx: _balanced_rows(onehot[idx], ok[idx]))
+    lo, hi = _interval(boot, alpha)
+    return {"value": value, "ci_low": lo, "ci_high": hi}
+
+
 def percentiles(values: Sequence[float]) -> dict:
     """Median, 95th percentile (linear interpolation) and mean."""
     arr = _as_1d(values)
@@ -256,6 +286,28 @@ def compare_paired(x: Sequence[float], y: Sequence[float], binary: bool, **kw) -
         res["diff"] = float(a.mean() - b.mean())
         return res
     return paired_permutation(x, y, **kw)
+
+
+def chance_test(correct: Sequence, chances: Sequence[float]) -> dict:
+    """Exact two-sided test of 0/1 outcomes against guessing: item i would be right with probability
+    chances[i]. The number right under guessing is Poisson-binomial (binomial when every chance is equal, and
+    then this is scipy's binomtest); p sums the probabilities of every count no more likely than the observed
+    one, as binomtest does."""
+    ok = _as_binary(correct, "correct")
+    pr = _as_1d(chances, "chances")
+    if pr.size != ok.size:
+        raise ValueError(f"correct and chances differ in length: {ok.size} vs {pr.size}")
+    if ((pr < 0) | (pr > 1)).any():
+        raise ValueError("chances must lie in [0, 1]")
+    pmf = np.zeros(pr.size + 1)
+    pmf[0] = 1.0
+    for i, p in enumerate(pr):  # convolve one Bernoulli(p) at a time
+        pmf[1 : i + 2] = pmf[1 : i + 2] * (1 - p) + pmf[: i + 1] * p
+        pmf[0] *= 1 - p
+    k = int(ok.sum())
+    p_value = float(pmf[pmf <= pmf[k] * (1 + 1e-7)].sum())
+    test = "binomial-exact" if np.allclose(pr, pr[0]) else "poisson-binomial-exact"
+    return {"diff": float(ok.mean() - pr.mean()), "p_value": min(1.0, p_value), "test": test}
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

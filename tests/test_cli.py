@@ -179,7 +179,7 @@ def test_terminal_table_words_figures_as_the_report_does(tmp_path, capsys):
             continue
         for cell in cells:
             assert cell in out, (cell, out)
-    for text in ("0.850 [0.700, 0.950]", "cached (built in 12.5 s)", "yes (p = 0.030)", "beats category_prior?"):
+    for text in ("0.850 [0.700, 0.950]", "cached (built in 12.5 s)", "yes (Holm p = 0.020)", "beats category_prior?"):
         assert text in out
     assert "rag (2026-11-25T09:00:00+00:00)" in out and "model: tiny-llama" in out
     assert f"report: {run / 'index.html'}" in out

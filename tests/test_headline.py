@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import results, scorers
+from harness import baselines, results, scorers
 from harness.checks import name_problems
 from harness.data import Question
 from harness.records import Measurement
@@ -71,8 +71,8 @@ def test_systems_and_baselines_are_scored_on_the_headline_with_the_guard():
     assert scored.metrics["has_answer"].value == 0.5
     base = {"majority": {"predictions": {"q0": "Oslo", "q1": "Oslo"}, "description": "always Oslo"}}
     ctx = scorers.ScoreContext(pool=pool)
-    out = results.baseline_results(base, questions, "free-text", 200, 0, "has_answer", ctx)
-    assert out["majority"].per_question == [1.0, 0.0]
+    out = baselines.baseline_results(base, questions, "free-text", 200, 0, "has_answer", ctx)
+    assert out["majority"].per_question == {"q0": 1.0, "q1": 0.0}
     assert out["majority"].result.model_dump()["has_answer"] == 0.5
 
 
@@ -116,5 +116,5 @@ def test_geo_qa_ships_with_has_answer():
 def test_choice_baselines_keep_accuracy(fmt):
     qs = [Question(id="a", question="?", answers=["Yes"], choices=["Yes", "No"])]
     base = {"majority": {"predictions": {"a": "Yes"}, "description": "d"}}
-    out = results.baseline_results(base, qs, fmt, 100, 0)
+    out = baselines.baseline_results(base, qs, fmt, 100, 0)
     assert out["majority"].result.accuracy == 1.0

@@ -164,9 +164,12 @@ def test_summary_md(rendered):
     assert "accuracy [95% CI]" in header and "latency p50 / p95" in header and "beats best baseline" in header
     row = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ") and "system" not in line}
     assert "0.850 [0.700, 0.950]" in row["rag"] and "310 ms / 550 ms" in row["rag"]
-    assert "2,100 MB" in row["rag"] and "cached (built in 12.5 s)" in row["rag"] and "yes (p = 0.030)" in row["rag"]
-    assert "not significant (p = 0.500)" in row["lora"] and "1 min 21 s" in row["lora"]
-    assert "no (p = 0.001)" in row["prompt"]
+    assert (
+        "2,100 MB" in row["rag"] and "cached (built in 12.5 s)" in row["rag"] and "yes (Holm p = 0.020)" in row["rag"]
+    )
+    assert "not significant (Holm p = 0.500)" in row["lora"] and "1 min 21 s" in row["lora"]
+    assert "no (Holm p = 0.003)" in row["prompt"]
+    assert "Verdicts follow Holm-adjusted p-values" in md
     assert "failed: CUDA out of memory" in row["dora (failed)"]
     assert "0.750 [0.550, 0.900]" in row["category_prior (baseline)"]
     assert all(line.count("|") == header.count("|") for line in row.values())
@@ -189,8 +192,8 @@ def test_summary_rows_carry_the_one_wording():
     assert rag.metric_text("accuracy") == "0.850 [0.700, 0.950]"
     assert rag.latency_text == "310 ms / 550 ms" and rag.memory_text == "2,100 MB"
     assert rag.build_text == "cached (built in 12.5 s)" and rag.artifact_text == "1.2 MB"
-    assert rag.beats_text == "yes (p = 0.030)" and prompt.beats_text == "no (p = 0.001)"
-    assert lora.beats_text == "not significant (p = 0.500)" and lora.build_text == "1 min 21 s"
+    assert rag.beats_text == "yes (Holm p = 0.020)" and prompt.beats_text == "no (Holm p = 0.003)"
+    assert lora.beats_text == "not significant (Holm p = 0.500)" and lora.build_text == "1 min 21 s"
     assert dora.failure_text == "failed: CUDA out of memory: tried to allocate 2.00 GiB"
     assert rows["majority"].label == "majority (baseline)" and rows["majority"].metric_text("auc") == "—"
 
@@ -221,7 +224,7 @@ def test_recommendation_boundary_and_missing_tests():
     assert "significantly" not in text  # p = 0.05 is not < 0.05; the auc test says nothing about accuracy
     assert "not distinguishable" in _sentence(text, "prompt ")
     assert "no paired test recorded" in _sentence(text, "lora ")
-    assert "rag is not distinguishable from the strongest model-free baseline" in text
+    assert "rag is not better than the strongest model-free baseline" in text
     assert "beats" not in text
 
 

@@ -2,7 +2,9 @@
 
 It claims a difference between two systems only where the paired test recorded in `comparisons` is
 significant after Holm's correction over every pair on that metric (`Comparison.significant`, decided by
-the run at harness.constants.SIGNIFICANCE_LEVEL); everything else is reported as "not distinguishable".
+the run at harness.constants.SIGNIFICANCE_LEVEL); everything else is reported as "not distinguishable". A
+system beats the strongest baseline only where its test is significant after Holm's correction over every
+system's test against the baseline (`BaselineTest.significant`); otherwise it is "not better than" it.
 Latency ratios are measurements, not statistical claims, and are stated as such.
 """
 
@@ -88,9 +90,9 @@ def _baseline_sentence(best: str, entry: SystemResult, m: str) -> str:
         return f"No comparison of {best} with a model-free baseline was recorded."
     on = vb.metric or m
     gap = f"{fmt.signed(vb.diff)} {on}, " if fmt.is_number(vb.diff) else ""
-    p = fmt.pvalue(vb.p_value)
+    p = fmt.pholm(vb.p_holm)
     if not vb.significant:
-        return f"{best} is not distinguishable from the strongest model-free baseline, {vb.baseline} ({gap}{p})."
+        return f"{best} is not better than the strongest model-free baseline, {vb.baseline} ({gap}{p})."
     if vb.beats:
         return f"{best} beats the strongest model-free baseline, {vb.baseline} ({gap}{p})."
     return (

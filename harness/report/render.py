@@ -18,6 +18,7 @@ from harness.records import RunResults, Settings
 from . import fmt
 from .charts import loss_chart, metric_charts, retrieval_chart, tradeoff_chart
 from .load import Run, load_run, machine_line, model_label
+from .prior import prior_section
 from .questions import question_rows, retrieval_systems
 from .recommend import headline, recommendation
 from .summary import best_baseline_name, csv_text, markdown_text, metric_names, summary_rows, truncation_text
@@ -147,6 +148,7 @@ def report_context(run: Run) -> dict[str, Any]:
         "training": training_rows(results),
         "retrieval": retrieval_chart(results, colors),
         "comparisons": results.comparisons,
+        "prior": prior_section(results),
         "alpha": SIGNIFICANCE_LEVEL,
         "viewer_systems": viewer_systems,
         "retrieval_systems": retrieval_systems(run.samples),

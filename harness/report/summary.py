@@ -9,9 +9,11 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.constants import SIGNIFICANCE_LEVEL
 from harness.records import BaselineResult, BaselineTest, Interval, Percentiles, RunResults, SystemResult
 
 from . import fmt
+from .prior import markdown_lines as prior_lines
 from .recommend import headline
 
 METRIC_PARTS = ("value", "ci_low", "ci_high")
@@ -36,12 +38,21 @@ def _p(percentiles: Percentiles | None, key: str) -> float | None:
 
 
 def beats_verdict(vb: BaselineTest | None) -> str | None:
-    """ "yes" / "no" / "not significant" against the strongest baseline, as the run's paired test decided."""
+    """ "yes" / "no" / "not significant" against the strongest baseline, as the run's test decided after Holm's
+    correction over every system's test against the baseline."""
     if vb is None or not vb.baseline:
         return None
     if not vb.significant:
         return "not significant"
     return "yes" if vb.beats else "no"
+
+
+CORRECTION_NOTE = (
+    "Verdicts follow Holm-adjusted p-values: a system beats the baseline only where the Holm p over every "
+    f"system's test against it is below {SIGNIFICANCE_LEVEL}, and two systems differ only where the Holm p over "
+    "every pair "
+    "compared on that metric is."
+)
 
 
 def best_baseline_name(results: RunResults) -> str | None:
@@ -75,7 +86,7 @@ class SummaryRow:
     evaluation_reused: str | None = None  # when the reused records were measured
     vs_best_baseline: BaselineTest | None = None
     beats: str | None = None  # "yes" / "no" / "not significant"
-    beats_p: float | None = None
+    beats_p: float | None = None  # the Holm-adjusted p of the test against the strongest baseline
 
     # ---- the one wording of each cell
 
@@ -119,7 +130,7 @@ class SummaryRow:
             return "(baseline)"
         if self.beats is None:
             return fmt.DASH
-        return f"{self.beats} ({fmt.pvalue(self.beats_p)})"
+        return f"{self.beats} ({fmt.pholm(self.beats_p)})"
 
 
 def system_row(name: str, e: SystemResult) -> SummaryRow:
@@ -143,7 +154,7 @@ def system_row(name: str, e: SystemResult) -> SummaryRow:
         evaluation_reused=e.evaluation_reused.measured_at if e.evaluation_reused is not None else None,
         vs_best_baseline=vb,
         beats=beats_verdict(vb),
-        beats_p=_num(vb.p_value) if vb is not None else None,
+        beats_p=_num(vb.p_holm) if vb is not None else None,
     )
 
 
@@ -197,7 +208,7 @@ CSV_TAIL = (
     "artifact_mb",
     "evaluation_reused",
     "beats_best_baseline",
-    "beats_p_value",
+    "beats_p_holm",
     "error",
 )
 
@@ -262,6 +273,8 @@ def markdown_text(results: RunResults) -> str:
             cells = [r.label, r.metric_text(hm), r.latency_text, r.memory_text, r.build_text, r.artifact_text]
             cells.append(r.beats_text)
         lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
+    lines += ["", CORRECTION_NOTE]
+    lines += prior_lines(results)
     truncation = truncation_text(results)
     if truncation:
         lines += ["", truncation]
