@@ -92,6 +92,21 @@ the answers' shape decides: a median first gold answer of at most 5 words is a s
 too, so a ranking that flips between wording and meaning shows. A `metrics:` list that leaves the default out
 makes its first metric the headline. `harness tasks show TASK` prints the headline and why.
 
+**Model-free baselines**, fitted on the training split and scored on test. Free text: `majority` (the most
+common training answer). Yes-no: `majority` and `category_prior` (each category's most common training
+answer; an unseen category gets the overall one). Multiple choice, by *position*, since an answer's text rarely
+recurs in another question's options: `majority_position` (the option at the most common training gold
+position), `category_majority_position` (the same per category), `category_position_prior` (guessing a
+position with the category's training shares of gold positions) and `uniform_random`; the last two guess, so
+their accuracy is the expected one. Ties are broken the same way everywhere: the most frequent answer, then the
+first in the order of the options (Yes before No, option 1 before option 2), then alphabetically (free text).
+Each system is tested against the strongest baseline on the headline metric, paired by question id (McNemar,
+or a paired permutation test), or, against a guessing baseline, with an exact binomial (Poisson-binomial where
+the chances differ) test; these tests are Holm-adjusted over the run's systems, and "beats" follows the
+adjusted p. A choice task with categories also reports the *prior-breaking subset*: the test questions whose
+gold answer differs from `category_prior` (`category_majority_position`), with each system's accuracy,
+balanced accuracy and (yes-no) AUC there and its answer bias (results.json `prior_breaking`).
+
 **Answer extraction** (`filters:`, free text only). Small models answer in sentences even when told not to.
 `filters:` is a list of steps applied in order to every generation before any metric scores it, like
 lm-eval's `filter_list`: `first_line`, `first_sentence`, `regex` (a `pattern` and the `group` to keep) and

@@ -16,6 +16,8 @@ from . import fmt
 
 # A system that gives one answer to at least this share of questions: its subset score may be that bias.
 BIAS_SHARE = 0.85
+# A system below chance on the subset that gives the prior's answer this often has learned the label prior.
+PRIOR_AGREEMENT = 0.85
 
 
 @dataclass(frozen=True)
@@ -78,11 +80,16 @@ def warnings_for(name: str, s: PriorBreakingSystem, pb: PriorBreaking) -> list[s
             )
             break
     if acc is not None and fmt.is_number(acc.ci_high) and pb.chance is not None and acc.ci_high < pb.chance:
-        out.append(
+        text = (
             f"{name} scores below chance where the category's usual answer is wrong ({fmt.ci(acc)} vs "
-            f"{pb.chance:.2f} for a random pick) and gives the prior's answer on {s.prior_agreement:.0%} of all "
-            "test questions: it has learned the categories' usual answers, not the questions."
+            f"{pb.chance:.2f} for a random pick)"
         )
+        if s.prior_agreement >= PRIOR_AGREEMENT:
+            text += (
+                f" and gives the prior's answer on {s.prior_agreement:.0%} of all test questions: it has learned "
+                "the categories' usual answers, not the questions"
+            )
+        out.append(text + ".")
     return out
 
 
@@ -130,7 +137,7 @@ def markdown_lines(results: RunResults) -> list[str]:
     ]
     if sec.empty:
         return [*lines, sec.empty]
-    lines.append(f"- gold answers: {sec.gold_share} (all) · {sec.gold_share_subset} (subset)")
+    lines.append(f"- gold answers: all test {sec.gold_share}; subset {sec.gold_share_subset}")
     for r in sec.rows:
         extra = []
         if "balanced_accuracy" in r.metrics:
@@ -138,8 +145,8 @@ def markdown_lines(results: RunResults) -> list[str]:
         if "auc" in r.metrics:
             extra.append(f"AUC {fmt.ci(r.metrics['auc'])}")
         lines.append(
-            f"- {r.sentence} {'; '.join(extra)}{'. ' if extra else ''}Answers: {r.answer_share} (all) · "
-            f"{r.answer_share_subset} (subset); the prior's answer on {r.prior_agreement:.0%} of all."
+            f"- {r.sentence} {'; '.join(extra)}{'. ' if extra else ''}Answers: all test {r.answer_share}; "
+            f"subset {r.answer_share_subset}; the prior's answer on {r.prior_agreement:.0%} of all test questions."
         )
         lines += [f"  - warning: {w}" for w in r.warnings]
     significant = [c for c in sec.comparisons if c.significant]
