@@ -114,7 +114,8 @@ def test_results_json_follows_the_format(runs):
         assert isinstance(s["cached"], bool)
         vs = s["vs_best_baseline"]
         assert vs["baseline"] in res["baselines"] and vs["metric"] == "accuracy"
-        assert 0 <= vs["p_value"] <= 1 and isinstance(vs["significant"], bool) and isinstance(vs["beats"], bool)
+        assert 0 <= vs["p_value"] <= vs["p_holm"] <= 1 and vs["significant"] == (vs["p_holm"] < 0.05)
+        assert vs["beats"] == (vs["significant"] and vs["diff"] > 0)
     assert res["systems"]["prompt"]["training"] is None and res["systems"]["prompt"].get("retrieval") is None
     assert res["systems"]["prompt"]["build_s"] == 0 and res["systems"]["prompt"]["artifact_mb"] == 0
 
@@ -172,6 +173,11 @@ def test_baselines_and_comparisons(runs):
         assert (a, b, "accuracy") in pairs or (b, a, "accuracy") in pairs
     for c in res["comparisons"]:
         assert 0 <= c["p_value"] <= 1 and c["test"] and isinstance(c["significant"], bool)
+    # the questions the category prior gets wrong, and every system on them
+    pb, samples = res["prior_breaking"], load(runs["first"])[1]
+    tested = {s["id"] for s in samples if s["system"] == "prompt"}
+    assert pb["prior"] == "category_prior" and pb["n"] == len(pb["ids"]) and set(pb["ids"]) <= tested
+    assert set(pb["systems"]) == set(SYSTEMS) and pb["n_test"] == res["n_test"]
 
 
 def test_samples_one_row_per_system_and_question(runs):
