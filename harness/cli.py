@@ -25,6 +25,7 @@ from harness.report import (
     compare_runs,
     load_results,
     metric_names,
+    prior_lines,
     render_report,
     summary_rows,
 )
@@ -177,6 +178,8 @@ def print_summary(run_dir: Path) -> RunResults:
             "evaluation reused (nothing that decides the answers changed; figures as measured then; "
             "--reevaluate measures again): " + ", ".join(f"{n} ({t})" for n, t in reused.items())
         )
+    for line in prior_lines(results):
+        wide.print(line, markup=False, soft_wrap=True)
     wide.print(f"report: {run_dir / 'index.html'}", markup=False, soft_wrap=True)
     return results
 

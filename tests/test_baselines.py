@@ -10,7 +10,7 @@ from scipy.stats import binomtest
 from harness import baselines, priorbreak, run, stats
 from harness.data import Question
 from harness.records import RunResults, Sample, SystemResult
-from harness.report.prior import markdown_lines, prior_section
+from harness.report.prior import markdown_lines, prior_section, terminal_lines
 from harness.report.recommend import recommendation
 from harness.report.summary import markdown_text, summary_rows
 
@@ -326,6 +326,8 @@ def test_the_report_reads_the_subset_in_a_sentence_and_warns_of_bias():
     md = "\n".join(markdown_lines(results))
     assert "**Beyond the label prior** (category_prior): 4 of 8 test questions" in md
     assert "balanced accuracy 0.500" in md and "warning: answer bias" in md
+    lines = terminal_lines(results)
+    assert lines[0].startswith("always_yes answers 50% of the questions") and lines[1].startswith("  warning: answer")
 
 
 def test_the_html_report_and_summary_md_show_the_prior_section(tmp_path):

@@ -54,7 +54,7 @@ def test_a_multiple_choice_run_reports_position_baselines_and_the_prior_breaking
     }
     task = tmp_path / "tiny-mc.yaml"
     task.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    code, _, err = run_cli("run", task, "--reports-dir", tmp_path / "r", "--indices-dir", tmp_path / "i", "--quiet")
+    code, out, err = run_cli("run", task, "--reports-dir", tmp_path / "r", "--indices-dir", tmp_path / "i", "--quiet")
     assert code == 0, err
     run_dir = (tmp_path / "r" / "tiny-mc" / "latest").resolve()
     res = json.loads((run_dir / "results.json").read_text())
@@ -100,5 +100,6 @@ def test_a_multiple_choice_run_reports_position_baselines_and_the_prior_breaking
     assert (
         f"prompt answers {acc:.0%} of the questions where the category's usual answer is wrong (n = {len(ids)};" in md
     )
+    assert f"prompt answers {acc:.0%} of the questions where the category's usual answer is wrong" in out  # terminal
     html = (run_dir / "index.html").read_text()
     assert '<h2 id="prior">Beyond the label prior</h2>' in html and "majority_position" in html

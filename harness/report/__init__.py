@@ -5,6 +5,7 @@
     load_results(run_dir) -> RunResults    results.json, validated (ReportError naming the file and field)
     summary_rows(results) -> [SummaryRow]   the summary table's rows, with the one wording of every cell,
                                             shared by the HTML, results.csv, summary.md and the terminal
+    prior_lines(results) -> [str]           each system on the questions the category prior gets wrong
     recommendation(results) -> str          the recommendation paragraph (claims need the Holm-adjusted
                                             paired test below harness.constants.SIGNIFICANCE_LEVEL)
 
@@ -13,6 +14,7 @@
 
 from .compare import compare_runs
 from .load import ReportError, load_results
+from .prior import terminal_lines as prior_lines
 from .recommend import recommendation
 from .render import render_report
 from .summary import SummaryRow, best_baseline_name, metric_names, summary_rows
@@ -24,6 +26,7 @@ __all__ = [
     "compare_runs",
     "load_results",
     "metric_names",
+    "prior_lines",
     "recommendation",
     "render_report",
     "summary_rows",

@@ -155,3 +155,13 @@ def markdown_lines(results: RunResults) -> list[str]:
     if sec.comparisons and not significant:
         lines.append("- no two systems differ significantly on the subset (Holm-adjusted paired tests)")
     return lines
+
+
+def terminal_lines(results: RunResults) -> list[str]:
+    """What the terminal prints under the summary table: each system's sentence and warnings."""
+    sec = prior_section(results)
+    if sec is None:
+        return []
+    if sec.empty:
+        return [sec.empty]
+    return [line for r in sec.rows for line in (r.sentence, *(f"  warning: {w}" for w in r.warnings))]
