@@ -17,7 +17,7 @@ from . import fmt
 # A system that gives one answer to at least this share of questions: its subset score may be that bias.
 BIAS_SHARE = 0.85
 # A system below chance on the subset that gives the prior's answer this often has learned the label prior.
-PRIOR_AGREEMENT = 0.85
+PRIOR_AGREEMENT = 0.8
 
 
 @dataclass(frozen=True)
@@ -79,10 +79,18 @@ def warnings_for(name: str, s: PriorBreakingSystem, pb: PriorBreaking) -> list[s
                 f"would score {always:.2f} on the subset{score}."
             )
             break
-    if acc is not None and fmt.is_number(acc.ci_high) and pb.chance is not None and acc.ci_high < pb.chance:
+    # Below chance: balanced accuracy (which an answer bias cannot lift) or the margin's AUC wholly below what a
+    # random pick gets. On this subset, following the category prior is exactly what scores below chance.
+    bal, auc = s.metrics.get("balanced_accuracy"), s.metrics.get("auc")
+    low = [
+        f"{label} {fmt.ci(m)} vs {level:.2f}"
+        for label, m, level in (("balanced accuracy", bal, pb.chance), ("AUC", auc, 0.5))
+        if m is not None and level is not None and fmt.is_number(m.ci_high) and m.ci_high < level
+    ]
+    if low:
         text = (
-            f"{name} scores below chance where the category's usual answer is wrong ({fmt.ci(acc)} vs "
-            f"{pb.chance:.2f} for a random pick)"
+            f"{name} scores below chance where the category's usual answer is wrong ({'; '.join(low)} for a random "
+            "pick)"
         )
         if s.prior_agreement >= PRIOR_AGREEMENT:
             text += (
