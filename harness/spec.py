@@ -82,7 +82,9 @@ finetune: {r: 16, alpha: 32, epochs: 2, learning_rate: 2.0e-4, overrides: {qlora
     )
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (cosine schedule with warm-up).")
     epochs: float = Field(2.0, gt=0, description="Passes over the training split.")
-    batch_size: int = Field(8, gt=0, description="Examples per optimiser step.")
+    batch_size: int = Field(
+        8, gt=0, description="Examples per optimiser step (split over the processes of `--launcher accelerate`)."
+    )
     max_length: int = Field(
         512,
         gt=8,

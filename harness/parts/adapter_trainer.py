@@ -129,6 +129,14 @@ class AdapterTrainer:
                 )
         if not ctx.linear_layer_names():
             raise HarnessError(f"{self.name}: model {ctx.model_ref.path} has no linear layers an adapter can target")
+        n = s.accelerate.num_processes
+        size = ctx.spec.preference.batch_size if self.method in ("dpo", "orpo") else s.batch_size
+        if ctx.launcher == "accelerate" and size % n:
+            field = "preference.batch_size" if self.method in ("dpo", "orpo") else "finetune.batch_size"
+            raise HarnessError(
+                f"{ctx.spec.where(field)}: {size} examples per step do not split evenly over "
+                f"finetune.accelerate.num_processes {n}; use a multiple of {n}"
+            )
         if self.method == "qlora":
             try:
                 import bitsandbytes  # noqa: F401
