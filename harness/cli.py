@@ -94,6 +94,9 @@ def run(
         help="`local` trains in this process; `accelerate` runs training through `accelerate launch` "
         "with a config the harness writes (finetune.accelerate).",
     ),
+    device: str | None = typer.Option(
+        None, "--device", help="auto, cpu or cuda: overrides the task's `device:` (recorded in the manifest)."
+    ),
     reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", help="Where run directories go."),
     indices_dir: Path = typer.Option(Path("indices"), "--indices-dir", help="Where FAISS indices go."),
     tasks_dir: list[Path] | None = TasksDir,
@@ -121,6 +124,7 @@ def run(
         retrain=retrain,
         reevaluate=reevaluate,
         launcher=launcher,
+        device=device,
         command=["harness", *sys.argv[1:]],
     )
     p = plan(opts)

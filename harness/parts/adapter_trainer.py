@@ -232,6 +232,7 @@ class AdapterTrainer:
             system=self.name,
             model=ctx.spec.model,
             seed=ctx.spec.seed,
+            device=ctx.spec.device,
             home=str(cache.home()),
             indices_dir=str(ctx.indices_dir),
             settings=self.settings.accelerate,
