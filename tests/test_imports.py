@@ -162,7 +162,10 @@ LAYERS = (
         "errors constants files yamlfile dataspec extract chunking measure stats records launch cache docgen",
     ),
     ("schema", "spec scorers"),
-    ("data and measurement", "sources data models tasks manifest retrieval evaluate evaluate_vllm evalcache results"),
+    (
+        "data and measurement",
+        "sources data models tasks manifest retrieval evaluate evaluate_vllm memory_estimate evalcache results",
+    ),
     ("parts", "parts context"),
     ("systems", "systems"),
     ("report", "report"),
