@@ -118,6 +118,17 @@ def make_timed_vllm_class():
     return TimedVLLM
 
 
+def free_cuda_cache() -> None:
+    """Hand back what torch's allocator caches (training, a released model) before vLLM sizes its share."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def run_vllm_eval(
     spec,
     model_path: str,
@@ -134,6 +145,7 @@ def run_vllm_eval(
 ):
     """The vLLM twin of harness.evaluate.run_lm_eval: one Measurement per question, in input order."""
     _lm_eval_quiet()
+    free_cuda_cache()
     n_choices = max((len(q.choices) for q in questions if q.choices), default=1)
     TimedVLLM = make_timed_vllm_class()
     lm = TimedVLLM(

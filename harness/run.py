@@ -144,6 +144,7 @@ def evaluate_system(
     warmup = spec.evaluation.warmup if timed else 0
     if spec.evaluation.backend == "vllm":  # vLLM loads the weights itself and serves an adapter unmerged
         adapter = getattr(system, "adapter", None)
+        ctx.release_base_model()  # vLLM takes its share of the GPU's memory when its engine starts
         measured = run_vllm_eval(
             spec,
             ctx.model_ref.path,
