@@ -66,9 +66,11 @@ def lora_request(folder: Path | str | None):
 
 
 def make_timed_vllm_class():
-    from lm_eval.models import vllm_causallms
-    from lm_eval.models.vllm_causallms import VLLM
+    import importlib
 
+    # The module VLLM's constructor looks `LLM` up in (by name, not through the package's attribute)
+    vllm_causallms = importlib.import_module("lm_eval.models.vllm_causallms")
+    VLLM = vllm_causallms.VLLM
     real_llm = vllm_causallms.LLM
 
     def shared_engine(**args):
@@ -116,6 +118,16 @@ def make_timed_vllm_class():
             return per_question(self, requests, run)
 
     return TimedVLLM
+
+
+def vllm_for_system(system, ctx, questions, texts: list[str], **kw):
+    """A system's rendered prompts scored by vLLM: the base model, or the system's adapter served on it."""
+    adapter = getattr(system, "adapter", None)  # an AdapterSystem's AdapterTrainer
+    ctx.release_base_model()  # vLLM takes its share of the GPU's memory when its engine starts
+    folder = adapter.folder if adapter is not None else None
+    return run_vllm_eval(
+        ctx.spec, ctx.model_ref.path, ctx.tokenizer, questions, texts, adapter=folder, dtype=ctx.dtype, **kw
+    )
 
 
 def free_cuda_cache() -> None:

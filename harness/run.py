@@ -24,7 +24,7 @@ from harness.context import Reporter, RunContext
 from harness.data import Question, load_task_data
 from harness.errors import HarnessError
 from harness.evaluate import run_lm_eval
-from harness.evaluate_vllm import run_vllm_eval
+from harness.evaluate_vllm import vllm_for_system
 from harness.manifest import build_manifest
 from harness.measure import PeakMemory, timer
 from harness.parts.outputs import BuildInfo
@@ -143,21 +143,8 @@ def evaluate_system(
     progress = ctx.reporter.progress(f"{system.name}: {task_name.rsplit('_', 1)[-1]}", len(questions))
     warmup = spec.evaluation.warmup if timed else 0
     if spec.evaluation.backend == "vllm":  # vLLM loads the weights itself and serves an adapter unmerged
-        adapter = getattr(system, "adapter", None)
-        ctx.release_base_model()  # vLLM takes its share of the GPU's memory when its engine starts
-        measured = run_vllm_eval(
-            spec,
-            ctx.model_ref.path,
-            ctx.tokenizer,
-            questions,
-            prompts.texts,
-            adapter=adapter.folder if adapter is not None else None,
-            task_name=task_name,
-            batch_size=batch,
-            warmup=warmup,
-            dtype=ctx.dtype,
-            progress=progress,
-        )
+        kw = {"task_name": task_name, "batch_size": batch, "warmup": warmup, "progress": progress}
+        measured = vllm_for_system(system, ctx, questions, prompts.texts, **kw)
     else:
         with system.model() as model:
             import torch

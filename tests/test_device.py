@@ -112,3 +112,24 @@ def test_vllm_settings_this_machine_cannot_serve_are_listed(tmp_path, tiny_model
     assert "vLLM cannot serve DoRA adapters (dora)" in problems[1]
     ok = write_tiny_task(tmp_path / "u", tiny_model_dir, evaluation={"backend": "vllm"})
     assert checks.machine_problems(load_spec(ok), ["prompt", "lora", "qlora"]) == []
+
+
+def test_the_backend_is_in_the_settings_line_and_in_the_evaluation_key_only_for_vllm(tmp_path, tiny_model_dir):
+    from harness import evalcache
+    from harness.records import Settings
+    from harness.report.render import settings_text
+    from harness.systems import make_system
+    from tests.test_finetune import make_ctx
+
+    line = settings_text(Settings(threads=2, batch_size=1, dtype="bfloat16", warmup=2, device="cuda", backend="vllm"))
+    assert "device=cuda" in line and "backend=vllm" in line
+
+    def key(name, evaluation):
+        ctx = make_ctx(write_tiny_task(tmp_path / name, tiny_model_dir, evaluation=evaluation), tmp_path)
+        system = make_system("prompt", ctx)
+        qs = ctx.data.test[:2]
+        return evalcache.key(system, ctx, (qs, system.prompts(qs).texts), None, 1)
+
+    hf = key("a", {})
+    assert key("b", {"vllm": {"tensor_parallel_size": 4}}) == hf, "vllm settings do not touch an hf evaluation"
+    assert key("c", {"backend": "vllm"}) != hf

@@ -95,6 +95,8 @@ def fake_vllm(monkeypatch):
     FakeLLM.built, FakeLLM.calls, FakeLLM.cut_off = [], [], set()
     yield FakeLLM
     sys.modules.pop("lm_eval.models.vllm_causallms", None)
+    if hasattr(sys.modules.get("lm_eval.models"), "vllm_causallms"):  # the package keeps its submodule too
+        delattr(sys.modules["lm_eval.models"], "vllm_causallms")
 
 
 def _ctx(tmp_path, tiny_model_dir, **overrides):
@@ -171,3 +173,21 @@ def test_free_text_generation_keeps_the_budget_and_marks_a_cut_off_answer(tmp_pa
 def test_lora_rank_bound_covers_every_method_override(tmp_path, tiny_model_dir):
     ctx = _ctx(tmp_path, tiny_model_dir, finetune={"r": 16, "overrides": {"qlora": {"r": 40}}})
     assert evaluate_vllm.lora_rank_bound(ctx.spec) == 64
+
+
+def test_the_pipeline_serves_a_trained_adapter_through_vllm_and_the_base_without_one(
+    tmp_path, tiny_model_dir, fake_vllm
+):
+    from harness.run import evaluate_system
+
+    ctx = _ctx(tmp_path, tiny_model_dir)
+    questions = ctx.data.test[:2]
+    lora = make_system("lora", ctx)
+    lora.build()
+    measured = evaluate_system(lora, ctx, questions, "tiny_test")
+    assert [m.id for m in measured] == [q.id for q in questions] and all(m.margin is not None for m in measured)
+    assert {c["lora"].lora_path for c in fake_vllm.calls} == {str(lora.adapter.folder.resolve())}
+    fake_vllm.calls.clear()
+    evaluate_system(make_system("prompt", ctx), ctx, questions, "tiny_test")
+    assert fake_vllm.calls and all(c["lora"] is None for c in fake_vllm.calls)
+    assert len(fake_vllm.built) == 1, "one engine for the run"
