@@ -19,7 +19,7 @@ from harness import scorers, systems
 from harness.constants import AnswerFormat
 from harness.data import Question
 from harness.errors import HarnessError, did_you_mean, excerpt
-from harness.models import looks_like_path, resolve_model
+from harness.models import cuda_devices, looks_like_path, resolve_model
 from harness.parts.prompt_builder import question_turn, template
 from harness.sources import resolve_path
 from harness.spec import TaskProblems, TaskSpec
@@ -192,6 +192,51 @@ def task_problems(spec: TaskSpec, requested: list[str] | None = None) -> list[st
 def check_task(spec: TaskSpec, requested: list[str] | None = None) -> None:
     """Raise TaskProblems listing every problem `task_problems` finds."""
     problems = task_problems(spec, requested)
+    if problems:
+        raise TaskProblems(problems)
+
+
+def machine_problems(spec: TaskSpec, names: list[str], device_flag: str | None = None) -> list[str]:
+    """What this machine lacks for the task's `device:` and `evaluation.backend` (a task file is valid anywhere;
+    whether this machine can run it is a question for `harness run`'s plan, before anything loads)."""
+    from importlib.util import find_spec
+
+    vllm = spec.evaluation.backend == "vllm"
+    if spec.device == "auto" and not vllm:
+        return []
+    gpus = cuda_devices()
+    device_at = f"--device {spec.device}" if device_flag else spec.where("device")
+    backend_at = spec.where("evaluation.backend")
+    problems = []
+    if spec.device == "cuda" and not gpus:
+        problems.append(f"{device_at}: torch sees no CUDA GPU on this machine; use device auto or cpu")
+    if vllm:
+        if find_spec("vllm") is None:
+            problems.append(f"{backend_at}: backend 'vllm' needs the vllm package (pip install vllm); or use hf")
+        elif spec.device == "cpu":
+            problems.append(f"{backend_at}: backend 'vllm' runs on CUDA GPUs, but {device_at} is cpu; use hf")
+        elif not gpus:
+            problems.append(f"{backend_at}: backend 'vllm' needs a CUDA GPU and torch sees none; use backend hf")
+        else:
+            v = spec.evaluation.vllm
+            wanted = v.tensor_parallel_size * v.data_parallel_size
+            if wanted > gpus:
+                problems.append(
+                    f"{spec.where('evaluation.vllm')}: tensor_parallel_size x data_parallel_size is {wanted} "
+                    f"GPUs, but this machine has {gpus}"
+                )
+            if v.data_parallel_size > 1 and find_spec("ray") is None:
+                problems.append(f"{spec.where('evaluation.vllm')}: data_parallel_size > 1 needs ray (pip install ray)")
+        dora = [n for n in names if n.endswith("dora")]
+        if dora:
+            problems.append(
+                f"{backend_at}: vLLM cannot serve DoRA adapters ({', '.join(dora)}); use backend hf for them"
+            )
+    return problems
+
+
+def check_machine(spec: TaskSpec, names: list[str], device_flag: str | None = None) -> None:
+    problems = machine_problems(spec, names, device_flag)
     if problems:
         raise TaskProblems(problems)
 

@@ -95,6 +95,9 @@ def run(
         help="`local` trains in this process; `accelerate` runs training through `accelerate launch` "
         "with a config the harness writes (finetune.accelerate).",
     ),
+    device: str | None = typer.Option(
+        None, "--device", help="auto, cpu or cuda: overrides the task's `device:` (recorded in the manifest)."
+    ),
     reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", help="Where run directories go."),
     indices_dir: Path = typer.Option(Path("indices"), "--indices-dir", help="Where FAISS indices go."),
     tasks_dir: list[Path] | None = TasksDir,
@@ -122,6 +125,7 @@ def run(
         retrain=retrain,
         reevaluate=reevaluate,
         launcher=launcher,
+        device=device,
         command=["harness", *sys.argv[1:]],
     )
     p = plan(opts)
@@ -197,6 +201,40 @@ def compare(
 ):
     """Compare runs (two models, or two settings) side by side, with deltas."""
     console.print(f"comparison: {compare_runs(run_dirs, out)}")
+
+
+@app.command()
+def memory(
+    task: str = typer.Argument(..., help="Task name or path to a task YAML."),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        help="A model config (folder or config.json) instead of the task model's, e.g. configs/llama-3-8b.",
+    ),
+    system: str | None = typer.Option(None, "--system", help="qlora, lora or dora (default: the task's first)."),
+    tasks_dir: list[Path] | None = TasksDir,
+):
+    """Expected GPU memory of one training process of the task's adapter (weights, adapter, optimizer state,
+    activations), from the model's config alone: the QLoRA arithmetic of docs/scale.md."""
+    from harness.memory_estimate import for_task
+    from harness.models import set_offline_defaults
+    from harness.spec import load_spec
+    from harness.tasks import find_task
+
+    set_offline_defaults()
+    if system is not None and system not in ("qlora", "lora", "dora"):
+        raise HarnessError(f"--system must be qlora, lora or dora, got '{system}'")
+    spec = load_spec(find_task(task, tasks_dir or []))
+    est = for_task(spec, config, system)
+    s = est.shape
+    console.print(
+        f"{spec.name}: {est.method} on {spec.model} ({s.layers} layers, hidden {s.hidden}, vocab {s.vocab:,}), "
+        f"{est.batch} sequences x {est.seq} tokens per process",
+        markup=False,
+        soft_wrap=True,
+    )
+    for line in est.lines():
+        console.print(line, markup=False, soft_wrap=True)
 
 
 @tasks_app.command("list")

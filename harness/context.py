@@ -109,8 +109,8 @@ class RunContext:
         self.reevaluate = reevaluate or retrain  # --retrain measures everything again too
         self.limit: int | None = None  # --limit: test questions (and at most as many calibration questions)
         self.launcher = launcher  # "local" trains in this process; "accelerate" via `accelerate launch`
-        self.device = models.device()
-        self.dtype = models.eval_dtype(spec.evaluation.dtype)
+        self.device = models.device(spec.device)  # the task's `device:`, or `--device`
+        self.dtype = models.eval_dtype(spec.evaluation.dtype, self.device)
         # What adapters are trained on (train, dev, corpus): their key; the test split (cut by --limit) is not in it.
         self.training_data_fingerprint = data.fingerprint(("train", "dev"))
         self.tokenizer = models.load_tokenizer(model_ref)
@@ -129,7 +129,7 @@ class RunContext:
         every forward, and the copy in memory is half the size (see docs/performance.md, "bf16 weights
         against autocast"). Log-softmax stays in fp32 (see harness.evaluate)."""
         if self._base is None:
-            self._base = models.load_model(self.model_ref, self.dtype)
+            self._base = models.load_model(self.model_ref, self.dtype, self.device)
         return self._base
 
     def release_base_model(self) -> None:
@@ -154,7 +154,7 @@ class RunContext:
         return int(getattr(cfg, "max_position_embeddings", 2048))
 
     def use_bf16(self, setting: str) -> bool:
-        return setting == "on" or (setting == "auto" and models.bf16_supported())
+        return setting == "on" or (setting == "auto" and models.bf16_supported(self.device))
 
     def retriever(self) -> Retriever:
         """The run's retriever: its index is built or loaded once, whichever systems retrieve."""

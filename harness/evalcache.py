@@ -54,7 +54,9 @@ def _questions(questions) -> list:
 
 def key(system, ctx, test: tuple[list, list[str]], calibration: tuple[list, list[str]] | None, threads: int) -> str:
     """`test` and `calibration`: (questions, rendered prompts)."""
-    ev = ctx.spec.evaluation.model_dump(exclude={"bootstrap"})
+    # The backend's settings count only for vllm, so that keys made before the backend existed stay valid.
+    hf = ctx.spec.evaluation.backend == "hf"
+    ev = ctx.spec.evaluation.model_dump(exclude={"bootstrap"} | ({"backend", "vllm"} if hf else set()))
     return cache.key_of(
         FORMAT,
         __version__,

@@ -31,6 +31,34 @@ def _lm_eval_quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def per_question(lm, requests, run):
+    """Run `lm.questions_per_batch` questions per call (1: the latency a single user sees) after `lm.warmup`
+    untimed ones; each question of a call is charged the call's time divided by the questions in it. The one
+    timing rule of both backends (TimedHFLM here, harness.evaluate_vllm.TimedVLLM)."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, req in enumerate(requests):
+        groups[req.doc_id].append(i)
+    out: list = [None] * len(requests)
+    order = list(groups)
+    for doc_id in order[: lm.warmup]:  # untimed: first calls pay for lazy init and allocator warm-up
+        run([requests[i] for i in groups[doc_id]])
+    n = max(1, lm.questions_per_batch)
+    for b in range(0, len(order), n):
+        docs = order[b : b + n]
+        idx = [i for d in docs for i in groups[d]]
+        lm._current_doc = docs[0] if len(docs) == 1 else None
+        start = time.perf_counter()
+        res = run([requests[i] for i in idx])
+        took = time.perf_counter() - start
+        for d in docs:
+            lm.seconds[d] = took / len(docs)
+        if lm.progress:
+            lm.progress(len(docs))
+        for i, r in zip(idx, res):
+            out[i] = r
+    return out
+
+
 def make_timed_lm_class():
     from lm_eval.models.huggingface import HFLM
 
@@ -51,30 +79,7 @@ def make_timed_lm_class():
             self._logits_keep: int | None = None
 
         def _per_question(self, requests, run):
-            """Run `questions_per_batch` questions per call (1: the latency a single user sees); each
-            question of a call is charged the call's time divided by the questions in it."""
-            groups: dict[int, list[int]] = defaultdict(list)
-            for i, req in enumerate(requests):
-                groups[req.doc_id].append(i)
-            out: list = [None] * len(requests)
-            order = list(groups)
-            for doc_id in order[: self.warmup]:  # untimed: first calls pay for lazy init and allocator warm-up
-                run([requests[i] for i in groups[doc_id]])
-            n = max(1, self.questions_per_batch)
-            for b in range(0, len(order), n):
-                docs = order[b : b + n]
-                idx = [i for d in docs for i in groups[d]]
-                self._current_doc = docs[0] if len(docs) == 1 else None
-                start = time.perf_counter()
-                res = run([requests[i] for i in idx])
-                took = time.perf_counter() - start
-                for d in docs:
-                    self.seconds[d] = took / len(docs)
-                if self.progress:
-                    self.progress(len(docs))
-                for i, r in zip(idx, res):
-                    out[i] = r
-            return out
+            return per_question(self, requests, run)
 
         def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
             # The positions whose logits this call needs, from lm-eval's own tokens: rows are right-padded to
@@ -215,17 +220,8 @@ def run_lm_eval(
 ) -> list[Measurement]:
     """Evaluate rendered prompts with lm-eval; one Measurement per question, in input order."""
     import torch
-    from lm_eval import evaluator
-    from lm_eval.tasks import TaskManager
 
     _lm_eval_quiet()
-    rows = []
-    for q, p in zip(questions, prompts):
-        row = {"id": q.id, "prompt": p, "answer": q.answers[0]}
-        if q.choices:
-            row.update({"choices": q.choices, "gold": q.gold_index})
-        rows.append(row)
-    stop = [t for t in {tokenizer.eos_token, "\n"} if t]
     TimedHFLM = make_timed_lm_class()
     # lm-eval wraps each forward in its own autocast (disabled unless mixed_precision_dtype is set), so
     # bf16 must be requested here; an outer autocast would be switched off inside.
@@ -235,13 +231,29 @@ def run_lm_eval(
         tokenizer=tokenizer,
         batch_size=batch_size * n_choices,
         questions_per_batch=batch_size,
-        warmup=min(warmup, len(rows)),
+        warmup=min(warmup, len(questions)),
         progress=progress,
         max_length=getattr(model.config, "max_position_embeddings", 2048),
         # autocast only where the weights are not already bf16
         mixed_precision_dtype=torch.bfloat16 if dtype == "bfloat16" and model.dtype != torch.bfloat16 else None,
         softmax_dtype=torch.float32,
     )  # bf16 log-softmax rounds margins to 0.25 steps: ties ruin AUC
+    return score_with(lm, tokenizer, questions, prompts, answer_format, task_name, max_new_tokens, seed)
+
+
+def score_with(lm, tokenizer, questions, prompts, answer_format, task_name, max_new_tokens, seed) -> list[Measurement]:
+    """Score rendered prompts with a timed lm-eval model (either backend); one Measurement per question."""
+    import torch
+    from lm_eval import evaluator
+    from lm_eval.tasks import TaskManager
+
+    rows = []
+    for q, p in zip(questions, prompts):
+        row = {"id": q.id, "prompt": p, "answer": q.answers[0]}
+        if q.choices:
+            row.update({"choices": q.choices, "gold": q.gold_index})
+        rows.append(row)
+    stop = [t for t in {tokenizer.eos_token, "\n"} if t]
     with tempfile.TemporaryDirectory(prefix="harness-lmeval-") as tmp:
         write_lm_eval_task(Path(tmp), task_name, rows, answer_format, stop, max_new_tokens)
         # simple_evaluate also collects environment info (spawning pip and lscpu) and runs `git describe`,
@@ -261,7 +273,7 @@ def run_lm_eval(
                 numpy_random_seed=seed,
                 torch_random_seed=seed,
                 fewshot_random_seed=seed,
-                device=str(lm.device),
+                device=str(getattr(lm, "device", "cuda")),  # used only for a model given by name
                 verbosity="ERROR",
             )
     if not out or task_name not in out.get("samples", {}):

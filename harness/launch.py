@@ -58,6 +58,7 @@ def write_job(
     indices_dir: str,
     settings,
     use_cpu: bool,
+    device: str = "auto",
 ) -> tuple[list[str], dict]:
     """Write the accelerate config and the job file; return the command and what to record."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -69,6 +70,7 @@ def write_job(
         "system": system,
         "model": model,
         "seed": seed,
+        "device": device,
         "harness_home": home,
         "indices_dir": indices_dir,
     }

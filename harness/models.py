@@ -83,16 +83,27 @@ def set_threads(n: int | None = None) -> int:
     return torch.get_num_threads()
 
 
-def device() -> str:
+def device(setting: str = "auto") -> str:
+    """The device of the task's `device:` setting (or `--device`): `auto` takes a CUDA GPU when torch sees one.
+    `cuda` without one is refused at plan time (harness.checks.machine_problems)."""
+    if setting in ("cpu", "cuda"):
+        return setting
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def bf16_supported() -> bool:
+def cuda_devices() -> int:
+    """CUDA GPUs torch sees (0 without a GPU or a CUDA build of torch)."""
     import torch
 
-    if torch.cuda.is_available():
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def bf16_supported(on: str | None = None) -> bool:
+    import torch
+
+    if (on or device()) == "cuda":
         return torch.cuda.is_bf16_supported()
     try:
         flags = Path("/proc/cpuinfo").read_text()
@@ -102,9 +113,9 @@ def bf16_supported() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def eval_dtype(setting: str) -> str:
+def eval_dtype(setting: str, on: str | None = None) -> str:
     if setting == "auto":
-        return "bfloat16" if bf16_supported() else "float32"
+        return "bfloat16" if bf16_supported(on) else "float32"
     return setting
 
 
@@ -246,7 +257,7 @@ def load_tokenizer(ref: ModelRef):
     return tok
 
 
-def load_model(ref: ModelRef, dtype: str = "float32"):
+def load_model(ref: ModelRef, dtype: str = "float32", on: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -258,7 +269,7 @@ def load_model(ref: ModelRef, dtype: str = "float32"):
         raise HarnessError(
             f"model {ref.path}: cannot load it as a causal LM ({type(e).__name__}: {str(e)[:200]})"
         ) from None
-    model.to(device())
+    model.to(on or device())
     model.eval()
     return model
 

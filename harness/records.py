@@ -264,6 +264,7 @@ class Settings(Record):
     dtype: str = Field(description="evaluation precision")
     warmup: int = Field(description="untimed questions before timing starts")
     device: str = Field(description="cpu or cuda")
+    backend: str | None = Field(default=None, description="what scored the prompts: hf (transformers) or vllm")
     calibration: str | None = Field(default=None, description="yes-no calibration: dev, contextual or none")
     seconds: float | None = Field(default=None, description="wall time of build + evaluate for all systems")
 

@@ -19,12 +19,13 @@ from pathlib import Path
 
 from harness import baselines as model_free
 from harness import cache, evalcache, models, priorbreak, results, scorers, stats, systems
-from harness.checks import check_task, outside_paths, window_problems
+from harness.checks import check_machine, check_task, outside_paths, window_problems
 from harness.constants import AnswerFormat
 from harness.context import Reporter, RunContext
 from harness.data import Question, load_task_data
 from harness.errors import HarnessError
 from harness.evaluate import run_lm_eval
+from harness.evaluate_vllm import vllm_for_system
 from harness.manifest import build_manifest
 from harness.measure import PeakMemory, timer
 from harness.parts.outputs import BuildInfo
@@ -58,6 +59,7 @@ class RunOptions:
     retrain: bool = False
     reevaluate: bool = False
     launcher: str = "local"
+    device: str | None = None  # --device: overrides the task's `device:`
     command: list[str] = field(default_factory=list)
 
 
@@ -82,12 +84,17 @@ def plan(opts: RunOptions) -> Plan:
         updates["model"] = opts.model
     if opts.seed is not None:
         updates["seed"] = opts.seed
+    if opts.device is not None:
+        if opts.device not in ("auto", "cpu", "cuda"):
+            raise HarnessError(f"--device must be auto, cpu or cuda, got '{opts.device}'")
+        updates["device"] = opts.device
     spec = spec.model_copy(update=updates)
     names = opts.systems or spec.systems
     if not names:
         raise HarnessError("no systems to run; pass --systems, e.g. --systems prompt,lora,rag")
     # names, templates (rendered in the sandbox), data files, model folder: the check `tasks validate` makes
     check_task(spec, opts.systems)
+    check_machine(spec, list(names), "--device" if opts.device else None)
     if spec.model != "default" and not models.looks_like_path(spec.model):
         models.resolve_model(spec.model, fingerprint=False)  # a hub id while offline fails here, before any work
     for folder in (opts.reports_dir, opts.indices_dir):
@@ -134,24 +141,30 @@ def evaluate_system(
     spec = ctx.spec
     prompts = prompts if prompts is not None else system.prompts(questions)
     batch = spec.evaluation.batch_size if timed else throughput_batch(ctx, prompts.texts)
-    with system.model() as model:
-        import torch
+    progress = ctx.reporter.progress(f"{system.name}: {task_name.rsplit('_', 1)[-1]}", len(questions))
+    warmup = spec.evaluation.warmup if timed else 0
+    if spec.evaluation.backend == "vllm":  # vLLM loads the weights itself and serves an adapter unmerged
+        kw = {"task_name": task_name, "batch_size": batch, "warmup": warmup, "progress": progress}
+        measured = vllm_for_system(system, ctx, questions, prompts.texts, **kw)
+    else:
+        with system.model() as model:
+            import torch
 
-        torch.manual_seed(spec.seed)
-        measured = run_lm_eval(
-            model,
-            ctx.tokenizer,
-            questions,
-            prompts.texts,
-            answer_format=spec.answer_format,
-            task_name=task_name,
-            batch_size=batch,
-            warmup=spec.evaluation.warmup if timed else 0,
-            max_new_tokens=spec.evaluation.max_new_tokens,
-            seed=spec.seed,
-            dtype=ctx.dtype,
-            progress=ctx.reporter.progress(f"{system.name}: {task_name.rsplit('_', 1)[-1]}", len(questions)),
-        )
+            torch.manual_seed(spec.seed)
+            measured = run_lm_eval(
+                model,
+                ctx.tokenizer,
+                questions,
+                prompts.texts,
+                answer_format=spec.answer_format,
+                task_name=task_name,
+                batch_size=batch,
+                warmup=warmup,
+                max_new_tokens=spec.evaluation.max_new_tokens,
+                seed=spec.seed,
+                dtype=ctx.dtype,
+                progress=progress,
+            )
     if prompts.retrieved is None:
         return measured
     return [
@@ -471,6 +484,7 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
             dtype=ctx.dtype,
             warmup=spec.evaluation.warmup,
             device=ctx.device,
+            backend=spec.evaluation.backend,
             calibration=spec.evaluation.calibration,
             seconds=round(time.time() - started, 1),
         ),

@@ -82,7 +82,9 @@ finetune: {r: 16, alpha: 32, epochs: 2, learning_rate: 2.0e-4, overrides: {qlora
     )
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (cosine schedule with warm-up).")
     epochs: float = Field(2.0, gt=0, description="Passes over the training split.")
-    batch_size: int = Field(8, gt=0, description="Examples per optimiser step.")
+    batch_size: int = Field(
+        8, gt=0, description="Examples per optimiser step (split over the processes of `--launcher accelerate`)."
+    )
     max_length: int = Field(
         512,
         gt=8,
@@ -261,11 +263,29 @@ preference: {path: my-domain/pairs.jsonl, start_from: sft, beta: 0.1}"""
     )
 
 
+class VllmSpec(Strict):
+    """How `evaluation.backend: vllm` runs vLLM (through lm-eval's own vLLM model class; GPU only)."""
+
+    example: ClassVar[str] = """\
+vllm: {tensor_parallel_size: 2, gpu_memory_utilization: 0.85}"""
+
+    tensor_parallel_size: int = Field(1, gt=0, description="GPUs one copy of the model is split over.")
+    data_parallel_size: int = Field(
+        1, gt=0, description="Copies of the model, each on its own GPUs (lm-eval dispatches them through Ray)."
+    )
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="Share of each GPU's memory vLLM may take (weights, KV cache, adapters)."
+    )
+    max_model_len: int | None = Field(
+        None, gt=0, description="Longest sequence vLLM reserves KV cache for; unset: the model's context length."
+    )
+
+
 class EvalSpec(Strict):
     """Evaluation and measurement settings."""
 
     example: ClassVar[str] = """\
-evaluation: {batch_size: 1, max_new_tokens: 16, bootstrap: 2000}"""
+evaluation: {batch_size: 1, max_new_tokens: 16, bootstrap: 2000, backend: hf}"""
 
     batch_size: int = Field(
         1, gt=0, description="Questions per forward pass. 1 measures the latency a single user sees."
@@ -287,6 +307,15 @@ evaluation: {batch_size: 1, max_new_tokens: 16, bootstrap: 2000}"""
     bootstrap: int = Field(
         2000, gt=0, le=100_000, description="Bootstrap resamples for the 95% intervals (at most 100,000)."
     )
+    backend: Literal["hf", "vllm"] = Field(
+        "hf",
+        description=(
+            "What scores the prompts: `hf` (lm-eval's transformers model, CPU or GPU) or `vllm` (lm-eval's vLLM "
+            "model: batched GPU inference, adapters served through vLLM's LoRA support; needs a CUDA GPU and "
+            "`pip install vllm`). Both score the same rendered prompts and time each question the same way."
+        ),
+    )
+    vllm: VllmSpec = Field(default_factory=VllmSpec, description="vLLM settings, used when `backend` is `vllm`.")
 
 
 class TaskSpec(Strict):
@@ -361,6 +390,13 @@ metrics: [exact_match, token_f1]"""
             "choice and why."
         ),
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description=(
+            "Where models train and run: `auto` (a CUDA GPU when torch sees one, else the CPU), `cpu` or `cuda` "
+            "(fails before any work when torch sees no GPU). `harness run --device` overrides it."
+        ),
+    )
     seed: int = Field(
         0,
         ge=0,
@@ -416,6 +452,7 @@ SECTIONS: list[tuple[str, type[Strict]]] = [
     ("preference", PreferenceSpec),
     ("preference.fields", PreferenceFields),
     ("evaluation", EvalSpec),
+    ("evaluation.vllm", VllmSpec),
     ("filters[]", FilterStep),
 ]
 

@@ -24,7 +24,8 @@ def main(job_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
     os.environ["HARNESS_HOME"] = job["harness_home"]
     models.set_offline_defaults()  # before the first import of torch or transformers, which read it
-    spec = load_spec(Path(job["task_file"])).model_copy(update={"model": job["model"], "seed": job["seed"]})
+    update = {"model": job["model"], "seed": job["seed"], "device": job.get("device", "auto")}
+    spec = load_spec(Path(job["task_file"])).model_copy(update=update)
     data = load_task_data(spec)
     ref = models.resolve_model(spec.model)
     ctx = RunContext(

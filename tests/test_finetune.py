@@ -289,26 +289,6 @@ def test_adapter_manifest_is_sealed_once_and_a_lock_wait_reuses_what_another_pro
     assert again.cached and again.training == meta["training"] and again.build_s == 0.0
 
 
-def test_two_training_processes_on_cpu_train_one_adapter_that_rank_0_writes(tmp_path, tiny_model_dir):
-    """`accelerate launch` with two DDP processes on the CPU (gloo): both train, the gradients are averaged
-    (half the optimiser steps of one process), and only rank 0 writes the adapter and its manifest."""
-    task = write_tiny_task(
-        tmp_path / "t",
-        tiny_model_dir,
-        finetune={"logging_steps": 4, "accelerate": {"num_processes": 2, "distributed_type": "MULTI_GPU"}},
-    )
-    ctx = make_ctx(task, tmp_path, launcher="accelerate")
-    system = make_system("lora", ctx)
-    info = system.build()
-    assert info.launch["config"]["num_processes"] == 2 and info.launch["config"]["use_cpu"] is True
-    t = info.training
-    assert t["world_size"] == 2 and t["steps"] == -(-len(ctx.data.train) // (8 * 2))
-    folder = system.adapter.folder
-    assert files.verify(folder) is None
-    assert json.loads((folder / files.MANIFEST).read_text())["training"]["world_size"] == 2
-    assert not list(folder.parent.glob(f".{folder.name}.tmp-*")), "no second writer left a temporary folder"
-
-
 def test_an_adapter_does_not_depend_on_what_ran_before_it(tmp_path, tiny_model_dir, monkeypatch):
     """The adapter's starting weights come from the task's seed, not from whatever used torch's generator before
     (a `--systems lora` run alone and one after `prompt` train the same adapter, as their shared cache key says)."""

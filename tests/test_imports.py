@@ -164,7 +164,8 @@ LAYERS = (
     ("schema", "spec scorers"),
     (
         "data and measurement",
-        "sources data models tasks manifest retrieval evaluate evalcache results baselines priorbreak",
+        "sources data models tasks manifest retrieval evaluate evaluate_vllm memory_estimate evalcache results"
+        " baselines priorbreak",
     ),
     ("parts", "parts context"),
     ("systems", "systems"),

@@ -37,6 +37,18 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def nf4_config(compute_dtype):
+    """qlora's 4-bit base: NF4 with double quantisation (harness.memory_estimate counts it so)."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_use_double_quant=True,
+    )
+
+
 def complete_checkpoints(folder: Path) -> list[Path]:
     """Checkpoints a kill did not cut short (a trainer_state.json is written last); the others are removed."""
     found = []
@@ -129,6 +141,14 @@ class AdapterTrainer:
                 )
         if not ctx.linear_layer_names():
             raise HarnessError(f"{self.name}: model {ctx.model_ref.path} has no linear layers an adapter can target")
+        n = s.accelerate.num_processes
+        size = ctx.spec.preference.batch_size if self.method in ("dpo", "orpo") else s.batch_size
+        if ctx.launcher == "accelerate" and size % n:
+            field = "preference.batch_size" if self.method in ("dpo", "orpo") else "finetune.batch_size"
+            raise HarnessError(
+                f"{ctx.spec.where(field)}: {size} examples per step do not split evenly over "
+                f"finetune.accelerate.num_processes {n}; use a multiple of {n}"
+            )
         if self.method == "qlora":
             try:
                 import bitsandbytes  # noqa: F401
@@ -224,6 +244,7 @@ class AdapterTrainer:
             system=self.name,
             model=ctx.spec.model,
             seed=ctx.spec.seed,
+            device=ctx.spec.device,
             home=str(cache.home()),
             indices_dir=str(ctx.indices_dir),
             settings=self.settings.accelerate,
@@ -317,18 +338,12 @@ class AdapterTrainer:
     def load_base(self):
         """The base model to train on: fp32, or 4-bit NF4 for qlora (on this process's GPU under accelerate)."""
         import torch
-        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+        from transformers import AutoModelForCausalLM
 
         ctx, s = self.ctx, self.settings
         kwargs = {"dtype": torch.float32}
         if self.method == "qlora":
-            compute = torch.bfloat16 if ctx.use_bf16(s.bf16) else torch.float32
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_compute_dtype=compute,
-                bnb_4bit_use_double_quant=True,
-            )
+            kwargs["quantization_config"] = nf4_config(torch.bfloat16 if ctx.use_bf16(s.bf16) else torch.float32)
             if ctx.device == "cuda":
                 kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
         model = AutoModelForCausalLM.from_pretrained(ctx.model_ref.path, **kwargs)

@@ -121,8 +121,8 @@ def sft_config(trainer: AdapterTrainer, output_dir: Path, phase: str, has_eval: 
     return SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=s.corpus_epochs if phase == "corpus" else s.epochs,
-        per_device_train_batch_size=s.batch_size,
-        per_device_eval_batch_size=s.batch_size,
+        per_device_train_batch_size=per_process(s.batch_size),
+        per_device_eval_batch_size=per_process(s.batch_size),
         learning_rate=s.learning_rate,
         lr_scheduler_type="cosine",
         warmup_steps=0.05,
@@ -263,6 +263,14 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def per_process(batch_size: int) -> int:
+    """Each training process's share of a batch. `batch_size` is examples per optimiser step whatever the
+    launcher: DDP averages the processes' gradients, so N processes with a 1/N share each take the step one
+    process takes on the whole batch (same examples, same loss curve: tests/test_finetune.py). The plan checks
+    that the batch divides evenly (AdapterTrainer.validate)."""
+    return max(1, batch_size // world_size())
+
+
 # ---------------------------------------------------------------- preference: DPO and ORPO
 
 PAIR_ROLES = ("prompt", "chosen", "rejected")
@@ -297,8 +305,8 @@ class PreferencePhase:
         common = {
             "output_dir": str(output_dir),
             "num_train_epochs": p.epochs,
-            "per_device_train_batch_size": p.batch_size,
-            "per_device_eval_batch_size": p.batch_size,
+            "per_device_train_batch_size": per_process(p.batch_size),
+            "per_device_eval_batch_size": per_process(p.batch_size),
             "learning_rate": p.learning_rate,
             "lr_scheduler_type": "cosine",
             "warmup_steps": 0.1,
