@@ -101,9 +101,22 @@ class Passage(Record):
 
     doc_id: str = Field(description="the document the chunk comes from")
     chunk: int = Field(description="position of the chunk in its document")
-    score: float = Field(description="similarity to the question")
+    score: float = Field(description="similarity to the question (oracle: 1.0, the gold document given whole)")
     text: str = Field(description="the chunk's text, as the prompt holds it")
     truncated: bool | None = Field(default=None, description="cut to fit the prompt budget", **_OMIT)
+
+
+class GoldCut(Record):
+    """oracle: how much of the question's gold document(s) the prompt budget held."""
+
+    kept_tokens: int = Field(description="tokens of the gold document(s) in the prompt")
+    total_tokens: int = Field(description="tokens of the whole gold document(s)")
+    kept_chars: int = Field(description="characters of the gold document(s) in the prompt")
+    total_chars: int = Field(description="characters of the whole gold document(s)")
+
+    @property
+    def cut(self) -> bool:
+        return self.kept_tokens < self.total_tokens
 
 
 class Measurement(Record):
@@ -127,6 +140,9 @@ class Measurement(Record):
     ranked_doc_ids: list[str] | None = Field(default=None, description="retrieval: top-k document ids", **_OMIT)
     retrieval_latency_s: float | None = Field(default=None, description="retrieval: embed + search", **_OMIT)
     model_latency_s: float | None = Field(default=None, description="retrieval systems: the model's part", **_OMIT)
+    gold_context: GoldCut | None = Field(
+        default=None, description="oracle: how much of the gold document(s) the prompt held", **_OMIT
+    )
 
 
 class Sample(Record):
@@ -156,9 +172,24 @@ class Sample(Record):
         description="every metric's score for this question (null: not applicable)"
     )
     retrieved: list[Passage] | None = Field(default=None, description="retrieval systems: the passages in the prompt")
+    gold_context: GoldCut | None = Field(
+        default=None, description="oracle: how much of the gold document(s) the prompt held", **_OMIT
+    )
 
 
 # ---------------------------------------------------------------- per system
+
+
+class GoldContext(Record):
+    """oracle: over the test questions, how much of the gold document(s) the prompt budget held."""
+
+    n: int = Field(description="questions")
+    cut: int = Field(description="questions whose gold document(s) did not fit whole and were cut")
+    cut_share: float = Field(description="cut / n")
+    kept_token_share: float = Field(description="mean over questions of kept / total tokens of the gold document(s)")
+    kept_char_share: float = Field(description="mean over questions of kept / total characters")
+    total_tokens_mean: float = Field(description="mean tokens of a question's whole gold document(s)")
+    budget_tokens: int = Field(description="the prompt budget the documents were fitted into")
 
 
 class SystemResult(Record):
@@ -199,6 +230,9 @@ class SystemResult(Record):
     vs_best_baseline: BaselineTest | None = Field(
         default=None, description="paired test against the strongest model-free baseline"
     )
+    gold_context: GoldContext | None = Field(
+        default=None, description="oracle: how much of the gold document(s) its prompts held", **_OMIT
+    )
     traceback: str | None = Field(default=None, description="kept for errors.log, not written", exclude=True)
 
     @property
@@ -229,6 +263,26 @@ class Settings(Record):
     seconds: float | None = Field(default=None, description="wall time of build + evaluate for all systems")
 
 
+class CalibrationSet(Record):
+    """The dev questions a yes/no system's calibration threshold is fitted on (calibration: dev-threshold). They
+    are drawn from the dev split only (never train or test), seeded, with the training split's Yes-rate and
+    spread over the categories as training is (harness.strata.calibration_sample)."""
+
+    n: int = Field(description="questions the threshold is fitted on")
+    yes_rate: float = Field(description="share of them whose answer is Yes")
+    dev_size: int = Field(description="dev questions they were drawn from")
+    train_yes_rate: float = Field(description="share of Yes in the training split: the mix the draw matches")
+    test_yes_rate: float = Field(description="share of Yes in the test questions evaluated (shown, never fitted on)")
+
+
+class LimitedRun(Record):
+    """Set when `--limit N` evaluated a sample of the test split rather than all of it."""
+
+    n: int = Field(description="test questions evaluated")
+    of: int = Field(description="test questions in the split")
+    drawn: str = Field(description="how the sample was drawn (seeded, stratified by document and category)")
+
+
 class RunResults(Record):
     """The whole run's figures: every system, the model-free baselines and the paired comparisons."""
 
@@ -250,6 +304,12 @@ class RunResults(Record):
         default_factory=list, description="every pair of systems that ran, on each headline metric"
     )
     settings: Settings | None = Field(default=None, description="how the run measured")
+    calibration_set: CalibrationSet | None = Field(
+        default=None, description="yes-no with calibration: the dev questions thresholds are fitted on", **_OMIT
+    )
+    limited: LimitedRun | None = Field(
+        default=None, description="--limit: the run evaluated a sample of the test split", **_OMIT
+    )
 
     def dump(self) -> dict[str, Any]:
         """The JSON-ready dict written as results.json."""

@@ -159,10 +159,10 @@ def test_the_harness_package_has_no_import_circle():
 LAYERS = (
     (
         "foundation",
-        "errors constants files yamlfile dataspec extract chunking measure stats records launch cache docgen",
+        "errors constants files yamlfile dataspec extract chunking measure stats records launch cache docgen strata",
     ),
     ("schema", "spec scorers"),
-    ("data and measurement", "sources data models tasks manifest retrieval evaluate evalcache results"),
+    ("data and measurement", "sources data models tasks manifest retrieval evaluate evalcache results calibration"),
     ("parts", "parts context"),
     ("systems", "systems"),
     ("report", "report"),

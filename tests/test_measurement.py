@@ -8,11 +8,12 @@ import json
 import pytest
 
 from harness import stats
+from harness.calibration import CONTENT_FREE, calibration_questions, calibration_threshold
 from harness.context import Reporter, RunContext
 from harness.data import Question, load_task_data
 from harness.models import resolve_model
 from harness.records import Measurement, Passage
-from harness.run import CONTENT_FREE, calibration_questions, calibration_threshold, evaluate_system, with_retrieval
+from harness.run import evaluate_system, with_retrieval
 from harness.spec import load_spec
 from harness.systems import make_system
 from tests.conftest import write_tiny_task
