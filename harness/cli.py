@@ -28,6 +28,7 @@ from harness.report import (
     render_report,
     summary_rows,
 )
+from harness.report.runnotes import run_notes
 
 app = typer.Typer(
     add_completion=False,
@@ -144,7 +145,9 @@ def summary_table(results: RunResults, rows: list[SummaryRow]) -> Table:
     metrics = metric_names(results, rows)
     baseline = best_baseline_name(results) or "best baseline"
     table = Table(
-        title=f"{results.task}: {results.n_test} test questions", caption=f"model: {results.model or 'unknown'}"
+        title=f"{results.task}: {results.n_test} test questions"
+        + (f" (limited run: {results.limited.n} of {results.limited.of})" if results.limited else ""),
+        caption=f"model: {results.model or 'unknown'}",
     )
     heads = ["system", *metrics, "latency p50 / p95", "peak memory", "build", "artifact", f"beats {baseline}?"]
     for col in heads:
@@ -177,6 +180,8 @@ def print_summary(run_dir: Path) -> RunResults:
             "evaluation reused (nothing that decides the answers changed; figures as measured then; "
             "--reevaluate measures again): " + ", ".join(f"{n} ({t})" for n, t in reused.items())
         )
+    for note in run_notes(results):
+        wide.print(note, markup=False, soft_wrap=True)
     wide.print(f"report: {run_dir / 'index.html'}", markup=False, soft_wrap=True)
     return results
 

@@ -453,6 +453,15 @@ def test_run_with_every_kind_of_system(tmp_path, tiny_model_dir, harness_home, m
     assert meta["checksums"] == files.folder_checksums(adapters[0]) and meta["training"]["raft"] == raft
     assert not [p for p in manifest_writes if p.name == files.MANIFEST], "nothing rewrote the sealed manifest"
     samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    # --limit 6: a seeded sample over the test documents and categories, the same questions for every system
+    test = load_task_data(load_spec(task)).test
+    assert res["limited"] == {"n": 6, "of": len(test), "drawn": "seeded sample, stratified by document and category"}
+    ids = {n: [s["id"] for s in samples if s["system"] == n] for n in names}
+    assert all(v == ids["prompt"] for v in ids.values()) and len(ids["prompt"]) == 6
+    picked = [q for q in test if q.id in ids["prompt"]]
+    assert len({q.doc_id for q in picked}) == len({q.doc_id for q in test})  # every test document
+    assert ids["prompt"] != [q.id for q in test[:6]]  # not the first six
+    assert "limited run: 6 of" in (run_dir / "summary.md").read_text()
     for s in samples:
         assert (s["retrieved"] is not None) == (s["system"] in ("rag", "rag+lora", "oracle"))
         if s["system"] == "oracle":

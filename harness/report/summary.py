@@ -13,6 +13,7 @@ from harness.records import BaselineResult, BaselineTest, Interval, Percentiles,
 
 from . import fmt
 from .recommend import headline
+from .runnotes import run_notes
 
 METRIC_PARTS = ("value", "ci_low", "ci_high")
 NO_ERROR = "no error message recorded"
@@ -265,4 +266,5 @@ def markdown_text(results: RunResults) -> str:
     truncation = truncation_text(results)
     if truncation:
         lines += ["", truncation]
+    lines += [line for note in run_notes(results) for line in ("", _md(note))]
     return "\n".join(lines) + "\n"
