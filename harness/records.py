@@ -192,6 +192,17 @@ class GoldContext(Record):
     budget_tokens: int = Field(description="the prompt budget the documents were fitted into")
 
 
+class ServingMemory(Record):
+    """The parts of a system's serving peak (harness.measure.MemoryLedger): each measured as the resident size
+    it added, so that no system carries what an earlier one in the same run left loaded."""
+
+    process_mb: float = Field(description="the process at the run's start: interpreter, libraries, tokenizer")
+    resources_mb: dict[str, float] = Field(
+        description="shared things this system uses (base model, embedder, index), as much as loading each added"
+    )
+    answering_mb: float = Field(description="the peak while answering above what was resident when it began")
+
+
 class SystemResult(Record):
     """A system's entry in results.json. A failed system keeps its entry, with status 'failed' and its error."""
 
@@ -212,7 +223,18 @@ class SystemResult(Record):
     )
     index: dict[str, Any] | None = Field(default=None, description="retrieval systems: the index's build record")
     notes: list[str] = Field(default_factory=list, description="what the report should say about this system")
-    peak_memory_mb: float | None = Field(default=None, description="peak RSS while this system was evaluated")
+    peak_memory_mb: float | None = Field(
+        default=None,
+        description="serving peak (MB resident): the process at the run's start, the base model, index and embedder "
+        "this system uses, and its own peak while answering, as if it ran alone (serving_memory has the parts; "
+        "training is not in it: training_peak_memory_mb)",
+    )
+    serving_memory: ServingMemory | None = Field(default=None, description="the parts peak_memory_mb adds up", **_OMIT)
+    training_peak_memory_mb: float | None = Field(
+        default=None,
+        description="trained systems: the training peak, measured the same way (also in training)",
+        **_OMIT,
+    )
     cuda_peak_memory_mb: float | None = Field(default=None, description="peak CUDA memory, on a GPU", **_OMIT)
     metrics: dict[str, Interval] = Field(default_factory=dict, description="every metric, with its interval")
     latency_s: Percentiles | None = Field(default=None, description="seconds per question a single user waits")

@@ -26,7 +26,7 @@ from harness.data import load_task_data
 from harness.errors import HarnessError
 from harness.evaluate import run_lm_eval
 from harness.manifest import build_manifest
-from harness.measure import PeakMemory, timer
+from harness.measure import timer
 from harness.parts.outputs import BuildInfo
 from harness.records import (
     EvaluationReused,
@@ -38,11 +38,13 @@ from harness.records import (
     Retrieval,
     RunResults,
     Sample,
+    ServingMemory,
     Settings,
     SystemResult,
 )
 from harness.retrieval import retrieval_quality
 from harness.rundir import write_run
+from harness.serving import own_base_model, warm_up
 from harness.spec import SEED_MAX, TaskProblems, TaskSpec, load_spec
 from harness.systems import oracle
 from harness.tasks import find_task
@@ -189,6 +191,7 @@ class Evaluation:
     peak_memory_mb: float
     cuda_peak_memory_mb: float | None
     reused: EvaluationReused | None = None
+    serving_memory: ServingMemory | None = None
     budget_tokens: int | None = None  # oracle: the prompt budget its gold documents were fitted into
 
 
@@ -218,16 +221,23 @@ def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
             stored.peak_memory_mb,
             stored.cuda_peak_memory_mb,
             EvaluationReused(measured_at=stored.measured_at, seconds=stored.seconds),
+            stored.serving_memory,
             test_prompts.budget_tokens,
         )
-    with rep.stage(f"{name}: evaluate {len(ctx.data.test)} questions"), PeakMemory() as mem, timer() as took:
+    if not own_base_model(system):
+        ctx.base_model()  # loaded before the footprint starts, so that it counts once, as a resource
+    stage = rep.stage(f"{name}: evaluate {len(ctx.data.test)} questions")
+    with stage, ctx.memory.footprint() as mem, timer() as took:
         test = evaluate_system(system, ctx, ctx.data.test, _task_name(name, "test"), prompts=test_prompts)
         calibration = (
             evaluate_system(system, ctx, cal_q, _task_name(name, "calibration"), timed=False, prompts=cal_prompts)
             if cal_q
             else None
         )
-    peak = round(mem.peak_mb, 1)
+    peak = mem.peak_mb
+    serving = ServingMemory(
+        process_mb=round(mem.process_mb, 1), resources_mb=mem.resources_mb, answering_mb=mem.stage_mb
+    )
     evalcache.save(
         ctx.spec.name,
         key,
@@ -237,9 +247,10 @@ def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
         cuda_peak_memory_mb=mem.cuda_peak_mb,
         seconds=took(),
         log=rep.log,
+        serving_memory=serving,
     )
     threshold = calibration_threshold(ctx, cal_q, calibration)
-    return Evaluation(test, threshold, peak, mem.cuda_peak_mb, budget_tokens=test_prompts.budget_tokens)
+    return Evaluation(test, threshold, peak, mem.cuda_peak_mb, None, serving, test_prompts.budget_tokens)
 
 
 def _percentiles(values) -> Percentiles:
@@ -296,6 +307,8 @@ def system_result(
         **{**_build_fields(info), "notes": notes},
         evaluation_reused=evaluation.reused,
         peak_memory_mb=evaluation.peak_memory_mb,
+        serving_memory=evaluation.serving_memory,
+        training_peak_memory_mb=(info.training or {}).get("peak_memory_mb"),
         cuda_peak_memory_mb=None if cuda is None else round(cuda, 1),
         metrics=scored.metrics,
         latency_s=_percentiles(m.latency_s for m in test),
@@ -322,6 +335,7 @@ def run_system(
     `scoring`: the run's (execute derives it once); by default, from the context's questions."""
     spec, rep, name = ctx.spec, ctx.reporter, system.name
     info = None
+    ctx.memory.begin_system()
     try:
         with rep.stage(f"{name}: build"):
             info = system.build()
@@ -413,6 +427,8 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
         built = [systems.make_system(n, ctx) for n in p.systems]  # each system is constructed once per run
         for s in built:
             s.validate()
+    with reporter.stage("warm up the evaluation"):
+        warm_up(ctx)
     headline = scoring.headline
     reporter.log(f"  headline metric: {headline.metric} ({headline.reason})")
     base = results.baselines(data.train, data.test, spec.answer_format)

@@ -32,6 +32,11 @@ def noted_results() -> dict:
         "total_tokens_mean": 2718.0,
         "budget_tokens": 2016,
     }
+    results["systems"]["prompt"]["serving_memory"] = {
+        "process_mb": 900.0,
+        "resources_mb": {"base model": 270.0},
+        "answering_mb": 230.0,
+    }
     return results
 
 
@@ -40,12 +45,13 @@ EXPECTED = [
     "fitted on 80 of 85 dev questions (Yes-rate 0.53, drawn to match the training split's 0.52)",
     "calibrated accuracy below accuracy: lora (0.780 < 0.800)",
     "rag: the prompt budget (2016 tokens) cut the gold document for 14 of 20 questions (70%); the prompts held 72%",
+    "serving peak memory: the process, the base model, index and embedder a system uses",
 ]
 
 
 def test_notes_follow_the_figures():
     notes = run_notes(RunResults.model_validate(noted_results()))
-    assert len(notes) == 4 and all(any(e in n for n in notes) for e in EXPECTED), notes
+    assert len(notes) == 5 and all(any(e in n for n in notes) for e in EXPECTED), notes
     plain = run_notes(RunResults.model_validate(make_results()))
     assert len(plain) == 1 and plain[0].startswith("calibrated accuracy below accuracy: lora (0.780 < 0.800), rag (")
 
@@ -60,3 +66,4 @@ def test_notes_appear_in_the_report_summary_and_terminal(tmp_path, capsys):
         assert text in page and text in md and text in terminal, text
     assert 'id="limited">limited run: 20 of 170' in page.replace("\n", " ")
     assert "(limited run: 20 of 170)" in terminal  # the table's title
+    assert "serving peak<br>memory" in page and "serving peak memory" in md.splitlines()[2]

@@ -61,7 +61,19 @@ def gold_context_texts(results: RunResults) -> list[str]:
     return out
 
 
+MEMORY_TEXT = (
+    "serving peak memory: the process, the base model, index and embedder a system uses, and its own peak while "
+    "answering, each measured as if the system ran alone (an earlier system's leftovers are not in it); training "
+    "peaks are measured the same way and shown apart."
+)
+
+
+def memory_text(results: RunResults) -> str | None:
+    """What the memory column is, when the run measured it this way (older runs have no serving_memory)."""
+    return MEMORY_TEXT if any(e.serving_memory is not None for e in results.systems.values()) else None
+
+
 def run_notes(results: RunResults) -> list[str]:
     """Every note that applies to this run, in the order they read best."""
     notes = [limited_text(results), calibration_text(results), calibration_below_raw(results)]
-    return [n for n in notes if n] + gold_context_texts(results)
+    return [n for n in notes if n] + gold_context_texts(results) + [n for n in [memory_text(results)] if n]

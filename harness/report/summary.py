@@ -245,7 +245,7 @@ def markdown_text(results: RunResults) -> str:
         "system",
         f"{hm} [95% CI]",
         "latency p50 / p95",
-        "peak memory",
+        "serving peak memory",
         "build time",
         "artifact size",
         f"beats best baseline ({bl})?",
