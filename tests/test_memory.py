@@ -62,6 +62,7 @@ def test_serving_peaks_do_not_depend_on_the_order_of_the_systems(tmp_path, tiny_
     assert first["lora"]["training"] is not None and first["lora"]["cached"] is False and second["lora"]["cached"]
     for name in ("prompt", "lora", "rag"):
         a, b = first[name]["peak_memory_mb"], second[name]["peak_memory_mb"]
+        print(f"{name}: serving {a} / {b} MB", first[name]["serving_memory"], second[name]["serving_memory"])
         assert abs(a - b) <= 0.05 * min(a, b), (
             name,
             a,
@@ -72,6 +73,8 @@ def test_serving_peaks_do_not_depend_on_the_order_of_the_systems(tmp_path, tiny_
     # rag's serving peak holds its embedder and index; prompt's holds neither
     assert set(first["rag"]["serving_memory"]["resources_mb"]) == {"base model", "embedder", "index"}
     assert set(second["prompt"]["serving_memory"]["resources_mb"]) == {"base model"}
-    # training is measured apart: lora's training peak is above its serving peak, and recorded on its own
-    assert first["lora"]["training_peak_memory_mb"] == first["lora"]["training"]["peak_memory_mb"]
-    assert first["lora"]["training_peak_memory_mb"] > first["lora"]["peak_memory_mb"]
+    # training is measured apart and recorded on its own; lora serves about what prompt does (the same base
+    # model with a small adapter merged in), though it trained in the same process just before
+    lora = first["lora"]
+    assert lora["training_peak_memory_mb"] == lora["training"]["peak_memory_mb"] > lora["serving_memory"]["process_mb"]
+    assert lora["peak_memory_mb"] <= 1.1 * first["prompt"]["peak_memory_mb"]
