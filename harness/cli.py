@@ -29,6 +29,7 @@ from harness.report import (
     render_report,
     summary_rows,
 )
+from harness.report.runnotes import run_notes
 
 app = typer.Typer(
     add_completion=False,
@@ -81,7 +82,12 @@ def run(
     task: str = typer.Argument(..., help="Task name (see `harness tasks list`) or path to a task YAML."),
     systems: str | None = typer.Option(None, "--systems", "-s", help="Comma-separated systems, e.g. prompt,lora,rag."),
     model: str | None = typer.Option(None, "--model", "-m", help="`default`, a model folder, or a hub id."),
-    limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N test questions."),
+    limit: int | None = typer.Option(
+        None,
+        "--limit",
+        help="Evaluate N test questions: a seeded sample spread over documents and categories, the same for every "
+        "system; the results say 'limited run: N of M'.",
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Override the task's seed."),
     retrain: bool = typer.Option(
         False, "--retrain", help="Train adapters again even when cached (and evaluate again)."
@@ -149,9 +155,11 @@ def summary_table(results: RunResults, rows: list[SummaryRow]) -> Table:
     metrics = metric_names(results, rows)
     baseline = best_baseline_name(results) or "best baseline"
     table = Table(
-        title=f"{results.task}: {results.n_test} test questions", caption=f"model: {results.model or 'unknown'}"
+        title=f"{results.task}: {results.n_test} test questions"
+        + (f" (limited run: {results.limited.n} of {results.limited.of})" if results.limited else ""),
+        caption=f"model: {results.model or 'unknown'}",
     )
-    heads = ["system", *metrics, "latency p50 / p95", "peak memory", "build", "artifact", f"beats {baseline}?"]
+    heads = ["system", *metrics, "latency p50 / p95", "serving peak memory", "build", "artifact", f"beats {baseline}?"]
     for col in heads:
         table.add_column(col, justify="left" if col == "system" else "right", no_wrap=True)
     for r in rows:
@@ -184,6 +192,8 @@ def print_summary(run_dir: Path) -> RunResults:
         )
     for line in prior_lines(results):
         wide.print(line, markup=False, soft_wrap=True)
+    for note in run_notes(results):
+        wide.print(note, markup=False, soft_wrap=True)
     wide.print(f"report: {run_dir / 'index.html'}", markup=False, soft_wrap=True)
     return results
 

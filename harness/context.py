@@ -12,6 +12,7 @@ from pathlib import Path
 from harness import models
 from harness.data import TaskData
 from harness.errors import HarnessError
+from harness.measure import MemoryLedger
 from harness.parts.example_selector import ExampleSelector
 from harness.parts.prompt_builder import PromptBuilder
 from harness.parts.retriever import Retriever
@@ -114,6 +115,8 @@ class RunContext:
         # What adapters are trained on (train, dev, corpus): their key; the test split (cut by --limit) is not in it.
         self.training_data_fingerprint = data.fingerprint(("train", "dev"))
         self.tokenizer = models.load_tokenizer(model_ref)
+        # Memory per system as if it ran alone (serving and training peaks): see harness.measure.MemoryLedger.
+        self.memory = MemoryLedger()
         self._base = None
         self._embedder = None
         self.prompts = PromptBuilder(spec, self.tokenizer)
@@ -129,21 +132,26 @@ class RunContext:
         every forward, and the copy in memory is half the size (see docs/performance.md, "bf16 weights
         against autocast"). Log-softmax stays in fp32 (see harness.evaluate)."""
         if self._base is None:
-            self._base = models.load_model(self.model_ref, self.dtype, self.device)
+            with self.memory.loading("base model"):
+                self._base = models.load_model(self.model_ref, self.dtype, self.device)
+        self.memory.use("base model")
         return self._base
 
     def release_base_model(self) -> None:
         """Drop the shared model (it reloads from disk in a fraction of a second) so that training does not
         hold two copies of the weights at once."""
         self._base = None
+        self.memory.unload("base model")
         gc.collect()
 
     def embedder(self):
         if self._embedder is None:
             try:
-                self._embedder = Embedder.load(self.spec.rag.embedder)
+                with self.memory.loading("embedder"):
+                    self._embedder = Embedder.load(self.spec.rag.embedder)
             except (ValueError, OSError) as e:
                 raise HarnessError(f"rag.embedder '{self.spec.rag.embedder}': {e}") from None
+        self.memory.use("embedder")
         return self._embedder
 
     def linear_layer_names(self) -> list[str]:

@@ -16,6 +16,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from harness import strata
 from harness.dataspec import CorpusSource, SplitSpec
 from harness.errors import EXCERPT_CHARS, HarnessError, did_you_mean, excerpt, excerpts
 from harness.sources import Problems, hub_rows, read_rows, resolve_path, text_of
@@ -348,8 +349,13 @@ def qa_corpus(train: list[Question]) -> list[Document]:
 # ---------------------------------------------------------------- splits
 
 
-def split_questions(questions: list[Question], split: SplitSpec, where) -> tuple[list, list, list]:
-    """train, dev, test. `where(field)` names the task file and line for a message about a field."""
+def split_questions(
+    questions: list[Question], split: SplitSpec, where, answer_format: str = "free-text"
+) -> tuple[list, list, list]:
+    """train, dev, test. `where(field)` names the task file and line for a message about a field. The test keys
+    are the first of the seeded shuffle; the dev keys are then chosen from the rest so that dev's mix of
+    (category, answer) matches training's (harness.strata.choose_dev_keys): dev fits calibration thresholds,
+    which a dev split unlike training would shift."""
     if isinstance(where, str):
         prefix = where
         where = lambda f: f"{prefix}: field '{f}'"
@@ -391,8 +397,9 @@ def split_questions(questions: list[Question], split: SplitSpec, where) -> tuple
     rng.shuffle(keys)
     n_test = max(1, round(len(keys) * split.test_fraction))
     n_dev = min(round(len(keys) * split.dev_fraction), len(keys) - n_test - 1)
-    test_keys, dev_keys = set(keys[:n_test]), set(keys[n_test : n_test + n_dev])
     key = (lambda q: q.doc_id) if split.by == "doc" else (lambda q: q.id)
+    test_keys = set(keys[:n_test])
+    dev_keys = set(strata.choose_dev_keys(questions, key, keys[n_test:], n_dev, answer_format))
     test = [q for q in questions if key(q) in test_keys]
     dev = [q for q in questions if key(q) in dev_keys]
     train = [q for q in questions if key(q) not in test_keys and key(q) not in dev_keys]
@@ -418,7 +425,7 @@ def load_task_data(spec: TaskSpec) -> TaskData:
             problems.append(str(e))
     if questions is not None:
         try:
-            train, dev, test = split_questions(questions, spec.data.split, spec.where)
+            train, dev, test = split_questions(questions, spec.data.split, spec.where, spec.answer_format)
         except HarnessError as e:
             problems.append(str(e))
     if questions is not None and corpus is not None:

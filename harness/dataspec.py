@@ -165,7 +165,12 @@ split: {by: doc, test_fraction: 0.2, dev_fraction: 0.1, seed: 0}"""
         0.2, gt=0, lt=1, description="Share of documents (or questions) held out for testing."
     )
     dev_fraction: float = Field(
-        0.1, ge=0, lt=1, description="Share held out of training for validation loss and calibration."
+        0.1,
+        ge=0,
+        lt=1,
+        description="Share held out of training for validation loss and calibration. With `doc` and `question` "
+        "the dev documents (or questions) are chosen, after the test ones, so that dev's mix of category and "
+        "answer matches what stays in training.",
     )
     seed: int = Field(0, description="Seed of the split.")
 

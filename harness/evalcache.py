@@ -29,9 +29,11 @@ from pydantic import Field, ValidationError
 from harness import __version__, cache, files
 from harness.errors import HarnessError
 from harness.manifest import package_versions
-from harness.records import Measurement, Record
+from harness.records import Measurement, Record, ServingMemory
 
-FORMAT = 1  # bump when StoredEvaluation's layout changes (old entries are then simply measured again)
+# Bump when StoredEvaluation's layout or meaning changes (old entries are then simply measured again).
+# 2: peak_memory_mb is the serving peak, as if the system ran alone, with its parts (serving_memory).
+FORMAT = 2
 
 
 class StoredEvaluation(Record):
@@ -42,6 +44,7 @@ class StoredEvaluation(Record):
     seconds: float | None = Field(default=None, description="what evaluating took")
     peak_memory_mb: float = Field(description="peak RSS while evaluating")
     cuda_peak_memory_mb: float | None = Field(default=None, description="peak CUDA memory, on a GPU")
+    serving_memory: ServingMemory | None = Field(default=None, description="the parts of peak_memory_mb")
     test: list[Measurement] = Field(description="one per test question, in order")
     calibration: list[Measurement] | None = Field(
         default=None, description="yes-no: the calibration questions' measurements"
@@ -115,6 +118,7 @@ def save(
     cuda_peak_memory_mb: float | None,
     seconds: float,
     log,
+    serving_memory: ServingMemory | None = None,
 ) -> None:
     """Store an evaluation; failing to (a full disk) costs the next run a re-evaluation, not this run. A
     read-only HARNESS_HOME stores nothing (the run said so once)."""
@@ -127,6 +131,7 @@ def save(
         seconds=round(seconds, 2),
         peak_memory_mb=peak_memory_mb,
         cuda_peak_memory_mb=cuda_peak_memory_mb,
+        serving_memory=serving_memory,
         test=test,
         calibration=calibration,
     )

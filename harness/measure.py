@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import threading
 import time
 
@@ -67,3 +70,104 @@ def timer():
 
 def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
+
+
+_LIBC = None
+
+
+def settle() -> None:
+    """Collect garbage and hand freed heap pages back to the system (glibc's malloc_trim), so that the resident
+    size read next is what is alive now, not what an earlier stage freed but the allocator kept."""
+    global _LIBC
+    gc.collect()
+    if _LIBC is None:
+        name = ctypes.util.find_library("c")
+        try:
+            _LIBC = ctypes.CDLL(name) if name else False
+        except OSError:
+            _LIBC = False
+    if _LIBC and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
+
+
+class Footprint:
+    """What one stage of one system needs in memory, whatever ran before it in the process: the process at the
+    run's start, the shared things the system uses (base model, embedder, index: each as much as loading it
+    added), and what the stage itself added at its peak (activations, an adapter merged in, a training model).
+    Read while the stage runs, it is the footprint so far."""
+
+    def __init__(self, ledger: MemoryLedger, mem: PeakMemory, start_mb: float, loaded_at_start: set[str]):
+        self.ledger, self.mem, self.start_mb, self.loaded_at_start = ledger, mem, start_mb, loaded_at_start
+
+    @property
+    def process_mb(self) -> float:
+        return self.ledger.process_mb
+
+    @property
+    def resources_mb(self) -> dict[str, float]:
+        """The resources this system used that were resident when the stage began (one loaded during the stage
+        is in stage_mb already)."""
+        sizes = self.ledger.sizes
+        return {r: sizes[r] for r in sorted(self.ledger.used & self.loaded_at_start) if r in sizes}
+
+    @property
+    def stage_mb(self) -> float:
+        return round(max(0.0, self.mem.peak_mb - self.start_mb), 1)
+
+    @property
+    def peak_mb(self) -> float:
+        return round(self.process_mb + sum(self.resources_mb.values()) + self.stage_mb, 1)
+
+    @property
+    def cuda_peak_mb(self) -> float | None:
+        return self.mem.cuda_peak_mb
+
+
+class MemoryLedger:
+    """One per run (`ctx.memory`). Memory per system measured as if it ran alone: the process's resident size is
+    read once at the start; each shared resource records, when it is first loaded, how much loading it added;
+    `footprint()` measures a stage's own peak above what was resident when it began and adds the resources the
+    current system used. Something an earlier system loaded and this one does not use is in neither part, and
+    memory an earlier stage freed is handed back first (`settle`), so the order of the systems does not matter."""
+
+    def __init__(self):
+        settle()
+        self.process_mb = rss_mb()
+        self.sizes: dict[str, float] = {}
+        self.loaded: set[str] = set()
+        self.used: set[str] = set()
+
+    @contextlib.contextmanager
+    def loading(self, name: str):
+        """Around the first load of a shared resource: records the resident size it added."""
+        settle()
+        before = rss_mb()
+        yield
+        settle()
+        self.sizes.setdefault(name, max(0.0, round(rss_mb() - before, 1)))
+        self.loaded.add(name)
+        self.used.add(name)
+
+    def rebase(self) -> None:
+        """The process's own part again, once the libraries every system needs are loaded and set up (after a
+        warm-up): the resident size less the shared resources loaded so far."""
+        settle()
+        self.process_mb = round(rss_mb() - sum(self.sizes[r] for r in self.loaded if r in self.sizes), 1)
+
+    def use(self, name: str) -> None:
+        self.used.add(name)
+
+    def unload(self, name: str) -> None:
+        self.loaded.discard(name)
+
+    def begin_system(self) -> None:
+        """A new system starts: nothing is used by it yet."""
+        self.used = set()
+
+    @contextlib.contextmanager
+    def footprint(self):
+        """Measure a stage (building or evaluating one system); yields its Footprint."""
+        settle()
+        loaded, start = set(self.loaded), rss_mb()
+        with PeakMemory() as mem:
+            yield Footprint(self, mem, start, loaded)

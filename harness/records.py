@@ -107,9 +107,22 @@ class Passage(Record):
 
     doc_id: str = Field(description="the document the chunk comes from")
     chunk: int = Field(description="position of the chunk in its document")
-    score: float = Field(description="similarity to the question")
+    score: float = Field(description="similarity to the question (oracle: 1.0, the gold document given whole)")
     text: str = Field(description="the chunk's text, as the prompt holds it")
     truncated: bool | None = Field(default=None, description="cut to fit the prompt budget", **_OMIT)
+
+
+class GoldCut(Record):
+    """oracle: how much of the question's gold document(s) the prompt budget held."""
+
+    kept_tokens: int = Field(description="tokens of the gold document(s) in the prompt")
+    total_tokens: int = Field(description="tokens of the whole gold document(s)")
+    kept_chars: int = Field(description="characters of the gold document(s) in the prompt")
+    total_chars: int = Field(description="characters of the whole gold document(s)")
+
+    @property
+    def cut(self) -> bool:
+        return self.kept_tokens < self.total_tokens
 
 
 class Measurement(Record):
@@ -133,6 +146,9 @@ class Measurement(Record):
     ranked_doc_ids: list[str] | None = Field(default=None, description="retrieval: top-k document ids", **_OMIT)
     retrieval_latency_s: float | None = Field(default=None, description="retrieval: embed + search", **_OMIT)
     model_latency_s: float | None = Field(default=None, description="retrieval systems: the model's part", **_OMIT)
+    gold_context: GoldCut | None = Field(
+        default=None, description="oracle: how much of the gold document(s) the prompt held", **_OMIT
+    )
 
 
 class Sample(Record):
@@ -162,9 +178,35 @@ class Sample(Record):
         description="every metric's score for this question (null: not applicable)"
     )
     retrieved: list[Passage] | None = Field(default=None, description="retrieval systems: the passages in the prompt")
+    gold_context: GoldCut | None = Field(
+        default=None, description="oracle: how much of the gold document(s) the prompt held", **_OMIT
+    )
 
 
 # ---------------------------------------------------------------- per system
+
+
+class GoldContext(Record):
+    """oracle: over the test questions, how much of the gold document(s) the prompt budget held."""
+
+    n: int = Field(description="questions")
+    cut: int = Field(description="questions whose gold document(s) did not fit whole and were cut")
+    cut_share: float = Field(description="cut / n")
+    kept_token_share: float = Field(description="mean over questions of kept / total tokens of the gold document(s)")
+    kept_char_share: float = Field(description="mean over questions of kept / total characters")
+    total_tokens_mean: float = Field(description="mean tokens of a question's whole gold document(s)")
+    budget_tokens: int = Field(description="the prompt budget the documents were fitted into")
+
+
+class ServingMemory(Record):
+    """The parts of a system's serving peak (harness.measure.MemoryLedger): each measured as the resident size
+    it added, so that no system carries what an earlier one in the same run left loaded."""
+
+    process_mb: float = Field(description="the process at the run's start: interpreter, libraries, tokenizer")
+    resources_mb: dict[str, float] = Field(
+        description="shared things this system uses (base model, embedder, index), as much as loading each added"
+    )
+    answering_mb: float = Field(description="the peak while answering above what was resident when it began")
 
 
 class SystemResult(Record):
@@ -187,7 +229,18 @@ class SystemResult(Record):
     )
     index: dict[str, Any] | None = Field(default=None, description="retrieval systems: the index's build record")
     notes: list[str] = Field(default_factory=list, description="what the report should say about this system")
-    peak_memory_mb: float | None = Field(default=None, description="peak RSS while this system was evaluated")
+    peak_memory_mb: float | None = Field(
+        default=None,
+        description="serving peak (MB resident): the process at the run's start, the base model, index and embedder "
+        "this system uses, and its own peak while answering, as if it ran alone (serving_memory has the parts; "
+        "training is not in it: training_peak_memory_mb)",
+    )
+    serving_memory: ServingMemory | None = Field(default=None, description="the parts peak_memory_mb adds up", **_OMIT)
+    training_peak_memory_mb: float | None = Field(
+        default=None,
+        description="trained systems: the training peak, measured the same way (also in training)",
+        **_OMIT,
+    )
     cuda_peak_memory_mb: float | None = Field(default=None, description="peak CUDA memory, on a GPU", **_OMIT)
     metrics: dict[str, Interval] = Field(default_factory=dict, description="every metric, with its interval")
     latency_s: Percentiles | None = Field(default=None, description="seconds per question a single user waits")
@@ -204,6 +257,9 @@ class SystemResult(Record):
     )
     vs_best_baseline: BaselineTest | None = Field(
         default=None, description="paired test against the strongest model-free baseline"
+    )
+    gold_context: GoldContext | None = Field(
+        default=None, description="oracle: how much of the gold document(s) its prompts held", **_OMIT
     )
     traceback: str | None = Field(default=None, description="kept for errors.log, not written", exclude=True)
 
@@ -269,6 +325,26 @@ class Settings(Record):
     seconds: float | None = Field(default=None, description="wall time of build + evaluate for all systems")
 
 
+class CalibrationSet(Record):
+    """The dev questions a yes/no system's calibration threshold is fitted on (calibration: dev-threshold). They
+    are drawn from the dev split only (never train or test), seeded, with the training split's Yes-rate and
+    spread over the categories as training is (harness.strata.calibration_sample)."""
+
+    n: int = Field(description="questions the threshold is fitted on")
+    yes_rate: float = Field(description="share of them whose answer is Yes")
+    dev_size: int = Field(description="dev questions they were drawn from")
+    train_yes_rate: float = Field(description="share of Yes in the training split: the mix the draw matches")
+    test_yes_rate: float = Field(description="share of Yes in the test questions evaluated (shown, never fitted on)")
+
+
+class LimitedRun(Record):
+    """Set when `--limit N` evaluated a sample of the test split rather than all of it."""
+
+    n: int = Field(description="test questions evaluated")
+    of: int = Field(description="test questions in the split")
+    drawn: str = Field(description="how the sample was drawn (seeded, stratified by document and category)")
+
+
 class RunResults(Record):
     """The whole run's figures: every system, the model-free baselines and the paired comparisons."""
 
@@ -294,6 +370,12 @@ class RunResults(Record):
         default=None,
         description="choice tasks with categories: the systems on the questions the category prior gets wrong",
         **_OMIT,
+    )
+    calibration_set: CalibrationSet | None = Field(
+        default=None, description="yes-no with calibration: the dev questions thresholds are fitted on", **_OMIT
+    )
+    limited: LimitedRun | None = Field(
+        default=None, description="--limit: the run evaluated a sample of the test split", **_OMIT
     )
 
     def dump(self) -> dict[str, Any]:

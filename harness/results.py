@@ -190,6 +190,7 @@ def samples_of(
                 prompt_tokens=m.prompt_tokens,
                 scores=scores,
                 retrieved=m.retrieved,
+                gold_context=m.gold_context,
             )
         )
     return rows

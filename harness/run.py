@@ -18,31 +18,37 @@ from datetime import datetime
 from pathlib import Path
 
 from harness import baselines as model_free
-from harness import cache, evalcache, models, priorbreak, results, scorers, stats, systems
+from harness import cache, evalcache, models, priorbreak, results, scorers, stats, strata, systems
+from harness.calibration import calibration_questions, calibration_set, calibration_threshold
 from harness.checks import check_machine, check_task, outside_paths, window_problems
 from harness.constants import AnswerFormat
 from harness.context import Reporter, RunContext
-from harness.data import Question, load_task_data
+from harness.data import load_task_data
 from harness.errors import HarnessError
 from harness.evaluate import run_lm_eval
 from harness.evaluate_vllm import vllm_for_system
 from harness.manifest import build_manifest
-from harness.measure import PeakMemory, timer
+from harness.measure import timer
 from harness.parts.outputs import BuildInfo
 from harness.records import (
     EvaluationReused,
+    GoldCut,
+    LimitedRun,
     Measurement,
     Passage,
     Percentiles,
     Retrieval,
     RunResults,
     Sample,
+    ServingMemory,
     Settings,
     SystemResult,
 )
 from harness.retrieval import retrieval_quality
 from harness.rundir import write_run
+from harness.serving import own_base_model, warm_up
 from harness.spec import SEED_MAX, TaskProblems, TaskSpec, load_spec
+from harness.systems import oracle
 from harness.tasks import find_task
 
 
@@ -167,41 +173,16 @@ def evaluate_system(
             )
     if prompts.retrieved is None:
         return measured
-    return [
+    measured = [
         with_retrieval(m, prompts.retrieved[i], prompts.ranked_doc_ids[i], prompts.retrieval_latency_s[i])
         for i, m in enumerate(measured)
     ]
+    if prompts.gold_cuts is not None:
+        measured = [m.model_copy(update={"gold_context": GoldCut(**c)}) for m, c in zip(measured, prompts.gold_cuts)]
+    return measured
 
 
-CONTENT_FREE = ("N/A", "", "[MASK]")
-
-
-def calibration_questions(ctx: RunContext) -> list[Question] | None:
-    """What the calibration pass scores: content-free inputs, dev questions, or nothing."""
-    spec = ctx.spec
-    if spec.answer_format != AnswerFormat.YES_NO or spec.evaluation.calibration == "none":
-        return None
-    if spec.evaluation.calibration == "contextual":
-        return [
-            Question(id=f"content-free-{i}", question=t, answers=["Yes"], choices=["Yes", "No"])
-            for i, t in enumerate(CONTENT_FREE)
-        ]
-    if not ctx.data.dev:
-        return None
-    # --limit N asks for a quick look: calibrate on at most N dev questions too.
-    return ctx.data.dev[: min(spec.evaluation.calibration_limit, ctx.limit or spec.evaluation.calibration_limit)]
-
-
-def calibration_threshold(
-    ctx: RunContext, questions: list[Question] | None, measurements: list[Measurement] | None
-) -> float | None:
-    """The Yes-No margin above which a system's calibrated answer is Yes, from its calibration measurements."""
-    if not questions or not measurements:
-        return None
-    margins = [m.margin for m in measurements]
-    if ctx.spec.evaluation.calibration == "contextual":
-        return sum(margins) / len(margins)
-    return stats.fit_threshold([int(q.answers[0] == "Yes") for q in questions], margins)
+LIMIT_DRAW = "seeded sample, stratified by document and category"
 
 
 def _torch_threads() -> int:
@@ -224,6 +205,8 @@ class Evaluation:
     peak_memory_mb: float
     cuda_peak_memory_mb: float | None
     reused: EvaluationReused | None = None
+    serving_memory: ServingMemory | None = None
+    budget_tokens: int | None = None  # oracle: the prompt budget its gold documents were fitted into
 
 
 def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
@@ -252,15 +235,23 @@ def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
             stored.peak_memory_mb,
             stored.cuda_peak_memory_mb,
             EvaluationReused(measured_at=stored.measured_at, seconds=stored.seconds),
+            stored.serving_memory,
+            test_prompts.budget_tokens,
         )
-    with rep.stage(f"{name}: evaluate {len(ctx.data.test)} questions"), PeakMemory() as mem, timer() as took:
+    if not own_base_model(system):
+        ctx.base_model()  # loaded before the footprint starts, so that it counts once, as a resource
+    stage = rep.stage(f"{name}: evaluate {len(ctx.data.test)} questions")
+    with stage, ctx.memory.footprint() as mem, timer() as took:
         test = evaluate_system(system, ctx, ctx.data.test, _task_name(name, "test"), prompts=test_prompts)
         calibration = (
             evaluate_system(system, ctx, cal_q, _task_name(name, "calibration"), timed=False, prompts=cal_prompts)
             if cal_q
             else None
         )
-    peak = round(mem.peak_mb, 1)
+    peak = mem.peak_mb
+    serving = ServingMemory(
+        process_mb=round(mem.process_mb, 1), resources_mb=mem.resources_mb, answering_mb=mem.stage_mb
+    )
     evalcache.save(
         ctx.spec.name,
         key,
@@ -270,8 +261,10 @@ def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
         cuda_peak_memory_mb=mem.cuda_peak_mb,
         seconds=took(),
         log=rep.log,
+        serving_memory=serving,
     )
-    return Evaluation(test, calibration_threshold(ctx, cal_q, calibration), peak, mem.cuda_peak_mb)
+    threshold = calibration_threshold(ctx, cal_q, calibration)
+    return Evaluation(test, threshold, peak, mem.cuda_peak_mb, None, serving, test_prompts.budget_tokens)
 
 
 def _percentiles(values) -> Percentiles:
@@ -313,16 +306,23 @@ def system_result(
             )
     if any(m.retrieval_latency_s is not None for m in test):
         golds = [q.doc_id for q in ctx.data.test] if not ctx.data.corpus_is_fallback else [None] * len(test)
-        quality = retrieval_quality([m.ranked_doc_ids for m in test], golds, spec.rag.k)
+        k = max(len(m.ranked_doc_ids or []) for m in test) or spec.rag.k  # oracle: its one gold document
+        quality = retrieval_quality([m.ranked_doc_ids for m in test], golds, k)
         optional["retrieval"] = None if quality is None else Retrieval.model_validate(quality)
         optional["retrieval_latency_s"] = _percentiles(m.retrieval_latency_s for m in test)
         optional["model_latency_s"] = _percentiles(m.model_latency_s for m in test)
+    cuts = [m.gold_context for m in test if m.gold_context is not None]
+    if cuts:
+        optional["gold_context"] = oracle.gold_context(cuts, evaluation.budget_tokens)
+        notes.append(oracle.gold_context_note(optional["gold_context"]))
     cuda = evaluation.cuda_peak_memory_mb
     return SystemResult(
         kind=kind,
         **{**_build_fields(info), "notes": notes},
         evaluation_reused=evaluation.reused,
         peak_memory_mb=evaluation.peak_memory_mb,
+        serving_memory=evaluation.serving_memory,
+        training_peak_memory_mb=(info.training or {}).get("peak_memory_mb"),
         cuda_peak_memory_mb=None if cuda is None else round(cuda, 1),
         metrics=scored.metrics,
         latency_s=_percentiles(m.latency_s for m in test),
@@ -349,6 +349,7 @@ def run_system(
     `scoring`: the run's (execute derives it once); by default, from the context's questions."""
     spec, rep, name = ctx.spec, ctx.reporter, system.name
     info = None
+    ctx.memory.begin_system()
     try:
         with rep.stage(f"{name}: build"):
             info = system.build()
@@ -411,8 +412,12 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
         # The headline and has_answer's pool of answers come from every question, before --limit cuts the test
         # split: a limited run scores each question as the full run does, and agrees with `harness tasks show`.
         scoring = results.Scoring.of(spec, data.all_questions())
-        if opts.limit:
-            data.test = data.test[: opts.limit]
+        limited = None
+        if opts.limit and opts.limit < len(data.test):
+            # a seeded sample spread over documents and categories, the same for every system (harness.strata)
+            limited = LimitedRun(n=opts.limit, of=len(data.test), drawn=LIMIT_DRAW)
+            data.test = strata.limited_sample(data.test, opts.limit, spec.seed)
+            reporter.log(f"  limited run: {limited.n} of {limited.of} test questions ({LIMIT_DRAW})")
         reporter.log(
             f"  {len(data.train)} train, {len(data.dev)} dev, {len(data.test)} test questions; "
             f"{len(data.corpus)} documents"
@@ -442,6 +447,8 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
         built = [systems.make_system(n, ctx) for n in p.systems]  # each system is constructed once per run
         for s in built:
             s.validate()
+    with reporter.stage("warm up the evaluation"):
+        warm_up(ctx)
     headline = scoring.headline
     reporter.log(f"  headline metric: {headline.metric} ({headline.reason})")
     base = model_free.baselines(data.train, data.test, spec.answer_format)
@@ -488,6 +495,8 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
             calibration=spec.evaluation.calibration,
             seconds=round(time.time() - started, 1),
         ),
+        calibration_set=calibration_set(ctx),
+        limited=limited,
     )
     launch = {n: r.launch for n, r in runs.items() if r.launch}
     manifest = build_manifest(spec, ref, data, opts, run_id, launch)

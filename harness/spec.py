@@ -303,7 +303,12 @@ evaluation: {batch_size: 1, max_new_tokens: 16, bootstrap: 2000, backend: hf}"""
             '`[MASK]`), as in Zhao et al. 2021 "Calibrate Before Use"; `none` skips it.'
         ),
     )
-    calibration_limit: int = Field(80, gt=0, description="Most dev questions used for calibration.")
+    calibration_limit: int = Field(
+        80,
+        gt=0,
+        description="Most dev questions used for calibration: a seeded draw with the training split's answer mix, "
+        "spread over its categories.",
+    )
     bootstrap: int = Field(
         2000, gt=0, le=100_000, description="Bootstrap resamples for the 95% intervals (at most 100,000)."
     )

@@ -159,18 +159,18 @@ def test_the_harness_package_has_no_import_circle():
 LAYERS = (
     (
         "foundation",
-        "errors constants files yamlfile dataspec extract chunking measure stats records launch cache docgen",
+        "errors constants files yamlfile dataspec extract chunking measure stats records launch cache docgen strata",
     ),
     ("schema", "spec scorers"),
     (
         "data and measurement",
         "sources data models tasks manifest retrieval evaluate evaluate_vllm memory_estimate evalcache results"
-        " baselines priorbreak",
+        " baselines priorbreak calibration",
     ),
     ("parts", "parts context"),
     ("systems", "systems"),
     ("report", "report"),
-    ("pipeline", "checks taskinfo run rundir train_worker cli"),
+    ("pipeline", "checks taskinfo run rundir train_worker cli serving"),
 )
 
 

@@ -8,11 +8,12 @@ import json
 import pytest
 
 from harness import stats
+from harness.calibration import CONTENT_FREE, calibration_questions, calibration_threshold
 from harness.context import Reporter, RunContext
 from harness.data import Question, load_task_data
 from harness.models import resolve_model
 from harness.records import Measurement, Passage
-from harness.run import CONTENT_FREE, calibration_questions, calibration_threshold, evaluate_system, with_retrieval
+from harness.run import evaluate_system, with_retrieval
 from harness.spec import load_spec
 from harness.systems import make_system
 from tests.conftest import write_tiny_task
@@ -44,7 +45,9 @@ def test_contextual_calibration_is_the_content_free_margin(tmp_path, tiny_model_
 def test_dev_threshold_is_fitted_on_dev_not_test(tmp_path, tiny_model_dir):
     ctx = _ctx(write_tiny_task(tmp_path / "t", tiny_model_dir), tmp_path)
     system = make_system("prompt", ctx)
-    dev = ctx.data.dev[: ctx.spec.evaluation.calibration_limit]
+    dev = calibration_questions(ctx)  # drawn from dev with training's answer mix (tests/test_strata.py)
+    assert dev and {q.id for q in dev} <= {q.id for q in ctx.data.dev}
+    assert {q.id for q in dev}.isdisjoint(q.id for q in ctx.data.train + ctx.data.test)
     margins = [r.margin for r in evaluate_system(system, ctx, dev, "check_dev")]
     expected = stats.fit_threshold([int(q.answers[0] == "Yes") for q in dev], margins)
     assert _threshold(system, ctx) == pytest.approx(expected, abs=1e-4)

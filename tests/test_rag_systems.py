@@ -15,8 +15,10 @@ from harness.data import Document, load_task_data
 from harness.errors import HarnessError
 from harness.manifest import package_versions
 from harness.models import resolve_model
+from harness.records import GoldCut
 from harness.retrieval import Embedder
 from harness.spec import load_spec
+from harness.systems import oracle
 from harness.systems.rag_finetune import DISTRACTOR_FRACTION, _raft_note, micro_batch
 from tests.conftest import tiny_docs, write_tiny_task
 
@@ -224,8 +226,48 @@ def test_an_adapter_written_by_earlier_versions_still_loads_with_its_raft_record
 # ---------------------------------------------------------------- oracle
 
 
-def test_oracle_prompt_holds_the_gold_document(ctx):
+def test_oracle_prompt_holds_the_whole_gold_document(ctx):
     o = systems.make_system("oracle", ctx)
+    o.validate()
+    assert not o.build().cached and ctx.retriever()._index is None  # no index: it looks the document up
+    qs = ctx.data.test[:4]
+    p = o.prompts(qs)
+    docs = {d.doc_id: d.text for d in ctx.data.corpus}
+    for q, text, passages, ranked, cut in zip(qs, p.texts, p.retrieved, p.ranked_doc_ids, p.gold_cuts):
+        assert [x["doc_id"] for x in passages] == [q.doc_id] and passages[0]["text"] == docs[q.doc_id]
+        assert docs[q.doc_id] in text and ranked == [q.doc_id] and text.rstrip().endswith("<|im_start|>assistant")
+        assert cut["kept_tokens"] == cut["total_tokens"] and cut["kept_chars"] == cut["total_chars"] == len(
+            docs[q.doc_id]
+        )
+    assert p.budget_tokens == ctx.retriever().prompt_budget()
+
+
+def test_oracle_cuts_only_what_the_budget_cannot_hold_and_says_how_much(tiny_task, tmp_path, embedder):
+    spec = load_spec(tiny_task)
+    c = make_ctx(tiny_task, tmp_path, embedder)
+    q = c.data.test[0]
+    doc = {d.doc_id: d.text for d in c.data.corpus}[q.doc_id]
+    whole = len(c.tokenizer(c.prompts.with_passages(q, [{"text": doc}])).input_ids)
+    budget = whole - 10 + spec.evaluation.max_new_tokens  # ten tokens short of the whole document
+    c = make_ctx(tiny_task, tmp_path, embedder, rag=spec.rag.model_copy(update={"max_prompt_tokens": budget}))
+    p = systems.make_system("oracle", c).prompts([q])
+    (passage,), cut = p.retrieved[0], p.gold_cuts[0]
+    assert passage["truncated"] and doc.startswith(passage["text"].rstrip()) and len(passage["text"]) < len(doc)
+    used = len(c.tokenizer(p.texts[0]).input_ids)
+    assert used <= p.budget_tokens and used >= p.budget_tokens - 3  # filled to the budget, not short of it
+    total = len(c.tokenizer(doc, add_special_tokens=False).input_ids)
+    assert cut["total_tokens"] == total and total - 13 <= cut["kept_tokens"] < total
+    assert cut["kept_chars"] == len(passage["text"]) and cut["total_chars"] == len(doc)
+    summary = oracle.gold_context(
+        [GoldCut(**cut), GoldCut(kept_tokens=5, total_tokens=5, kept_chars=9, total_chars=9)], 90
+    )
+    assert (summary.n, summary.cut, summary.cut_share) == (2, 1, 0.5)
+    assert summary.kept_token_share == round((cut["kept_tokens"] / total + 1) / 2, 4)
+    assert "cut the gold document for 1 of 2 questions (50%)" in oracle.gold_context_note(summary)
+
+
+def test_gold_doc_chunks_ranks_the_gold_documents_chunks(ctx):
+    o = systems.make_system("gold-doc-chunks", ctx)
     o.validate()
     qs = ctx.data.test[:4]
     p = o.prompts(qs)
@@ -303,14 +345,14 @@ def test_k_larger_than_the_chunks_is_clamped_with_a_warning(tiny_task, tmp_path,
     ]
     p = rag.prompts(c.data.test[:1])
     assert len(p.ranked_doc_ids[0]) == n
-    systems.make_system("oracle", c).build()  # a second system on the same run does not repeat the warning
+    systems.make_system("gold-doc-chunks", c).build()  # a second system on the same run does not repeat the warning
     assert len([line for line in c.reporter.lines if line.startswith("warning")]) == 1
 
 
 def test_the_run_builds_the_index_once_and_later_systems_see_it_reused(ctx, tiny_task, tmp_path, embedder):
     assert ctx.retriever() is ctx.retriever()
     first = systems.make_system("rag", ctx).build()
-    again = systems.make_system("oracle", ctx).build()
+    again = systems.make_system("gold-doc-chunks", ctx).build()
     assert not first.cached and first.build_s > 0 and first.build_cost_s == first.build_s
     assert again.cached and again.build_s == 0 and again.peak_memory_mb is None
     assert again.build_cost_s == first.index["built_s"] and again.artifact_mb == first.artifact_mb
@@ -389,14 +431,17 @@ def test_run_with_every_kind_of_system(tmp_path, tiny_model_dir, harness_home, m
     assert training["steps"] == 4
     assert any("RAFT training" in n for n in got["rag+lora"]["notes"])
     for n in ("rag", "rag+lora", "oracle"):
-        assert got[n]["retrieval"]["k"] == 2 and got[n]["retrieval_latency_s"]["mean"] > 0
+        assert got[n]["retrieval"]["k"] == (1 if n == "oracle" else 2) and got[n]["retrieval_latency_s"]["mean"] > 0
         assert got[n]["model_latency_s"]["mean"] > 0
     assert got["oracle"]["retrieval"]["recall_at_k"] == 1.0 and got["oracle"]["retrieval"]["mrr"] == 1.0
+    # the tiny documents fit the budget whole: nothing cut, and the report says so
+    assert got["oracle"]["gold_context"]["n"] == 6 and got["oracle"]["gold_context"]["cut"] == 0
+    assert any("gold document fitted the prompt budget" in n for n in got["oracle"]["notes"])
     assert got["rag+lora"]["retrieval"] == got["rag"]["retrieval"]  # the same retriever
-    # rag built the index, rag+lora and oracle reused it: each cost is what was spent on its own artifacts
-    assert got["rag"]["build_cost_s"] == got["rag"]["build_s"] > 0 and got["oracle"]["cached"]
+    # rag built the index, rag+lora reused it; oracle needs none: each cost is what was spent on its own artifacts
+    assert got["rag"]["build_cost_s"] == got["rag"]["build_s"] > 0 and got["oracle"]["build_cost_s"] == 0
     index_s = got["rag"]["index"]["built_s"]  # results round to 0.01 s
-    assert index_s > 0 and got["oracle"]["build_cost_s"] == pytest.approx(index_s, abs=0.006)
+    assert index_s > 0 and got["oracle"]["index"] is None
     # rag+lora trained here on the index rag built: its cost is its own build time plus the index's
     cost = got["rag+lora"]["build_cost_s"]
     assert cost == pytest.approx(got["rag+lora"]["build_s"] + index_s, abs=0.02)
@@ -408,9 +453,19 @@ def test_run_with_every_kind_of_system(tmp_path, tiny_model_dir, harness_home, m
     assert meta["checksums"] == files.folder_checksums(adapters[0]) and meta["training"]["raft"] == raft
     assert not [p for p in manifest_writes if p.name == files.MANIFEST], "nothing rewrote the sealed manifest"
     samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    # --limit 6: a seeded sample over the test documents and categories, the same questions for every system
+    test = load_task_data(load_spec(task)).test
+    assert res["limited"] == {"n": 6, "of": len(test), "drawn": "seeded sample, stratified by document and category"}
+    ids = {n: [s["id"] for s in samples if s["system"] == n] for n in names}
+    assert all(v == ids["prompt"] for v in ids.values()) and len(ids["prompt"]) == 6
+    picked = [q for q in test if q.id in ids["prompt"]]
+    assert len({q.doc_id for q in picked}) == len({q.doc_id for q in test})  # every test document
+    assert ids["prompt"] != [q.id for q in test[:6]]  # not the first six
+    assert "limited run: 6 of" in (run_dir / "summary.md").read_text()
     for s in samples:
         assert (s["retrieved"] is not None) == (s["system"] in ("rag", "rag+lora", "oracle"))
         if s["system"] == "oracle":
-            assert {p["doc_id"] for p in s["retrieved"]} == {s["doc_id"]}
+            assert [p["doc_id"] for p in s["retrieved"]] == [s["doc_id"]]
+            assert s["gold_context"]["kept_tokens"] == s["gold_context"]["total_tokens"] > 0
     html = (run_dir / "index.html").read_text()
     assert "recall@2" in html and "rag+lora" in html and "oracle" in html

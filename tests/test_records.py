@@ -168,7 +168,7 @@ def _stored(tmp_path, monkeypatch, entry: dict) -> tuple[evalcache.StoredEvaluat
 def test_an_entry_written_before_the_models_still_loads(tmp_path, monkeypatch):
     """The layout the dict-based code wrote (keys in its order, free-text Nones written as null)."""
     old = {
-        "format": 1,
+        "format": evalcache.FORMAT,  # format 1 wrote this layout; 2 changed what peak_memory_mb means, not the keys
         "measured_at": "2026-11-28T10:00:00+00:00",
         "seconds": 1.5,
         "peak_memory_mb": 700.1,

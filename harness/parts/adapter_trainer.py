@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from harness import cache, files, launch
 from harness.errors import HarnessError
 from harness.manifest import package_versions
-from harness.measure import PeakMemory, timer
+from harness.measure import Footprint, timer
 from harness.parts.outputs import BuildInfo
 
 
@@ -228,9 +228,11 @@ class AdapterTrainer:
             if final.exists() and files.verify(final):
                 self.ctx.log(f"warning: adapter at {final} is damaged ({files.verify(final)}); training again")
             self.ctx.release_base_model()
-            with PeakMemory() as mem, timer() as took:
+            # The training peak as if this system trained alone: what an earlier system left loaded and this one
+            # does not use is not in it (harness.measure.MemoryLedger).
+            with self.ctx.memory.footprint() as mem, timer() as took:
                 training = self._train(mem)
-            training["peak_memory_mb"] = round(mem.peak_mb, 1)
+            training["peak_memory_mb"] = mem.peak_mb
             if mem.cuda_peak_mb is not None:
                 training["cuda_peak_memory_mb"] = round(mem.cuda_peak_mb, 1)
             size = files.folder_size_mb(final) if final.exists() else 0.0
@@ -259,7 +261,7 @@ class AdapterTrainer:
         info.notes.append(f"trained with: {record['command']}")
         return info
 
-    def _train(self, mem: PeakMemory) -> dict:
+    def _train(self, mem: Footprint) -> dict:
         ctx, recipe, workdir = self.ctx, self.recipe, self.workdir
         if ctx.retrain and workdir.exists() and is_main_process():
             shutil.rmtree(workdir)

@@ -14,6 +14,8 @@ class Prompts:
     retrieved: list[list[dict]] | None = None  # per question: doc_id, chunk, score, text
     retrieval_latency_s: list[float] | None = None
     ranked_doc_ids: list[list[str]] | None = None  # top-k document ids before the prompt budget, for recall@k
+    gold_cuts: list[dict] | None = None  # oracle, per question: kept/total tokens and characters of the gold text
+    budget_tokens: int | None = None  # oracle: the prompt budget the gold documents were fitted into
 
 
 @dataclass

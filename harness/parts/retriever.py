@@ -37,6 +37,7 @@ class Retriever:
         """Build the index, or load it from indices/. Later calls in the same run return it as reused (0 s,
         cached, its recorded build time as the cost): what each further system spent on it."""
         if self._info is not None:
+            self.ctx.memory.use("index")
             reused = {**self._info, "reused": True, "build_s": 0.0, "embed_s": 0.0}
             return BuildInfo(
                 0.0, True, reused["size_mb"], None, index=reused, notes=self._notes(), build_cost_s=reused["built_s"]
@@ -51,13 +52,19 @@ class Retriever:
             "nprobe": rag.nprobe,
             "hnsw_m": rag.hnsw_m,
         }
-        with PeakMemory() as mem, timer() as took:
+        folder = ctx.indices_dir / ctx.spec.name
+        with ctx.memory.loading("index"), PeakMemory() as mem, timer() as took:
             try:
-                index, info = retrieval.build_or_load(
-                    ctx.data.corpus, embedder, settings, ctx.indices_dir / ctx.spec.name, log=ctx.log
-                )
+                index, info = retrieval.build_or_load(ctx.data.corpus, embedder, settings, folder, log=ctx.log)
             except ValueError as e:
                 raise HarnessError(f"rag: {e}") from None
+        if not info["reused"]:
+            # What serving holds is the saved index loaded back, not what building it left resident: load it
+            # again (it was just saved) so that the index's memory is the same whether this run built it or not.
+            ctx.memory.sizes.pop("index", None)
+            del index
+            with ctx.memory.loading("index"):
+                index, _ = retrieval.build_or_load(ctx.data.corpus, embedder, settings, folder, log=ctx.log)
         self._index, self._info = index, info
         if rag.k > len(index.chunks):
             ctx.log(
@@ -84,6 +91,7 @@ class Retriever:
     def index(self) -> RetrievalIndex:
         if self._index is None:
             self.build()
+        self.ctx.memory.use("index")
         return self._index
 
     @property

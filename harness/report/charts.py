@@ -63,12 +63,12 @@ def tradeoff_chart(results: RunResults, colors: dict[str, str]) -> Chart | None:
         if fmt.has_interval(m):
             c.line(x, ys(m.ci_low), x, ys(m.ci_high), cls="whisker", stroke=colors[name])
         r = max(R_MIN, R_MAX * math.sqrt(mem / top)) if top and fmt.is_number(mem) and mem > 0 else R_MIN
-        tip = f"{name}: {hm} {fmt.ci(m)}, latency p50 {fmt.seconds(lat)}, peak memory {fmt.mb(mem)}"
+        tip = f"{name}: {hm} {fmt.ci(m)}, latency p50 {fmt.seconds(lat)}, serving peak memory {fmt.mb(mem)}"
         c.add("circle", title=tip, cx=x, cy=y, r=float(r), fill=colors[name], class_="pt")
         c.text(x + r + 4, y - 4, name, cls="lbl ptlbl")
     c.note = (
         (
-            f"Marker area is proportional to peak memory (largest {fmt.mb(top)}). "
+            f"Marker area is proportional to serving peak memory (largest {fmt.mb(top)}; training is not in it). "
             "Vertical lines: 95% interval. Dashed lines: model-free baselines."
         )
         if top

@@ -21,6 +21,7 @@ from .load import Run, load_run, machine_line, model_label
 from .prior import prior_section
 from .questions import question_rows, retrieval_systems
 from .recommend import headline, recommendation
+from .runnotes import limited_text, run_notes
 from .summary import best_baseline_name, csv_text, markdown_text, metric_names, summary_rows, truncation_text
 from .svg import colors_for
 
@@ -136,6 +137,8 @@ def report_context(run: Run) -> dict[str, Any]:
         "headline": headline(results),
         "headline_reason": results.headline_reason,
         "truncation": truncation_text(results),
+        "run_notes": run_notes(results),
+        "limited": limited_text(results),
         "recommendation": recommendation(results),
         "rows": rows,
         "metrics": metric_names(results, rows),

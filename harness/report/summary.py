@@ -15,6 +15,7 @@ from harness.records import BaselineResult, BaselineTest, Interval, Percentiles,
 from . import fmt
 from .prior import markdown_lines as prior_lines
 from .recommend import headline
+from .runnotes import run_notes
 
 METRIC_PARTS = ("value", "ci_low", "ci_high")
 NO_ERROR = "no error message recorded"
@@ -255,7 +256,7 @@ def markdown_text(results: RunResults) -> str:
         "system",
         f"{hm} [95% CI]",
         "latency p50 / p95",
-        "peak memory",
+        "serving peak memory",
         "build time",
         "artifact size",
         f"beats best baseline ({bl})?",
@@ -278,4 +279,5 @@ def markdown_text(results: RunResults) -> str:
     truncation = truncation_text(results)
     if truncation:
         lines += ["", truncation]
+    lines += [line for note in run_notes(results) for line in ("", _md(note))]
     return "\n".join(lines) + "\n"

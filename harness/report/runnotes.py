@@ -1,0 +1,79 @@
+"""Sentences that qualify the summary table's figures, shown under it in the HTML report, in summary.md and
+in the terminal: a limited run, what calibrated accuracy was fitted on (and where it fell below accuracy),
+how much of the gold documents oracle's prompts held, and which memory the peak-memory column is."""
+
+from __future__ import annotations
+
+from harness.records import RunResults
+
+from . import fmt
+
+
+def limited_text(results: RunResults) -> str | None:
+    lim = results.limited
+    if lim is None:
+        return None
+    return f"limited run: {lim.n} of {lim.of} test questions ({lim.drawn}); a quick look, not the full test split."
+
+
+def calibration_text(results: RunResults) -> str | None:
+    c = results.calibration_set
+    if c is None:
+        return None
+    return (
+        f"calibrated_accuracy: each system's Yes threshold is fitted on {c.n} of {c.dev_size} dev questions "
+        f"(Yes-rate {c.yes_rate:.2f}, drawn to match the training split's {c.train_yes_rate:.2f}), never on test "
+        f"questions (test Yes-rate {c.test_yes_rate:.2f})."
+    )
+
+
+def calibration_below_raw(results: RunResults) -> str | None:
+    """Systems whose calibrated accuracy is below their accuracy, with what the threshold may not carry over."""
+    below = []
+    for name, e in results.systems.items():
+        cal, raw = e.metrics.get("calibrated_accuracy"), e.metrics.get("accuracy")
+        known = e.ok and cal is not None and raw is not None and fmt.is_number(cal.value) and fmt.is_number(raw.value)
+        if known and cal.value < raw.value:
+            below.append(f"{name} ({cal.value:.3f} < {raw.value:.3f})")
+    if not below:
+        return None
+    return (
+        f"calibrated accuracy below accuracy: {', '.join(below)}. The threshold fitted on the dev questions moved "
+        "these systems' answers the wrong way on test: their Yes-No margins are spread differently on the dev "
+        "documents than on the test documents (a threshold fitted on few questions also varies by chance)."
+    )
+
+
+def gold_context_texts(results: RunResults) -> list[str]:
+    out = []
+    for name, e in results.systems.items():
+        g = e.gold_context
+        if g is None or not e.ok:
+            continue
+        if not g.cut:
+            out.append(f"{name}: every gold document fitted the prompt budget ({g.budget_tokens} tokens) whole.")
+        else:
+            out.append(
+                f"{name}: the prompt budget ({g.budget_tokens} tokens) cut the gold document for {g.cut} of {g.n} "
+                f"questions ({g.cut_share:.0%}); the prompts held {g.kept_token_share:.0%} of their gold "
+                "documents' tokens on average, so for the cut questions it is not a full ceiling."
+            )
+    return out
+
+
+MEMORY_TEXT = (
+    "serving peak memory: the process, the base model, index and embedder a system uses, and its own peak while "
+    "answering, each measured as if the system ran alone (an earlier system's leftovers are not in it); training "
+    "peaks are measured the same way and shown apart."
+)
+
+
+def memory_text(results: RunResults) -> str | None:
+    """What the memory column is, when the run measured it this way (older runs have no serving_memory)."""
+    return MEMORY_TEXT if any(e.serving_memory is not None for e in results.systems.values()) else None
+
+
+def run_notes(results: RunResults) -> list[str]:
+    """Every note that applies to this run, in the order they read best."""
+    notes = [limited_text(results), calibration_text(results), calibration_below_raw(results)]
+    return [n for n in notes if n] + gold_context_texts(results) + [n for n in [memory_text(results)] if n]
