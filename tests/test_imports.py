@@ -159,7 +159,7 @@ def test_the_harness_package_has_no_import_circle():
 LAYERS = (
     (
         "foundation",
-        "errors constants files yamlfile dataspec extract chunking measure stats records launch cache docgen",
+        "errors constants files yamlfile dataspec profile extract chunking measure stats records cost launch cache docgen",
     ),
     ("schema", "spec scorers"),
     ("data and measurement", "sources data models tasks manifest retrieval evaluate evalcache results"),
