@@ -98,6 +98,15 @@ def run(
     indices_dir: Path = typer.Option(Path("indices"), "--indices-dir", help="Where FAISS indices go."),
     tasks_dir: list[Path] | None = TasksDir,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final table."),
+    profile: str | None = typer.Option(
+        None,
+        "--profile",
+        help="Deployment profile over the task's `decision:` block, e.g. "
+        "queries_per_day=5000,updates_per_month=4,usd_per_hour=0.9,p95_latency_s=2.",
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the plan and per-stage time and memory estimates; build and write nothing."
+    ),
 ):
     """Build the systems, evaluate them on the held-out questions, and write the report.
 
@@ -122,8 +131,14 @@ def run(
         reevaluate=reevaluate,
         launcher=launcher,
         command=["harness", *sys.argv[1:]],
+        profile=profile,
     )
     p = plan(opts)
+    if dry_run:
+        from harness.estimate import dry_run as print_dry_run
+
+        print_dry_run(p, lambda line: console.print(line, markup=False, soft_wrap=True))
+        return
     # soft_wrap: a progress line is never cut inside a path, whatever the terminal's (or a log file's) width
     reporter = Reporter(None if quiet else lambda line: err_console.print(line, markup=False, soft_wrap=True))
     run_dir = execute(p, reporter)
@@ -177,6 +192,8 @@ def print_summary(run_dir: Path) -> RunResults:
             "evaluation reused (nothing that decides the answers changed; figures as measured then; "
             "--reevaluate measures again): " + ", ".join(f"{n} ({t})" for n, t in reused.items())
         )
+    if results.decision is not None:
+        wide.print(f"decision: {results.decision.text}", markup=False, soft_wrap=True)
     wide.print(f"report: {run_dir / 'index.html'}", markup=False, soft_wrap=True)
     return results
 

@@ -172,7 +172,7 @@ class Throughput(Record):
     tokens_per_s: float = Field(description="prompt tokens per second at that batch size")
     tried: dict[str, float] = Field(description="questions per second at each batch size tried")
     n: int = Field(description="questions in the probe's sample")
-    seconds: float = Field(description="what the probe took (its cost to the run)")
+    seconds: float = Field(description="what the probe took, loading the weights included (its cost to the run)")
     peak_memory_mb: float | None = Field(default=None, description="peak RSS during the probe")
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from harness import cache, evalcache, models, results, scorers, stats, systems
+from harness import cache, cost, evalcache, models, results, scorers, stats, systems, throughput
 from harness.checks import check_task, outside_paths, window_problems
 from harness.constants import AnswerFormat
 from harness.context import Reporter, RunContext
@@ -27,6 +27,7 @@ from harness.evaluate import run_lm_eval
 from harness.manifest import build_manifest
 from harness.measure import PeakMemory, timer
 from harness.parts.outputs import BuildInfo
+from harness.profile import parse_profile
 from harness.records import (
     EvaluationReused,
     Measurement,
@@ -58,6 +59,7 @@ class RunOptions:
     reevaluate: bool = False
     launcher: str = "local"
     command: list[str] = field(default_factory=list)
+    profile: str | None = None  # --profile k=v,...: over the task's `decision:` block
 
 
 @dataclass
@@ -81,6 +83,8 @@ def plan(opts: RunOptions) -> Plan:
         updates["model"] = opts.model
     if opts.seed is not None:
         updates["seed"] = opts.seed
+    if opts.profile is not None:
+        updates["decision"] = parse_profile(opts.profile, spec.decision)
     spec = spec.model_copy(update=updates)
     names = opts.systems or spec.systems
     if not names:
@@ -210,6 +214,8 @@ class Evaluation:
     peak_memory_mb: float
     cuda_peak_memory_mb: float | None
     reused: EvaluationReused | None = None
+    key: str | None = None  # the evaluation cache's key (what the throughput probe is stored beside)
+    prompts: object = None  # the system's rendered test prompts (parts.outputs.Prompts)
 
 
 def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
@@ -238,6 +244,8 @@ def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
             stored.peak_memory_mb,
             stored.cuda_peak_memory_mb,
             EvaluationReused(measured_at=stored.measured_at, seconds=stored.seconds),
+            key,
+            test_prompts,
         )
     with rep.stage(f"{name}: evaluate {len(ctx.data.test)} questions"), PeakMemory() as mem, timer() as took:
         test = evaluate_system(system, ctx, ctx.data.test, _task_name(name, "test"), prompts=test_prompts)
@@ -257,7 +265,43 @@ def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
         seconds=took(),
         log=rep.log,
     )
-    return Evaluation(test, calibration_threshold(ctx, cal_q, calibration), peak, mem.cuda_peak_mb)
+    return Evaluation(
+        test, calibration_threshold(ctx, cal_q, calibration), peak, mem.cuda_peak_mb, key=key, prompts=test_prompts
+    )
+
+
+def probe_or_reuse(system, ctx: RunContext, evaluation: Evaluation):
+    """The system's throughput at its best batch size (harness.throughput): measured after the accuracy pass,
+    or read back with a reused evaluation. None when it cannot be measured (the run goes on without it)."""
+    name, rep = system.name, ctx.reporter
+    stored = throughput.load(ctx.spec.name, evaluation.key) if evaluation.reused is not None else None
+    if stored is not None:
+        return stored
+    sizes = [b for b in throughput.BATCH_SIZES if b <= min(throughput.SAMPLE, len(ctx.data.test))]
+    n = min(throughput.SAMPLE, len(ctx.data.test))
+    try:
+        with (
+            rep.stage(f"{name}: throughput probe ({len(sizes)} batch sizes, {n} questions each)"),
+            system.model() as m,
+        ):
+            tp = throughput.measure(
+                m,
+                ctx.tokenizer,
+                ctx.data.test,
+                evaluation.prompts.texts,
+                spec=ctx.spec,
+                dtype=ctx.dtype,
+                task_name=_task_name(name, "throughput"),
+            )
+    except Exception as e:  # the accuracy figures stand without it; the cost model then uses batch-1 latency
+        rep.log(f"  {name}: throughput probe failed ({type(e).__name__}: {e}); serving cost uses batch-1 latency")
+        return None
+    rep.log(
+        f"  {name}: best batch size {tp.batch_size}: {tp.questions_per_s:.2f} questions/s "
+        f"(tried {', '.join(f'{b}: {q:.2f}' for b, q in tp.tried.items())}; the probe took {tp.seconds:.1f} s)"
+    )
+    throughput.save(ctx.spec.name, evaluation.key, tp, rep.log)
+    return tp
 
 
 def _percentiles(values) -> Percentiles:
@@ -280,7 +324,13 @@ def _build_fields(info: BuildInfo) -> dict:
 
 
 def system_result(
-    kind: str, info: BuildInfo, evaluation: Evaluation, scored: results.Scored, vs_baseline, ctx: RunContext
+    kind: str,
+    info: BuildInfo,
+    evaluation: Evaluation,
+    scored: results.Scored,
+    vs_baseline,
+    ctx: RunContext,
+    tp=None,
 ) -> SystemResult:
     """A system's results.json entry, from its build record, its measurements and its scores."""
     test, spec = evaluation.test, ctx.spec
@@ -314,6 +364,7 @@ def system_result(
         latency_s=_percentiles(m.latency_s for m in test),
         prompt_tokens_mean=round(sum(m.prompt_tokens for m in test) / len(test), 1),
         vs_best_baseline=vs_baseline,
+        throughput=tp,
         **optional,
     )
 
@@ -349,7 +400,9 @@ def run_system(
         )
         samples = results.samples_of(name, ctx.data.test, evaluation.test, scored, metric)
         vs_baseline = results.vs_best_baseline(samples, baselines, metric, spec.seed)
-        return SystemRun(system_result(system.kind, info, evaluation, scored, vs_baseline, ctx), samples, info.launch)
+        tp = probe_or_reuse(system, ctx, evaluation)
+        entry = system_result(system.kind, info, evaluation, scored, vs_baseline, ctx, tp)
+        return SystemRun(entry, samples, info.launch)
     except HarnessError:
         raise
     except Exception as e:
@@ -463,6 +516,13 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
             calibration=spec.evaluation.calibration,
             seconds=round(time.time() - started, 1),
         ),
+    )
+    costs, decision = cost.decide(out, spec.decision)
+    out = out.model_copy(
+        update={
+            "systems": {n: e.model_copy(update={"cost": costs.get(n)}) for n, e in out.systems.items()},
+            "decision": decision,
+        }
     )
     launch = {n: r.launch for n, r in runs.items() if r.launch}
     manifest = build_manifest(spec, ref, data, opts, run_id, launch)

@@ -159,10 +159,11 @@ def test_the_harness_package_has_no_import_circle():
 LAYERS = (
     (
         "foundation",
-        "errors constants files yamlfile dataspec profile extract chunking measure stats records cost launch cache docgen",
+        "errors constants files yamlfile dataspec profile extract chunking measure stats records cost launch cache "
+        "docgen",
     ),
     ("schema", "spec scorers"),
-    ("data and measurement", "sources data models tasks manifest retrieval evaluate evalcache results"),
+    ("data and measurement", "sources data models tasks manifest retrieval evaluate evalcache throughput results"),
     ("parts", "parts context"),
     ("systems", "systems"),
     ("report", "report"),
