@@ -282,6 +282,7 @@ def probe_or_reuse(system, ctx: RunContext, evaluation: Evaluation):
     try:
         with (
             rep.stage(f"{name}: throughput probe ({len(sizes)} batch sizes, {n} questions each)"),
+            timer() as took,
             system.model() as m,
         ):
             tp = throughput.measure(
@@ -296,6 +297,7 @@ def probe_or_reuse(system, ctx: RunContext, evaluation: Evaluation):
     except Exception as e:  # the accuracy figures stand without it; the cost model then uses batch-1 latency
         rep.log(f"  {name}: throughput probe failed ({type(e).__name__}: {e}); serving cost uses batch-1 latency")
         return None
+    tp = tp.model_copy(update={"seconds": round(took(), 2)})  # with loading the weights: the probe's whole cost
     rep.log(
         f"  {name}: best batch size {tp.batch_size}: {tp.questions_per_s:.2f} questions/s "
         f"(tried {', '.join(f'{b}: {q:.2f}' for b, q in tp.tried.items())}; the probe took {tp.seconds:.1f} s)"
