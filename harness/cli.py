@@ -132,15 +132,17 @@ def run(
         launcher=launcher,
         command=["harness", *sys.argv[1:]],
         profile=profile,
+        estimate=True,
+        dry_run=dry_run,
     )
     p = plan(opts)
-    if dry_run:
-        from harness.estimate import dry_run as print_dry_run
-
-        print_dry_run(p, lambda line: console.print(line, markup=False, soft_wrap=True))
-        return
     # soft_wrap: a progress line is never cut inside a path, whatever the terminal's (or a log file's) width
     reporter = Reporter(None if quiet else lambda line: err_console.print(line, markup=False, soft_wrap=True))
+    if dry_run:
+        from harness.run import dry_run as plan_only
+
+        plan_only(p, reporter, lambda line: console.print(line, markup=False, soft_wrap=True))
+        return
     run_dir = execute(p, reporter)
     results = print_summary(run_dir)
     failed = [n for n, s in results.systems.items() if not s.ok]

@@ -20,9 +20,10 @@ from pathlib import Path
 from harness import cache, cost, evalcache, models, results, scorers, stats, systems, throughput
 from harness.checks import check_task, outside_paths, window_problems
 from harness.constants import AnswerFormat
-from harness.context import Reporter, RunContext
+from harness.context import Reporter, RunContext, stage_name
 from harness.data import Question, load_task_data
 from harness.errors import HarnessError
+from harness.estimate import estimate_run
 from harness.evaluate import run_lm_eval
 from harness.manifest import build_manifest
 from harness.measure import PeakMemory, timer
@@ -60,6 +61,8 @@ class RunOptions:
     launcher: str = "local"
     command: list[str] = field(default_factory=list)
     profile: str | None = None  # --profile k=v,...: over the task's `decision:` block
+    estimate: bool = False  # print the time estimate (harness.estimate) before building, and an ETA against it
+    dry_run: bool = False  # plan and estimate only: build nothing, write nothing to reports/
 
 
 @dataclass
@@ -94,6 +97,13 @@ def plan(opts: RunOptions) -> Plan:
     if spec.model != "default" and not models.looks_like_path(spec.model):
         models.resolve_model(spec.model, fingerprint=False)  # a hub id while offline fails here, before any work
     for folder in (opts.reports_dir, opts.indices_dir):
+        if opts.dry_run:  # a dry run creates nothing: the nearest existing folder must be writable
+            here = Path(folder).absolute()
+            while not here.exists():
+                here = here.parent
+            if not os.access(here, os.W_OK):
+                raise HarnessError(f"{folder} is not writable")
+            continue
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -247,7 +257,7 @@ def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
             key,
             test_prompts,
         )
-    with rep.stage(f"{name}: evaluate {len(ctx.data.test)} questions"), PeakMemory() as mem, timer() as took:
+    with rep.stage(stage_name(name, "evaluate", len(ctx.data.test))), PeakMemory() as mem, timer() as took:
         test = evaluate_system(system, ctx, ctx.data.test, _task_name(name, "test"), prompts=test_prompts)
         calibration = (
             evaluate_system(system, ctx, cal_q, _task_name(name, "calibration"), timed=False, prompts=cal_prompts)
@@ -277,11 +287,9 @@ def probe_or_reuse(system, ctx: RunContext, evaluation: Evaluation):
     stored = throughput.load(ctx.spec.name, evaluation.key) if evaluation.reused is not None else None
     if stored is not None:
         return stored
-    sizes = [b for b in throughput.BATCH_SIZES if b <= min(throughput.SAMPLE, len(ctx.data.test))]
-    n = min(throughput.SAMPLE, len(ctx.data.test))
     try:
         with (
-            rep.stage(f"{name}: throughput probe ({len(sizes)} batch sizes, {n} questions each)"),
+            rep.stage(stage_name(name, "throughput", len(ctx.data.test))),
             timer() as took,
             system.model() as m,
         ):
@@ -389,7 +397,7 @@ def run_system(
     spec, rep, name = ctx.spec, ctx.reporter, system.name
     info = None
     try:
-        with rep.stage(f"{name}: build"):
+        with rep.stage(stage_name(name, "build")):
             info = system.build()
         if info.cached:
             rep.log(f"  {name}: reused the cached artifact")
@@ -425,7 +433,19 @@ def execute(p: Plan, reporter: Reporter) -> Path:
         return _execute(p, reporter)
 
 
-def _execute(p: Plan, reporter: Reporter) -> Path:
+@dataclass
+class Prepared:
+    """What the run has before any system builds: data, scoring, the context and the constructed systems."""
+
+    ctx: RunContext
+    built: list
+    scoring: results.Scoring
+    threads: int
+
+
+def prepare(p: Plan, reporter: Reporter) -> Prepared:
+    """Load the data and the model's tokenizer, check the prompts against the context window and construct and
+    validate every system: what a run (and a dry run) does before anything is built."""
     spec, opts = p.spec, p.opts
     models.set_offline_defaults()
     threads = models.set_threads()
@@ -477,6 +497,40 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
         built = [systems.make_system(n, ctx) for n in p.systems]  # each system is constructed once per run
         for s in built:
             s.validate()
+    return Prepared(ctx, built, scoring, threads)
+
+
+def show_estimate(ctx: RunContext, built: list, reporter: Reporter) -> None:
+    """Print the time estimate before building and let progress lines show an ETA against it. An estimate that
+    cannot be made is one line; the run goes on."""
+    try:
+        est = estimate_run(ctx, built, len(calibration_questions(ctx) or []), reporter.log)
+    except HarnessError:
+        raise
+    except Exception as e:
+        reporter.log(f"note: no time estimate ({type(e).__name__}: {e})")
+        return
+    for line in est.lines():
+        reporter.log(line)
+    reporter.expect(est.by_stage())
+
+
+def dry_run(p: Plan, reporter: Reporter, out) -> None:
+    """`harness run --dry-run`: the plan and the per-stage estimate, printed through `out`; nothing is built and
+    nothing is written to reports/."""
+    prep = prepare(p, reporter)
+    est = estimate_run(prep.ctx, prep.built, len(calibration_questions(prep.ctx) or []), reporter.log)
+    for line in est.lines():
+        out(line)
+
+
+def _execute(p: Plan, reporter: Reporter) -> Path:
+    spec, opts = p.spec, p.opts
+    prep = prepare(p, reporter)
+    ctx, built, scoring, threads = prep.ctx, prep.built, prep.scoring, prep.threads
+    data, ref = ctx.data, ctx.model_ref
+    if opts.estimate:
+        show_estimate(ctx, built, reporter)
     headline = scoring.headline
     reporter.log(f"  headline metric: {headline.metric} ({headline.reason})")
     base = results.baselines(data.train, data.test, spec.answer_format)

@@ -167,7 +167,7 @@ LAYERS = (
     ("parts", "parts context"),
     ("systems", "systems"),
     ("report", "report"),
-    ("pipeline", "checks taskinfo run rundir train_worker cli"),
+    ("pipeline", "checks taskinfo probe estimate run rundir train_worker cli"),
 )
 
 
