@@ -110,11 +110,14 @@ def question_seconds(r: Rates, tokens: float, free_text: bool, max_new_tokens: i
 def evaluate_seconds(p: SystemPlan, r: Rates, n_test: int, n_cal: int, spec) -> tuple[float, str]:
     free = spec.answer_format == AnswerFormat.FREE_TEXT
     q = question_seconds(r, p.prompt_tokens, free, spec.evaluation.max_new_tokens)
+    if p.method is not None:
+        q *= r.adapter_factor
     warm = min(spec.evaluation.warmup, n_test)
     seconds = (n_test + warm) * q + r.lm_eval_overhead_s
     if n_cal:
         batch = max(1, min(8, 1024 // max(1, int(p.prompt_tokens))))  # as run.throughput_batch
-        seconds += math.ceil(n_cal / batch) * r.eval_a + n_cal * r.eval_b * p.prompt_tokens + r.lm_eval_overhead_s
+        cal = math.ceil(n_cal / batch) * r.eval_a + n_cal * r.eval_b * p.prompt_tokens
+        seconds += cal * (r.adapter_factor if p.method is not None else 1.0) + r.lm_eval_overhead_s
     if p.index:
         seconds += (n_test + n_cal) * r.query_embed_s
     how = f"{n_test} questions x {q:.2f} s at {p.prompt_tokens:.0f} prompt tokens" + (
@@ -126,8 +129,9 @@ def evaluate_seconds(p: SystemPlan, r: Rates, n_test: int, n_cal: int, spec) -> 
 def throughput_seconds(p: SystemPlan, r: Rates, n_test: int) -> float:
     n = min(throughput.SAMPLE, n_test)
     seconds = 0.0
+    factor = r.adapter_factor if p.method is not None else 1.0
     for b in (b for b in throughput.BATCH_SIZES if b <= n):
-        seconds += math.ceil(n / b) * r.eval_a + (n + 1) * r.eval_b * p.prompt_tokens + r.eval_a
+        seconds += (math.ceil(n / b) * r.eval_a + (n + 1) * r.eval_b * p.prompt_tokens + r.eval_a) * factor
         seconds += r.lm_eval_overhead_s
     return seconds + r.merge_s * (p.method is not None)
 

@@ -28,6 +28,7 @@ class Rates:
     eval_b: float = 0.0  # seconds per prompt token
     lm_eval_overhead_s: float = 0.0  # per lm-eval call
     merge_s: float = 0.0  # loading weights for an adapter system's evaluation
+    adapter_factor: float = 1.0  # an adapter system's seconds per question over the base model's
     eval_peak_mb: float | None = None
     train_tokens_per_s: dict[str, float] = field(default_factory=dict)
     train_peak_mb: dict[str, float] = field(default_factory=dict)
@@ -47,14 +48,60 @@ def _filler(ctx, tokens: int) -> str:
     return ctx.tokenizer.decode(ids[:tokens])
 
 
-def probe_eval(ctx, short_tokens: float, long_tokens: float, r: Rates) -> None:
-    """Time the evaluation path on real questions: plain prompts, and prompts padded to `long_tokens`."""
+def _timed_questions(ctx, model, qs, texts, name: str) -> tuple[float, float, float]:
+    """(mean prompt tokens, median seconds per question, lm-eval's overhead) of scoring `texts`."""
+    spec = ctx.spec
+    start = time.perf_counter()
+    measured = run_lm_eval(
+        model,
+        ctx.tokenizer,
+        qs,
+        texts,
+        answer_format=spec.answer_format,
+        task_name=name,
+        batch_size=1,
+        warmup=1,
+        max_new_tokens=spec.evaluation.max_new_tokens,
+        seed=spec.seed,
+        dtype=ctx.dtype,
+    )
+    wall = time.perf_counter() - start
+    lat = [m.latency_s for m in measured]
+    tokens = statistics.mean(m.prompt_tokens for m in measured)
+    return tokens, statistics.median(lat), max(0.0, wall - sum(lat) - lat[0])  # the warm-up runs untimed too
+
+
+def probe_adapter(ctx, qs, texts, method: str, plain_s: float, r: Rates) -> None:
+    """An adapter system's evaluation as the run does it: a (fresh, untrained) adapter put on the shared model
+    and merged, scored, unloaded, and the shared model loaded again."""
+    from peft import get_peft_model
+
+    from harness.parts.trainers import lora_config
+
+    s = ctx.spec.finetune.for_method(method)
+    with timer() as took:
+        peft = get_peft_model(ctx.base_model(), lora_config(s, use_dora=method == "dora"))
+        peft.eval()
+        peft.merge_adapter()
+    merge = took()
+    try:
+        _, seconds, _ = _timed_questions(ctx, peft, qs, texts, "harness_probe_adapter")
+    finally:
+        peft.unload()
+        ctx.release_base_model()
+    with timer() as took:
+        ctx.base_model()
+    r.merge_s = merge + took()
+    r.adapter_factor = max(1.0, seconds / plain_s) if plain_s > 0 else 1.0
+
+
+def probe_eval(ctx, short_tokens: float, long_tokens: float, r: Rates, adapter: str | None = None) -> None:
+    """Time the evaluation path on real questions: plain prompts, and prompts padded to `long_tokens`; with
+    `adapter` (a method), the plain prompts again through a merged adapter."""
     spec = ctx.spec
     qs = ctx.data.test[:EVAL_QUESTIONS] or ctx.data.train[:EVAL_QUESTIONS]
     with PeakMemory() as mem:
-        with timer() as took:
-            model = ctx.base_model()
-        r.merge_s = took()
+        model = ctx.base_model()
         points = []
         plain = [ctx.prompts.plain(q) for q in qs]
         extra = max(0, int(long_tokens - short_tokens))
@@ -62,25 +109,11 @@ def probe_eval(ctx, short_tokens: float, long_tokens: float, r: Rates) -> None:
         long = [ctx.prompts.with_passages(q, [passage]) for q in qs] if extra > 32 else []
         overheads = []
         for i, texts in enumerate(t for t in (plain, long) if t):
-            start = time.perf_counter()
-            measured = run_lm_eval(
-                model,
-                ctx.tokenizer,
-                qs,
-                texts,
-                answer_format=spec.answer_format,
-                task_name=f"harness_probe_{i}",
-                batch_size=1,
-                warmup=1,
-                max_new_tokens=spec.evaluation.max_new_tokens,
-                seed=spec.seed,
-                dtype=ctx.dtype,
-            )
-            wall = time.perf_counter() - start
-            lat = [m.latency_s for m in measured]
-            tokens = statistics.mean(m.prompt_tokens for m in measured)
-            points.append((tokens, statistics.median(lat)))
-            overheads.append(max(0.0, wall - sum(lat) - lat[0]))  # the warm-up question is run untimed too
+            tokens, seconds, overhead = _timed_questions(ctx, model, qs, texts, f"harness_probe_{i}")
+            points.append((tokens, seconds))
+            overheads.append(overhead)
+        if adapter is not None:
+            probe_adapter(ctx, qs, plain, adapter, points[0][1], r)
     r.eval_peak_mb = round(mem.peak_mb, 1)
     r.lm_eval_overhead_s = statistics.mean(overheads)
     if spec.answer_format == "free-text":  # a generation's time is mostly its tokens: the fixed part per token
@@ -183,7 +216,7 @@ def rows_of(ctx, texts: list[tuple[str, str]]) -> list[tuple[list[int], int]]:
 # ---------------------------------------------------------------- measured once per machine and setting
 
 
-EVAL_FIELDS = ("eval_a", "eval_b", "lm_eval_overhead_s", "merge_s", "eval_peak_mb")
+EVAL_FIELDS = ("eval_a", "eval_b", "lm_eval_overhead_s", "merge_s", "eval_peak_mb", "adapter_factor")
 EMBED_FIELDS = ("embedder_load_s", "embed_chunk_s", "query_embed_s", "embed_peak_mb")
 
 
@@ -247,14 +280,16 @@ def measure(ctx, built: list, with_index: bool, log) -> tuple[Rates, int, float,
         chunk_tokens = sum(ctx.prompts.tokens(t) for t in texts) / max(1, len(texts))
     budget = min(spec.rag.max_prompt_tokens, ctx.model_max_length()) - spec.evaluation.max_new_tokens
     long = min(budget, max(2 * short, short + spec.rag.k * chunk_tokens))
-    key = cache.key_of("eval", machine, spec.answer_format, spec.evaluation.max_new_tokens)
+    adapters = [s.adapter.method for s in built if getattr(s, "adapter", None) is not None]
+    adapter = next((m for m in adapters if m != "qlora"), None)
+    key = cache.key_of("eval", machine, spec.answer_format, spec.evaluation.max_new_tokens, adapter)
     stored = _stored(key)
-    if stored is not None and stored.get("long", 0) >= long:
+    if stored is not None and stored.get("long", 0) >= long and all(f in stored for f in EVAL_FIELDS):
         for f in EVAL_FIELDS:
             setattr(r, f, stored[f])
         reused.append("evaluation")
     else:
-        probe_eval(ctx, short, long, r)
+        probe_eval(ctx, short, long, r, adapter)
         _store(key, {**{f: getattr(r, f) for f in EVAL_FIELDS}, "long": long}, log)
     methods = {}
     for s in built:
