@@ -49,13 +49,23 @@ def refresh_of(entry: SystemResult, docs_per_update: int = 1) -> tuple[float, st
     return round(seconds, 2), " and ".join(what), "measured" if measured else "estimated"
 
 
-def seconds_per_question(entry: SystemResult) -> float | None:
-    """Serving seconds per question: at the best measured batch size (retrieval added), else at batch 1."""
+def serving(entry: SystemResult) -> tuple[float | None, int | None]:
+    """(seconds per question, batch size) of the cheapest measured way to serve: the throughput probe's best
+    batch size (retrieval added per question), or one question at a time as the accuracy pass measured it,
+    whichever took less (on a busy machine the probe's batch-1 figure can be the slower one)."""
+    batch1 = entry.latency_s.mean if entry.latency_s is not None else None
     tp = entry.throughput
-    if tp is not None and tp.questions_per_s > 0:
-        retrieval = entry.retrieval_latency_s.mean if entry.retrieval_latency_s is not None else 0.0
-        return 1.0 / tp.questions_per_s + retrieval
-    return entry.latency_s.mean if entry.latency_s is not None else None
+    if tp is None or tp.questions_per_s <= 0:
+        return batch1, None if batch1 is None else 1
+    retrieval = entry.retrieval_latency_s.mean if entry.retrieval_latency_s is not None else 0.0
+    best = 1.0 / tp.questions_per_s + retrieval
+    if batch1 is not None and batch1 < best:
+        return batch1, 1
+    return best, tp.batch_size
+
+
+def seconds_per_question(entry: SystemResult) -> float | None:
+    return serving(entry)[0]
 
 
 def system_cost(entry: SystemResult, profile: Profile) -> SystemCost:
@@ -72,7 +82,7 @@ def system_cost(entry: SystemResult, profile: Profile) -> SystemCost:
         build_s=entry.build_cost_s,
         s_per_1k_batch1=None if batch1 is None else round(batch1, 2),
         s_per_1k_best=None if tp is None or per_q is None else round(per_q * 1000, 2),
-        best_batch_size=tp.batch_size if tp is not None else None,
+        best_batch_size=serving(entry)[1] if tp is not None else None,
         refresh_s=refresh,
         refresh_what=what,
         refresh_basis=basis,

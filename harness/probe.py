@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from harness.evaluate import run_lm_eval
 from harness.measure import PeakMemory, timer
 
-EVAL_QUESTIONS = 3  # per prompt length
+EVAL_QUESTIONS = 4  # per prompt length
 TRAIN_TOKENS_PER_STEP = 512  # rows per probe step: as many as fit this many tokens (at least one)
 
 
@@ -48,8 +48,8 @@ def _filler(ctx, tokens: int) -> str:
     return ctx.tokenizer.decode(ids[:tokens])
 
 
-def _timed_questions(ctx, model, qs, texts, name: str) -> tuple[float, float, float]:
-    """(mean prompt tokens, median seconds per question, lm-eval's overhead) of scoring `texts`."""
+def _timed_questions(ctx, model, qs, texts, name: str) -> tuple[list, float]:
+    """((prompt tokens, seconds) per question, lm-eval's overhead) of scoring `texts` one at a time."""
     spec = ctx.spec
     start = time.perf_counter()
     measured = run_lm_eval(
@@ -67,8 +67,7 @@ def _timed_questions(ctx, model, qs, texts, name: str) -> tuple[float, float, fl
     )
     wall = time.perf_counter() - start
     lat = [m.latency_s for m in measured]
-    tokens = statistics.mean(m.prompt_tokens for m in measured)
-    return tokens, statistics.median(lat), max(0.0, wall - sum(lat) - lat[0])  # the warm-up runs untimed too
+    return [(m.prompt_tokens, m.latency_s) for m in measured], max(0.0, wall - sum(lat) - lat[0])
 
 
 def probe_adapter(ctx, qs, texts, method: str, plain_s: float, r: Rates) -> None:
@@ -85,7 +84,8 @@ def probe_adapter(ctx, qs, texts, method: str, plain_s: float, r: Rates) -> None
         peft.merge_adapter()
     merge = took()
     try:
-        _, seconds, _ = _timed_questions(ctx, peft, qs, texts, "harness_probe_adapter")
+        points, _ = _timed_questions(ctx, peft, qs, texts, "harness_probe_adapter")
+        seconds = statistics.median(t for _, t in points)
     finally:
         peft.unload()
         ctx.release_base_model()
@@ -96,37 +96,38 @@ def probe_adapter(ctx, qs, texts, method: str, plain_s: float, r: Rates) -> None
 
 
 def probe_eval(ctx, short_tokens: float, long_tokens: float, r: Rates, adapter: str | None = None) -> None:
-    """Time the evaluation path on real questions: plain prompts, and prompts padded to `long_tokens`; with
-    `adapter` (a method), the plain prompts again through a merged adapter."""
+    """Time the evaluation path on real questions: plain prompts and the same questions padded to `long_tokens`,
+    interleaved in one pass (on a shared machine, the two lengths then see the same load); with `adapter` (a
+    method), the plain prompts again through a merged adapter."""
     spec = ctx.spec
     qs = ctx.data.test[:EVAL_QUESTIONS] or ctx.data.train[:EVAL_QUESTIONS]
     with PeakMemory() as mem:
         model = ctx.base_model()
-        points = []
         plain = [ctx.prompts.plain(q) for q in qs]
         extra = max(0, int(long_tokens - short_tokens))
         passage = {"doc_id": "probe", "chunk": 0, "score": 1.0, "text": _filler(ctx, extra)}
-        long = [ctx.prompts.with_passages(q, [passage]) for q in qs] if extra > 32 else []
-        overheads = []
-        for i, texts in enumerate(t for t in (plain, long) if t):
-            tokens, seconds, overhead = _timed_questions(ctx, model, qs, texts, f"harness_probe_{i}")
-            points.append((tokens, seconds))
-            overheads.append(overhead)
+        if extra > 32:
+            long = [ctx.prompts.with_passages(q, [passage]) for q in qs]
+            questions = [q for q in qs for _ in (0, 1)]
+            texts = [t for pair in zip(plain, long) for t in pair]
+        else:
+            questions, texts = qs, plain
+        points, r.lm_eval_overhead_s = _timed_questions(ctx, model, questions, texts, "harness_probe")
+        shorts = points[:: 2 if extra > 32 else 1]
+        longs = points[1::2] if extra > 32 else []
+        t1, s1 = statistics.mean(t for t, _ in shorts), statistics.median(s for _, s in shorts)
         if adapter is not None:
-            probe_adapter(ctx, qs, plain, adapter, points[0][1], r)
+            probe_adapter(ctx, qs, plain, adapter, s1, r)
     r.eval_peak_mb = round(mem.peak_mb, 1)
-    r.lm_eval_overhead_s = statistics.mean(overheads)
     if spec.answer_format == "free-text":  # a generation's time is mostly its tokens: the fixed part per token
-        gen = spec.evaluation.max_new_tokens
-        (t1, s1) = points[0]
-        r.eval_a, r.eval_b = s1 / (gen + 1), 0.0
+        r.eval_a, r.eval_b = s1 / (spec.evaluation.max_new_tokens + 1), 0.0
         return
-    if len(points) == 2 and points[1][0] > points[0][0]:
-        (t1, s1), (t2, s2) = points
-        r.eval_b = max(0.0, (s2 - s1) / (t2 - t1))
-        r.eval_a = max(0.0, s1 - r.eval_b * t1)
-    else:
-        r.eval_a, r.eval_b = points[0][1], 0.0
+    r.eval_a, r.eval_b = s1, 0.0
+    if longs:
+        t2, s2 = statistics.mean(t for t, _ in longs), statistics.median(s for _, s in longs)
+        if t2 > t1 and s2 > s1:
+            r.eval_b = (s2 - s1) / (t2 - t1)
+            r.eval_a = max(0.0, s1 - r.eval_b * t1)
 
 
 def probe_train(ctx, method: str, rows: list[tuple[list[int], int]], r: Rates) -> None:

@@ -182,7 +182,8 @@ class SystemCost(Record):
     build_s: float | None = Field(description="one-time build: training and/or indexing, machine-seconds")
     s_per_1k_batch1: float | None = Field(description="seconds to answer 1,000 questions one at a time")
     s_per_1k_best: float | None = Field(
-        description="seconds per 1,000 questions at the best measured batch size (retrieval added per question)"
+        description="seconds per 1,000 questions at the best measured batch size (retrieval added per question), "
+        "or at batch 1 where the accuracy pass measured that faster"
     )
     best_batch_size: int | None = Field(description="the batch size s_per_1k_best was measured at")
     refresh_s: float = Field(description="seconds to refresh after one document update (0: nothing to refresh)")

@@ -84,6 +84,9 @@ def test_costs_come_from_the_measured_figures():
     assert (lora.refresh_s, lora.refresh_what, lora.refresh_basis) == (600.0, "retrain the adapter", "measured")
     assert lora.usd_per_month == pytest.approx((100 * 30 * 0.05 + 4 * 600) / 1000)
     assert refresh_of(r.systems["prompt"]) == (0.0, "nothing to refresh", "none")
+    # a probe slower at its best batch than the accuracy pass one at a time: serving uses the faster, batch 1
+    slow = system_cost(_entry(0.7, 0.5, 0.6, qps=1.0), p)
+    assert (slow.s_per_1k_best, slow.best_batch_size) == (500.0, 1)
 
 
 def test_refresh_without_its_figure_is_estimated_from_the_build():
