@@ -141,7 +141,7 @@ def estimate(spec, plans: list[SystemPlan], r: Rates, n_test: int, n_cal: int, n
     stages: list[Stage] = []
     index_built = False
     for p in plans:
-        build, how, peak = 0.0, "nothing to build", None
+        build, how, peak = 0.0, "nothing to build" if not (p.index or p.train_rows) else "", None
         if p.index and not index_built:
             if p.cached:
                 build, how = r.embedder_load_s, "reuses the index (cached)"
@@ -151,11 +151,11 @@ def estimate(spec, plans: list[SystemPlan], r: Rates, n_test: int, n_cal: int, n
             index_built, peak = True, r.embed_peak_mb
         if p.train_rows:
             if p.cached:
-                how = (how + "; " if p.index else "") + "reuses the adapter (cached)"
+                how = "; ".join(x for x in (how, "reuses the adapter (cached)") if x)
             else:
                 seconds, train_how = training_seconds(p, r, spec.seed)
                 build += seconds
-                how = (how + "; " if p.index else "") + train_how
+                how = "; ".join(x for x in (how, train_how) if x)
                 peak = r.train_peak_mb.get(p.method or "lora")
         stages.append(Stage(stage_name(p.name, "build"), build, peak, how))
         seconds, how = evaluate_seconds(p, r, n_test, n_cal, spec)
