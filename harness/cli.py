@@ -108,6 +108,15 @@ def run(
     indices_dir: Path = typer.Option(Path("indices"), "--indices-dir", help="Where FAISS indices go."),
     tasks_dir: list[Path] | None = TasksDir,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final table."),
+    profile: str | None = typer.Option(
+        None,
+        "--profile",
+        help="Deployment profile over the task's `decision:` block, e.g. "
+        "queries_per_day=5000,updates_per_month=4,usd_per_hour=0.9,p95_latency_s=2.",
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the plan and per-stage time and memory estimates; build and write nothing."
+    ),
 ):
     """Build the systems, evaluate them on the held-out questions, and write the report.
 
@@ -133,10 +142,18 @@ def run(
         launcher=launcher,
         device=device,
         command=["harness", *sys.argv[1:]],
+        profile=profile,
+        estimate=True,
+        dry_run=dry_run,
     )
     p = plan(opts)
     # soft_wrap: a progress line is never cut inside a path, whatever the terminal's (or a log file's) width
     reporter = Reporter(None if quiet else lambda line: err_console.print(line, markup=False, soft_wrap=True))
+    if dry_run:
+        from harness.run import dry_run as plan_only
+
+        plan_only(p, reporter, lambda line: console.print(line, markup=False, soft_wrap=True))
+        return
     run_dir = execute(p, reporter)
     results = print_summary(run_dir)
     failed = [n for n, s in results.systems.items() if not s.ok]
@@ -194,6 +211,8 @@ def print_summary(run_dir: Path) -> RunResults:
         wide.print(line, markup=False, soft_wrap=True)
     for note in run_notes(results):
         wide.print(note, markup=False, soft_wrap=True)
+    if results.decision is not None:
+        wide.print(f"decision: {results.decision.text}", markup=False, soft_wrap=True)
     wide.print(f"report: {run_dir / 'index.html'}", markup=False, soft_wrap=True)
     return results
 

@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness import models
+from harness import models, throughput
 from harness.data import TaskData
 from harness.errors import HarnessError
 from harness.measure import MemoryLedger
@@ -19,6 +19,28 @@ from harness.parts.retriever import Retriever
 from harness.retrieval import Embedder
 
 HEARTBEAT_S = 30.0  # a run that has said nothing for this long says that it is still working, and where
+
+
+def stage_name(system: str, part: str, n_test: int = 0) -> str:
+    """The name a system's stage is reported under (progress lines, and the estimate's ETA against them)."""
+    if part == "build":
+        return f"{system}: build"
+    if part == "evaluate":
+        return f"{system}: evaluate {n_test} questions"
+    n = min(throughput.SAMPLE, n_test)
+    sizes = [b for b in throughput.BATCH_SIZES if b <= n]
+    return f"{system}: throughput probe ({len(sizes)} batch sizes, {n} questions each)"
+
+
+def clock(seconds: float | None) -> str:
+    """Seconds as a progress line shows them: `45 s`, `3 min 05 s`, `1 h 02 min`."""
+    if seconds is None:
+        return "unknown"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
 
 
 class Reporter:
@@ -34,6 +56,22 @@ class Reporter:
         self._last = time.monotonic()
         self._lock = threading.Lock()
         self._stages: list[tuple[str, float]] = []  # the stages open now (name, start), innermost last
+        self.expected: dict[str, float] = {}  # stage name -> estimated seconds (harness.estimate)
+        self._done: set[str] = set()
+
+    def expect(self, estimates: dict[str, float]) -> None:
+        """Estimated seconds per stage: stage lines then say how long each should take and how much of the run
+        is left, and progress lines show an ETA."""
+        self.expected = dict(estimates)
+
+    def left_s(self, current: str | None = None, elapsed: float = 0.0) -> float | None:
+        """Estimated seconds left in the run: the stages not yet done, the current one less what it has run."""
+        if not self.expected:
+            return None
+        left = sum(s for n, s in self.expected.items() if n not in self._done and n != current)
+        if current in self.expected:
+            left += max(0.0, self.expected[current] - elapsed)
+        return left
 
     def log(self, message: str) -> None:
         with self._lock:
@@ -44,13 +82,20 @@ class Reporter:
     @contextlib.contextmanager
     def stage(self, name: str):
         start = time.perf_counter()
-        self.log(f"▸ {name}")
+        expected = self.expected.get(name)
+        if expected is not None:
+            self.log(f"▸ {name} (estimate {clock(expected)}; run ETA {clock(self.left_s(name))})")
+        else:
+            self.log(f"▸ {name}")
         self._stages.append((name, start))
         try:
             yield
         finally:
             self._stages.remove((name, start))
-        self.log(f"  {name}: done in {time.perf_counter() - start:.1f} s")
+            self._done.add(name)
+        took = time.perf_counter() - start
+        against = f" (estimated {clock(expected)})" if expected is not None else ""
+        self.log(f"  {name}: done in {took:.1f} s{against}")
 
     @contextlib.contextmanager
     def running(self):
@@ -63,7 +108,8 @@ class Reporter:
                 if time.monotonic() - self._last >= self.heartbeat_s and not stop.is_set():
                     stages = list(self._stages)
                     name, start = stages[-1] if stages else ("run", began)
-                    self.log(f"  {name}: still working ({time.perf_counter() - start:.0f} s so far)")
+                    took = time.perf_counter() - start
+                    self.log(f"  {name}: still working ({took:.0f} s so far{self._eta(name, took)})")
 
         beat = threading.Thread(target=heartbeat, name="harness-heartbeat", daemon=True)
         beat.start()
@@ -72,6 +118,16 @@ class Reporter:
         finally:
             stop.set()
             beat.join()
+
+    def _eta(self, stage: str, elapsed: float) -> str:
+        """`; estimated 2 min 10 s, run ETA 5 min` for a stage the estimate covers, else ``."""
+        stages = [n for n, _ in self._stages]
+        outer = next((n for n in reversed(stages) if n in self.expected), None)
+        if outer is None:
+            return ""
+        start = next(s for n, s in self._stages if n == outer)
+        took = time.perf_counter() - start
+        return f"; estimated {clock(self.expected[outer])}, run ETA {clock(self.left_s(outer, took))}"
 
     def progress(self, name: str, total: int):
         """A callable advancing a counter; logs at most ~10 times so output stays short."""
@@ -83,7 +139,8 @@ class Reporter:
             if frac >= state["next"] or state["n"] == total:
                 state["next"] = frac + 0.1
                 took = time.perf_counter() - state["start"]
-                self.log(f"  {name}: {state['n']}/{total} ({took:.0f} s)")
+                eta = f", ETA {clock(took / state['n'] * (total - state['n']))}" if state["n"] < total else ""
+                self.log(f"  {name}: {state['n']}/{total} ({took:.0f} s{eta})")
 
         return advance
 
@@ -182,11 +239,23 @@ class RunContext:
         from transformers import TrainerCallback
 
         reporter = self.reporter
+        began = {}
+
+        def eta(state) -> str:
+            start = began.setdefault("t", time.perf_counter())
+            took, step = time.perf_counter() - start, max(state.global_step, 1)
+            left = took / step * max(0, state.max_steps - state.global_step)
+            return f" ({clock(took)}, ETA {clock(left)})"
 
         class Progress(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kw):
+                began["t"] = time.perf_counter()
+
             def on_log(self, args, state, control, logs=None, **kw):
                 if logs and "loss" in logs:
-                    reporter.log(f"  {name}: step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f}")
+                    reporter.log(
+                        f"  {name}: step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f}{eta(state)}"
+                    )
                 elif logs and "eval_loss" in logs:
                     reporter.log(
                         f"  {name}: step {state.global_step}/{state.max_steps} validation loss {logs['eval_loss']:.4f}"

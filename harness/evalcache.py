@@ -85,6 +85,23 @@ def _path(task: str, k: str) -> Path:
     return cache.home() / "evaluations" / task / f"{k}.json"
 
 
+def sidecar(task: str, k: str, what: str) -> Path:
+    """A file stored beside evaluation `k` and reused with it (e.g. the throughput probe's result)."""
+    return cache.home() / "evaluations" / task / what / f"{k}.json"
+
+
+def save_sidecar(task: str, k: str, what: str, data: dict, log) -> None:
+    """Store `data` beside evaluation `k`; failing to costs the next run a new measurement, not this run."""
+    if cache.read_only():
+        return
+    path = sidecar(task, k, what)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        files.write_json_atomic(path, data)
+    except (OSError, HarnessError) as e:
+        log(f"  could not store the {what} for reuse ({e}); the next run will measure it again")
+
+
 def load(task: str, k: str, log) -> StoredEvaluation | None:
     path = _path(task, k)
     if not path.exists():

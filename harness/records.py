@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.profile import Profile
+
 _OMIT = {"exclude_if": lambda v: v is None}  # a key that is absent, not null, when it does not apply
 
 
@@ -183,6 +185,69 @@ class Sample(Record):
     )
 
 
+# ---------------------------------------------------------------- what a system costs (harness.cost)
+
+
+class Throughput(Record):
+    """Questions per second at the best batch size, measured after the accuracy pass on a fixed seeded sample
+    of the system's own test prompts, scored at each batch size tried (the answers are not used)."""
+
+    batch_size: int = Field(description="the batch size with the highest questions per second")
+    questions_per_s: float = Field(description="questions per second at that batch size (model only)")
+    tokens_per_s: float = Field(description="prompt tokens per second at that batch size")
+    tried: dict[str, float] = Field(description="questions per second at each batch size tried")
+    n: int = Field(description="questions in the probe's sample")
+    seconds: float = Field(description="what the probe took, loading the weights included (its cost to the run)")
+    peak_memory_mb: float | None = Field(default=None, description="peak RSS during the probe")
+
+
+class SystemCost(Record):
+    """A system's cost in machine-seconds, from its measured figures; monthly figures use the run's profile."""
+
+    build_s: float | None = Field(description="one-time build: training and/or indexing, machine-seconds")
+    s_per_1k_batch1: float | None = Field(description="seconds to answer 1,000 questions one at a time")
+    s_per_1k_best: float | None = Field(
+        description="seconds per 1,000 questions at the best measured batch size (retrieval added per question), "
+        "or at batch 1 where the accuracy pass measured that faster"
+    )
+    best_batch_size: int | None = Field(description="the batch size s_per_1k_best was measured at")
+    refresh_s: float = Field(description="seconds to refresh after one document update (0: nothing to refresh)")
+    refresh_what: str = Field(description="what a refresh does: nothing, re-index, retrain, or both")
+    refresh_basis: Literal["measured", "estimated", "none"] = Field(
+        description="measured: from this artifact's recorded index-build or training time; estimated: from the "
+        "build time; none: nothing to refresh"
+    )
+    peak_memory_mb: float | None = Field(description="the larger of the evaluation's and the probe's peak RSS")
+    machine_s_per_month: float | None = Field(
+        description="serving (at the best batch) plus refreshes per month, at the profile"
+    )
+    usd_per_month: float | None = Field(default=None, description="machine_s_per_month at usd_per_hour", **_OMIT)
+    p95_latency_s: float | None = Field(default=None, description="batch-1 latency p95 the latency limit is held to")
+
+
+class BreakEven(Record):
+    """Where the recommendation flips along one axis of the profile, the other axis fixed."""
+
+    axis: Literal["queries_per_day", "updates_per_month"] = Field(description="the profile key varied")
+    at: float = Field(description="the value at which the cheapest eligible system changes")
+    to: str = Field(description="the system chosen past that value")
+    direction: Literal["above", "below"] = Field(description="the flip is above or below the profile's value")
+
+
+class Decision(Record):
+    """The recommendation for the run's deployment profile (harness.cost.decide)."""
+
+    profile: Profile = Field(description="the deployment profile used")
+    defaults: list[str] = Field(description="profile keys left at their default")
+    recommended: str | None = Field(description="the system to choose (null: none qualifies)")
+    most_accurate: str | None = Field(description="the system with the highest headline metric")
+    eligible: list[str] = Field(
+        description="systems not significantly below the most accurate (Holm) that meet the latency limit"
+    )
+    break_even: list[BreakEven] = Field(default_factory=list, description="where the choice flips")
+    text: str = Field(description="the recommendation paragraph, as the report and terminal show it")
+
+
 # ---------------------------------------------------------------- per system
 
 
@@ -261,6 +326,8 @@ class SystemResult(Record):
     gold_context: GoldContext | None = Field(
         default=None, description="oracle: how much of the gold document(s) its prompts held", **_OMIT
     )
+    throughput: Throughput | None = Field(default=None, description="measured at the best batch size", **_OMIT)
+    cost: SystemCost | None = Field(default=None, description="what the system costs (harness.cost)", **_OMIT)
     traceback: str | None = Field(default=None, description="kept for errors.log, not written", exclude=True)
 
     @property
@@ -376,6 +443,9 @@ class RunResults(Record):
     )
     limited: LimitedRun | None = Field(
         default=None, description="--limit: the run evaluated a sample of the test split", **_OMIT
+    )
+    decision: Decision | None = Field(
+        default=None, description="the recommendation for the deployment profile", **_OMIT
     )
 
     def dump(self) -> dict[str, Any]:

@@ -18,18 +18,20 @@ from datetime import datetime
 from pathlib import Path
 
 from harness import baselines as model_free
-from harness import cache, evalcache, models, priorbreak, results, scorers, stats, strata, systems
+from harness import cache, cost, evalcache, models, priorbreak, results, scorers, stats, strata, systems, throughput
 from harness.calibration import calibration_questions, calibration_set, calibration_threshold
 from harness.checks import check_machine, check_task, outside_paths, window_problems
 from harness.constants import AnswerFormat
-from harness.context import Reporter, RunContext
+from harness.context import Reporter, RunContext, stage_name
 from harness.data import load_task_data
 from harness.errors import HarnessError
+from harness.estimate import estimate_run
 from harness.evaluate import run_lm_eval
 from harness.evaluate_vllm import vllm_for_system
 from harness.manifest import build_manifest
 from harness.measure import timer
 from harness.parts.outputs import BuildInfo
+from harness.profile import parse_profile
 from harness.records import (
     EvaluationReused,
     GoldCut,
@@ -67,6 +69,9 @@ class RunOptions:
     launcher: str = "local"
     device: str | None = None  # --device: overrides the task's `device:`
     command: list[str] = field(default_factory=list)
+    profile: str | None = None  # --profile k=v,...: over the task's `decision:` block
+    estimate: bool = False  # print the time estimate (harness.estimate) before building, and an ETA against it
+    dry_run: bool = False  # plan and estimate only: build nothing, write nothing to reports/
 
 
 @dataclass
@@ -94,6 +99,8 @@ def plan(opts: RunOptions) -> Plan:
         if opts.device not in ("auto", "cpu", "cuda"):
             raise HarnessError(f"--device must be auto, cpu or cuda, got '{opts.device}'")
         updates["device"] = opts.device
+    if opts.profile is not None:
+        updates["decision"] = parse_profile(opts.profile, spec.decision)
     spec = spec.model_copy(update=updates)
     names = opts.systems or spec.systems
     if not names:
@@ -104,6 +111,13 @@ def plan(opts: RunOptions) -> Plan:
     if spec.model != "default" and not models.looks_like_path(spec.model):
         models.resolve_model(spec.model, fingerprint=False)  # a hub id while offline fails here, before any work
     for folder in (opts.reports_dir, opts.indices_dir):
+        if opts.dry_run:  # a dry run creates nothing: the nearest existing folder must be writable
+            here = Path(folder).absolute()
+            while not here.exists():
+                here = here.parent
+            if not os.access(here, os.W_OK):
+                raise HarnessError(f"{folder} is not writable")
+            continue
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -207,6 +221,8 @@ class Evaluation:
     reused: EvaluationReused | None = None
     serving_memory: ServingMemory | None = None
     budget_tokens: int | None = None  # oracle: the prompt budget its gold documents were fitted into
+    key: str | None = None  # the evaluation cache's key (what the throughput probe is stored beside)
+    prompts: object = None  # the system's rendered test prompts (parts.outputs.Prompts)
 
 
 def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
@@ -235,12 +251,14 @@ def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
             stored.peak_memory_mb,
             stored.cuda_peak_memory_mb,
             EvaluationReused(measured_at=stored.measured_at, seconds=stored.seconds),
-            stored.serving_memory,
-            test_prompts.budget_tokens,
+            serving_memory=stored.serving_memory,
+            budget_tokens=test_prompts.budget_tokens,
+            key=key,
+            prompts=test_prompts,
         )
     if not own_base_model(system):
         ctx.base_model()  # loaded before the footprint starts, so that it counts once, as a resource
-    stage = rep.stage(f"{name}: evaluate {len(ctx.data.test)} questions")
+    stage = rep.stage(stage_name(name, "evaluate", len(ctx.data.test)))
     with stage, ctx.memory.footprint() as mem, timer() as took:
         test = evaluate_system(system, ctx, ctx.data.test, _task_name(name, "test"), prompts=test_prompts)
         calibration = (
@@ -264,7 +282,51 @@ def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
         serving_memory=serving,
     )
     threshold = calibration_threshold(ctx, cal_q, calibration)
-    return Evaluation(test, threshold, peak, mem.cuda_peak_mb, None, serving, test_prompts.budget_tokens)
+    return Evaluation(
+        test,
+        threshold,
+        peak,
+        mem.cuda_peak_mb,
+        None,
+        serving_memory=serving,
+        budget_tokens=test_prompts.budget_tokens,
+        key=key,
+        prompts=test_prompts,
+    )
+
+
+def probe_or_reuse(system, ctx: RunContext, evaluation: Evaluation):
+    """The system's throughput at its best batch size (harness.throughput): measured after the accuracy pass,
+    or read back with a reused evaluation. None when it cannot be measured (the run goes on without it)."""
+    name, rep = system.name, ctx.reporter
+    stored = throughput.load(ctx.spec.name, evaluation.key) if evaluation.reused is not None else None
+    if stored is not None:
+        return stored
+    try:
+        with (
+            rep.stage(stage_name(name, "throughput", len(ctx.data.test))),
+            timer() as took,
+            system.model() as m,
+        ):
+            tp = throughput.measure(
+                m,
+                ctx.tokenizer,
+                ctx.data.test,
+                evaluation.prompts.texts,
+                spec=ctx.spec,
+                dtype=ctx.dtype,
+                task_name=_task_name(name, "throughput"),
+            )
+    except Exception as e:  # the accuracy figures stand without it; the cost model then uses batch-1 latency
+        rep.log(f"  {name}: throughput probe failed ({type(e).__name__}: {e}); serving cost uses batch-1 latency")
+        return None
+    tp = tp.model_copy(update={"seconds": round(took(), 2)})  # with loading the weights: the probe's whole cost
+    rep.log(
+        f"  {name}: best batch size {tp.batch_size}: {tp.questions_per_s:.2f} questions/s "
+        f"(tried {', '.join(f'{b}: {q:.2f}' for b, q in tp.tried.items())}; the probe took {tp.seconds:.1f} s)"
+    )
+    throughput.save(ctx.spec.name, evaluation.key, tp, rep.log)
+    return tp
 
 
 def _percentiles(values) -> Percentiles:
@@ -287,7 +349,13 @@ def _build_fields(info: BuildInfo) -> dict:
 
 
 def system_result(
-    kind: str, info: BuildInfo, evaluation: Evaluation, scored: results.Scored, vs_baseline, ctx: RunContext
+    kind: str,
+    info: BuildInfo,
+    evaluation: Evaluation,
+    scored: results.Scored,
+    vs_baseline,
+    ctx: RunContext,
+    tp=None,
 ) -> SystemResult:
     """A system's results.json entry, from its build record, its measurements and its scores."""
     test, spec = evaluation.test, ctx.spec
@@ -328,6 +396,7 @@ def system_result(
         latency_s=_percentiles(m.latency_s for m in test),
         prompt_tokens_mean=round(sum(m.prompt_tokens for m in test) / len(test), 1),
         vs_best_baseline=vs_baseline,
+        throughput=tp,
         **optional,
     )
 
@@ -351,7 +420,7 @@ def run_system(
     info = None
     ctx.memory.begin_system()
     try:
-        with rep.stage(f"{name}: build"):
+        with rep.stage(stage_name(name, "build")):
             info = system.build()
         if info.cached:
             rep.log(f"  {name}: reused the cached artifact")
@@ -364,7 +433,9 @@ def run_system(
         )
         samples = results.samples_of(name, ctx.data.test, evaluation.test, scored, metric)
         vs_baseline = model_free.vs_best_baseline(samples, baselines, metric, spec.seed)
-        return SystemRun(system_result(system.kind, info, evaluation, scored, vs_baseline, ctx), samples, info.launch)
+        tp = probe_or_reuse(system, ctx, evaluation)
+        entry = system_result(system.kind, info, evaluation, scored, vs_baseline, ctx, tp)
+        return SystemRun(entry, samples, info.launch)
     except HarnessError:
         raise
     except Exception as e:
@@ -391,7 +462,20 @@ def execute(p: Plan, reporter: Reporter) -> Path:
         return _execute(p, reporter)
 
 
-def _execute(p: Plan, reporter: Reporter) -> Path:
+@dataclass
+class Prepared:
+    """What the run has before any system builds: data, scoring, the context and the constructed systems."""
+
+    ctx: RunContext
+    built: list
+    scoring: results.Scoring
+    threads: int
+    limited: LimitedRun | None = None  # --limit: the sample the test split was cut to
+
+
+def prepare(p: Plan, reporter: Reporter) -> Prepared:
+    """Load the data and the model's tokenizer, check the prompts against the context window and construct and
+    validate every system: what a run (and a dry run) does before anything is built."""
     spec, opts = p.spec, p.opts
     models.set_offline_defaults()
     threads = models.set_threads()
@@ -447,6 +531,40 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
         built = [systems.make_system(n, ctx) for n in p.systems]  # each system is constructed once per run
         for s in built:
             s.validate()
+    return Prepared(ctx, built, scoring, threads, limited)
+
+
+def show_estimate(ctx: RunContext, built: list, reporter: Reporter) -> None:
+    """Print the time estimate before building and let progress lines show an ETA against it. An estimate that
+    cannot be made is one line; the run goes on."""
+    try:
+        est = estimate_run(ctx, built, len(calibration_questions(ctx) or []), reporter.log)
+    except HarnessError:
+        raise
+    except Exception as e:
+        reporter.log(f"note: no time estimate ({type(e).__name__}: {e})")
+        return
+    for line in est.lines():
+        reporter.log(line)
+    reporter.expect(est.by_stage())
+
+
+def dry_run(p: Plan, reporter: Reporter, out) -> None:
+    """`harness run --dry-run`: the plan and the per-stage estimate, printed through `out`; nothing is built and
+    nothing is written to reports/."""
+    prep = prepare(p, reporter)
+    est = estimate_run(prep.ctx, prep.built, len(calibration_questions(prep.ctx) or []), reporter.log)
+    for line in est.lines():
+        out(line)
+
+
+def _execute(p: Plan, reporter: Reporter) -> Path:
+    spec, opts = p.spec, p.opts
+    prep = prepare(p, reporter)
+    ctx, built, scoring, threads, limited = prep.ctx, prep.built, prep.scoring, prep.threads, prep.limited
+    data, ref = ctx.data, ctx.model_ref
+    if opts.estimate:
+        show_estimate(ctx, built, reporter)
     with reporter.stage("warm up the evaluation"):
         warm_up(ctx)
     headline = scoring.headline
@@ -497,6 +615,13 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
         ),
         calibration_set=calibration_set(ctx),
         limited=limited,
+    )
+    costs, decision = cost.decide(out, spec.decision)
+    out = out.model_copy(
+        update={
+            "systems": {n: e.model_copy(update={"cost": costs.get(n)}) for n, e in out.systems.items()},
+            "decision": decision,
+        }
     )
     launch = {n: r.launch for n, r in runs.items() if r.launch}
     manifest = build_manifest(spec, ref, data, opts, run_id, launch)

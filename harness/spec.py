@@ -20,6 +20,7 @@ from harness.constants import AnswerFormat
 from harness.dataspec import CorpusSource, DataSpec, FieldMap, HubSource, QuestionSource, SplitSpec, Strict
 from harness.errors import HarnessError, did_you_mean
 from harness.extract import FilterStep
+from harness.profile import Profile
 from harness.yamlfile import load_with_includes, validation_problems, where
 
 SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit: a larger one fails only when training starts
@@ -374,6 +375,10 @@ metrics: [exact_match, token_f1]"""
         default_factory=PreferenceSpec, description="Preference tuning settings (dpo, orpo)."
     )
     evaluation: EvalSpec = Field(default_factory=EvalSpec, description="Evaluation and measurement settings.")
+    decision: Profile = Field(
+        default_factory=Profile,
+        description="Deployment profile the report's recommendation and costs are for (`--profile` overrides it).",
+    )
     metrics: list[str] = Field(
         default_factory=list, description="Metrics to report; empty means every metric that fits the answer format."
     )
@@ -458,6 +463,7 @@ SECTIONS: list[tuple[str, type[Strict]]] = [
     ("preference.fields", PreferenceFields),
     ("evaluation", EvalSpec),
     ("evaluation.vllm", VllmSpec),
+    ("decision", Profile),
     ("filters[]", FilterStep),
 ]
 

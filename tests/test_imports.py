@@ -159,18 +159,19 @@ def test_the_harness_package_has_no_import_circle():
 LAYERS = (
     (
         "foundation",
-        "errors constants files yamlfile dataspec extract chunking measure stats records launch cache docgen strata",
+        "errors constants files yamlfile dataspec profile extract chunking measure stats records cost launch cache "
+        "docgen strata",
     ),
     ("schema", "spec scorers"),
     (
         "data and measurement",
-        "sources data models tasks manifest retrieval evaluate evaluate_vllm memory_estimate evalcache results"
-        " baselines priorbreak calibration",
+        "sources data models tasks manifest retrieval evaluate evaluate_vllm memory_estimate evalcache throughput"
+        " results baselines priorbreak calibration",
     ),
     ("parts", "parts context"),
     ("systems", "systems"),
     ("report", "report"),
-    ("pipeline", "checks taskinfo run rundir train_worker cli serving"),
+    ("pipeline", "checks taskinfo probe estimate run rundir train_worker cli serving"),
 )
 
 

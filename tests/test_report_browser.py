@@ -575,3 +575,33 @@ def test_screenshot_of_legal_qa_report(tab, tmp_path):
     target = os.environ.get("REPORT_SCREENSHOT")
     if target:
         Path(target).write_bytes(shot)
+
+
+def test_decision_paragraph_and_break_even_charts_render(tab, tmp_path):
+    run = legal_qa_run(tmp_path / "legal-qa", queries_per_day=5000, updates_per_month=4, usd_per_hour=0.9)
+    index = render_report(run)
+    tab.goto(index)
+    assert tab.problems() == []
+    decision = json.loads((run / "results.json").read_text(encoding="utf-8"))["decision"]
+    # the paragraph comes first in the page, before the recommendation, and is the one results.json holds
+    first = tab.eval("document.querySelector('h2').id")
+    assert first == "decision"
+    assert tab.eval("document.getElementById('decision-text').innerText.trim()") == decision["text"]
+    charts = json.loads(
+        tab.eval("""JSON.stringify([...document.querySelectorAll('#decision-detail svg')].map(s => ({
+        w: s.getBoundingClientRect().width, h: s.getBoundingClientRect().height,
+        lines: s.querySelectorAll('polyline').length, profile: s.querySelectorAll('.profile-point').length,
+        title: s.getAttribute('aria-label')})))""")
+    )
+    assert [c["title"] for c in charts] == [
+        "Cost per month vs questions per day",
+        "Cost per month vs document updates per month",
+    ]
+    for c in charts:
+        assert c["w"] > 300 and c["h"] > 200, c
+        assert c["lines"] == 3 and c["profile"] == 1, c  # one line per system, the profile's point marked
+    rows = tab.eval("[...document.querySelectorAll('#cost-table tbody tr')].map(r => r.dataset.system)")
+    assert rows == ["prompt", "lora", "rag"]
+    # self-contained: no external reference anywhere in the file
+    html = index.read_text(encoding="utf-8")
+    assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and 'src="http' not in html

@@ -17,6 +17,7 @@ from harness.records import RunResults, Settings
 
 from . import fmt
 from .charts import loss_chart, metric_charts, retrieval_chart, tradeoff_chart
+from .decision import decision_context
 from .load import Run, load_run, machine_line, model_label
 from .prior import prior_section
 from .questions import question_rows, retrieval_systems
@@ -158,6 +159,7 @@ def report_context(run: Run) -> dict[str, Any]:
         "questions": questions,
         "manifest": manifest_items(manifest),
         "warnings": run.warnings,
+        **decision_context(results, colors),
     }
 
 

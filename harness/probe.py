@@ -1,0 +1,336 @@
+"""A short probe of this machine for harness.estimate: the rates each stage's work is multiplied by.
+
+- evaluation: the run's own path (lm-eval through harness.evaluate, the task's model, its dtype and threads)
+  on a few real test prompts at two lengths: seconds per question = a + b * prompt tokens, and lm-eval's own
+  overhead per call;
+- training: a warm-up and a timed optimiser step of each adapter method the run will train, on real training
+  rows (the run's loss on the answer positions, its precision), giving padded tokens per second;
+- retrieval: loading the embedder and embedding real chunks and a question.
+Together about 30 s on the 2-core dev machine; nothing is written anywhere.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+
+from harness.evaluate import run_lm_eval
+from harness.measure import PeakMemory, timer
+
+EVAL_QUESTIONS = 4  # per prompt length
+TRAIN_TOKENS_PER_STEP = 512  # rows per probe step: as many as fit this many tokens (at least one)
+
+
+@dataclass
+class Rates:
+    eval_a: float = 0.0  # seconds per question, fixed part
+    eval_b: float = 0.0  # seconds per prompt token
+    lm_eval_overhead_s: float = 0.0  # per lm-eval call
+    merge_s: float = 0.0  # loading weights for an adapter system's evaluation
+    adapter_factor: float = 1.0  # an adapter system's seconds per question over the base model's
+    eval_peak_mb: float | None = None
+    train_tokens_per_s: dict[str, float] = field(default_factory=dict)
+    train_peak_mb: dict[str, float] = field(default_factory=dict)
+    train_load_s: float = 0.0
+    embedder_load_s: float = 0.0
+    embed_chunk_s: float = 0.0
+    query_embed_s: float = 0.0
+    embed_peak_mb: float | None = None
+
+
+def _filler(ctx, tokens: int) -> str:
+    """Text of about `tokens` model tokens, from the task's own documents (or questions)."""
+    source = " ".join(d.text for d in ctx.data.corpus[:20]) or " ".join(q.question for q in ctx.data.train)
+    ids = ctx.tokenizer(source, add_special_tokens=False).input_ids
+    while ids and len(ids) < tokens:
+        ids = ids + ids
+    return ctx.tokenizer.decode(ids[:tokens])
+
+
+def _timed_questions(ctx, model, qs, texts, name: str) -> tuple[list, float]:
+    """((prompt tokens, seconds) per question, lm-eval's overhead) of scoring `texts` one at a time."""
+    spec = ctx.spec
+    start = time.perf_counter()
+    measured = run_lm_eval(
+        model,
+        ctx.tokenizer,
+        qs,
+        texts,
+        answer_format=spec.answer_format,
+        task_name=name,
+        batch_size=1,
+        warmup=1,
+        max_new_tokens=spec.evaluation.max_new_tokens,
+        seed=spec.seed,
+        dtype=ctx.dtype,
+    )
+    wall = time.perf_counter() - start
+    lat = [m.latency_s for m in measured]
+    return [(m.prompt_tokens, m.latency_s) for m in measured], max(0.0, wall - sum(lat) - lat[0])
+
+
+def probe_adapter(ctx, qs, texts, method: str, plain_s: float, r: Rates) -> None:
+    """An adapter system's evaluation as the run does it: a (fresh, untrained) adapter put on the shared model
+    and merged, scored, unloaded, and the shared model loaded again."""
+    from peft import get_peft_model
+
+    from harness.parts.trainers import lora_config
+
+    s = ctx.spec.finetune.for_method(method)
+    with timer() as took:
+        peft = get_peft_model(ctx.base_model(), lora_config(s, use_dora=method == "dora"))
+        peft.eval()
+        peft.merge_adapter()
+    merge = took()
+    try:
+        points, _ = _timed_questions(ctx, peft, qs, texts, "harness_probe_adapter")
+        seconds = statistics.median(t for _, t in points)
+    finally:
+        peft.unload()
+        ctx.release_base_model()
+    with timer() as took:
+        ctx.base_model()
+    r.merge_s = merge + took()
+    r.adapter_factor = max(1.0, seconds / plain_s) if plain_s > 0 else 1.0
+
+
+def probe_eval(ctx, short_tokens: float, long_tokens: float, r: Rates, adapter: str | None = None) -> None:
+    """Time the evaluation path on real questions: plain prompts and the same questions padded to `long_tokens`,
+    interleaved in one pass (on a shared machine, the two lengths then see the same load); with `adapter` (a
+    method), the plain prompts again through a merged adapter."""
+    spec = ctx.spec
+    qs = ctx.data.test[:EVAL_QUESTIONS] or ctx.data.train[:EVAL_QUESTIONS]
+    with PeakMemory() as mem:
+        model = ctx.base_model()
+        plain = [ctx.prompts.plain(q) for q in qs]
+        extra = max(0, int(long_tokens - short_tokens))
+        passage = {"doc_id": "probe", "chunk": 0, "score": 1.0, "text": _filler(ctx, extra)}
+        if extra > 32:
+            long = [ctx.prompts.with_passages(q, [passage]) for q in qs]
+            questions = [q for q in qs for _ in (0, 1)]
+            texts = [t for pair in zip(plain, long) for t in pair]
+        else:
+            questions, texts = qs, plain
+        points, r.lm_eval_overhead_s = _timed_questions(ctx, model, questions, texts, "harness_probe")
+        shorts = points[:: 2 if extra > 32 else 1]
+        longs = points[1::2] if extra > 32 else []
+        t1, s1 = statistics.mean(t for t, _ in shorts), statistics.median(s for _, s in shorts)
+        if adapter is not None:
+            probe_adapter(ctx, qs, plain, adapter, s1, r)
+    r.eval_peak_mb = round(mem.peak_mb, 1)
+    if spec.answer_format == "free-text":  # a generation's time is mostly its tokens: the fixed part per token
+        r.eval_a, r.eval_b = s1 / (spec.evaluation.max_new_tokens + 1), 0.0
+        return
+    r.eval_a, r.eval_b = s1, 0.0
+    if longs:
+        t2, s2 = statistics.mean(t for t, _ in longs), statistics.median(s for _, s in longs)
+        if t2 > t1 and s2 > s1:
+            r.eval_b = (s2 - s1) / (t2 - t1)
+            r.eval_a = max(0.0, s1 - r.eval_b * t1)
+
+
+def probe_train(ctx, method: str, rows: list[tuple[list[int], int]], r: Rates) -> None:
+    """One warm-up and one timed optimiser step of `method` on `rows` ((token ids, answer length) each)."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from harness.parts.trainers import lora_config
+
+    s = ctx.spec.finetune.for_method("lora" if method in ("dpo", "orpo") else method)
+    longest = max(len(ids) for ids, _ in rows)
+    take = max(1, min(s.batch_size, TRAIN_TOKENS_PER_STEP // max(1, longest)))
+    rows = rows[:take]
+    width = max(len(ids) for ids, _ in rows)
+    pad = ctx.tokenizer.pad_token_id or 0
+    input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])
+    attention = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
+    labels = torch.full_like(input_ids, -100)
+    for i, (ids, answer) in enumerate(rows):
+        labels[i, len(ids) - answer : len(ids)] = input_ids[i, len(ids) - answer : len(ids)]
+    with PeakMemory() as mem:
+        with timer() as took:
+            base = AutoModelForCausalLM.from_pretrained(ctx.model_ref.path, dtype=torch.float32)
+        r.train_load_s = max(r.train_load_s, took())
+        model = get_peft_model(base, lora_config(s, use_dora=method == "dora"))
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.learning_rate)
+        bf16 = ctx.use_bf16(s.bf16)
+        backbone = getattr(model.get_base_model(), model.get_base_model().base_model_prefix)
+        head = model.get_base_model().get_output_embeddings()
+        times = []
+        for _ in range(2):
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                hidden = backbone(input_ids=input_ids, attention_mask=attention, use_cache=False).last_hidden_state
+                target = labels[:, 1:]
+                mask = target != -100
+                logits = head(hidden[:, :-1][mask]).float()
+                loss = torch.nn.functional.cross_entropy(logits, target[mask])
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            times.append(time.perf_counter() - start)
+    r.train_tokens_per_s[method] = input_ids.numel() / times[-1]
+    r.train_peak_mb[method] = round(mem.peak_mb, 1)
+    del model, base, opt
+
+
+def probe_embed(ctx, r: Rates) -> tuple[int, list[str]]:
+    """Load the embedder and embed a few real chunks; returns the number of chunks the index will hold and the
+    first chunks' texts."""
+    from harness.chunking import chunk_documents
+    from harness.retrieval import max_content_tokens
+
+    rag = ctx.spec.rag
+    with PeakMemory() as mem:
+        with timer() as took:
+            embedder = ctx.embedder()
+        r.embedder_load_s = took()
+        chunks = chunk_documents(
+            ctx.data.corpus, embedder.tokenizer, rag.chunk_tokens, rag.overlap, max_content_tokens(embedder)
+        )
+        sample = [c.text for c in chunks[:10]]
+        embedder.encode(sample[:2])  # warm-up
+        with timer() as took:
+            embedder.encode(sample[2:10])
+        r.embed_chunk_s = took() / max(1, len(sample[2:10]))
+        queries = [ctx.prompts.user_text(q) for q in ctx.data.test[:3]]
+        with timer() as took:
+            for q in queries:
+                embedder.encode([q])
+        r.query_embed_s = took() / max(1, len(queries))
+    r.embed_peak_mb = round(mem.peak_mb, 1)
+    return len(chunks), sample
+
+
+def rows_of(ctx, texts: list[tuple[str, str]]) -> list[tuple[list[int], int]]:
+    """(token ids, answer tokens) of (prompt, completion) rows, as training tokenises them."""
+    out = []
+    for prompt, completion in texts:
+        p = ctx.tokenizer(prompt).input_ids
+        a = [*ctx.tokenizer(completion, add_special_tokens=False).input_ids, ctx.tokenizer.eos_token_id or 0]
+        out.append((p + a, len(a)))
+    return out
+
+
+# ---------------------------------------------------------------- measured once per machine and setting
+
+
+EVAL_FIELDS = ("eval_a", "eval_b", "lm_eval_overhead_s", "merge_s", "eval_peak_mb", "adapter_factor")
+EMBED_FIELDS = ("embedder_load_s", "embed_chunk_s", "query_embed_s", "embed_peak_mb")
+
+
+def _machine() -> list:
+    import os
+    import platform
+
+    import torch
+
+    return [platform.machine(), platform.processor(), os.cpu_count(), torch.get_num_threads(), torch.__version__]
+
+
+def _stored(key: str) -> dict | None:
+    import json
+
+    from harness import cache
+
+    try:
+        return json.loads((cache.home() / "probe" / f"{key}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _store(key: str, data: dict, log) -> None:
+    from harness import cache, files
+    from harness.errors import HarnessError
+
+    if cache.read_only():
+        return
+    path = cache.home() / "probe" / f"{key}.json"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        files.write_json_atomic(path, data)
+    except (OSError, HarnessError) as e:
+        log(f"  could not store the probe's figures ({e}); the next estimate will probe again")
+
+
+def measure(ctx, built: list, with_index: bool, log) -> tuple[Rates, int, float, list[str]]:
+    """The rates for `built` on this machine: read back where an earlier probe with the same model, settings
+    and machine stored them (HARNESS_HOME/probe/), else probed now. Returns (rates, chunks in the index, model
+    tokens per chunk, what was read back)."""
+    from harness import __version__, cache
+    from harness.systems.finetune import training_rows
+
+    spec, r, reused = ctx.spec, Rates(), []
+    machine = [__version__, ctx.model_ref.fingerprint, ctx.dtype, ctx.device, *_machine()]
+    sample = ctx.data.test[:20]
+    short = sum(ctx.prompts.tokens(ctx.prompts.plain(q)) for q in sample) / max(1, len(sample))
+    n_chunks, chunk_tokens = 0, 0.0
+    if with_index:
+        key = cache.key_of("embed", machine, spec.rag.embedder, spec.rag.chunk_tokens, spec.rag.overlap)
+        stored = _stored(key)
+        if stored is not None:
+            for f in EMBED_FIELDS:
+                setattr(r, f, stored[f])
+            reused.append("embedding")
+            n_chunks, texts = _chunks(ctx)
+        else:
+            n_chunks, texts = probe_embed(ctx, r)
+            _store(key, {f: getattr(r, f) for f in EMBED_FIELDS}, log)
+        chunk_tokens = sum(ctx.prompts.tokens(t) for t in texts) / max(1, len(texts))
+    budget = min(spec.rag.max_prompt_tokens, ctx.model_max_length()) - spec.evaluation.max_new_tokens
+    long = min(budget, max(2 * short, short + spec.rag.k * chunk_tokens))
+    adapters = [s.adapter.method for s in built if getattr(s, "adapter", None) is not None]
+    adapter = next((m for m in adapters if m != "qlora"), None)
+    key = cache.key_of("eval", machine, spec.answer_format, spec.evaluation.max_new_tokens, adapter)
+    stored = _stored(key)
+    if stored is not None and stored.get("long", 0) >= long and all(f in stored for f in EVAL_FIELDS):
+        for f in EVAL_FIELDS:
+            setattr(r, f, stored[f])
+        reused.append("evaluation")
+    else:
+        probe_eval(ctx, short, long, r, adapter)
+        _store(key, {**{f: getattr(r, f) for f in EVAL_FIELDS}, "long": long}, log)
+    methods = {}
+    for s in built:
+        adapter = getattr(s, "adapter", None)
+        if adapter is not None and adapter.cached() is None:
+            method = "lora" if adapter.method in ("dpo", "orpo") else adapter.method
+            methods[method] = s.kind == "rag+finetune" or methods.get(method, False)
+    for method, raft in methods.items():
+        settings = spec.finetune.for_method(method)
+        key = cache.key_of("train", machine, method, settings.model_dump(mode="json"), raft)
+        stored = _stored(key)
+        if stored is not None:
+            r.train_tokens_per_s[method], r.train_peak_mb[method] = stored["tokens_per_s"], stored["peak_mb"]
+            r.train_load_s = max(r.train_load_s, stored["load_s"])
+            reused.append(f"{method} training")
+            continue
+        rows = rows_of(ctx, [(x["prompt"], x["completion"]) for x in training_rows(ctx, ctx.data.train[:16])])
+        if raft:  # RAFT rows: the prompt filled with passages to the training length
+            filler = _filler(ctx, settings.max_length)
+            ids = ctx.tokenizer(filler, add_special_tokens=False).input_ids[: settings.max_length - 4]
+            rows = [(ids + row[-answer:], answer) for row, answer in rows]
+        probe_train(ctx, method, rows, r)
+        _store(
+            key,
+            {
+                "tokens_per_s": r.train_tokens_per_s[method],
+                "peak_mb": r.train_peak_mb[method],
+                "load_s": r.train_load_s,
+            },
+            log,
+        )
+    return r, n_chunks, chunk_tokens, reused
+
+
+def _chunks(ctx) -> tuple[int, list[str]]:
+    from harness.chunking import chunk_documents
+    from harness.retrieval import max_content_tokens
+
+    rag, embedder = ctx.spec.rag, ctx.embedder()
+    chunks = chunk_documents(
+        ctx.data.corpus, embedder.tokenizer, rag.chunk_tokens, rag.overlap, max_content_tokens(embedder)
+    )
+    return len(chunks), [c.text for c in chunks[:10]]
