@@ -17,6 +17,7 @@ from harness.records import RunResults, Settings
 
 from . import fmt
 from .charts import loss_chart, metric_charts, retrieval_chart, tradeoff_chart
+from .errors_analysis import error_analysis
 from .load import Run, load_run, machine_line, model_label
 from .questions import question_rows, retrieval_systems
 from .recommend import headline, recommendation
@@ -147,6 +148,7 @@ def report_context(run: Run) -> dict[str, Any]:
         "training": training_rows(results),
         "retrieval": retrieval_chart(results, colors),
         "comparisons": results.comparisons,
+        "analysis": error_analysis(results, run.samples),
         "alpha": SIGNIFICANCE_LEVEL,
         "viewer_systems": viewer_systems,
         "retrieval_systems": retrieval_systems(run.samples),

@@ -28,3 +28,32 @@
   filter.addEventListener("change", apply);
   apply();
 })();
+(function () {
+  "use strict";
+  // Sortable tables (class "sortable"): a header click sorts the rows by that column's data-value (numbers
+  // where the header says data-sort="num"), again to reverse. Missing values go last.
+  Array.prototype.forEach.call(document.querySelectorAll("table.sortable"), function (table) {
+    var heads = table.tHead.rows[0].cells;
+    Array.prototype.forEach.call(heads, function (th, col) {
+      th.classList.add("sorter");
+      th.setAttribute("title", "sort by this column (click again to reverse)");
+      th.addEventListener("click", function () {
+        var numeric = th.getAttribute("data-sort") === "num";
+        var dir = th.getAttribute("data-dir") === "desc" ? "asc" : "desc";
+        if (!numeric && !th.hasAttribute("data-dir")) { dir = "asc"; }
+        Array.prototype.forEach.call(heads, function (h) { h.removeAttribute("data-dir"); });
+        th.setAttribute("data-dir", dir);
+        var body = table.tBodies[0];
+        var rows = Array.prototype.slice.call(body.rows);
+        rows.sort(function (a, b) {
+          var x = a.cells[col].getAttribute("data-value"), y = b.cells[col].getAttribute("data-value");
+          if (x === "" || x === null) { return (y === "" || y === null) ? 0 : 1; }
+          if (y === "" || y === null) { return -1; }
+          var c = numeric ? parseFloat(x) - parseFloat(y) : x.localeCompare(y);
+          return dir === "asc" ? c : -c;
+        });
+        rows.forEach(function (r) { body.appendChild(r); });
+      });
+    });
+  });
+})();
