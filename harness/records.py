@@ -156,6 +156,9 @@ class Sample(Record):
         description="every metric's score for this question (null: not applicable)"
     )
     retrieved: list[Passage] | None = Field(default=None, description="retrieval systems: the passages in the prompt")
+    prompt: str | None = Field(
+        default=None, description="the full text the model was given (chat template, passages, examples)"
+    )
 
 
 # ---------------------------------------------------------------- per system

@@ -210,6 +210,7 @@ class Evaluation:
     peak_memory_mb: float
     cuda_peak_memory_mb: float | None
     reused: EvaluationReused | None = None
+    prompts: dict[str, str] = field(default_factory=dict)  # question id -> the full prompt (for samples.jsonl)
 
 
 def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
@@ -227,6 +228,7 @@ def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
         _torch_threads(),
     )
     stored = None if ctx.reevaluate else evalcache.load(ctx.spec.name, key, rep.log)
+    prompts = {q.id: text for q, text in zip(ctx.data.test, test_prompts.texts)}
     if stored is not None:
         rep.log(
             f"  {name}: nothing that decides its answers changed: reusing its evaluation measured "
@@ -238,6 +240,7 @@ def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
             stored.peak_memory_mb,
             stored.cuda_peak_memory_mb,
             EvaluationReused(measured_at=stored.measured_at, seconds=stored.seconds),
+            prompts,
         )
     with rep.stage(f"{name}: evaluate {len(ctx.data.test)} questions"), PeakMemory() as mem, timer() as took:
         test = evaluate_system(system, ctx, ctx.data.test, _task_name(name, "test"), prompts=test_prompts)
@@ -257,7 +260,7 @@ def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
         seconds=took(),
         log=rep.log,
     )
-    return Evaluation(test, calibration_threshold(ctx, cal_q, calibration), peak, mem.cuda_peak_mb)
+    return Evaluation(test, calibration_threshold(ctx, cal_q, calibration), peak, mem.cuda_peak_mb, None, prompts)
 
 
 def _percentiles(values) -> Percentiles:
@@ -348,6 +351,7 @@ def run_system(
             evaluation.test, ctx.data.test, spec, embed, evaluation.threshold, metric, scoring.pool
         )
         samples = results.samples_of(name, ctx.data.test, evaluation.test, scored, metric)
+        samples = [s.model_copy(update={"prompt": evaluation.prompts.get(s.id)}) for s in samples]
         vs_baseline = results.vs_best_baseline(samples, baselines, metric, spec.seed)
         return SystemRun(system_result(system.kind, info, evaluation, scored, vs_baseline, ctx), samples, info.launch)
     except HarnessError:

@@ -11,6 +11,11 @@ Checked on rendered fake runs (tests/report_fixtures.py):
   * markup injected into a question, an answer, a passage, a question id and an error message is inert
     (the payloads would set window.__xss) and shows as text;
   * a 150-question x 4-system report is under 5 MB and its load event ends in under a second (median of 3);
+  * the viewer's search over ids, categories and documents, its filters (category, document, system A right
+    and B wrong) and sorts (margin, latency) show exactly the rows computed from samples.jsonl, and the full
+    prompt and passages expand;
+  * at 420 px and 1280 px the page does not scroll sideways, every system's answer is on screen and chart
+    labels keep a readable size;
   * a screenshot of a legal-qa report (systems prompt, lora, rag) can be taken. To refresh the one in docs/:
         REPORT_SCREENSHOT=docs/report-screenshot.png \
             .venv/bin/python -m pytest tests/test_report_browser.py -k screenshot
@@ -34,7 +39,15 @@ import time
 from pathlib import Path
 
 import pytest
-from report_fixtures import legal_qa_run, make_results, make_samples, write_run
+from report_fixtures import (
+    MANIFEST,
+    legal_qa_results,
+    legal_qa_run,
+    legal_qa_samples,
+    make_results,
+    make_samples,
+    write_run,
+)
 
 from harness.report import render_report
 
@@ -347,7 +360,9 @@ def expected_rows(samples: list[dict]) -> dict[str, dict]:
     out = {}
     for qid, rows in by_id.items():
         verdicts = [r["correct"] for r in rows if isinstance(r["correct"], bool)]
-        texts = [rows[0]["question"], rows[0]["gold"]] + [r["prediction"] for r in rows]
+        first = rows[0]  # the search covers the question, answers, id, category and document
+        texts = [first["question"], first["gold"], qid, first["category"], first["doc_id"]]
+        texts += [r["prediction"] for r in rows]
         out[qid] = {
             "disagreement": len({" ".join(r["prediction"].split()).casefold() for r in rows}) > 1,
             "failure": False in verdicts,
@@ -575,3 +590,107 @@ def test_screenshot_of_legal_qa_report(tab, tmp_path):
     target = os.environ.get("REPORT_SCREENSHOT")
     if target:
         Path(target).write_bytes(shot)
+
+
+# ----------------------------------------------------------------------- the viewer's controls ---
+
+
+def prompted_run(folder: Path) -> Path:
+    """legal_qa_run with the full prompt of every sample, passages included for rag, as run.py stores it."""
+    samples = legal_qa_samples(0)
+    for smp in samples:
+        context = "".join(f"[{p['doc_id']}] {p['text']}\n" for p in smp["retrieved"] or [])
+        smp["prompt"] = f"<|im_start|>system\nAnswer Yes or No.\n{context}<|im_end|>\n{smp['question']}\n"
+    return write_run(folder, results=legal_qa_results(samples), samples=samples, manifest=MANIFEST)
+
+
+def _set(tab: Tab, element: str, value: str) -> list[str]:
+    tab.eval(f"""(() => {{ const f = document.getElementById({json.dumps(element)}); f.value = {json.dumps(value)};
+                 f.dispatchEvent(new Event('change', {{bubbles: true}})); }})()""")
+    return visible(tab)
+
+
+def _search(tab: Tab, text: str) -> list[str]:
+    tab.eval("(() => { const s = document.getElementById('q-search'); s.value = ''; s.focus(); })()")
+    if text:
+        tab.send("Input.insertText", {"text": text})
+    else:
+        tab.eval("document.getElementById('q-search').dispatchEvent(new Event('input', {bubbles: true}))")
+    return visible(tab)
+
+
+def test_viewer_search_filters_sorts_and_full_prompt(tab, tmp_path):
+    run = prompted_run(tmp_path / "run")
+    tab.goto(render_report(run))
+    samples = read_samples(run)
+    by = {(s["system"], s["id"]): s for s in samples}
+    ids = list(dict.fromkeys(s["id"] for s in samples))
+    first = {s["id"]: s for s in samples if s["system"] == "prompt"}
+    # search: ids, categories and documents (shown under each question)
+    for needle in ("apache-2.0--conditions", "limitations/liability", "bsl-1.0"):
+        want = sorted(q for q in ids if needle in q or needle in first[q]["category"] or needle == first[q]["doc_id"])
+        assert 0 < len(want) < len(ids), needle
+        assert sorted(_search(tab, needle)) == want, needle
+    _search(tab, "")
+    # category and document filters
+    want = sorted(q for q in ids if first[q]["category"] == "conditions/same-license")
+    assert sorted(_set(tab, "q-cat", "conditions/same-license")) == want
+    _set(tab, "q-cat", "")
+    want = sorted(q for q in ids if first[q]["doc_id"] == "gpl-3.0")
+    assert sorted(_set(tab, "q-doc", "gpl-3.0")) == want
+    _set(tab, "q-doc", "")
+    # system A right and system B wrong
+    _set(tab, "q-a", "rag")
+    shown = _set(tab, "q-b", "prompt")
+    want = sorted(q for q in ids if by[("rag", q)]["correct"] and not by[("prompt", q)]["correct"])
+    assert 0 < len(want) < len(ids) and sorted(shown) == want
+    assert tab.eval("document.getElementById('q-count').textContent") == f"{len(want)} of {len(ids)} questions shown"
+    _set(tab, "q-a", "")
+    _set(tab, "q-b", "")
+    # sorts: margin lowest first, latency slowest first, and back to the test order
+    margins = [by[("rag", q)]["margin"] for q in _set(tab, "q-sort", "margin|rag")]
+    assert margins == sorted(margins) and len(margins) == len(ids)
+    latencies = [by[("lora", q)]["latency_s"] for q in _set(tab, "q-sort", "latency|lora")]
+    assert latencies == sorted(latencies, reverse=True)
+    assert _set(tab, "q-sort", "") == ids
+    # the full prompt and every passage, whole, one click away
+    q = ids[3]
+    shown = json.loads(
+        tab.eval(f"""(() => {{ const row = document.querySelector('#q-table tr[data-id={json.dumps(q)}]');
+        const cell = row.querySelector('td[data-system=rag]');
+        cell.querySelectorAll('details').forEach(d => d.open = true);
+        return JSON.stringify({{prompt: cell.querySelector('details.prompt pre').textContent,
+            passages: [...cell.querySelectorAll('.psg')].map(p => p.textContent), visible:
+            cell.querySelector('details.prompt pre').getClientRects().length > 0}}); }})()""")
+    )
+    assert shown["prompt"] == by[("rag", q)]["prompt"] and shown["visible"]
+    for text, p in zip(shown["passages"], by[("rag", q)]["retrieved"]):
+        assert text.endswith(p["text"])
+    assert tab.problems() == []
+
+
+LAYOUT = """JSON.stringify({
+    scroll: document.documentElement.scrollWidth,
+    inner: window.innerWidth,
+    cells: [...document.querySelectorAll('#q-table tbody tr:not(.hidden)')].slice(0, 3).flatMap(r =>
+        [...r.cells].map(c => { const b = c.getBoundingClientRect(); return [b.left, b.right, b.width]; })),
+    ticks: [...document.querySelectorAll('svg text')].map(t => t.getBoundingClientRect().height)
+        .filter(h => h > 0),
+})"""
+
+
+@pytest.mark.parametrize("width", [420, 1280])
+def test_layout_without_sideways_scroll(tab, tmp_path, width):
+    index = render_report(prompted_run(tmp_path / "run"))
+    tab.send(
+        "Emulation.setDeviceMetricsOverride", {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+    )
+    tab.goto(index)
+    got = json.loads(tab.eval(LAYOUT))
+    assert got["inner"] == width
+    assert got["scroll"] <= width, f"the page is {got['scroll']} px wide at {width} px"
+    assert got["cells"] and all(w > 0 for _, _, w in got["cells"])
+    if width < 700:  # stacked: question, gold and each system's answer each on screen, one under the other
+        assert all(left >= 0 and right <= width for left, right, _ in got["cells"]), got["cells"]
+    assert got["ticks"] and min(got["ticks"]) >= 9, f"chart labels shrink to {min(got['ticks']):.1f} px"
+    assert tab.problems() == []

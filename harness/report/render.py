@@ -19,10 +19,11 @@ from . import fmt
 from .charts import loss_chart, metric_charts, retrieval_chart, tradeoff_chart
 from .errors_analysis import error_analysis
 from .load import Run, load_run, machine_line, model_label
-from .questions import question_rows, retrieval_systems
+from .questions import groups, question_rows, retrieval_systems
 from .recommend import headline, recommendation
 from .summary import best_baseline_name, csv_text, markdown_text, metric_names, summary_rows, truncation_text
 from .svg import colors_for
+from .terms import TERMS
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -153,7 +154,10 @@ def report_context(run: Run) -> dict[str, Any]:
         "viewer_systems": viewer_systems,
         "retrieval_systems": retrieval_systems(run.samples),
         "questions": questions,
+        "q_categories": groups(questions, "category"),
+        "q_docs": groups(questions, "doc"),
         "manifest": manifest_items(manifest),
+        "terms": TERMS,
         "warnings": run.warnings,
     }
 
