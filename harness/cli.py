@@ -14,20 +14,12 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.measure import Measurement
 from rich.table import Table
 
 from harness.errors import HarnessError
 from harness.records import RunResults
-from harness.report import (
-    SummaryRow,
-    best_baseline_name,
-    compare_runs,
-    load_results,
-    metric_names,
-    render_report,
-    summary_rows,
-)
+from harness.report import compare_runs, load_results, render_report
+from harness.report.terminal import summary_text
 
 app = typer.Typer(
     add_completion=False,
@@ -51,6 +43,9 @@ EXIT_CODES_HELP = (
     "Exit codes: 0 every system succeeded; 3 the run completed (report written) but some system failed; "
     "2 bad input; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM)."
 )
+
+# The final summary is as wide as the terminal, up to SUMMARY_MAX; written to a pipe or a log, SUMMARY_WIDTH.
+SUMMARY_WIDTH, SUMMARY_MAX = 100, 160
 
 TasksDir = typer.Option(None, "--tasks-dir", help="Extra folder of task YAML files (also: HARNESS_TASKS).")
 
@@ -139,45 +134,13 @@ def run(
         raise typer.Exit(SYSTEMS_FAILED)
 
 
-def summary_table(results: RunResults, rows: list[SummaryRow]) -> Table:
-    """The run's summary as a terminal table: the rows, wording and number formats of the HTML summary."""
-    metrics = metric_names(results, rows)
-    baseline = best_baseline_name(results) or "best baseline"
-    table = Table(
-        title=f"{results.task}: {results.n_test} test questions", caption=f"model: {results.model or 'unknown'}"
-    )
-    heads = ["system", *metrics, "latency p50 / p95", "peak memory", "build", "artifact", f"beats {baseline}?"]
-    for col in heads:
-        table.add_column(col, justify="left" if col == "system" else "right", no_wrap=True)
-    for r in rows:
-        if r.status == "failed":  # the error itself goes under the table, where its length does not matter
-            table.add_row(r.label, "failed", *[""] * (len(heads) - 2))
-            continue
-        cells = [r.metric_text(m) for m in metrics]
-        table.add_row(r.label, *cells, r.latency_text, r.memory_text, r.build_text, r.artifact_text, r.beats_text)
-    return table
-
-
 def print_summary(run_dir: Path) -> RunResults:
-    """Print the run's table, its failures and where the report is; returns the results it printed."""
+    """Print the run's table (fitted to the terminal's width), its failures, the recommendation and where the
+    report is; returns the results it printed."""
     results = load_results(run_dir)
-    rows = summary_rows(results)
-    table = summary_table(results, rows)
-    # As wide as the table needs, whatever the terminal: a narrower console (or a log, a pipe, which rich
-    # takes as 80 columns) would cut every cell short.
-    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
-    wide = Console(width=max(console.width, natural), **PLAIN)
-    wide.print(table)
-    for r in rows:
-        if r.status == "failed":
-            wide.print(f"{r.name} {r.failure_text}", markup=False, soft_wrap=True)
-    reused = {n: s.evaluation_reused.measured_at for n, s in results.systems.items() if s.evaluation_reused}
-    if reused:
-        wide.print(
-            "evaluation reused (nothing that decides the answers changed; figures as measured then; "
-            "--reevaluate measures again): " + ", ".join(f"{n} ({t})" for n, t in reused.items())
-        )
-    wide.print(f"report: {run_dir / 'index.html'}", markup=False, soft_wrap=True)
+    width = min(console.width, SUMMARY_MAX) if console.is_terminal else SUMMARY_WIDTH
+    sys.stdout.write(summary_text(results, run_dir, width))
+    sys.stdout.flush()
     return results
 
 

@@ -106,9 +106,9 @@ def test_summary_data_values_match_results(rendered):
     assert float(cells[("rag", "retrieval_latency_p50")]) == 0.02
     assert cells[("dora", "status")] == "failed" and ("dora", "accuracy") not in cells
     assert cells[("dora", "error")] == "CUDA out of memory: tried to allocate 2.00 GiB"
-    assert cells[("rag", "beats_best_baseline")] == "yes"
-    assert cells[("lora", "beats_best_baseline")] == "not significant"
-    assert cells[("prompt", "beats_best_baseline")] == "no"
+    assert cells[("rag", "beats_best_baseline")] == "better"
+    assert cells[("lora", "beats_best_baseline")] == "not different"
+    assert cells[("prompt", "beats_best_baseline")] == "worse"
     assert checked == 3 * 3 + 3 * 5
 
 
@@ -161,11 +161,11 @@ def test_summary_md(rendered):
     md = (run / "summary.md").read_text(encoding="utf-8")
     lines = md.splitlines()
     header = next(line for line in lines if line.startswith("| system"))
-    assert "accuracy [95% CI]" in header and "latency p50 / p95" in header and "beats best baseline" in header
+    assert "accuracy [95% CI]" in header and "latency p50 / p95" in header and "vs best baseline" in header
     row = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ") and "system" not in line}
     assert "0.850 [0.700, 0.950]" in row["rag"] and "310 ms / 550 ms" in row["rag"]
-    assert "2,100 MB" in row["rag"] and "cached (built in 12.5 s)" in row["rag"] and "yes (p = 0.030)" in row["rag"]
-    assert "not significant (p = 0.500)" in row["lora"] and "1 min 21 s" in row["lora"]
+    assert "2,100 MB" in row["rag"] and "cached (built in 12.5 s)" in row["rag"] and "better (p = 0.030)" in row["rag"]
+    assert "not different (p = 0.500)" in row["lora"] and "1 min 21 s" in row["lora"]
     assert "no (p = 0.001)" in row["prompt"]
     assert "failed: CUDA out of memory" in row["dora (failed)"]
     assert "0.750 [0.550, 0.900]" in row["category_prior (baseline)"]
@@ -178,7 +178,7 @@ def test_summary_rows_shape():
     assert [r.is_baseline for r in rows] == [False] * 4 + [True] * 2
     rag = rows[2]
     assert rag.metrics["accuracy"] == Interval(value=0.85, ci_low=0.7, ci_high=0.95)
-    assert rag.retrieval_latency_p50 == 0.02 and rag.cached is True and rag.beats == "yes"
+    assert rag.retrieval_latency_p50 == 0.02 and rag.cached is True and rag.beats == "better"
     assert rows[3].status == "failed" and rows[3].metrics == {}
 
 
@@ -189,8 +189,8 @@ def test_summary_rows_carry_the_one_wording():
     assert rag.metric_text("accuracy") == "0.850 [0.700, 0.950]"
     assert rag.latency_text == "310 ms / 550 ms" and rag.memory_text == "2,100 MB"
     assert rag.build_text == "cached (built in 12.5 s)" and rag.artifact_text == "1.2 MB"
-    assert rag.beats_text == "yes (p = 0.030)" and prompt.beats_text == "no (p = 0.001)"
-    assert lora.beats_text == "not significant (p = 0.500)" and lora.build_text == "1 min 21 s"
+    assert rag.beats_text == "better (p = 0.030)" and prompt.beats_text == "worse (p = 0.001)"
+    assert lora.beats_text == "not different (p = 0.500)" and lora.build_text == "1 min 21 s"
     assert dora.failure_text == "failed: CUDA out of memory: tried to allocate 2.00 GiB"
     assert rows["majority"].label == "majority (baseline)" and rows["majority"].metric_text("auc") == "—"
 

@@ -437,9 +437,9 @@ def test_summary_table_matches_results_json(tab, report):
             assert got[(name, metric)]["text"].startswith(f"{want:.3f}"), (name, metric, got[(name, metric)]["text"])
     rows = tab.eval("[...document.querySelectorAll('#summary-table tbody tr')].map(r => r.dataset.system)")
     assert rows == list(results["systems"]) + list(results["baselines"])
-    assert got[("rag", "beats_best_baseline")]["value"] == "yes"
-    assert got[("lora", "beats_best_baseline")]["value"] == "not significant"
-    assert got[("prompt", "beats_best_baseline")]["value"] == "no"
+    assert got[("rag", "beats_best_baseline")]["value"] == "better"
+    assert got[("lora", "beats_best_baseline")]["value"] == "not different"
+    assert got[("prompt", "beats_best_baseline")]["value"] == "worse"
 
 
 def test_disagreement_filter_and_search(tab, report):
