@@ -166,7 +166,7 @@ def test_summary_md(rendered):
     assert "0.850 [0.700, 0.950]" in row["rag"] and "310 ms / 550 ms" in row["rag"]
     assert "2,100 MB" in row["rag"] and "cached (built in 12.5 s)" in row["rag"] and "better (p = 0.030)" in row["rag"]
     assert "not different (p = 0.500)" in row["lora"] and "1 min 21 s" in row["lora"]
-    assert "no (p = 0.001)" in row["prompt"]
+    assert "worse (p = 0.001)" in row["prompt"]
     assert "failed: CUDA out of memory" in row["dora (failed)"]
     assert "0.750 [0.550, 0.900]" in row["category_prior (baseline)"]
     assert all(line.count("|") == header.count("|") for line in row.values())
