@@ -23,7 +23,7 @@ from .questions import groups, question_rows, retrieval_systems
 from .recommend import headline, recommendation
 from .summary import best_baseline_name, csv_text, markdown_text, metric_names, summary_rows, truncation_text
 from .svg import colors_for
-from .terms import TERMS
+from .terms import glossary
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -157,7 +157,7 @@ def report_context(run: Run) -> dict[str, Any]:
         "q_categories": groups(questions, "category"),
         "q_docs": groups(questions, "doc"),
         "manifest": manifest_items(manifest),
-        "terms": TERMS,
+        "terms": glossary(),
         "warnings": run.warnings,
     }
 

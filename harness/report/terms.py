@@ -3,6 +3,7 @@ where a term appears and lists them all under "Terms"; a test checks each term t
 
 from __future__ import annotations
 
+from harness import scorers
 from harness.constants import SIGNIFICANCE_LEVEL
 
 TERMS: dict[str, str] = {
@@ -38,6 +39,10 @@ TERMS: dict[str, str] = {
 }
 
 
-def term(name: str) -> str:
-    """The explanation of a metric or term, or "" when there is none."""
-    return TERMS.get(name, "")
+def glossary() -> dict[str, str]:
+    """Every term the report explains: TERMS, then each registered metric's own description (a new scorer is
+    explained by the description it registers with)."""
+    out = dict(TERMS)
+    for name, scorer in scorers.SCORERS.items():
+        out.setdefault(name, scorer.description[:1].upper() + scorer.description[1:] + ".")
+    return out
