@@ -61,6 +61,43 @@ def one_line(text: str) -> str:
     return "".join(repr(c)[1:-1] if unicodedata.category(c) == "Cc" or c in _LINE_BREAKERS else c for c in str(text))
 
 
+# Options of `harness run` that override a task file's field: option -> (flag, dotted field). The run records
+# what they changed in its manifest (harness.overrides).
+OVERRIDES = {"batch_size": ("--batch-size", "evaluation.batch_size"), "dtype": ("--dtype", "evaluation.dtype")}
+
+
+def overrides(**given) -> dict[str, tuple[str, object]]:
+    """{dotted field: (flag, value)} for harness.overrides.apply_overrides, from the options' values."""
+    return {OVERRIDES[k][1]: (OVERRIDES[k][0], v) for k, v in given.items()}
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"harness {version()}")
+        raise typer.Exit()
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    from harness import __version__
+
+    try:
+        return installed("harness")
+    except PackageNotFoundError:  # run from a source tree without installing
+        return __version__
+
+
+@app.callback()
+def _options(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    pass
+
+
 def _split(value: str | None) -> list[str] | None:
     if value is None:
         return None
@@ -74,7 +111,13 @@ def _split(value: str | None) -> list[str] | None:
 def run(
     task: str = typer.Argument(..., help="Task name (see `harness tasks list`) or path to a task YAML."),
     systems: str | None = typer.Option(None, "--systems", "-s", help="Comma-separated systems, e.g. prompt,lora,rag."),
-    model: str | None = typer.Option(None, "--model", "-m", help="`default`, a model folder, or a hub id."),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="`default` (embedded, offline), a model folder, or a hub id (needs the network the first time, to "
+        "download it; then it is cached).",
+    ),
     limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N test questions."),
     seed: int | None = typer.Option(None, "--seed", help="Override the task's seed."),
     retrain: bool = typer.Option(
@@ -92,6 +135,15 @@ def run(
     reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", help="Where run directories go."),
     indices_dir: Path = typer.Option(Path("indices"), "--indices-dir", help="Where FAISS indices go."),
     tasks_dir: list[Path] | None = TasksDir,
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Questions per forward pass when evaluating (overrides evaluation.batch_size)."
+    ),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help="Evaluation precision: auto, float32 or bfloat16 (overrides evaluation.dtype)."
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", help="Torch threads (default: HARNESS_THREADS, OMP_NUM_THREADS, or every core)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final table."),
 ):
     """Build the systems, evaluate them on the held-out questions, and write the report.
@@ -117,6 +169,8 @@ def run(
         reevaluate=reevaluate,
         launcher=launcher,
         command=["harness", *sys.argv[1:]],
+        overrides=overrides(batch_size=batch_size, dtype=dtype),
+        threads=threads,
     )
     p = plan(opts)
     # soft_wrap: a progress line is never cut inside a path, whatever the terminal's (or a log file's) width
@@ -276,9 +330,34 @@ def main(argv: list[str] | None = None) -> None:
             signal.signal(signal.SIGTERM, previous)
 
 
+def plain_help(command) -> None:
+    """Help without typer's type labels (`<bool>`, `<list[Path]>`, `<str>`): a flag shows none, an option or
+    argument its name in capitals (`--limit LIMIT`, `TASK`), as most command-line tools write them."""
+    for param in command.params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif param.metavar is None:
+            param.metavar = (param.name or "value").upper()
+        if type(param).__name__.endswith("Argument"):
+            # an argument's type column ignores its metavar: show none
+            param.display_type_rich = lambda ctx: None
+    help_option = command.get_help_option(command.context_class(command))
+    if help_option is not None:
+        help_option.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        plain_help(sub)
+
+
+def command():
+    """The click command of `app`, with plain help."""
+    cmd = typer.main.get_command(app)
+    plain_help(cmd)
+    return cmd
+
+
 def _main(argv, usage_errors, exits, aborts) -> None:
     try:
-        code = app(args=argv, standalone_mode=False)  # click returns an Exit's code instead of raising it here
+        code = command()(args=argv, standalone_mode=False)  # click returns an Exit's code instead of raising it
     except HarnessError as e:
         err_console.print(f"error: {one_line(e)}", markup=False, soft_wrap=True)
         sys.exit(BAD_INPUT)

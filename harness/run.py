@@ -26,6 +26,7 @@ from harness.errors import HarnessError
 from harness.evaluate import run_lm_eval
 from harness.manifest import build_manifest
 from harness.measure import PeakMemory, timer
+from harness.overrides import apply_overrides
 from harness.parts.outputs import BuildInfo
 from harness.records import (
     EvaluationReused,
@@ -58,6 +59,10 @@ class RunOptions:
     reevaluate: bool = False
     launcher: str = "local"
     command: list[str] = field(default_factory=list)
+    # command-line options that override the task file: dotted field -> (option, value or None); see overrides.py
+    overrides: dict[str, tuple[str, object]] = field(default_factory=dict)
+    threads: int | None = None  # --threads: torch threads (else HARNESS_THREADS, OMP_NUM_THREADS, every core)
+    overridden: dict[str, object] = field(default_factory=dict)  # what plan() applied, for the manifest
 
 
 @dataclass
@@ -82,6 +87,11 @@ def plan(opts: RunOptions) -> Plan:
     if opts.seed is not None:
         updates["seed"] = opts.seed
     spec = spec.model_copy(update=updates)
+    spec, opts.overridden = apply_overrides(spec, opts.overrides)
+    if opts.threads is not None:
+        if opts.threads <= 0:
+            raise HarnessError(f"--threads must be a positive number of threads, got {opts.threads}")
+        opts.overridden["threads"] = opts.threads
     names = opts.systems or spec.systems
     if not names:
         raise HarnessError("no systems to run; pass --systems, e.g. --systems prompt,lora,rag")
@@ -377,7 +387,7 @@ def execute(p: Plan, reporter: Reporter) -> Path:
 def _execute(p: Plan, reporter: Reporter) -> Path:
     spec, opts = p.spec, p.opts
     models.set_offline_defaults()
-    threads = models.set_threads()
+    threads = models.set_threads(opts.threads)
     why = cache.read_only()
     if why is not None:
         reporter.log(

@@ -161,7 +161,7 @@ LAYERS = (
         "foundation",
         "errors constants files yamlfile dataspec extract chunking measure stats records launch cache docgen",
     ),
-    ("schema", "spec scorers"),
+    ("schema", "spec scorers overrides"),
     ("data and measurement", "sources data models tasks manifest retrieval evaluate evalcache results"),
     ("parts", "parts context"),
     ("systems", "systems"),
