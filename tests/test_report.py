@@ -414,3 +414,14 @@ def test_truncation_is_reported_per_system(tmp_path):
     assert expected in html and expected in (run / "summary.md").read_text(encoding="utf-8")
     plain = render_report(write_run(tmp_path / "plain")).read_text(encoding="utf-8")
     assert "Answers cut off" not in plain  # choice tasks generate nothing
+
+
+def test_prompt_parts_hold_each_passage_once():
+    from harness.report.questions import prompt_parts
+
+    prompt = "sys\n[1] alpha text\n[2] beta text\nQ?"
+    parts = prompt_parts(prompt, ["alpha text", "not in the prompt", "beta text"])
+    assert parts == [("sys\n[1] ", None), ("", 0), ("\n[2] ", None), ("", 2), ("\nQ?", None)]
+    texts = ["alpha text", "not in the prompt", "beta text"]
+    assert "".join(t if i is None else texts[i] for t, i in parts) == prompt
+    assert prompt_parts(None, []) is None and prompt_parts("plain", []) == [("plain", None)]

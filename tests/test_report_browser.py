@@ -655,13 +655,15 @@ def test_viewer_search_filters_sorts_and_full_prompt(tab, tmp_path):
     assert _set(tab, "q-sort", "") == ids
     # the full prompt and every passage, whole, one click away
     q = ids[3]
+    cell = f"document.querySelector('#q-table tr[data-id={json.dumps(q)}] td[data-system=rag]')"
+    before = tab.eval(f"{cell}.querySelector('details.prompt pre').textContent")
+    assert before != by[("rag", q)]["prompt"]  # the report holds each passage once: not yet in the prompt
+    tab.eval(f"{cell}.querySelectorAll('details summary').forEach(s => s.click())")  # as a user opens them
     shown = json.loads(
-        tab.eval(f"""(() => {{ const row = document.querySelector('#q-table tr[data-id={json.dumps(q)}]');
-        const cell = row.querySelector('td[data-system=rag]');
-        cell.querySelectorAll('details').forEach(d => d.open = true);
-        return JSON.stringify({{prompt: cell.querySelector('details.prompt pre').textContent,
+        tab.eval(f"""new Promise(done => setTimeout(() => {{ const cell = {cell};
+        done(JSON.stringify({{prompt: cell.querySelector('details.prompt pre').textContent,
             passages: [...cell.querySelectorAll('.psg')].map(p => p.textContent), visible:
-            cell.querySelector('details.prompt pre').getClientRects().length > 0}}); }})()""")
+            cell.querySelector('details.prompt pre').getClientRects().length > 0}})); }}, 50))""")
     )
     assert shown["prompt"] == by[("rag", q)]["prompt"] and shown["visible"]
     for text, p in zip(shown["passages"], by[("rag", q)]["retrieved"]):

@@ -36,6 +36,23 @@ def verdict(correct: float | None) -> bool | None:
     return None
 
 
+def prompt_parts(prompt: str | None, passages: list[str]) -> list[tuple[str, int | None]] | None:
+    """The prompt as (text, None) pieces and ("", i) markers where passage i's text stands, so that the report
+    holds each passage once: the viewer fills a marker from the passage shown above it when the prompt is
+    opened. Passages are found in order; one the prompt does not hold verbatim stays in the text."""
+    if prompt is None:
+        return None
+    parts: list[tuple[str, int | None]] = []
+    rest = prompt
+    for i, text in enumerate(passages):
+        at = rest.find(text) if text else -1
+        if at < 0:
+            continue
+        parts += [(rest[:at], None), ("", i)]
+        rest = rest[at + len(text) :]
+    return [*parts, (rest, None)]
+
+
 def _cell(s: Sample) -> dict[str, Any]:
     passages = None
     if s.retrieved is not None:
@@ -51,7 +68,7 @@ def _cell(s: Sample) -> dict[str, Any]:
         "passages": passages,
         # yes-no with calibration: the answer at the dev-fitted threshold, shown where it differs
         "calibrated": s.calibrated_prediction if s.calibrated_prediction not in (None, s.prediction) else None,
-        "prompt": s.prompt,
+        "prompt": prompt_parts(s.prompt, [p.text for p in s.retrieved or []]),
     }
 
 

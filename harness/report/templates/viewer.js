@@ -99,3 +99,18 @@
     });
   });
 })();
+(function () {
+  "use strict";
+  // A retrieval system's prompt holds each passage once, in its passage list: opening the prompt copies the
+  // passages' text into their places (textContent only).
+  document.addEventListener("toggle", function (event) {
+    var details = event.target;
+    if (!details.classList || !details.classList.contains("prompt") || !details.open) { return; }
+    var cell = details.parentNode;
+    var texts = cell.querySelectorAll(".psg-text");
+    Array.prototype.forEach.call(details.querySelectorAll("span[data-psg]"), function (slot) {
+      var source = texts[parseInt(slot.getAttribute("data-psg"), 10)];
+      if (source && !slot.textContent) { slot.textContent = source.textContent; }
+    });
+  }, true);
+})();
