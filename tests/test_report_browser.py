@@ -453,3 +453,18 @@ def test_layout_without_sideways_scroll(tab, tmp_path, width):
         assert all(left >= 0 and right <= width for left, right, _ in got["cells"]), got["cells"]
     assert got["ticks"] and min(got["ticks"]) >= 9, f"chart labels shrink to {min(got['ticks']):.1f} px"
     assert tab.problems() == []
+
+
+def test_error_analysis_tables_sort_on_a_header_click(tab, tmp_path):
+    run = prompted_run(tmp_path / "run")
+    tab.goto(render_report(run))
+    column = "[...document.querySelectorAll('#by-category-table tbody tr')].map(r => r.cells[3].dataset.value)"
+    tab.eval("document.querySelector('#by-category-table thead th:nth-child(4)').click()")  # lora, descending
+    values = [float(v) for v in tab.eval(column)]
+    assert values == sorted(values, reverse=True) and len(set(values)) > 1
+    tab.eval("document.querySelector('#by-category-table thead th:nth-child(4)').click()")  # again: ascending
+    assert [float(v) for v in tab.eval(column)] == sorted(values)
+    names = "[...document.querySelectorAll('#by-document-table tbody tr')].map(r => r.dataset.group)"
+    tab.eval("document.querySelector('#by-document-table thead th:nth-child(1)').click()")
+    assert tab.eval(names) == sorted(tab.eval(names))
+    assert tab.problems() == []

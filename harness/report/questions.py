@@ -66,8 +66,9 @@ def _cell(s: Sample) -> dict[str, Any]:
         "latency_s": s.latency_s if fmt.is_number(s.latency_s) else None,
         "margin": s.margin if fmt.is_number(s.margin) else None,
         "passages": passages,
-        # yes-no with calibration: the answer at the dev-fitted threshold, shown where it differs
-        "calibrated": s.calibrated_prediction if s.calibrated_prediction not in (None, s.prediction) else None,
+        # yes-no with calibration: the answer at the dev-fitted threshold, and whether it differs
+        "calibrated": s.calibrated_prediction,
+        "calibrated_differs": s.calibrated_prediction not in (None, s.prediction),
         "prompt": prompt_parts(s.prompt, [p.text for p in s.retrieved or []]),
     }
 
