@@ -14,22 +14,12 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.measure import Measurement
 from rich.table import Table
 
 from harness.errors import HarnessError
 from harness.records import RunResults
-from harness.report import (
-    SummaryRow,
-    best_baseline_name,
-    compare_runs,
-    load_results,
-    metric_names,
-    prior_lines,
-    render_report,
-    summary_rows,
-)
-from harness.report.runnotes import run_notes
+from harness.report import compare_runs, load_results, render_report
+from harness.report.terminal import summary_text
 
 app = typer.Typer(
     add_completion=False,
@@ -54,6 +44,9 @@ EXIT_CODES_HELP = (
     "2 bad input; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM)."
 )
 
+# The final summary is as wide as the terminal, up to SUMMARY_MAX; written to a pipe or a log, SUMMARY_WIDTH.
+SUMMARY_WIDTH, SUMMARY_MAX = 100, 160
+
 TasksDir = typer.Option(None, "--tasks-dir", help="Extra folder of task YAML files (also: HARNESS_TASKS).")
 
 
@@ -66,6 +59,47 @@ def one_line(text: str) -> str:
     import unicodedata
 
     return "".join(repr(c)[1:-1] if unicodedata.category(c) == "Cc" or c in _LINE_BREAKERS else c for c in str(text))
+
+
+# Options of `harness run` that override a task file's field: option -> (flag, dotted field). The run records
+# what they changed in its manifest (harness.overrides).
+OVERRIDES = {
+    "batch_size": ("--batch-size", "evaluation.batch_size"),
+    "dtype": ("--dtype", "evaluation.dtype"),
+    "device": ("--device", "device"),
+}
+
+
+def overrides(**given) -> dict[str, tuple[str, object]]:
+    """{dotted field: (flag, value)} for harness.overrides.apply_overrides, from the options' values."""
+    return {OVERRIDES[k][1]: (OVERRIDES[k][0], v) for k, v in given.items()}
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"harness {version()}")
+        raise typer.Exit()
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    from harness import __version__
+
+    try:
+        return installed("harness")
+    except PackageNotFoundError:  # run from a source tree without installing
+        return __version__
+
+
+@app.callback()
+def _options(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    pass
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -81,7 +115,13 @@ def _split(value: str | None) -> list[str] | None:
 def run(
     task: str = typer.Argument(..., help="Task name (see `harness tasks list`) or path to a task YAML."),
     systems: str | None = typer.Option(None, "--systems", "-s", help="Comma-separated systems, e.g. prompt,lora,rag."),
-    model: str | None = typer.Option(None, "--model", "-m", help="`default`, a model folder, or a hub id."),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="`default` (embedded, offline), a model folder, or a hub id (needs the network the first time, to "
+        "download it; then it is cached).",
+    ),
     limit: int | None = typer.Option(
         None,
         "--limit",
@@ -107,6 +147,15 @@ def run(
     reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", help="Where run directories go."),
     indices_dir: Path = typer.Option(Path("indices"), "--indices-dir", help="Where FAISS indices go."),
     tasks_dir: list[Path] | None = TasksDir,
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Questions per forward pass when evaluating (overrides evaluation.batch_size)."
+    ),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help="Evaluation precision: auto, float32 or bfloat16 (overrides evaluation.dtype)."
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", help="Torch threads (default: HARNESS_THREADS, OMP_NUM_THREADS, or every core)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final table."),
     profile: str | None = typer.Option(
         None,
@@ -145,6 +194,8 @@ def run(
         profile=profile,
         estimate=True,
         dry_run=dry_run,
+        overrides=overrides(batch_size=batch_size, dtype=dtype, device=device),
+        threads=threads,
     )
     p = plan(opts)
     # soft_wrap: a progress line is never cut inside a path, whatever the terminal's (or a log file's) width
@@ -167,53 +218,13 @@ def run(
         raise typer.Exit(SYSTEMS_FAILED)
 
 
-def summary_table(results: RunResults, rows: list[SummaryRow]) -> Table:
-    """The run's summary as a terminal table: the rows, wording and number formats of the HTML summary."""
-    metrics = metric_names(results, rows)
-    baseline = best_baseline_name(results) or "best baseline"
-    table = Table(
-        title=f"{results.task}: {results.n_test} test questions"
-        + (f" (limited run: {results.limited.n} of {results.limited.of})" if results.limited else ""),
-        caption=f"model: {results.model or 'unknown'}",
-    )
-    heads = ["system", *metrics, "latency p50 / p95", "serving peak memory", "build", "artifact", f"beats {baseline}?"]
-    for col in heads:
-        table.add_column(col, justify="left" if col == "system" else "right", no_wrap=True)
-    for r in rows:
-        if r.status == "failed":  # the error itself goes under the table, where its length does not matter
-            table.add_row(r.label, "failed", *[""] * (len(heads) - 2))
-            continue
-        cells = [r.metric_text(m) for m in metrics]
-        table.add_row(r.label, *cells, r.latency_text, r.memory_text, r.build_text, r.artifact_text, r.beats_text)
-    return table
-
-
 def print_summary(run_dir: Path) -> RunResults:
-    """Print the run's table, its failures and where the report is; returns the results it printed."""
+    """Print the run's table (fitted to the terminal's width), its failures, the recommendation and where the
+    report is; returns the results it printed."""
     results = load_results(run_dir)
-    rows = summary_rows(results)
-    table = summary_table(results, rows)
-    # As wide as the table needs, whatever the terminal: a narrower console (or a log, a pipe, which rich
-    # takes as 80 columns) would cut every cell short.
-    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
-    wide = Console(width=max(console.width, natural), **PLAIN)
-    wide.print(table)
-    for r in rows:
-        if r.status == "failed":
-            wide.print(f"{r.name} {r.failure_text}", markup=False, soft_wrap=True)
-    reused = {n: s.evaluation_reused.measured_at for n, s in results.systems.items() if s.evaluation_reused}
-    if reused:
-        wide.print(
-            "evaluation reused (nothing that decides the answers changed; figures as measured then; "
-            "--reevaluate measures again): " + ", ".join(f"{n} ({t})" for n, t in reused.items())
-        )
-    for line in prior_lines(results):
-        wide.print(line, markup=False, soft_wrap=True)
-    for note in run_notes(results):
-        wide.print(note, markup=False, soft_wrap=True)
-    if results.decision is not None:
-        wide.print(f"decision: {results.decision.text}", markup=False, soft_wrap=True)
-    wide.print(f"report: {run_dir / 'index.html'}", markup=False, soft_wrap=True)
+    width = min(console.width, SUMMARY_MAX) if console.is_terminal else SUMMARY_WIDTH
+    sys.stdout.write(summary_text(results, run_dir, width))
+    sys.stdout.flush()
     return results
 
 
@@ -383,9 +394,34 @@ def main(argv: list[str] | None = None) -> None:
             signal.signal(signal.SIGTERM, previous)
 
 
+def plain_help(command) -> None:
+    """Help without typer's type labels (`<bool>`, `<list[Path]>`, `<str>`): a flag shows none, an option or
+    argument its name in capitals (`--limit LIMIT`, `TASK`), as most command-line tools write them."""
+    for param in command.params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif param.metavar is None:
+            param.metavar = (param.name or "value").upper()
+        if type(param).__name__.endswith("Argument"):
+            # an argument's type column ignores its metavar: show none
+            param.display_type_rich = lambda ctx: None
+    help_option = command.get_help_option(command.context_class(command))
+    if help_option is not None:
+        help_option.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        plain_help(sub)
+
+
+def command():
+    """The click command of `app`, with plain help."""
+    cmd = typer.main.get_command(app)
+    plain_help(cmd)
+    return cmd
+
+
 def _main(argv, usage_errors, exits, aborts) -> None:
     try:
-        code = app(args=argv, standalone_mode=False)  # click returns an Exit's code instead of raising it here
+        code = command()(args=argv, standalone_mode=False)  # click returns an Exit's code instead of raising it
     except HarnessError as e:
         err_console.print(f"error: {one_line(e)}", markup=False, soft_wrap=True)
         sys.exit(BAD_INPUT)

@@ -114,6 +114,8 @@ def build_manifest(spec, ref, data, opts, run_id: str, launch: dict[str, dict] |
     }
     if launch:
         manifest["launch"] = launch
+    if getattr(opts, "overridden", None):  # options that overrode the task file (`config` holds the result)
+        manifest["overrides"] = dict(opts.overridden)
     return manifest
 
 

@@ -183,6 +183,9 @@ class Sample(Record):
     gold_context: GoldCut | None = Field(
         default=None, description="oracle: how much of the gold document(s) the prompt held", **_OMIT
     )
+    prompt: str | None = Field(
+        default=None, description="the full text the model was given (chat template, passages, examples)"
+    )
 
 
 # ---------------------------------------------------------------- what a system costs (harness.cost)

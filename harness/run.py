@@ -30,6 +30,7 @@ from harness.evaluate import run_lm_eval
 from harness.evaluate_vllm import vllm_for_system
 from harness.manifest import build_manifest
 from harness.measure import timer
+from harness.overrides import apply_overrides
 from harness.parts.outputs import BuildInfo
 from harness.profile import parse_profile
 from harness.records import (
@@ -72,6 +73,10 @@ class RunOptions:
     profile: str | None = None  # --profile k=v,...: over the task's `decision:` block
     estimate: bool = False  # print the time estimate (harness.estimate) before building, and an ETA against it
     dry_run: bool = False  # plan and estimate only: build nothing, write nothing to reports/
+    # command-line options that override the task file: dotted field -> (option, value or None); see overrides.py
+    overrides: dict[str, tuple[str, object]] = field(default_factory=dict)
+    threads: int | None = None  # --threads: torch threads (else HARNESS_THREADS, OMP_NUM_THREADS, every core)
+    overridden: dict[str, object] = field(default_factory=dict)  # what plan() applied, for the manifest
 
 
 @dataclass
@@ -95,13 +100,16 @@ def plan(opts: RunOptions) -> Plan:
         updates["model"] = opts.model
     if opts.seed is not None:
         updates["seed"] = opts.seed
-    if opts.device is not None:
-        if opts.device not in ("auto", "cpu", "cuda"):
-            raise HarnessError(f"--device must be auto, cpu or cuda, got '{opts.device}'")
-        updates["device"] = opts.device
+    if opts.device is not None and opts.device not in ("auto", "cpu", "cuda"):  # overrides.py then sets it
+        raise HarnessError(f"--device must be auto, cpu or cuda, got '{opts.device}'")
     if opts.profile is not None:
         updates["decision"] = parse_profile(opts.profile, spec.decision)
     spec = spec.model_copy(update=updates)
+    spec, opts.overridden = apply_overrides(spec, opts.overrides)
+    if opts.threads is not None:
+        if opts.threads <= 0:
+            raise HarnessError(f"--threads must be a positive number of threads, got {opts.threads}")
+        opts.overridden["threads"] = opts.threads
     names = opts.systems or spec.systems
     if not names:
         raise HarnessError("no systems to run; pass --systems, e.g. --systems prompt,lora,rag")
@@ -432,6 +440,8 @@ def run_system(
             evaluation.test, ctx.data.test, spec, embed, evaluation.threshold, metric, scoring.pool
         )
         samples = results.samples_of(name, ctx.data.test, evaluation.test, scored, metric)
+        full = dict(zip((q.id for q in ctx.data.test), evaluation.prompts.texts))  # the viewer's full prompts
+        samples = [s.model_copy(update={"prompt": full.get(s.id)}) for s in samples]
         vs_baseline = model_free.vs_best_baseline(samples, baselines, metric, spec.seed)
         tp = probe_or_reuse(system, ctx, evaluation)
         entry = system_result(system.kind, info, evaluation, scored, vs_baseline, ctx, tp)
@@ -478,7 +488,7 @@ def prepare(p: Plan, reporter: Reporter) -> Prepared:
     validate every system: what a run (and a dry run) does before anything is built."""
     spec, opts = p.spec, p.opts
     models.set_offline_defaults()
-    threads = models.set_threads()
+    threads = models.set_threads(opts.threads)
     why = cache.read_only()
     if why is not None:
         reporter.log(

@@ -15,7 +15,8 @@ from report_fixtures import make_results, write_run
 
 from harness import files
 from harness.cli import print_summary
-from harness.report import ReportError, render_report
+from harness.report import ReportError, load_results, render_report
+from harness.report.terminal import summary_text
 from tests import netguard
 
 REPO = Path(__file__).resolve().parent.parent
@@ -169,8 +170,10 @@ def test_terminal_table_words_figures_as_the_report_does(tmp_path, capsys):
     results["systems"]["rag"]["evaluation_reused"] = {"measured_at": "2026-11-25T09:00:00+00:00", "seconds": 3.0}
     run = write_run(tmp_path / "run", results=results)
     render_report(run)
-    print_summary(run)
+    print_summary(run)  # to a pipe: 100 columns
     out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines() if not line.startswith("report: ")) <= 100
+    out = summary_text(load_results(run), run, 160)  # a wide terminal: every summary.md cell on one line
     md = [line for line in (run / "summary.md").read_text(encoding="utf-8").splitlines() if line.startswith("| ")]
     for line in md[1:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -179,7 +182,7 @@ def test_terminal_table_words_figures_as_the_report_does(tmp_path, capsys):
             continue
         for cell in cells:
             assert cell in out, (cell, out)
-    for text in ("0.850 [0.700, 0.950]", "cached (built in 12.5 s)", "yes (Holm p = 0.020)", "beats category_prior?"):
+    for text in ("0.850 [0.700, 0.950]", "cached (built in 12.5 s)", "better (Holm p = 0.020)", "vs category_prior"):
         assert text in out
     assert "rag (2026-11-25T09:00:00+00:00)" in out and "model: tiny-llama" in out
     assert f"report: {run / 'index.html'}" in out

@@ -162,7 +162,7 @@ LAYERS = (
         "errors constants files yamlfile dataspec profile extract chunking measure stats records cost launch cache "
         "docgen strata",
     ),
-    ("schema", "spec scorers"),
+    ("schema", "spec scorers overrides"),
     (
         "data and measurement",
         "sources data models tasks manifest retrieval evaluate evaluate_vllm memory_estimate evalcache throughput"

@@ -106,9 +106,9 @@ def test_summary_data_values_match_results(rendered):
     assert float(cells[("rag", "retrieval_latency_p50")]) == 0.02
     assert cells[("dora", "status")] == "failed" and ("dora", "accuracy") not in cells
     assert cells[("dora", "error")] == "CUDA out of memory: tried to allocate 2.00 GiB"
-    assert cells[("rag", "beats_best_baseline")] == "yes"
-    assert cells[("lora", "beats_best_baseline")] == "not significant"
-    assert cells[("prompt", "beats_best_baseline")] == "no"
+    assert cells[("rag", "beats_best_baseline")] == "better"
+    assert cells[("lora", "beats_best_baseline")] == "not different"
+    assert cells[("prompt", "beats_best_baseline")] == "worse"
     assert checked == 3 * 3 + 3 * 5
 
 
@@ -161,14 +161,16 @@ def test_summary_md(rendered):
     md = (run / "summary.md").read_text(encoding="utf-8")
     lines = md.splitlines()
     header = next(line for line in lines if line.startswith("| system"))
-    assert "accuracy [95% CI]" in header and "latency p50 / p95" in header and "beats best baseline" in header
+    assert "accuracy [95% CI]" in header and "latency p50 / p95" in header and "vs best baseline" in header
     row = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ") and "system" not in line}
     assert "0.850 [0.700, 0.950]" in row["rag"] and "310 ms / 550 ms" in row["rag"]
     assert (
-        "2,100 MB" in row["rag"] and "cached (built in 12.5 s)" in row["rag"] and "yes (Holm p = 0.020)" in row["rag"]
+        "2,100 MB" in row["rag"]
+        and "cached (built in 12.5 s)" in row["rag"]
+        and "better (Holm p = 0.020)" in row["rag"]
     )
-    assert "not significant (Holm p = 0.500)" in row["lora"] and "1 min 21 s" in row["lora"]
-    assert "no (Holm p = 0.003)" in row["prompt"]
+    assert "not different (Holm p = 0.500)" in row["lora"] and "1 min 21 s" in row["lora"]
+    assert "worse (Holm p = 0.003)" in row["prompt"]
     assert "Verdicts follow Holm-adjusted p-values" in md
     assert "failed: CUDA out of memory" in row["dora (failed)"]
     assert "0.750 [0.550, 0.900]" in row["category_prior (baseline)"]
@@ -181,7 +183,7 @@ def test_summary_rows_shape():
     assert [r.is_baseline for r in rows] == [False] * 4 + [True] * 2
     rag = rows[2]
     assert rag.metrics["accuracy"] == Interval(value=0.85, ci_low=0.7, ci_high=0.95)
-    assert rag.retrieval_latency_p50 == 0.02 and rag.cached is True and rag.beats == "yes"
+    assert rag.retrieval_latency_p50 == 0.02 and rag.cached is True and rag.beats == "better"
     assert rows[3].status == "failed" and rows[3].metrics == {}
 
 
@@ -192,8 +194,8 @@ def test_summary_rows_carry_the_one_wording():
     assert rag.metric_text("accuracy") == "0.850 [0.700, 0.950]"
     assert rag.latency_text == "310 ms / 550 ms" and rag.memory_text == "2,100 MB"
     assert rag.build_text == "cached (built in 12.5 s)" and rag.artifact_text == "1.2 MB"
-    assert rag.beats_text == "yes (Holm p = 0.020)" and prompt.beats_text == "no (Holm p = 0.003)"
-    assert lora.beats_text == "not significant (Holm p = 0.500)" and lora.build_text == "1 min 21 s"
+    assert rag.beats_text == "better (Holm p = 0.020)" and prompt.beats_text == "worse (Holm p = 0.003)"
+    assert lora.beats_text == "not different (Holm p = 0.500)" and lora.build_text == "1 min 21 s"
     assert dora.failure_text == "failed: CUDA out of memory: tried to allocate 2.00 GiB"
     assert rows["majority"].label == "majority (baseline)" and rows["majority"].metric_text("auc") == "—"
 
@@ -395,7 +397,8 @@ def test_large_report_stays_small(tmp_path):
     html = render_report(run).read_text(encoding="utf-8")
     assert len(html.encode("utf-8")) < 5 * 1024 * 1024
     assert html.count("<tr data-id=") == 150
-    assert "lorem ipsum " * 100 not in html  # passages are truncated to ~600 characters
+    # passages are shown whole (in a folded <details>): 150 questions x 4 passages of 5,000 characters still fit
+    assert "lorem ipsum " * 400 in html
 
 
 def test_model_label_prefers_display_name():
@@ -416,3 +419,14 @@ def test_truncation_is_reported_per_system(tmp_path):
     assert expected in html and expected in (run / "summary.md").read_text(encoding="utf-8")
     plain = render_report(write_run(tmp_path / "plain")).read_text(encoding="utf-8")
     assert "Answers cut off" not in plain  # choice tasks generate nothing
+
+
+def test_prompt_parts_hold_each_passage_once():
+    from harness.report.questions import prompt_parts
+
+    prompt = "sys\n[1] alpha text\n[2] beta text\nQ?"
+    parts = prompt_parts(prompt, ["alpha text", "not in the prompt", "beta text"])
+    assert parts == [("sys\n[1] ", None), ("", 0), ("\n[2] ", None), ("", 2), ("\nQ?", None)]
+    texts = ["alpha text", "not in the prompt", "beta text"]
+    assert "".join(t if i is None else texts[i] for t, i in parts) == prompt
+    assert prompt_parts(None, []) is None and prompt_parts("plain", []) == [("plain", None)]

@@ -1,7 +1,7 @@
 """The report in a real browser: Debian's headless Chromium, driven over the DevTools protocol (CDP).
 
-No driver and no websocket library: Chromium is started with --remote-debugging-pipe and speaks CDP as
-NUL-terminated JSON on file descriptors 3 (commands in) and 4 (replies and events out).
+No driver and no websocket library: tests/cdp.py starts Chromium with --remote-debugging-pipe and speaks CDP
+as NUL-terminated JSON on file descriptors 3 (commands in) and 4 (replies and events out).
 
 Checked on rendered fake runs (tests/report_fixtures.py):
   * the summary table's data-value cells match results.json, and the shown text agrees;
@@ -11,6 +11,11 @@ Checked on rendered fake runs (tests/report_fixtures.py):
   * markup injected into a question, an answer, a passage, a question id and an error message is inert
     (the payloads would set window.__xss) and shows as text;
   * a 150-question x 4-system report is under 5 MB and its load event ends in under a second (median of 3);
+  * the viewer's search over ids, categories and documents, its filters (category, document, system A right
+    and B wrong) and sorts (margin, latency) show exactly the rows computed from samples.jsonl, and the full
+    prompt and passages expand;
+  * at 420 px and 1280 px the page does not scroll sideways, every system's answer is on screen and chart
+    labels keep a readable size;
   * a screenshot of a legal-qa report (systems prompt, lora, rag) can be taken. To refresh the one in docs/:
         REPORT_SCREENSHOT=docs/report-screenshot.png \
             .venv/bin/python -m pytest tests/test_report_browser.py -k screenshot
@@ -21,32 +26,26 @@ Skipped only when no Chromium is installed (`apt-get install -y chromium`; .ci/r
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
 import os
-import select
-import shutil
-import signal
 import statistics
 import struct
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from report_fixtures import legal_qa_run, make_results, make_samples, write_run
+from cdp import BASH, CHROMIUM, VIEWPORT, Browser, Tab
+from report_fixtures import (
+    MANIFEST,
+    legal_qa_results,
+    legal_qa_run,
+    legal_qa_samples,
+    make_results,
+    make_samples,
+    write_run,
+)
 
 from harness.report import render_report
-
-CHROMIUM = next(
-    (
-        p
-        for p in (shutil.which("chromium"), "/usr/bin/chromium", shutil.which("chromium-browser"))
-        if p and os.access(p, os.X_OK)
-    ),
-    None,
-)
-BASH = shutil.which("bash")
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None or BASH is None,
@@ -54,7 +53,6 @@ pytestmark = pytest.mark.skipif(
     "(Debian's package; .ci/run installs it) to run the report's browser tests",
 )
 
-VIEWPORT = (1280, 900)
 
 # Each payload would set window.__xss if the report let it run.
 XSS_ANSWER = '<script>window.__xss = "answer"</script>'
@@ -62,234 +60,6 @@ XSS_QUESTION = "Is this markup harmless <img src=x onerror=\"window.__xss = 'que
 XSS_PASSAGE = "<svg onload=\"window.__xss = 'passage'\"></svg> licence text"
 XSS_ID = 'q"><img src=x onerror="window.__xss = \'id\'">'
 XSS_ERROR = "OOM <iframe srcdoc=\"<script>parent.__xss = 'error'</script>\"></iframe>"
-
-
-# ------------------------------------------------------------------------------------------- CDP ---
-
-
-class CDPError(RuntimeError):
-    pass
-
-
-class Browser:
-    """Headless Chromium with a CDP connection over a pipe."""
-
-    def __init__(self, profile: Path, timeout: float = 30.0):
-        self.timeout = timeout
-        self.events: list[dict] = []
-        self._next_id = 0
-        self._buf = b""
-        to_chrome_r, self._w = os.pipe()
-        self._r, from_chrome_w = os.pipe()
-        # keep the child's ends clear of 3 and 4, where Chromium expects them
-        child_r = fcntl.fcntl(to_chrome_r, fcntl.F_DUPFD_CLOEXEC, 10)
-        child_w = fcntl.fcntl(from_chrome_w, fcntl.F_DUPFD_CLOEXEC, 10)
-        os.close(to_chrome_r)
-        os.close(from_chrome_w)
-        args = [
-            CHROMIUM,
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-extensions",
-            "--disable-dev-shm-usage",
-            "--mute-audio",
-            "--hide-scrollbars",
-            "--force-color-profile=srgb",
-            f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}",
-            f"--user-data-dir={profile}",
-            "--remote-debugging-pipe",
-            "about:blank",
-        ]
-        self.log = profile / "chromium.log"
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [BASH, "-c", f'exec 3<&{child_r} 4>&{child_w} {child_r}<&- {child_w}>&-; exec "$@"', "bash", *args],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                pass_fds=(child_r, child_w),
-                start_new_session=True,
-            )
-        os.close(child_r)
-        os.close(child_w)
-        try:
-            self.version = self.send("Browser.getVersion")["product"]
-        except Exception:
-            self.close()
-            raise
-
-    # -- wire --
-    def _read_message(self, deadline: float) -> dict:
-        while b"\0" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no reply from Chromium in time" + self._log_tail())
-            ready, _, _ = select.select([self._r], [], [], left)
-            if ready:
-                chunk = os.read(self._r, 1 << 20)
-                if not chunk:
-                    raise CDPError(f"Chromium closed the pipe (exit code {self.proc.poll()})" + self._log_tail())
-                self._buf += chunk
-        raw, self._buf = self._buf.split(b"\0", 1)
-        return json.loads(raw)
-
-    def _write(self, message: dict) -> int:
-        self._next_id += 1
-        message["id"] = self._next_id
-        data = json.dumps(message).encode() + b"\0"
-        while data:
-            data = data[os.write(self._w, data) :]
-        return self._next_id
-
-    def _dispatch(self, msg: dict) -> None:
-        self.events.append(msg)
-        if msg.get("method") == "Page.javascriptDialogOpening":  # never let a dialog block the page
-            self._write(
-                {
-                    "method": "Page.handleJavaScriptDialog",
-                    "params": {"accept": False},
-                    "sessionId": msg.get("sessionId"),
-                }
-            )
-
-    def send(
-        self, method: str, params: dict | None = None, session: str | None = None, timeout: float | None = None
-    ) -> dict:
-        message = {"method": method, "params": params or {}}
-        if session:
-            message["sessionId"] = session
-        want = self._write(message)
-        deadline = time.monotonic() + (timeout or self.timeout)
-        while True:
-            msg = self._read_message(deadline)
-            if "id" not in msg:
-                self._dispatch(msg)
-            elif msg["id"] == want:
-                if "error" in msg:
-                    raise CDPError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-
-    def wait_event(self, match, since: int, timeout: float | None = None) -> dict:
-        """The first event from index `since` on for which match(event) is true."""
-        deadline = time.monotonic() + (timeout or self.timeout)
-        seen = since
-        while True:
-            for ev in self.events[seen:]:
-                if match(ev):
-                    return ev
-            seen = len(self.events)
-            msg = self._read_message(deadline)
-            if "id" not in msg:
-                self._dispatch(msg)
-
-    def _log_tail(self) -> str:
-        try:
-            tail = self.log.read_text(errors="replace")[-1500:]
-        except OSError:
-            return ""
-        return f"\n--- chromium log ---\n{tail}" if tail.strip() else ""
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self._write({"method": "Browser.close"})
-                self.proc.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # the session this test started for Chromium
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=5)
-        for fd in (self._r, self._w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
-class Tab:
-    """One page target with Runtime, Log, Network and Page enabled; collects what went wrong."""
-
-    def __init__(self, browser: Browser):
-        self.b = browser
-        self.target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        self.session = browser.send("Target.attachToTarget", {"targetId": self.target, "flatten": True})["sessionId"]
-        for domain in ("Runtime", "Log", "Network", "Page"):
-            self.send(f"{domain}.enable")
-        self.send("Page.setLifecycleEventsEnabled", {"enabled": True})
-        self.send(
-            "Emulation.setDeviceMetricsOverride",
-            {"width": VIEWPORT[0], "height": VIEWPORT[1], "deviceScaleFactor": 1, "mobile": False},
-        )
-        self.mark = len(browser.events)
-        self.url = "about:blank"
-
-    def send(self, method: str, params: dict | None = None, timeout: float | None = None) -> dict:
-        return self.b.send(method, params, self.session, timeout)
-
-    def goto(self, path: Path | str) -> None:
-        """Navigate and wait for this navigation's load event (not a late one from the page before)."""
-        self.url = path if isinstance(path, str) else path.resolve().as_uri()
-        self.mark = len(self.b.events)
-        nav = self.send("Page.navigate", {"url": self.url})
-        assert not nav.get("errorText"), f"navigation to {self.url} failed: {nav['errorText']}"
-        self.b.wait_event(
-            lambda ev: (
-                ev.get("sessionId") == self.session
-                and ev.get("method") == "Page.lifecycleEvent"
-                and ev["params"].get("name") == "load"
-                and ev["params"].get("loaderId") == nav["loaderId"]
-            ),
-            self.mark,
-        )
-
-    def eval(self, expression: str):
-        r = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
-        if "exceptionDetails" in r:
-            raise CDPError(f"{expression[:80]}...: {r['exceptionDetails'].get('exception', r['exceptionDetails'])}")
-        return r["result"].get("value")
-
-    def problems(self) -> list[str]:
-        """Console errors, exceptions, log errors, dialogs and requests other than the report since goto()."""
-        self.send("Runtime.evaluate", {"expression": "0"})  # flush pending events
-        out = []
-        for ev in self.b.events[self.mark :]:
-            if ev.get("sessionId") != self.session:
-                continue
-            method, p = ev.get("method"), ev.get("params", {})
-            if method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                out.append(
-                    f"console.{p['type']}: "
-                    + " ".join(str(a.get("value", a.get("description"))) for a in p.get("args", []))
-                )
-            elif method == "Runtime.exceptionThrown":
-                d = p.get("exceptionDetails", {})
-                out.append(f"exception: {d.get('text')} {d.get('exception', {}).get('description', '')}")
-            elif method == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
-                out.append(
-                    f"log error ({p['entry'].get('source')}): {p['entry'].get('text')} {p['entry'].get('url', '')}"
-                )
-            elif method == "Network.requestWillBeSent":
-                url = p.get("request", {}).get("url", "")
-                if url.split("#")[0] != self.url and not url.startswith(("data:", "about:")):
-                    out.append(f"network request: {url}")
-            elif method == "Page.javascriptDialogOpening":
-                out.append(f"dialog: {p.get('type')} {p.get('message')}")
-        return out
-
-    def close(self) -> None:
-        try:
-            self.b.send("Target.closeTarget", {"targetId": self.target})
-        except (CDPError, TimeoutError):
-            pass
 
 
 @pytest.fixture(scope="module")
@@ -347,7 +117,9 @@ def expected_rows(samples: list[dict]) -> dict[str, dict]:
     out = {}
     for qid, rows in by_id.items():
         verdicts = [r["correct"] for r in rows if isinstance(r["correct"], bool)]
-        texts = [rows[0]["question"], rows[0]["gold"]] + [r["prediction"] for r in rows]
+        first = rows[0]  # the search covers the question, answers, id, category and document
+        texts = [first["question"], first["gold"], qid, first["category"], first["doc_id"]]
+        texts += [r["prediction"] for r in rows]
         out[qid] = {
             "disagreement": len({" ".join(r["prediction"].split()).casefold() for r in rows}) > 1,
             "failure": False in verdicts,
@@ -422,9 +194,9 @@ def test_summary_table_matches_results_json(tab, report):
             assert got[(name, metric)]["text"].startswith(f"{want:.3f}"), (name, metric, got[(name, metric)]["text"])
     rows = tab.eval("[...document.querySelectorAll('#summary-table tbody tr')].map(r => r.dataset.system)")
     assert rows == list(results["systems"]) + list(results["baselines"])
-    assert got[("rag", "beats_best_baseline")]["value"] == "yes"
-    assert got[("lora", "beats_best_baseline")]["value"] == "not significant"
-    assert got[("prompt", "beats_best_baseline")]["value"] == "no"
+    assert got[("rag", "beats_best_baseline")]["value"] == "better"
+    assert got[("lora", "beats_best_baseline")]["value"] == "not different"
+    assert got[("prompt", "beats_best_baseline")]["value"] == "worse"
 
 
 def test_disagreement_filter_and_search(tab, report):
@@ -605,3 +377,124 @@ def test_decision_paragraph_and_break_even_charts_render(tab, tmp_path):
     # self-contained: no external reference anywhere in the file
     html = index.read_text(encoding="utf-8")
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and 'src="http' not in html
+
+
+# ----------------------------------------------------------------------- the viewer's controls ---
+
+
+def prompted_run(folder: Path) -> Path:
+    """legal_qa_run with the full prompt of every sample, passages included for rag, as run.py stores it."""
+    samples = legal_qa_samples(0)
+    for smp in samples:
+        context = "".join(f"[{p['doc_id']}] {p['text']}\n" for p in smp["retrieved"] or [])
+        smp["prompt"] = f"<|im_start|>system\nAnswer Yes or No.\n{context}<|im_end|>\n{smp['question']}\n"
+    return write_run(folder, results=legal_qa_results(samples), samples=samples, manifest=MANIFEST)
+
+
+def _set(tab: Tab, element: str, value: str) -> list[str]:
+    tab.eval(f"""(() => {{ const f = document.getElementById({json.dumps(element)}); f.value = {json.dumps(value)};
+                 f.dispatchEvent(new Event('change', {{bubbles: true}})); }})()""")
+    return visible(tab)
+
+
+def _search(tab: Tab, text: str) -> list[str]:
+    tab.eval("(() => { const s = document.getElementById('q-search'); s.value = ''; s.focus(); })()")
+    if text:
+        tab.send("Input.insertText", {"text": text})
+    else:
+        tab.eval("document.getElementById('q-search').dispatchEvent(new Event('input', {bubbles: true}))")
+    return visible(tab)
+
+
+def test_viewer_search_filters_sorts_and_full_prompt(tab, tmp_path):
+    run = prompted_run(tmp_path / "run")
+    tab.goto(render_report(run))
+    samples = read_samples(run)
+    by = {(s["system"], s["id"]): s for s in samples}
+    ids = list(dict.fromkeys(s["id"] for s in samples))
+    first = {s["id"]: s for s in samples if s["system"] == "prompt"}
+    # search: ids, categories and documents (shown under each question)
+    for needle in ("apache-2.0--conditions", "limitations/liability", "bsl-1.0"):
+        want = sorted(q for q in ids if needle in q or needle in first[q]["category"] or needle == first[q]["doc_id"])
+        assert 0 < len(want) < len(ids), needle
+        assert sorted(_search(tab, needle)) == want, needle
+    _search(tab, "")
+    # category and document filters
+    want = sorted(q for q in ids if first[q]["category"] == "conditions/same-license")
+    assert sorted(_set(tab, "q-cat", "conditions/same-license")) == want
+    _set(tab, "q-cat", "")
+    want = sorted(q for q in ids if first[q]["doc_id"] == "gpl-3.0")
+    assert sorted(_set(tab, "q-doc", "gpl-3.0")) == want
+    _set(tab, "q-doc", "")
+    # system A right and system B wrong
+    _set(tab, "q-a", "rag")
+    shown = _set(tab, "q-b", "prompt")
+    want = sorted(q for q in ids if by[("rag", q)]["correct"] and not by[("prompt", q)]["correct"])
+    assert 0 < len(want) < len(ids) and sorted(shown) == want
+    assert tab.eval("document.getElementById('q-count').textContent") == f"{len(want)} of {len(ids)} questions shown"
+    _set(tab, "q-a", "")
+    _set(tab, "q-b", "")
+    # sorts: margin lowest first, latency slowest first, and back to the test order
+    margins = [by[("rag", q)]["margin"] for q in _set(tab, "q-sort", "margin|rag")]
+    assert margins == sorted(margins) and len(margins) == len(ids)
+    latencies = [by[("lora", q)]["latency_s"] for q in _set(tab, "q-sort", "latency|lora")]
+    assert latencies == sorted(latencies, reverse=True)
+    assert _set(tab, "q-sort", "") == ids
+    # the full prompt and every passage, whole, one click away
+    q = ids[3]
+    cell = f"document.querySelector('#q-table tr[data-id={json.dumps(q)}] td[data-system=rag]')"
+    before = tab.eval(f"{cell}.querySelector('details.prompt pre').textContent")
+    assert before != by[("rag", q)]["prompt"]  # the report holds each passage once: not yet in the prompt
+    tab.eval(f"{cell}.querySelectorAll('details summary').forEach(s => s.click())")  # as a user opens them
+    shown = json.loads(
+        tab.eval(f"""new Promise(done => setTimeout(() => {{ const cell = {cell};
+        done(JSON.stringify({{prompt: cell.querySelector('details.prompt pre').textContent,
+            passages: [...cell.querySelectorAll('.psg')].map(p => p.textContent), visible:
+            cell.querySelector('details.prompt pre').getClientRects().length > 0}})); }}, 50))""")
+    )
+    assert shown["prompt"] == by[("rag", q)]["prompt"] and shown["visible"]
+    for text, p in zip(shown["passages"], by[("rag", q)]["retrieved"]):
+        assert text.endswith(p["text"])
+    assert tab.problems() == []
+
+
+LAYOUT = """JSON.stringify({
+    scroll: document.documentElement.scrollWidth,
+    inner: window.innerWidth,
+    cells: [...document.querySelectorAll('#q-table tbody tr:not(.hidden)')].slice(0, 3).flatMap(r =>
+        [...r.cells].map(c => { const b = c.getBoundingClientRect(); return [b.left, b.right, b.width]; })),
+    ticks: [...document.querySelectorAll('svg text')].map(t => t.getBoundingClientRect().height)
+        .filter(h => h > 0),
+})"""
+
+
+@pytest.mark.parametrize("width", [420, 1280])
+def test_layout_without_sideways_scroll(tab, tmp_path, width):
+    index = render_report(prompted_run(tmp_path / "run"))
+    tab.send(
+        "Emulation.setDeviceMetricsOverride", {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+    )
+    tab.goto(index)
+    got = json.loads(tab.eval(LAYOUT))
+    assert got["inner"] == width
+    assert got["scroll"] <= width, f"the page is {got['scroll']} px wide at {width} px"
+    assert got["cells"] and all(w > 0 for _, _, w in got["cells"])
+    if width < 700:  # stacked: question, gold and each system's answer each on screen, one under the other
+        assert all(left >= 0 and right <= width for left, right, _ in got["cells"]), got["cells"]
+    assert got["ticks"] and min(got["ticks"]) >= 9, f"chart labels shrink to {min(got['ticks']):.1f} px"
+    assert tab.problems() == []
+
+
+def test_error_analysis_tables_sort_on_a_header_click(tab, tmp_path):
+    run = prompted_run(tmp_path / "run")
+    tab.goto(render_report(run))
+    column = "[...document.querySelectorAll('#by-category-table tbody tr')].map(r => r.cells[3].dataset.value)"
+    tab.eval("document.querySelector('#by-category-table thead th:nth-child(4)').click()")  # lora, descending
+    values = [float(v) for v in tab.eval(column)]
+    assert values == sorted(values, reverse=True) and len(set(values)) > 1
+    tab.eval("document.querySelector('#by-category-table thead th:nth-child(4)').click()")  # again: ascending
+    assert [float(v) for v in tab.eval(column)] == sorted(values)
+    names = "[...document.querySelectorAll('#by-document-table tbody tr')].map(r => r.dataset.group)"
+    tab.eval("document.querySelector('#by-document-table thead th:nth-child(1)').click()")
+    assert tab.eval(names) == sorted(tab.eval(names))
+    assert tab.problems() == []

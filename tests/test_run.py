@@ -193,8 +193,10 @@ def test_samples_one_row_per_system_and_question(runs):
         assert math.isfinite(s["margin"]) and (s["prediction"] == "Yes") == (s["margin"] > 0)
         assert s["latency_s"] > 0 and s["doc_id"] and s["category"]
         assert s["scores"]["accuracy"] == s["correct"]
+        assert s["question"] in s["prompt"]  # the full prompt the model saw, for the report's viewer
         if s["system"] == "rag":
             assert s["retrieved"] and all({"doc_id", "score", "text"} <= set(p) for p in s["retrieved"])
+            assert all(p["text"] in s["prompt"] for p in s["retrieved"])
             assert len(s["retrieved"]) <= 2
         else:
             assert s["retrieved"] is None
@@ -256,8 +258,8 @@ def test_second_run_reuses_the_evaluations_and_says_so(runs):
         # the figures are the ones measured then, not re-measured and not invented
         assert again[0]["systems"][name]["latency_s"] == first[0]["systems"][name]["latency_s"]
         assert again[0]["systems"][name]["peak_memory_mb"] == first[0]["systems"][name]["peak_memory_mb"]
-    assert [(s["system"], s["id"], s["latency_s"]) for s in again[1]] == [
-        (s["system"], s["id"], s["latency_s"]) for s in first[1]
+    assert [(s["system"], s["id"], s["latency_s"], s["prompt"]) for s in again[1]] == [
+        (s["system"], s["id"], s["latency_s"], s["prompt"]) for s in first[1]
     ]
     html = (runs["again"] / "index.html").read_text()
     assert html.count('data-metric="evaluation_reused"') == len(SYSTEMS)

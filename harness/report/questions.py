@@ -8,8 +8,7 @@ from harness.records import RunResults, Sample
 
 from . import fmt
 
-PASSAGE_CHARS = 600
-ANSWER_CHARS = 1000
+ANSWER_CHARS = 1000  # a prediction or generation longer than this is cut (passages and prompts are shown whole)
 
 
 def truncate(text: Any, limit: int) -> str:
@@ -37,13 +36,27 @@ def verdict(correct: float | None) -> bool | None:
     return None
 
 
+def prompt_parts(prompt: str | None, passages: list[str]) -> list[tuple[str, int | None]] | None:
+    """The prompt as (text, None) pieces and ("", i) markers where passage i's text stands, so that the report
+    holds each passage once: the viewer fills a marker from the passage shown above it when the prompt is
+    opened. Passages are found in order; one the prompt does not hold verbatim stays in the text."""
+    if prompt is None:
+        return None
+    parts: list[tuple[str, int | None]] = []
+    rest = prompt
+    for i, text in enumerate(passages):
+        at = rest.find(text) if text else -1
+        if at < 0:
+            continue
+        parts += [(rest[:at], None), ("", i)]
+        rest = rest[at + len(text) :]
+    return [*parts, (rest, None)]
+
+
 def _cell(s: Sample) -> dict[str, Any]:
     passages = None
     if s.retrieved is not None:
-        passages = [
-            {"doc_id": p.doc_id, "chunk": p.chunk, "score": p.score, "text": truncate(p.text, PASSAGE_CHARS)}
-            for p in s.retrieved
-        ]
+        passages = [{"doc_id": p.doc_id, "chunk": p.chunk, "score": p.score, "text": p.text} for p in s.retrieved]
     return {
         "prediction": truncate(s.prediction, ANSWER_CHARS),
         # with `filters:`, the raw generation the answer was extracted from, when extraction changed it
@@ -53,6 +66,10 @@ def _cell(s: Sample) -> dict[str, Any]:
         "latency_s": s.latency_s if fmt.is_number(s.latency_s) else None,
         "margin": s.margin if fmt.is_number(s.margin) else None,
         "passages": passages,
+        # yes-no with calibration: the answer at the dev-fitted threshold, and whether it differs
+        "calibrated": s.calibrated_prediction,
+        "calibrated_differs": s.calibrated_prediction not in (None, s.prediction),
+        "prompt": prompt_parts(s.prompt, [p.text for p in s.retrieved or []]),
     }
 
 
@@ -67,6 +84,7 @@ def question_rows(results: RunResults, samples: list[Sample]) -> tuple[list[str]
                 "question": truncate(s.question, ANSWER_CHARS),
                 "gold": truncate(s.gold, ANSWER_CHARS),
                 "category": s.category or "",
+                "doc": s.doc_id or "",
                 "cells": {},
             }
         row["cells"][s.system] = _cell(s)
@@ -78,6 +96,11 @@ def question_rows(results: RunResults, samples: list[Sample]) -> tuple[list[str]
         row["failure"] = any(v is False for v in verdicts)
         row["allwrong"] = bool(verdicts) and all(v is False for v in verdicts)
     return systems, rows
+
+
+def groups(rows: list[dict], key: str) -> list[str]:
+    """The distinct categories (key "category") or documents ("doc") of the viewer's rows, sorted."""
+    return sorted({r[key] for r in rows if r[key]})
 
 
 def retrieval_systems(samples: list[Sample]) -> set[str]:

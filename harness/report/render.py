@@ -18,13 +18,15 @@ from harness.records import RunResults, Settings
 from . import fmt
 from .charts import loss_chart, metric_charts, retrieval_chart, tradeoff_chart
 from .decision import decision_context
+from .errors_analysis import error_analysis
 from .load import Run, load_run, machine_line, model_label
 from .prior import prior_section
-from .questions import question_rows, retrieval_systems
+from .questions import groups, question_rows, retrieval_systems
 from .recommend import headline, recommendation
 from .runnotes import limited_text, run_notes
 from .summary import best_baseline_name, csv_text, markdown_text, metric_names, summary_rows, truncation_text
 from .svg import colors_for
+from .terms import glossary
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -153,11 +155,15 @@ def report_context(run: Run) -> dict[str, Any]:
         "retrieval": retrieval_chart(results, colors),
         "comparisons": results.comparisons,
         "prior": prior_section(results),
+        "analysis": error_analysis(results, run.samples),
         "alpha": SIGNIFICANCE_LEVEL,
         "viewer_systems": viewer_systems,
         "retrieval_systems": retrieval_systems(run.samples),
         "questions": questions,
+        "q_categories": groups(questions, "category"),
+        "q_docs": groups(questions, "doc"),
         "manifest": manifest_items(manifest),
+        "terms": glossary(),
         "warnings": run.warnings,
         **decision_context(results, colors),
     }

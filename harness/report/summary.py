@@ -18,6 +18,8 @@ from .recommend import headline
 from .runnotes import run_notes
 
 METRIC_PARTS = ("value", "ci_low", "ci_high")
+# The verdict against the strongest baseline, worded once for the HTML, summary.md, results.csv and the terminal
+BETTER, NOT_DIFFERENT, WORSE = "better", "not different", "worse"
 NO_ERROR = "no error message recorded"
 
 
@@ -39,13 +41,13 @@ def _p(percentiles: Percentiles | None, key: str) -> float | None:
 
 
 def beats_verdict(vb: BaselineTest | None) -> str | None:
-    """ "yes" / "no" / "not significant" against the strongest baseline, as the run's test decided after Holm's
+    """ "better" / "worse" / "not different" against the strongest baseline, as the run's test decided after Holm's
     correction over every system's test against the baseline."""
     if vb is None or not vb.baseline:
         return None
     if not vb.significant:
-        return "not significant"
-    return "yes" if vb.beats else "no"
+        return NOT_DIFFERENT
+    return BETTER if vb.beats else WORSE
 
 
 CORRECTION_NOTE = (
@@ -86,7 +88,7 @@ class SummaryRow:
     artifact_mb: float | None = None
     evaluation_reused: str | None = None  # when the reused records were measured
     vs_best_baseline: BaselineTest | None = None
-    beats: str | None = None  # "yes" / "no" / "not significant"
+    beats: str | None = None  # BETTER / WORSE / NOT_DIFFERENT
     beats_p: float | None = None  # the Holm-adjusted p of the test against the strongest baseline
 
     # ---- the one wording of each cell
@@ -259,7 +261,7 @@ def markdown_text(results: RunResults) -> str:
         "serving peak memory",
         "build time",
         "artifact size",
-        f"beats best baseline ({bl})?",
+        f"vs best baseline ({bl})",
     ]
     lines = [
         f"**{_md(results.task or 'task')}** · run `{_md(results.run_id or '?')}` · n_test = {_md(results.n_test)}",
