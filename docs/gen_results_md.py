@@ -31,6 +31,8 @@ from harness.records import (
     RunResults,
     Sample,
     Settings,
+    Sweep,
+    SweepVariant,
     SystemResult,
     always_written,
 )
@@ -107,6 +109,8 @@ SECTIONS: list[tuple[int, type[BaseModel], str]] = [
     (3, BaselineResult, "`baselines.<name>`"),
     (3, Comparison, "`comparisons[]`"),
     (3, Settings, "`settings`"),
+    (3, Sweep, "`sweep`"),
+    (3, SweepVariant, "`sweep.variants.<name>`"),
     (2, Sample, "samples.jsonl"),
     (3, Passage, "`retrieved[]`"),
     (2, StoredEvaluation, "The evaluation cache"),

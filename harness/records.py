@@ -229,6 +229,23 @@ class Settings(Record):
     seconds: float | None = Field(default=None, description="wall time of build + evaluate for all systems")
 
 
+class SweepVariant(Record):
+    """A system of a sweep: the registered system it runs and the settings it runs with."""
+
+    system: str = Field(description="the registered system the variant runs (lora, rag, ...)")
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="the swept settings it runs with ('finetune.r' -> 4); empty: the task's own"
+    )
+
+
+class Sweep(Record):
+    """What a `harness sweep` varied: the grid, the executor, and each system's settings."""
+
+    grid: dict[str, list[Any]] = Field(description="each swept field ('finetune.r') and the values tried")
+    executor: str = Field(description="local (one variant after another in the run's process) or ray")
+    variants: dict[str, SweepVariant] = Field(description="one entry per system of the run, by its name")
+
+
 class RunResults(Record):
     """The whole run's figures: every system, the model-free baselines and the paired comparisons."""
 
@@ -250,6 +267,7 @@ class RunResults(Record):
         default_factory=list, description="every pair of systems that ran, on each headline metric"
     )
     settings: Settings | None = Field(default=None, description="how the run measured")
+    sweep: Sweep | None = Field(default=None, description="set by `harness sweep`: the grid of settings", **_OMIT)
 
     def dump(self) -> dict[str, Any]:
         """The JSON-ready dict written as results.json."""

@@ -10,14 +10,16 @@ half-written run directory behind (built artifacts stay cached and are reused).
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from harness import cache, evalcache, models, results, scorers, stats, systems
+from harness import cache, evalcache, models, results, scorers, stats
 from harness.checks import check_task, outside_paths, window_problems
 from harness.constants import AnswerFormat
 from harness.context import Reporter, RunContext
@@ -36,11 +38,13 @@ from harness.records import (
     RunResults,
     Sample,
     Settings,
+    Sweep,
     SystemResult,
 )
 from harness.retrieval import retrieval_quality
 from harness.rundir import write_run
 from harness.spec import SEED_MAX, TaskProblems, TaskSpec, load_spec
+from harness.sweep.grid import Variant, make_systems
 from harness.tasks import find_task
 
 
@@ -65,6 +69,10 @@ class Plan:
     spec: TaskSpec
     systems: list[str]
     opts: RunOptions
+    # A sweep (harness.sweep): its systems with their own settings, what runs them, and the grid for results.json.
+    variants: list[Variant] = field(default_factory=list)
+    runner: Callable | None = None  # (systems, variants, ctx, baselines, scoring) -> {name: SystemRun}
+    sweep: Sweep | None = None
 
 
 def plan(opts: RunOptions) -> Plan:
@@ -197,7 +205,7 @@ def _torch_threads() -> int:
 
 
 def _task_name(name: str, part: str) -> str:
-    return f"harness_{name}_{part}".replace("+", "_").replace("-", "_")
+    return re.sub(r"\W", "_", f"harness_{name}_{part}")  # lm-eval task names: `lora[r=4]` -> harness_lora_r_4_
 
 
 @dataclass(frozen=True)
@@ -364,6 +372,11 @@ def run_system(
         return SystemRun(failed, launch=info.launch if info is not None else None)
 
 
+def run_locally(built: list, variants: list[Variant], ctx: RunContext, baselines, scoring) -> dict[str, SystemRun]:
+    """One system after another, in this process (each with its own context: a sweep variant's settings)."""
+    return {s.name: run_system(s, s.ctx, baselines, scoring) for s in built}
+
+
 def execute(p: Plan, reporter: Reporter) -> Path:
     """Run the plan and write its run directory; returns it. Never silent for more than 30 s (Reporter.running)."""
     with reporter.running():
@@ -419,8 +432,13 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
         if problems:
             raise TaskProblems(problems)
     with reporter.stage("check the systems' settings"):  # may load the base model (its layer names)
-        built = [systems.make_system(n, ctx) for n in p.systems]  # each system is constructed once per run
+        variants = p.variants or [Variant(n, n) for n in p.systems]
+        built = make_systems(variants, ctx)  # each system is constructed once per run
         for s in built:
+            if s.ctx is not ctx:  # a sweep variant's own settings (rag.k, ...) must fit the window too
+                problems = window_problems(s.ctx.spec, s.ctx.prompts, scored, window)
+                if problems:
+                    raise TaskProblems([f"{s.name}: {problem}" for problem in problems])
             s.validate()
     headline = scoring.headline
     reporter.log(f"  headline metric: {headline.metric} ({headline.reason})")
@@ -433,7 +451,7 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
         base, data.test, spec.answer_format, spec.evaluation.bootstrap, spec.seed, headline.metric, score_ctx
     )
     started = time.time()
-    runs = {s.name: run_system(s, ctx, baselines, scoring) for s in built}
+    runs = (p.runner or run_locally)(built, variants, ctx, baselines, scoring)
     ok = {n: r.samples for n, r in runs.items() if r.result.ok}
     compared = [
         m
@@ -463,6 +481,7 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
             calibration=spec.evaluation.calibration,
             seconds=round(time.time() - started, 1),
         ),
+        sweep=p.sweep,
     )
     launch = {n: r.launch for n, r in runs.items() if r.launch}
     manifest = build_manifest(spec, ref, data, opts, run_id, launch)

@@ -166,7 +166,7 @@ LAYERS = (
     ("parts", "parts context"),
     ("systems", "systems"),
     ("report", "report"),
-    ("pipeline", "checks taskinfo run rundir train_worker cli"),
+    ("pipeline", "checks taskinfo run rundir train_worker sweep tracking cli"),
 )
 
 
