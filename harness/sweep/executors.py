@@ -24,6 +24,7 @@ WORKER_ENV = (
     "HF_HUB_OFFLINE",
     "HF_DATASETS_OFFLINE",
     "TRANSFORMERS_OFFLINE",
+    "RAY_USAGE_STATS_ENABLED",
 )
 
 
@@ -72,7 +73,7 @@ def run_variant(spec, data, limit, options: dict, variant: grid.Variant, baselin
     from harness import systems as registry
     from harness.context import Reporter, RunContext
 
-    reporter = Reporter(lambda line: print(f"{variant.name}: {line}", flush=True))
+    reporter = Reporter(lambda line: print(line, flush=True))  # Ray forwards it, prefixed with the task's pid
     models.set_offline_defaults()
     models.set_threads()
     ref = models.resolve_model(spec.model, reporter.log)
@@ -100,6 +101,9 @@ class RayRunner:
         """Start (or join) the cluster; True when this call started it (and so shuts it down)."""
         if ray.is_initialized():
             return False
+        # The harness works offline: no usage report to Ray's servers (and no cloud-metadata probes it makes
+        # to fill one in). A user who wants to send it sets RAY_USAGE_STATS_ENABLED=1.
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         runtime_env = {"env_vars": worker_env()}
         if self.address:
             ray.init(address=self.address, runtime_env=runtime_env, logging_level="ERROR")
