@@ -140,6 +140,12 @@ def _execute_and_print(p, quiet: bool, track: str | None) -> None:
     reporter = Reporter(None if quiet else lambda line: err_console.print(line, markup=False, soft_wrap=True))
     run_dir = execute(p, reporter)
     results = print_summary(run_dir)
+    if results.sweep is not None:
+        from harness.report.pareto import pareto
+
+        front = pareto(results)
+        if front is not None:
+            console.print(front.sentence, markup=False, soft_wrap=True)
     if track:
         from harness.tracking import log_run, tracking_uri
 

@@ -44,7 +44,12 @@ def test_variants_are_named_by_the_settings_they_change(spec):
     assert found[1].settings == {"finetune.r": 2}  # typed by the schema, not the text
     assert found[1].spec_for(spec).finetune.r == 2 and found[1].spec_for(spec).finetune.alpha == spec.finetune.alpha
     both = grid.variants(spec, ["rag+lora"], ["finetune.r=2,8", "rag.k=1,3"])
-    assert [v.name for v in both] == ["rag+lora[r=2,k=1]", "rag+lora[r=2,k=3]", "rag+lora[r=8,k=1]", "rag+lora[r=8,k=3]"]
+    assert [v.name for v in both] == [
+        "rag+lora[r=2,k=1]",
+        "rag+lora[r=2,k=3]",
+        "rag+lora[r=8,k=1]",
+        "rag+lora[r=8,k=3]",
+    ]
     shared = grid.variants(spec, ["rag+fewshot"], ["rag.k=1", "fewshot.k=2"])  # same field name: full paths
     assert [v.name for v in shared] == ["rag+fewshot[rag.k=1,fewshot.k=2]"]
 
@@ -77,7 +82,7 @@ def test_a_bad_set_fails_before_anything_loads_and_writes_nothing(tiny_task, tmp
     import harness.models as models
 
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model loaded before the check"))
-    code, out, err = run_cli(*sweep_args(tiny_task, tmp_path, "--set", "finetune.rank=4,8", "--systems", "lora"))
+    code, _, err = run_cli(*sweep_args(tiny_task, tmp_path, "--set", "finetune.rank=4,8", "--systems", "lora"))
     assert code == 2
     assert err.strip().count("\n") == 0 and "unknown field 'finetune.rank'" in err
     assert not (tmp_path / "reports" / "tiny-qa").exists()
@@ -137,12 +142,27 @@ def test_variants_reuse_what_their_settings_do_not_change(swept):
     assert r2["trainable_params"] < r4["trainable_params"]  # each rank trained with its own setting
 
 
+def test_a_variant_with_the_tasks_own_setting_is_the_plain_systems_adapter(swept):
+    root = swept["root"]  # the tiny task trains lora at r=4: lora[r=4] built the adapter a plain run uses
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HARNESS_HOME", str(root / "home"))
+        code, _, err = run_cli("run", swept["task"], "--systems", "lora", *sweep_args("", root)[2:])
+    assert code == 0, err
+    res = results_of(latest(root))
+    assert (
+        res.systems["lora"].cached
+        and res.systems["lora"].training == results_of(swept["run"]).systems["lora[r=4]"].training
+    )
+    assert len([p for p in (root / "home" / "adapters" / "tiny-qa").iterdir() if p.is_dir()]) == 2
+
+
 def test_the_report_shows_the_front(swept):
     html = (swept["run"] / "index.html").read_text()
     assert 'id="pareto"' in html and "The cheapest variant not significantly below the best is" in html
     assert html.count("<svg") >= 4  # three cost charts besides the others
     summary = (swept["run"] / "summary.md").read_text()
     assert "## Pareto front" in summary and "| lora[r=2] |" in summary
+    assert "The cheapest variant not significantly below the best is" in swept["out"]  # printed at the end too
     front = pareto.pareto(results_of(swept["run"]))
     assert {p.name for p in front.points} == set(results_of(swept["run"]).systems)
     assert any(p.on_front["serving_s"] for p in front.points)
@@ -210,7 +230,7 @@ def test_a_sweep_through_ray_gives_the_local_metrics(swept, tmp_path):
         mp.setenv("HARNESS_HOME", str(root / "home"))
         mp.setenv("HARNESS_THREADS", "2")  # as the local sweep measured (the session runs torch on 2 threads)
         args = sweep_args(swept["task"], root, "--set", "rag.k=1,2", "--systems", "rag", "--executor", "ray")
-        code, out, err = run_cli(*args, "--reevaluate")
+        code, _, err = run_cli(*args, "--reevaluate")
     assert code == 0, err
     ray_res, local = results_of(latest(root)), results_of(swept["run"])
     assert ray_res.sweep.executor == "ray" and list(ray_res.systems) == ["rag[k=1]", "rag[k=2]"]
@@ -246,5 +266,7 @@ def test_a_tracked_sweep_reads_back_from_mlflow(swept, tmp_path, monkeypatch):
     acc = res.systems["lora[r=2]"].metrics["accuracy"]
     assert lora2.metrics["accuracy"] == pytest.approx(acc.value)
     assert lora2.metrics["accuracy_ci_low"] == pytest.approx(acc.ci_low)
-    assert lora2.metrics["serving_s_per_1000_questions"] == pytest.approx(res.systems["lora[r=2]"].latency_s.mean * 1000)
+    assert lora2.metrics["serving_s_per_1000_questions"] == pytest.approx(
+        res.systems["lora[r=2]"].latency_s.mean * 1000
+    )
     assert lora2.metrics["peak_memory_mb"] == pytest.approx(res.systems["lora[r=2]"].peak_memory_mb)
