@@ -165,8 +165,11 @@ def _execute_and_print(p, quiet: bool, track: str | None) -> None:
 @app.command()
 def sweep(
     task: str = typer.Argument(..., help="Task name (see `harness tasks list`) or path to a task YAML."),
-    sets: list[str] = typer.Option(
-        ..., "--set", help="A setting and the values to try, e.g. finetune.r=8,16 or rag.k=1,3,5 (repeatable)."
+    sets: list[str] | None = typer.Option(
+        None, "--set", help="A setting and the values to try, e.g. finetune.r=8,16 or rag.k=1,3,5 (repeatable)."
+    ),
+    grid_file: Path | None = typer.Option(
+        None, "--grid", help="A sweep YAML: `grid:` (section.field: [values]) and optionally `systems:`."
     ),
     systems: str | None = typer.Option(None, "--systems", "-s", help="Comma-separated systems, e.g. prompt,lora,rag."),
     executor: str = typer.Option(
@@ -192,12 +195,14 @@ def sweep(
     set_offline_defaults()
     from harness.run import RunOptions
     from harness.sweep.executors import plan_sweep
+    from harness.sweep.grid import read_grid
     from harness.tracking import check
 
     check(track)
+    from_file, file_systems = read_grid(grid_file) if grid_file is not None else ([], None)
     opts = RunOptions(
         task=task,
-        systems=_split(systems),
+        systems=_split(systems) or file_systems,
         model=model,
         limit=limit,
         seed=seed,
@@ -207,7 +212,7 @@ def sweep(
         reevaluate=reevaluate,
         command=["harness", *sys.argv[1:]],
     )
-    _execute_and_print(plan_sweep(opts, sets, executor, ray_address), quiet, track)
+    _execute_and_print(plan_sweep(opts, [*from_file, *(sets or [])], executor, ray_address), quiet, track)
 
 
 def summary_table(results: RunResults, rows: list[SummaryRow]) -> Table:

@@ -97,6 +97,25 @@ def test_missing_ray_and_mlflow_say_how_to_install(tiny_task, tmp_path, monkeypa
     assert code == 2 and "pip install -e '.[mlflow]'" in err and err.strip().count("\n") == 0
 
 
+def test_a_sweep_file_gives_the_same_sets(spec, tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text("systems: [prompt, lora, rag]\ngrid:\n  finetune.r: [2, 8]\n  rag: {k: [1, 3], index: flat}\n")
+    sets, systems = grid.read_grid(path)
+    assert sets == ["finetune.r=2,8", "rag.k=1,3", "rag.index=flat"] and systems == ["prompt", "lora", "rag"]
+    names = [v.name for v in grid.variants(spec, systems, sets)]
+    assert names == ["prompt", "lora[r=2]", "lora[r=8]", "rag[k=1,index=flat]", "rag[k=3,index=flat]"]
+    for text, words in (
+        ("grid: [1, 2]\n", "expected a mapping with a 'grid:'"),
+        ("grid: {rag.k: [1]}\nsystem: [rag]\n", "unknown key 'system'"),
+        ("grid: {rag.k: [[1]]}\n", "'rag.k' must be a list of plain values"),
+        ("grid: {rag.k: [1\n", "not valid YAML"),
+    ):
+        path.write_text(text)
+        with pytest.raises(HarnessError, match=words) as e:
+            grid.read_grid(path)
+        assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
 # ---------------------------------------------------------------- a sweep end to end
 
 

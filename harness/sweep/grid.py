@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import yaml
 from pydantic import ValidationError
 
 from harness import systems as registry
@@ -55,7 +57,6 @@ class Variant:
     name: str
     kind: str
     settings: dict[str, object] = field(default_factory=dict)  # "finetune.r" -> 4 (empty: the task's own)
-    spec: TaskSpec | None = None
 
     def spec_for(self, base: TaskSpec) -> TaskSpec:
         return apply(base, self.settings)
@@ -165,4 +166,51 @@ def make_systems(variants: list[Variant], ctx) -> list:
         if v.settings and key not in contexts:
             contexts[key] = ctx.for_spec(v.spec_for(ctx.spec))
         out.append(registry.make_system(v.name, contexts.get(key, ctx), kind=v.kind))
+    return out
+
+
+def read_grid(path: Path) -> tuple[list[str], list[str] | None]:
+    """A sweep YAML -> (`--set` texts, systems or None). The file holds `grid:`, a mapping of `section.field`
+    (or nested `section: {field: ...}`) to a list of values, and optionally `systems:`:
+
+        systems: [prompt, lora, rag]
+        grid:
+          finetune.r: [4, 16]
+          rag: {k: [1, 3]}
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise HarnessError(f"--grid {path}: cannot read it ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise HarnessError(f"--grid {path}{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("grid"), dict):
+        raise HarnessError(f"--grid {path}: expected a mapping with a 'grid:' of section.field: [values]")
+    unknown = sorted(set(data) - {"grid", "systems"})
+    if unknown:
+        raise HarnessError(f"--grid {path}: unknown key '{unknown[0]}'; a sweep file holds grid: and systems:")
+    systems = data.get("systems")
+    if systems is not None and (not isinstance(systems, list) or not all(isinstance(n, str) for n in systems)):
+        raise HarnessError(f"--grid {path}: 'systems' must be a list of system names, e.g. [prompt, lora, rag]")
+    sets = []
+    for key, values in _flat(data["grid"]).items():
+        values = values if isinstance(values, list) else [values]
+        if any(isinstance(v, (dict, list)) for v in values):
+            raise HarnessError(f"--grid {path}: '{key}' must be a list of plain values, e.g. {key}: [1, 2]")
+        texts = ["" if v is None else str(v).lower() if isinstance(v, bool) else str(v) for v in values]
+        sets.append(f"{key}={','.join(texts)}")
+    return sets, systems
+
+
+def _flat(mapping: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in mapping.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(_flat(v, key))
+        else:
+            out[key] = v
     return out
