@@ -130,7 +130,7 @@ def sentence(points: list[Point], best: str, hm: str) -> str:
     return (
         f"The cheapest variant not significantly below the best is {cheapest.name} ({hm} {fmt.ci(cheapest.value)}, "
         f"{serving(cheapest.costs['serving_s'])} per 1,000 questions; best: {best}, {fmt.ci(b.value)}, "
-        f"{serving(b.costs['serving_s'])}; difference {fmt.signed(cheapest.diff)}, Holm p {fmt.num(cheapest.p_holm)})."
+        f"{serving(b.costs['serving_s'])}; difference {fmt.signed(cheapest.diff)}, {fmt.pholm(cheapest.p_holm)})."
     )
 
 
@@ -201,14 +201,12 @@ def pareto(results: RunResults) -> Front | None:
 
 def markdown(front: Front) -> str:
     """The front's table and sentence as Markdown (for notes and the terminal)."""
-    head = (
-        f"| variant | {front.metric} | serving s / 1,000 q | build s | peak MB | on the front of | vs best (Holm p) |"
-    )
+    head = f"| variant | {front.metric} | serving s / 1,000 q | build s | peak MB | on the front of | vs best |"
     lines = [head, "|" + "---|" * 7]
     for p in front.points:
-        vs = "best" if p.name == front.best else f"{fmt.signed(p.diff)} (p {fmt.num(p.p_holm)})"
+        vs = "best" if p.name == front.best else f"{fmt.signed(p.diff)} ({fmt.pholm(p.p_holm)})"
         if p.below_best:
-            vs += " below"
+            vs += ", significantly below"
         c = p.costs
         lines.append(
             f"| {p.name} | {fmt.ci(p.value)} | {fmt.num(c['serving_s'], 1)} | {fmt.num(c['build_s'], 1)} "
