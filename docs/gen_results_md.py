@@ -33,6 +33,8 @@ from harness.records import (
     RunResults,
     Sample,
     Settings,
+    Sweep,
+    SweepVariant,
     SystemResult,
     always_written,
 )
@@ -111,6 +113,8 @@ SECTIONS: list[tuple[int, type[BaseModel], str]] = [
     (3, Settings, "`settings`"),
     (3, PriorBreaking, "`prior_breaking`"),
     (3, PriorBreakingSystem, "`prior_breaking.systems.<name>`"),
+    (3, Sweep, "`sweep`"),
+    (3, SweepVariant, "`sweep.variants.<name>`"),
     (2, Sample, "samples.jsonl"),
     (3, Passage, "`retrieved[]`"),
     (2, StoredEvaluation, "The evaluation cache"),

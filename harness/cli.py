@@ -48,6 +48,9 @@ EXIT_CODES_HELP = (
 SUMMARY_WIDTH, SUMMARY_MAX = 100, 160
 
 TasksDir = typer.Option(None, "--tasks-dir", help="Extra folder of task YAML files (also: HARNESS_TASKS).")
+Track = typer.Option(
+    None, "--track", help="`mlflow`: log the run (each system a nested run) to MLFLOW_TRACKING_URI or ./mlruns."
+)
 
 
 _LINE_BREAKERS = {"\x85", "\u2028", "\u2029"}
@@ -166,17 +169,19 @@ def run(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the plan and per-stage time and memory estimates; build and write nothing."
     ),
+    track: str | None = Track,
 ):
     """Build the systems, evaluate them on the held-out questions, and write the report.
 
     Exit codes: 0 every system succeeded; 3 the run completed (report written) but some system failed;
     2 bad input; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM)."""
-    from harness.context import Reporter
     from harness.models import set_offline_defaults
 
     set_offline_defaults()
-    from harness.run import RunOptions, execute, plan
+    from harness.run import RunOptions, plan
+    from harness.tracking import check
 
+    check(track)
     opts = RunOptions(
         task=task,
         systems=_split(systems),
@@ -197,16 +202,34 @@ def run(
         overrides=overrides(batch_size=batch_size, dtype=dtype, device=device),
         threads=threads,
     )
-    p = plan(opts)
+    _execute_and_print(plan(opts), quiet, track)
+
+
+def _execute_and_print(p, quiet: bool, track: str | None) -> None:
+    """Run a plan, print its table, log it to the tracker; exit code 3 when a system failed."""
+    from harness.context import Reporter
+    from harness.run import execute
+
     # soft_wrap: a progress line is never cut inside a path, whatever the terminal's (or a log file's) width
     reporter = Reporter(None if quiet else lambda line: err_console.print(line, markup=False, soft_wrap=True))
-    if dry_run:
+    if p.opts.dry_run:
         from harness.run import dry_run as plan_only
 
         plan_only(p, reporter, lambda line: console.print(line, markup=False, soft_wrap=True))
         return
     run_dir = execute(p, reporter)
     results = print_summary(run_dir)
+    if results.sweep is not None:
+        from harness.report.pareto import pareto
+
+        front = pareto(results)
+        if front is not None:
+            console.print(front.sentence, markup=False, soft_wrap=True)
+    if track:
+        from harness.tracking import log_run, tracking_uri
+
+        run_id = log_run(run_dir)
+        console.print(f"tracked: MLflow run {run_id} at {tracking_uri()}", markup=False, soft_wrap=True)
     failed = [n for n, s in results.systems.items() if not s.ok]
     if failed:
         err_console.print(
@@ -216,6 +239,61 @@ def run(
             soft_wrap=True,
         )
         raise typer.Exit(SYSTEMS_FAILED)
+
+
+@app.command()
+def sweep(
+    task: str = typer.Argument(..., help="Task name (see `harness tasks list`) or path to a task YAML."),
+    sets: list[str] | None = typer.Option(
+        None, "--set", help="A setting and the values to try, e.g. finetune.r=8,16 or rag.k=1,3,5 (repeatable)."
+    ),
+    grid_file: Path | None = typer.Option(
+        None, "--grid", help="A sweep YAML: `grid:` (section.field: [values]) and optionally `systems:`."
+    ),
+    systems: str | None = typer.Option(None, "--systems", "-s", help="Comma-separated systems, e.g. prompt,lora,rag."),
+    executor: str = typer.Option(
+        "local", "--executor", help="`local` runs variants one after another; `ray` sends each as a Ray task."
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Join this Ray cluster (default: start a local one with 2 workers)."
+    ),
+    model: str | None = typer.Option(None, "--model", "-m", help="`default`, a model folder, or a hub id."),
+    limit: int | None = typer.Option(
+        None, "--limit", help="Evaluate N test questions: a seeded sample spread over documents and categories."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Override the task's seed."),
+    reevaluate: bool = typer.Option(False, "--reevaluate", help="Evaluate every variant again."),
+    reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", help="Where run directories go."),
+    indices_dir: Path = typer.Option(Path("indices"), "--indices-dir", help="Where FAISS indices go."),
+    tasks_dir: list[Path] | None = TasksDir,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final table."),
+    track: str | None = Track,
+):
+    """Run every combination of the --set values as its own system (`lora[r=8]`), in one run and one report
+    with the Pareto front of the headline metric against cost. Exit codes as for `harness run`."""
+    from harness.models import set_offline_defaults
+
+    set_offline_defaults()
+    from harness.run import RunOptions
+    from harness.sweep.executors import plan_sweep
+    from harness.sweep.grid import read_grid
+    from harness.tracking import check
+
+    check(track)
+    from_file, file_systems = read_grid(grid_file) if grid_file is not None else ([], None)
+    opts = RunOptions(
+        task=task,
+        systems=_split(systems) or file_systems,
+        model=model,
+        limit=limit,
+        seed=seed,
+        reports_dir=reports_dir,
+        indices_dir=indices_dir,
+        task_dirs=tasks_dir or [],
+        reevaluate=reevaluate,
+        command=["harness", *sys.argv[1:]],
+    )
+    _execute_and_print(plan_sweep(opts, [*from_file, *(sets or [])], executor, ray_address), quiet, track)
 
 
 def print_summary(run_dir: Path) -> RunResults:

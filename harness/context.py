@@ -183,6 +183,11 @@ class RunContext:
     def log(self, message: str) -> None:
         self.reporter.log(message)
 
+    def for_spec(self, spec) -> RunContext:
+        """A context for a sweep variant whose settings are `spec`: this run's data, tokenizer, base model and
+        reporter, and its own parts (prompts, retriever, example selector) built from `spec`."""
+        return VariantContext(self, spec)
+
     def base_model(self):
         """The shared model systems evaluate with, in the evaluation precision. bf16 weights rather than
         fp32 weights under bf16 autocast: the matmuls are the same, but autocast re-casts every weight on
@@ -262,3 +267,27 @@ class RunContext:
                     )
 
         return Progress()
+
+
+class VariantContext(RunContext):
+    """A sweep variant's context: the parts follow the variant's settings, while the heavy shared state (base
+    model, embedder when the variant keeps the run's) stays the run's, loaded once and released for all."""
+
+    def __init__(self, parent: RunContext, spec):
+        self.__dict__.update(parent.__dict__)
+        self.parent, self.spec = parent, spec
+        self.prompts = PromptBuilder(spec, parent.tokenizer)
+        self._retriever = None
+        self._example_selector = None
+        self._embedder = None
+
+    def base_model(self):
+        return self.parent.base_model()
+
+    def release_base_model(self) -> None:
+        self.parent.release_base_model()
+
+    def embedder(self):
+        if self.spec.rag.embedder == self.parent.spec.rag.embedder:
+            return self.parent.embedder()
+        return super().embedder()

@@ -415,6 +415,23 @@ class LimitedRun(Record):
     drawn: str = Field(description="how the sample was drawn (seeded, stratified by document and category)")
 
 
+class SweepVariant(Record):
+    """A system of a sweep: the registered system it runs and the settings it runs with."""
+
+    system: str = Field(description="the registered system the variant runs (lora, rag, ...)")
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="the swept settings it runs with ('finetune.r' -> 4); empty: the task's own"
+    )
+
+
+class Sweep(Record):
+    """What a `harness sweep` varied: the grid, the executor, and each system's settings."""
+
+    grid: dict[str, list[Any]] = Field(description="each swept field ('finetune.r') and the values tried")
+    executor: str = Field(description="local (one variant after another in the run's process) or ray")
+    variants: dict[str, SweepVariant] = Field(description="one entry per system of the run, by its name")
+
+
 class RunResults(Record):
     """The whole run's figures: every system, the model-free baselines and the paired comparisons."""
 
@@ -450,6 +467,7 @@ class RunResults(Record):
     decision: Decision | None = Field(
         default=None, description="the recommendation for the deployment profile", **_OMIT
     )
+    sweep: Sweep | None = Field(default=None, description="set by `harness sweep`: the grid of settings", **_OMIT)
 
     def dump(self) -> dict[str, Any]:
         """The JSON-ready dict written as results.json."""

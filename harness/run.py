@@ -10,15 +10,17 @@ half-written run directory behind (built artifacts stay cached and are reused).
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 from harness import baselines as model_free
-from harness import cache, cost, evalcache, models, priorbreak, results, scorers, stats, strata, systems, throughput
+from harness import cache, cost, evalcache, models, priorbreak, results, scorers, stats, strata, throughput
 from harness.calibration import calibration_questions, calibration_set, calibration_threshold
 from harness.checks import check_machine, check_task, outside_paths, window_problems
 from harness.constants import AnswerFormat
@@ -45,12 +47,14 @@ from harness.records import (
     Sample,
     ServingMemory,
     Settings,
+    Sweep,
     SystemResult,
 )
 from harness.retrieval import retrieval_quality
 from harness.rundir import write_run
 from harness.serving import own_base_model, warm_up
 from harness.spec import SEED_MAX, TaskProblems, TaskSpec, load_spec
+from harness.sweep.grid import Variant, make_systems
 from harness.systems import oracle
 from harness.tasks import find_task
 
@@ -84,6 +88,10 @@ class Plan:
     spec: TaskSpec
     systems: list[str]
     opts: RunOptions
+    # A sweep (harness.sweep): its systems with their own settings, what runs them, and the grid for results.json.
+    variants: list[Variant] = field(default_factory=list)
+    runner: Callable | None = None  # (systems, variants, ctx, baselines, scoring) -> {name: SystemRun}
+    sweep: Sweep | None = None
 
 
 def plan(opts: RunOptions) -> Plan:
@@ -214,7 +222,7 @@ def _torch_threads() -> int:
 
 
 def _task_name(name: str, part: str) -> str:
-    return f"harness_{name}_{part}".replace("+", "_").replace("-", "_")
+    return re.sub(r"\W", "_", f"harness_{name}_{part}")  # lm-eval task names: `lora[r=4]` -> harness_lora_r_4_
 
 
 @dataclass(frozen=True)
@@ -466,6 +474,11 @@ def _holm_vs_baseline(runs: dict[str, SystemRun]) -> dict[str, SystemRun]:
     return {n: replace(r, result=r.result.model_copy(update={"vs_best_baseline": tests[n]})) for n, r in runs.items()}
 
 
+def run_locally(built: list, variants: list[Variant], ctx: RunContext, baselines, scoring) -> dict[str, SystemRun]:
+    """One system after another, in this process (each with its own context: a sweep variant's settings)."""
+    return {s.name: run_system(s, s.ctx, baselines, scoring) for s in built}
+
+
 def execute(p: Plan, reporter: Reporter) -> Path:
     """Run the plan and write its run directory; returns it. Never silent for more than 30 s (Reporter.running)."""
     with reporter.running():
@@ -481,6 +494,7 @@ class Prepared:
     scoring: results.Scoring
     threads: int
     limited: LimitedRun | None = None  # --limit: the sample the test split was cut to
+    variants: list = field(default_factory=list)  # sweep.grid.Variant per system (a plain run: name = system)
 
 
 def prepare(p: Plan, reporter: Reporter) -> Prepared:
@@ -538,10 +552,15 @@ def prepare(p: Plan, reporter: Reporter) -> Prepared:
         if problems:
             raise TaskProblems(problems)
     with reporter.stage("check the systems' settings"):  # may load the base model (its layer names)
-        built = [systems.make_system(n, ctx) for n in p.systems]  # each system is constructed once per run
+        variants = p.variants or [Variant(n, n) for n in p.systems]
+        built = make_systems(variants, ctx)  # each system is constructed once per run
         for s in built:
+            if s.ctx is not ctx:  # a sweep variant's own settings (rag.k, ...) must fit the window too
+                problems = window_problems(s.ctx.spec, s.ctx.prompts, scored, window)
+                if problems:
+                    raise TaskProblems([f"{s.name}: {problem}" for problem in problems])
             s.validate()
-    return Prepared(ctx, built, scoring, threads, limited)
+    return Prepared(ctx, built, scoring, threads, limited, variants)
 
 
 def show_estimate(ctx: RunContext, built: list, reporter: Reporter) -> None:
@@ -572,7 +591,7 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
     spec, opts = p.spec, p.opts
     prep = prepare(p, reporter)
     ctx, built, scoring, threads, limited = prep.ctx, prep.built, prep.scoring, prep.threads, prep.limited
-    data, ref = ctx.data, ctx.model_ref
+    data, ref, variants = ctx.data, ctx.model_ref, prep.variants
     if opts.estimate:
         show_estimate(ctx, built, reporter)
     with reporter.stage("warm up the evaluation"):
@@ -588,7 +607,7 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
         base, data.test, spec.answer_format, spec.evaluation.bootstrap, spec.seed, headline.metric, score_ctx
     )
     started = time.time()
-    runs = {s.name: run_system(s, ctx, baselines, scoring) for s in built}
+    runs = (p.runner or run_locally)(built, variants, ctx, baselines, scoring)
     runs = _holm_vs_baseline(runs)
     ok = {n: r.samples for n, r in runs.items() if r.result.ok}
     compared = [
@@ -625,6 +644,7 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
         ),
         calibration_set=calibration_set(ctx),
         limited=limited,
+        sweep=p.sweep,
     )
     costs, decision = cost.decide(out, spec.decision)
     out = out.model_copy(

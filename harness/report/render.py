@@ -20,6 +20,8 @@ from .charts import loss_chart, metric_charts, retrieval_chart, tradeoff_chart
 from .decision import decision_context
 from .errors_analysis import error_analysis
 from .load import Run, load_run, machine_line, model_label
+from .pareto import markdown as pareto_markdown
+from .pareto import pareto
 from .prior import prior_section
 from .questions import groups, question_rows, retrieval_systems
 from .recommend import headline, recommendation
@@ -149,6 +151,7 @@ def report_context(run: Run) -> dict[str, Any]:
         "baseline_name": best_baseline_name(results) or "best baseline",
         "colors": colors,
         "tradeoff": tradeoff_chart(results, colors),
+        "pareto": pareto(results),
         "metric_charts": metric_charts(results, colors),
         "loss": loss_chart(results, colors),
         "training": training_rows(results),
@@ -175,5 +178,7 @@ def render_report(run_dir: Path) -> Path:
     run = load_run(run_dir)
     html = render_template("report.html", **report_context(run))
     write_text_atomic(run_dir / "results.csv", csv_text(run.results))
-    write_text_atomic(run_dir / "summary.md", markdown_text(run.results))
+    front = pareto(run.results)
+    summary = markdown_text(run.results) + (f"\n## Pareto front\n\n{pareto_markdown(front)}" if front else "")
+    write_text_atomic(run_dir / "summary.md", summary)
     return write_text_atomic(run_dir / "index.html", html)

@@ -90,9 +90,22 @@ def available() -> list[str]:
     return sorted(SYSTEMS)
 
 
-def make_system(name: str, ctx) -> System:
+class Renamed:
+    """A system under another name (a sweep variant, `lora[r=4]`): everything else is the system's own."""
+
+    def __init__(self, system: System, name: str):
+        self._system, self.name = system, name
+
+    def __getattr__(self, attr: str):
+        return getattr(self._system, attr)
+
+
+def make_system(name: str, ctx, kind: str | None = None) -> System:
+    """The registered system `kind` (default: `name`), reported under `name`."""
     _load_all()
-    if name not in SYSTEMS:
-        hint = did_you_mean(name, SYSTEMS) or ";"
-        raise HarnessError(f"unknown system '{name}'{hint} valid systems: {', '.join(sorted(SYSTEMS))}")
-    return SYSTEMS[name](name, ctx)
+    kind = kind or name
+    if kind not in SYSTEMS:
+        hint = did_you_mean(kind, SYSTEMS) or ";"
+        raise HarnessError(f"unknown system '{kind}'{hint} valid systems: {', '.join(sorted(SYSTEMS))}")
+    system = SYSTEMS[kind](kind, ctx)
+    return system if name == kind else Renamed(system, name)
