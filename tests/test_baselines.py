@@ -171,7 +171,7 @@ def test_four_systems_significant_raw_but_not_after_holm(tmp_path):
         systems={n: r.result for n, r in runs.items()},
         baselines={"majority": base["majority"].result},
     )
-    assert {r.beats for r in summary_rows(results) if not r.is_baseline} == {"not significant"}
+    assert {r.beats for r in summary_rows(results) if not r.is_baseline} == {"not different"}
     md = markdown_text(results)
     assert md.count("not significant (Holm p = 0.125)") == 4 and "Verdicts follow Holm-adjusted p-values" in md
     assert "is not better than the strongest model-free baseline, majority" in recommendation(results)
@@ -206,7 +206,7 @@ def test_skewed_gold_position_and_a_system_that_always_picks_it_is_not_better_th
     )
     text = recommendation(results)
     assert "prompt is not better than the strongest model-free baseline, majority_position" in text
-    assert summary_rows(results)[0].beats == "not significant"
+    assert summary_rows(results)[0].beats == "not different"
 
 
 def test_against_a_guessing_baseline_the_test_is_exact_binomial():
