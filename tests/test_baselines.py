@@ -173,7 +173,7 @@ def test_four_systems_significant_raw_but_not_after_holm(tmp_path):
     )
     assert {r.beats for r in summary_rows(results) if not r.is_baseline} == {"not different"}
     md = markdown_text(results)
-    assert md.count("not significant (Holm p = 0.125)") == 4 and "Verdicts follow Holm-adjusted p-values" in md
+    assert md.count("not different (Holm p = 0.125)") == 4 and "Verdicts follow Holm-adjusted p-values" in md
     assert "is not better than the strongest model-free baseline, majority" in recommendation(results)
     assert "beats" not in recommendation(results)
 
