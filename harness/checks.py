@@ -214,7 +214,7 @@ def machine_problems(spec: TaskSpec, names: list[str], device_flag: str | None =
         if find_spec("vllm") is None:
             problems.append(f"{backend_at}: backend 'vllm' needs the vllm package (pip install vllm); or use hf")
         elif spec.device == "cpu":
-            problems.append(f"{backend_at}: backend 'vllm' runs on CUDA GPUs, but {device_at} is cpu; use hf")
+            problems.append(f"{backend_at}: backend 'vllm' runs on CUDA GPUs, not on the cpu ({device_at}); use hf")
         elif not gpus:
             problems.append(f"{backend_at}: backend 'vllm' needs a CUDA GPU and torch sees none; use backend hf")
         else:

@@ -99,7 +99,7 @@ def test_vllm_backend_without_a_gpu_or_on_the_cpu_fails_at_plan_time(tmp_path, t
     assert "backend 'vllm' needs a CUDA GPU and torch sees none" in _one_line(exc)
     with pytest.raises(HarnessError) as exc:
         _plan(tmp_path, task, device="cpu")
-    assert "backend 'vllm' runs on CUDA GPUs, but --device cpu is cpu" in _one_line(exc)
+    assert "backend 'vllm' runs on CUDA GPUs, not on the cpu (--device cpu); use hf" in _one_line(exc)
 
 
 def test_vllm_settings_this_machine_cannot_serve_are_listed(tmp_path, tiny_model_dir, vllm_installed, monkeypatch):
