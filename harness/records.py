@@ -80,8 +80,10 @@ class BaselineTest(Record):
         "answers; binomial-exact / poisson-binomial-exact against a guessing baseline's chances"
     )
     n: int = Field(description="questions compared")
-    p_holm: float = Field(
-        description="Holm-adjusted p-value over the run's tests of every system against its strongest baseline"
+    p_holm: float | None = Field(
+        default=None,
+        description="Holm-adjusted p-value over the run's tests of every system against its strongest baseline "
+        "(absent from runs written before it existed, whose `significant` followed the raw p)",
     )
     significant: bool = Field(description="p_holm below harness.constants.SIGNIFICANCE_LEVEL")
     beats: bool = Field(description="significant and diff > 0")
