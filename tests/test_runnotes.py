@@ -54,6 +54,13 @@ def test_notes_follow_the_figures():
     assert len(notes) == 5 and all(any(e in n for n in notes) for e in EXPECTED), notes
     plain = run_notes(RunResults.model_validate(make_results()))
     assert len(plain) == 1 and plain[0].startswith("calibrated accuracy below accuracy: lora (0.780 < 0.800), rag (")
+    assert "spread differently on the dev documents" in plain[0] and "than chance" not in plain[0]
+    # a margin no better than chance (prompt's AUC 0.52 [0.30, 0.74]) is named as the reason
+    chance = make_results()
+    chance["systems"]["prompt"]["metrics"]["calibrated_accuracy"]["value"] = 0.5
+    (note,) = run_notes(RunResults.model_validate(chance))
+    assert note.startswith("calibrated accuracy below accuracy: prompt (0.500 < 0.550; AUC 0.520 [0.300, 0.740])")
+    assert "do not separate the answers better than chance" in note and "lora (0.780 < 0.800)" in note
 
 
 def test_notes_appear_in_the_report_summary_and_terminal(tmp_path, capsys):

@@ -28,20 +28,35 @@ def calibration_text(results: RunResults) -> str | None:
 
 
 def calibration_below_raw(results: RunResults) -> str | None:
-    """Systems whose calibrated accuracy is below their accuracy, with what the threshold may not carry over."""
-    below = []
+    """Systems whose calibrated accuracy is below their accuracy, each with the likelier reason: a margin that
+    separates Yes from No no better than chance (AUC interval reaching 0.5), or one spread differently on the
+    dev questions than on the test questions."""
+    chance, shifted = [], []
     for name, e in results.systems.items():
-        cal, raw = e.metrics.get("calibrated_accuracy"), e.metrics.get("accuracy")
+        cal, raw, auc = (e.metrics.get(m) for m in ("calibrated_accuracy", "accuracy", "auc"))
         known = e.ok and cal is not None and raw is not None and fmt.is_number(cal.value) and fmt.is_number(raw.value)
-        if known and cal.value < raw.value:
-            below.append(f"{name} ({cal.value:.3f} < {raw.value:.3f})")
-    if not below:
-        return None
-    return (
-        f"calibrated accuracy below accuracy: {', '.join(below)}. The threshold fitted on the dev questions moved "
-        "these systems' answers the wrong way on test: their Yes-No margins are spread differently on the dev "
-        "documents than on the test documents (a threshold fitted on few questions also varies by chance)."
-    )
+        if not known or cal.value >= raw.value:
+            continue
+        figures = f"{name} ({cal.value:.3f} < {raw.value:.3f}"
+        if auc is not None and fmt.is_number(auc.value) and fmt.is_number(auc.ci_low) and auc.ci_low <= 0.5:
+            chance.append(f"{figures}; AUC {auc.value:.3f} [{auc.ci_low:.3f}, {auc.ci_high:.3f}])")
+        else:
+            shifted.append(figures + ")")
+    out = []
+    if chance:
+        out.append(
+            f"calibrated accuracy below accuracy: {', '.join(chance)}. These systems' Yes-No margins do not separate "
+            "the answers better than chance (the AUC interval reaches 0.5), so a threshold fitted on them moves "
+            "answers at random; their accuracy is their answer bias, not knowledge."
+        )
+    if shifted:
+        out.append(
+            f"calibrated accuracy below accuracy: {', '.join(shifted)}. The threshold fitted on the dev questions "
+            "moved these systems' answers the wrong way on test: their Yes-No margins are spread differently on "
+            "the dev documents than on the test documents (a threshold fitted on few questions also varies by "
+            "chance)."
+        )
+    return " ".join(out) or None
 
 
 def gold_context_texts(results: RunResults) -> list[str]:
