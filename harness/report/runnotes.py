@@ -20,10 +20,15 @@ def calibration_text(results: RunResults) -> str | None:
     c = results.calibration_set
     if c is None:
         return None
+    values = [
+        f"{name} {e.metrics['calibrated_accuracy'].value:.3f}"
+        for name, e in results.systems.items()
+        if e.ok and "calibrated_accuracy" in e.metrics and fmt.is_number(e.metrics["calibrated_accuracy"].value)
+    ]
     return (
-        f"calibrated_accuracy: each system's Yes threshold is fitted on {c.n} of {c.dev_size} dev questions "
-        f"(Yes-rate {c.yes_rate:.2f}, drawn to match the training split's {c.train_yes_rate:.2f}), never on test "
-        f"questions (test Yes-rate {c.test_yes_rate:.2f})."
+        f"calibrated_accuracy{' (' + ', '.join(values) + ')' if values else ''}: each system's Yes threshold is "
+        f"fitted on {c.n} of {c.dev_size} dev questions (Yes-rate {c.yes_rate:.2f}, drawn to match the training "
+        f"split's {c.train_yes_rate:.2f}), never on test questions (test Yes-rate {c.test_yes_rate:.2f})."
     )
 
 
