@@ -28,7 +28,7 @@ from harness.report import (
     render_report,
     summary_rows,
 )
-from harness.report.runnotes import run_notes
+from harness.report.runnotes import memory_label, run_notes
 
 app = typer.Typer(
     add_completion=False,
@@ -154,7 +154,7 @@ def summary_table(results: RunResults, rows: list[SummaryRow]) -> Table:
         + (f" (limited run: {results.limited.n} of {results.limited.of})" if results.limited else ""),
         caption=f"model: {results.model or 'unknown'}",
     )
-    heads = ["system", *metrics, "latency p50 / p95", "serving peak memory", "build", "artifact", f"beats {baseline}?"]
+    heads = ["system", *metrics, "latency p50 / p95", memory_label(results), "build", "artifact", f"beats {baseline}?"]
     for col in heads:
         table.add_column(col, justify="left" if col == "system" else "right", no_wrap=True)
     for r in rows:

@@ -20,7 +20,7 @@ from .charts import loss_chart, metric_charts, retrieval_chart, tradeoff_chart
 from .load import Run, load_run, machine_line, model_label
 from .questions import question_rows, retrieval_systems
 from .recommend import headline, recommendation
-from .runnotes import limited_text, run_notes
+from .runnotes import limited_text, memory_label, run_notes
 from .summary import best_baseline_name, csv_text, markdown_text, metric_names, summary_rows, truncation_text
 from .svg import colors_for
 
@@ -138,6 +138,7 @@ def report_context(run: Run) -> dict[str, Any]:
         "truncation": truncation_text(results),
         "run_notes": run_notes(results),
         "limited": limited_text(results),
+        "memory_label": memory_label(results),
         "recommendation": recommendation(results),
         "rows": rows,
         "metrics": metric_names(results, rows),

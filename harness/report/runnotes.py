@@ -88,6 +88,13 @@ MEMORY_TEXT = (
 )
 
 
+def memory_label(results: RunResults) -> str:
+    """The memory column's name: a run written before serving peaks were measured apart says only peak memory."""
+    return (
+        "serving peak memory" if any(e.serving_memory is not None for e in results.systems.values()) else "peak memory"
+    )
+
+
 def memory_text(results: RunResults) -> str | None:
     """What the memory column is, when the run measured it this way (older runs have no serving_memory)."""
     return MEMORY_TEXT if any(e.serving_memory is not None for e in results.systems.values()) else None

@@ -13,7 +13,7 @@ from harness.records import BaselineResult, BaselineTest, Interval, Percentiles,
 
 from . import fmt
 from .recommend import headline
-from .runnotes import run_notes
+from .runnotes import memory_label, run_notes
 
 METRIC_PARTS = ("value", "ci_low", "ci_high")
 NO_ERROR = "no error message recorded"
@@ -245,7 +245,7 @@ def markdown_text(results: RunResults) -> str:
         "system",
         f"{hm} [95% CI]",
         "latency p50 / p95",
-        "serving peak memory",
+        memory_label(results),
         "build time",
         "artifact size",
         f"beats best baseline ({bl})?",
