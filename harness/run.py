@@ -52,7 +52,7 @@ from harness.records import (
 )
 from harness.retrieval import retrieval_quality
 from harness.rundir import write_run
-from harness.serving import own_base_model, warm_up
+from harness.serving import own_base_model, serving_memory, warm_up
 from harness.spec import SEED_MAX, TaskProblems, TaskSpec, load_spec
 from harness.sweep.grid import Variant, make_systems
 from harness.systems import oracle
@@ -283,9 +283,7 @@ def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
             else None
         )
     peak = mem.peak_mb
-    serving = ServingMemory(
-        process_mb=round(mem.process_mb, 1), resources_mb=mem.resources_mb, answering_mb=mem.stage_mb
-    )
+    serving = serving_memory(mem)
     evalcache.save(
         ctx.spec.name,
         key,

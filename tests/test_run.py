@@ -8,10 +8,11 @@ import json
 import math
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from harness import files
+from harness import files, strata
 from harness.cli import main
 from harness.records import RunResults, Sample, SystemResult, always_written, written_when_set
 
@@ -304,8 +305,12 @@ def test_limit(runs):
     res, samples, man = load(runs["limited"])
     assert res["n_test"] == 5 and list(res["systems"]) == ["prompt"]
     assert len(samples) == 5 and man["limit"] == 5
-    first_ids = [s["id"] for s in load(runs["first"])[1] if s["system"] == "prompt"][:5]
-    assert [s["id"] for s in samples] == first_ids  # the first N test questions
+    # a seeded sample spread over the test documents and categories (harness.strata), not the first five
+    full = [SimpleNamespace(**s) for s in load(runs["first"])[1] if s["system"] == "prompt"]
+    expected = [q.id for q in strata.limited_sample(full, 5, res["seed"])]
+    assert [s["id"] for s in samples] == expected != [q.id for q in full[:5]]
+    assert len({s["doc_id"] for s in samples}) == len({q.doc_id for q in full})
+    assert res["limited"] == {"n": 5, "of": len(full), "drawn": "seeded sample, stratified by document and category"}
 
 
 def test_report_command_rerenders(runs, tmp_path):

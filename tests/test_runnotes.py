@@ -42,7 +42,8 @@ def noted_results() -> dict:
 
 EXPECTED = [
     "limited run: 20 of 170 test questions (seeded sample, stratified by document and category)",
-    "fitted on 80 of 85 dev questions (Yes-rate 0.53, drawn to match the training split's 0.52)",
+    "calibrated_accuracy (prompt 0.600, lora 0.780, rag 0.830): each system's Yes threshold is fitted on 80 of 85 "
+    "dev questions (Yes-rate 0.53, drawn to match the training split's 0.52)",
     "calibrated accuracy below accuracy: lora (0.780 < 0.800)",
     "rag: the prompt budget (2016 tokens) cut the gold document for 14 of 20 questions (70%); the prompts held 72%",
     "serving peak memory: the process, the base model, index and embedder a system uses",
@@ -54,6 +55,13 @@ def test_notes_follow_the_figures():
     assert len(notes) == 5 and all(any(e in n for n in notes) for e in EXPECTED), notes
     plain = run_notes(RunResults.model_validate(make_results()))
     assert len(plain) == 1 and plain[0].startswith("calibrated accuracy below accuracy: lora (0.780 < 0.800), rag (")
+    assert "spread differently on the dev documents" in plain[0] and "than chance" not in plain[0]
+    # a margin no better than chance (prompt's AUC 0.52 [0.30, 0.74]) is named as the reason
+    chance = make_results()
+    chance["systems"]["prompt"]["metrics"]["calibrated_accuracy"]["value"] = 0.5
+    (note,) = run_notes(RunResults.model_validate(chance))
+    assert note.startswith("calibrated accuracy below accuracy: prompt (0.500 < 0.550; AUC 0.520 [0.300, 0.740])")
+    assert "do not separate the answers better than chance" in note and "lora (0.780 < 0.800)" in note
 
 
 def test_notes_appear_in_the_report_summary_and_terminal(tmp_path, capsys):

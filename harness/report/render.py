@@ -25,7 +25,7 @@ from .pareto import pareto
 from .prior import prior_section
 from .questions import groups, question_rows, retrieval_systems
 from .recommend import headline, recommendation
-from .runnotes import limited_text, run_notes
+from .runnotes import limited_text, memory_label, run_notes
 from .summary import best_baseline_name, csv_text, markdown_text, metric_names, summary_rows, truncation_text
 from .svg import colors_for
 from .terms import glossary
@@ -144,6 +144,7 @@ def report_context(run: Run) -> dict[str, Any]:
         "truncation": truncation_text(results),
         "run_notes": run_notes(results),
         "limited": limited_text(results),
+        "memory_label": memory_label(results),
         "recommendation": recommendation(results),
         "rows": rows,
         "metrics": metric_names(results, rows),

@@ -20,28 +20,48 @@ def calibration_text(results: RunResults) -> str | None:
     c = results.calibration_set
     if c is None:
         return None
+    values = [
+        f"{name} {e.metrics['calibrated_accuracy'].value:.3f}"
+        for name, e in results.systems.items()
+        if e.ok and "calibrated_accuracy" in e.metrics and fmt.is_number(e.metrics["calibrated_accuracy"].value)
+    ]
     return (
-        f"calibrated_accuracy: each system's Yes threshold is fitted on {c.n} of {c.dev_size} dev questions "
-        f"(Yes-rate {c.yes_rate:.2f}, drawn to match the training split's {c.train_yes_rate:.2f}), never on test "
-        f"questions (test Yes-rate {c.test_yes_rate:.2f})."
+        f"calibrated_accuracy{' (' + ', '.join(values) + ')' if values else ''}: each system's Yes threshold is "
+        f"fitted on {c.n} of {c.dev_size} dev questions (Yes-rate {c.yes_rate:.2f}, drawn to match the training "
+        f"split's {c.train_yes_rate:.2f}), never on test questions (test Yes-rate {c.test_yes_rate:.2f})."
     )
 
 
 def calibration_below_raw(results: RunResults) -> str | None:
-    """Systems whose calibrated accuracy is below their accuracy, with what the threshold may not carry over."""
-    below = []
+    """Systems whose calibrated accuracy is below their accuracy, each with the likelier reason: a margin that
+    separates Yes from No no better than chance (AUC interval reaching 0.5), or one spread differently on the
+    dev questions than on the test questions."""
+    chance, shifted = [], []
     for name, e in results.systems.items():
-        cal, raw = e.metrics.get("calibrated_accuracy"), e.metrics.get("accuracy")
+        cal, raw, auc = (e.metrics.get(m) for m in ("calibrated_accuracy", "accuracy", "auc"))
         known = e.ok and cal is not None and raw is not None and fmt.is_number(cal.value) and fmt.is_number(raw.value)
-        if known and cal.value < raw.value:
-            below.append(f"{name} ({cal.value:.3f} < {raw.value:.3f})")
-    if not below:
-        return None
-    return (
-        f"calibrated accuracy below accuracy: {', '.join(below)}. The threshold fitted on the dev questions moved "
-        "these systems' answers the wrong way on test: their Yes-No margins are spread differently on the dev "
-        "documents than on the test documents (a threshold fitted on few questions also varies by chance)."
-    )
+        if not known or cal.value >= raw.value:
+            continue
+        figures = f"{name} ({cal.value:.3f} < {raw.value:.3f}"
+        if auc is not None and fmt.is_number(auc.value) and fmt.is_number(auc.ci_low) and auc.ci_low <= 0.5:
+            chance.append(f"{figures}; AUC {auc.value:.3f} [{auc.ci_low:.3f}, {auc.ci_high:.3f}])")
+        else:
+            shifted.append(figures + ")")
+    out = []
+    if chance:
+        out.append(
+            f"calibrated accuracy below accuracy: {', '.join(chance)}. These systems' Yes-No margins do not separate "
+            "the answers better than chance (the AUC interval reaches 0.5), so a threshold fitted on them moves "
+            "answers at random; their accuracy is their answer bias, not knowledge."
+        )
+    if shifted:
+        out.append(
+            f"calibrated accuracy below accuracy: {', '.join(shifted)}. The threshold fitted on the dev questions "
+            "moved these systems' answers the wrong way on test: their Yes-No margins are spread differently on "
+            "the dev documents than on the test documents (a threshold fitted on few questions also varies by "
+            "chance)."
+        )
+    return " ".join(out) or None
 
 
 def gold_context_texts(results: RunResults) -> list[str]:
@@ -66,6 +86,13 @@ MEMORY_TEXT = (
     "answering, each measured as if the system ran alone (an earlier system's leftovers are not in it); training "
     "peaks are measured the same way and shown apart."
 )
+
+
+def memory_label(results: RunResults) -> str:
+    """The memory column's name: a run written before serving peaks were measured apart says only peak memory."""
+    return (
+        "serving peak memory" if any(e.serving_memory is not None for e in results.systems.values()) else "peak memory"
+    )
 
 
 def memory_text(results: RunResults) -> str | None:

@@ -15,7 +15,7 @@ from harness.records import BaselineResult, BaselineTest, Interval, Percentiles,
 from . import fmt
 from .prior import markdown_lines as prior_lines
 from .recommend import headline
-from .runnotes import run_notes
+from .runnotes import memory_label, run_notes
 
 METRIC_PARTS = ("value", "ci_low", "ci_high")
 # The verdict against the strongest baseline, worded once for the HTML, summary.md, results.csv and the terminal
@@ -258,7 +258,7 @@ def markdown_text(results: RunResults) -> str:
         "system",
         f"{hm} [95% CI]",
         "latency p50 / p95",
-        "serving peak memory",
+        memory_label(results),
         "build time",
         "artifact size",
         f"vs best baseline ({bl})",

@@ -20,7 +20,7 @@ from harness.records import RunResults
 
 from .prior import terminal_lines as prior_lines
 from .recommend import headline, recommendation
-from .runnotes import run_notes
+from .runnotes import memory_label, run_notes
 from .summary import SummaryRow, best_baseline_name, metric_names, summary_rows, truncation_text
 
 PLAIN = {"highlight": False, "markup": False, "emoji": False}
@@ -74,7 +74,9 @@ def columns(results: RunResults, rows: list[SummaryRow]) -> list[Column]:
     out += [Column(f"metric:{m}", m, metric(m)) for m in metric_names(results, rows) if m != hm]
     out += [
         Column("latency", "latency p50 / p95", other("latency_text", " / "), "latency\np50 / p95"),
-        Column("memory", "serving peak memory", other("memory_text", "\0"), "serving\npeak memory"),
+        Column(
+            "memory", memory_label(results), other("memory_text", "\0"), memory_label(results).replace(" ", "\n", 1)
+        ),
         Column("build", "build", other("build_text", " (")),
         Column("artifact", "artifact", other("artifact_text", "\0")),
         Column("verdict", f"vs {baseline}", other("beats_text", " ("), f"vs\n{baseline}"),
