@@ -119,31 +119,32 @@ class RayRunner:
 
     def __call__(self, built, variants, ctx, baselines, scoring) -> dict[str, SystemRun]:
         ray = import_ray()
-        log = ctx.reporter.log
         started = self._init(ray)
         try:
             where = self.address or f"a local cluster of {LOCAL_RAY_CPUS} workers"
-            log(f"▸ {len(variants)} systems as Ray tasks on {where}")
-            task = ray.remote(num_cpus=1, max_retries=0)(run_variant)
-            data = ray.put(ctx.data)
-            pending = {
-                task.remote(s.ctx.spec, data, ctx.limit, self.options, v, baselines, scoring): (s, v)
-                for s, v in zip(built, variants)
-            }
-            done: dict[str, SystemRun] = {}
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                s, v = pending.pop(ready[0])
-                try:
-                    done[v.name] = ray.get(ready[0])
-                except ray.exceptions.RayError as e:  # the worker died (memory, a signal): the variant failed
-                    log(f"  {v.name}: FAILED in its Ray task: {type(e).__name__}")
-                    done[v.name] = SystemRun(
-                        SystemResult(kind=s.kind, status="failed", error=f"{type(e).__name__}: {e}")
-                    )
-                else:
-                    log(f"  {v.name}: done ({len(done)} of {len(variants)})")
-            return {v.name: done[v.name] for v in variants}
+            with ctx.reporter.stage(f"{len(variants)} systems as Ray tasks on {where}"):
+                return self._run(ray, built, variants, ctx, baselines, scoring)
         finally:
             if started:
                 ray.shutdown()
+
+    def _run(self, ray, built, variants, ctx, baselines, scoring) -> dict[str, SystemRun]:
+        log = ctx.reporter.log
+        task = ray.remote(num_cpus=1, max_retries=0)(run_variant)
+        data = ray.put(ctx.data)
+        pending = {
+            task.remote(s.ctx.spec, data, ctx.limit, self.options, v, baselines, scoring): (s, v)
+            for s, v in zip(built, variants)
+        }
+        done: dict[str, SystemRun] = {}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            s, v = pending.pop(ready[0])
+            try:
+                done[v.name] = ray.get(ready[0])
+            except ray.exceptions.RayError as e:  # the worker died (memory, a signal): the variant failed
+                log(f"  {v.name}: FAILED in its Ray task: {type(e).__name__}")
+                done[v.name] = SystemRun(SystemResult(kind=s.kind, status="failed", error=f"{type(e).__name__}: {e}"))
+            else:
+                log(f"  {v.name}: done ({len(done)} of {len(variants)})")
+        return {v.name: done[v.name] for v in variants}
