@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from harness import models
 from harness.errors import HarnessError
 from harness.records import Sweep, SweepVariant, SystemResult
 from harness.run import Plan, RunOptions, SystemRun, plan, run_locally, run_system
@@ -69,7 +70,6 @@ def worker_env() -> dict[str, str]:
 def run_variant(spec, data, limit, options: dict, variant: grid.Variant, baselines, scoring) -> SystemRun:
     """One variant in a Ray worker: its own context (the run's questions, its settings), built, evaluated and
     scored exactly as `run_system` does in a local run."""
-    from harness import models
     from harness import systems as registry
     from harness.context import Reporter, RunContext
 
@@ -104,7 +104,12 @@ class RayRunner:
         # The harness works offline: no usage report to Ray's servers (and no cloud-metadata probes it makes
         # to fill one in). A user who wants to send it sets RAY_USAGE_STATS_ENABLED=1.
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        runtime_env = {"env_vars": worker_env()}
+        env = worker_env()
+        # The workers run torch on the run's thread count, as the local executor does: CPU kernels reduce in
+        # another order on another count, and a Ray task's default (one thread per CPU it holds) moved yes/no
+        # margins enough to change a calibrated answer (docs/sweeps.md).
+        env.setdefault("HARNESS_THREADS", str(models.set_threads()))
+        runtime_env = {"env_vars": env}
         if self.address:
             ray.init(address=self.address, runtime_env=runtime_env, logging_level="ERROR")
         else:
@@ -119,31 +124,32 @@ class RayRunner:
 
     def __call__(self, built, variants, ctx, baselines, scoring) -> dict[str, SystemRun]:
         ray = import_ray()
-        log = ctx.reporter.log
         started = self._init(ray)
         try:
             where = self.address or f"a local cluster of {LOCAL_RAY_CPUS} workers"
-            log(f"▸ {len(variants)} systems as Ray tasks on {where}")
-            task = ray.remote(num_cpus=1, max_retries=0)(run_variant)
-            data = ray.put(ctx.data)
-            pending = {
-                task.remote(s.ctx.spec, data, ctx.limit, self.options, v, baselines, scoring): (s, v)
-                for s, v in zip(built, variants)
-            }
-            done: dict[str, SystemRun] = {}
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                s, v = pending.pop(ready[0])
-                try:
-                    done[v.name] = ray.get(ready[0])
-                except ray.exceptions.RayError as e:  # the worker died (memory, a signal): the variant failed
-                    log(f"  {v.name}: FAILED in its Ray task: {type(e).__name__}")
-                    done[v.name] = SystemRun(
-                        SystemResult(kind=s.kind, status="failed", error=f"{type(e).__name__}: {e}")
-                    )
-                else:
-                    log(f"  {v.name}: done ({len(done)} of {len(variants)})")
-            return {v.name: done[v.name] for v in variants}
+            with ctx.reporter.stage(f"{len(variants)} systems as Ray tasks on {where}"):
+                return self._run(ray, built, variants, ctx, baselines, scoring)
         finally:
             if started:
                 ray.shutdown()
+
+    def _run(self, ray, built, variants, ctx, baselines, scoring) -> dict[str, SystemRun]:
+        log = ctx.reporter.log
+        task = ray.remote(num_cpus=1, max_retries=0)(run_variant)
+        data = ray.put(ctx.data)
+        pending = {
+            task.remote(s.ctx.spec, data, ctx.limit, self.options, v, baselines, scoring): (s, v)
+            for s, v in zip(built, variants)
+        }
+        done: dict[str, SystemRun] = {}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            s, v = pending.pop(ready[0])
+            try:
+                done[v.name] = ray.get(ready[0])
+            except ray.exceptions.RayError as e:  # the worker died (memory, a signal): the variant failed
+                log(f"  {v.name}: FAILED in its Ray task: {type(e).__name__}")
+                done[v.name] = SystemRun(SystemResult(kind=s.kind, status="failed", error=f"{type(e).__name__}: {e}"))
+            else:
+                log(f"  {v.name}: done ({len(done)} of {len(variants)})")
+        return {v.name: done[v.name] for v in variants}
