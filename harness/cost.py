@@ -175,6 +175,13 @@ def decide(results: RunResults, profile: Profile) -> tuple[dict[str, SystemCost]
     return costs, Decision(**decision, text=text)
 
 
+def with_decision(results: RunResults, profile: Profile) -> RunResults:
+    """`results` with each system's cost and the decision for `profile`."""
+    costs, decision = decide(results, profile)
+    systems = {n: e.model_copy(update={"cost": costs.get(n)}) for n, e in results.systems.items()}
+    return results.model_copy(update={"systems": systems, "decision": decision})
+
+
 # ---------------------------------------------------------------- the paragraph
 
 

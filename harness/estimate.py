@@ -276,3 +276,20 @@ def estimate_run(ctx, built: list, n_cal: int, log) -> Estimate:
     if reused:
         notes.append(f"rates measured earlier on this machine: {', '.join(reused)} (HARNESS_HOME/probe)")
     return Estimate(lines, stages, time.perf_counter() - started, notes)
+
+
+def show_estimate(ctx, built: list, n_cal: int, reporter) -> None:
+    """A real run: print the estimate before building and let progress lines show an ETA against it. An
+    estimate that cannot be made is one line; the run goes on."""
+    from harness.errors import HarnessError
+
+    try:
+        est = estimate_run(ctx, built, n_cal, reporter.log)
+    except HarnessError:
+        raise
+    except Exception as e:
+        reporter.log(f"note: no time estimate ({type(e).__name__}: {e})")
+        return
+    for line in est.lines():
+        reporter.log(line)
+    reporter.expect(est.by_stage())

@@ -17,18 +17,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from harness import cache, cost, evalcache, models, results, scorers, stats, systems, throughput
+from harness import cache, cost, estimate, evalcache, models, profile, results, scorers, stats, systems, throughput
 from harness.checks import check_task, outside_paths, window_problems
 from harness.constants import AnswerFormat
 from harness.context import Reporter, RunContext, stage_name
 from harness.data import Question, load_task_data
 from harness.errors import HarnessError
-from harness.estimate import estimate_run
 from harness.evaluate import run_lm_eval
 from harness.manifest import build_manifest
 from harness.measure import PeakMemory, timer
 from harness.parts.outputs import BuildInfo
-from harness.profile import parse_profile
 from harness.records import (
     EvaluationReused,
     Measurement,
@@ -87,7 +85,7 @@ def plan(opts: RunOptions) -> Plan:
     if opts.seed is not None:
         updates["seed"] = opts.seed
     if opts.profile is not None:
-        updates["decision"] = parse_profile(opts.profile, spec.decision)
+        updates["decision"] = profile.parse_profile(opts.profile, spec.decision)
     spec = spec.model_copy(update=updates)
     names = opts.systems or spec.systems
     if not names:
@@ -98,11 +96,7 @@ def plan(opts: RunOptions) -> Plan:
         models.resolve_model(spec.model, fingerprint=False)  # a hub id while offline fails here, before any work
     for folder in (opts.reports_dir, opts.indices_dir):
         if opts.dry_run:  # a dry run creates nothing: the nearest existing folder must be writable
-            here = Path(folder).absolute()
-            while not here.exists():
-                here = here.parent
-            if not os.access(here, os.W_OK):
-                raise HarnessError(f"{folder} is not writable")
+            cache.require_creatable(folder)
             continue
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
@@ -276,42 +270,8 @@ def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
         log=rep.log,
     )
     return Evaluation(
-        test, calibration_threshold(ctx, cal_q, calibration), peak, mem.cuda_peak_mb, key=key, prompts=test_prompts
+        test, calibration_threshold(ctx, cal_q, calibration), peak, mem.cuda_peak_mb, None, key, test_prompts
     )
-
-
-def probe_or_reuse(system, ctx: RunContext, evaluation: Evaluation):
-    """The system's throughput at its best batch size (harness.throughput): measured after the accuracy pass,
-    or read back with a reused evaluation. None when it cannot be measured (the run goes on without it)."""
-    name, rep = system.name, ctx.reporter
-    stored = throughput.load(ctx.spec.name, evaluation.key) if evaluation.reused is not None else None
-    if stored is not None:
-        return stored
-    try:
-        with (
-            rep.stage(stage_name(name, "throughput", len(ctx.data.test))),
-            timer() as took,
-            system.model() as m,
-        ):
-            tp = throughput.measure(
-                m,
-                ctx.tokenizer,
-                ctx.data.test,
-                evaluation.prompts.texts,
-                spec=ctx.spec,
-                dtype=ctx.dtype,
-                task_name=_task_name(name, "throughput"),
-            )
-    except Exception as e:  # the accuracy figures stand without it; the cost model then uses batch-1 latency
-        rep.log(f"  {name}: throughput probe failed ({type(e).__name__}: {e}); serving cost uses batch-1 latency")
-        return None
-    tp = tp.model_copy(update={"seconds": round(took(), 2)})  # with loading the weights: the probe's whole cost
-    rep.log(
-        f"  {name}: best batch size {tp.batch_size}: {tp.questions_per_s:.2f} questions/s "
-        f"(tried {', '.join(f'{b}: {q:.2f}' for b, q in tp.tried.items())}; the probe took {tp.seconds:.1f} s)"
-    )
-    throughput.save(ctx.spec.name, evaluation.key, tp, rep.log)
-    return tp
 
 
 def _percentiles(values) -> Percentiles:
@@ -334,13 +294,7 @@ def _build_fields(info: BuildInfo) -> dict:
 
 
 def system_result(
-    kind: str,
-    info: BuildInfo,
-    evaluation: Evaluation,
-    scored: results.Scored,
-    vs_baseline,
-    ctx: RunContext,
-    tp=None,
+    kind: str, info: BuildInfo, evaluation: Evaluation, scored: results.Scored, vs_baseline, ctx: RunContext, tp=None
 ) -> SystemResult:
     """A system's results.json entry, from its build record, its measurements and its scores."""
     test, spec = evaluation.test, ctx.spec
@@ -410,7 +364,7 @@ def run_system(
         )
         samples = results.samples_of(name, ctx.data.test, evaluation.test, scored, metric)
         vs_baseline = results.vs_best_baseline(samples, baselines, metric, spec.seed)
-        tp = probe_or_reuse(system, ctx, evaluation)
+        tp = throughput.for_system(system, ctx, evaluation, stage_name(name, "throughput", len(ctx.data.test)))
         entry = system_result(system.kind, info, evaluation, scored, vs_baseline, ctx, tp)
         return SystemRun(entry, samples, info.launch)
     except HarnessError:
@@ -433,19 +387,9 @@ def execute(p: Plan, reporter: Reporter) -> Path:
         return _execute(p, reporter)
 
 
-@dataclass
-class Prepared:
-    """What the run has before any system builds: data, scoring, the context and the constructed systems."""
-
-    ctx: RunContext
-    built: list
-    scoring: results.Scoring
-    threads: int
-
-
-def prepare(p: Plan, reporter: Reporter) -> Prepared:
-    """Load the data and the model's tokenizer, check the prompts against the context window and construct and
-    validate every system: what a run (and a dry run) does before anything is built."""
+def prepare(p: Plan, reporter: Reporter) -> tuple[RunContext, list, results.Scoring, int]:
+    """(context, systems, scoring, threads): the data and tokenizer loaded, the prompts checked against the
+    context window, every system constructed and validated; what a run (and a dry run) does before building."""
     spec, opts = p.spec, p.opts
     models.set_offline_defaults()
     threads = models.set_threads()
@@ -497,40 +441,15 @@ def prepare(p: Plan, reporter: Reporter) -> Prepared:
         built = [systems.make_system(n, ctx) for n in p.systems]  # each system is constructed once per run
         for s in built:
             s.validate()
-    return Prepared(ctx, built, scoring, threads)
-
-
-def show_estimate(ctx: RunContext, built: list, reporter: Reporter) -> None:
-    """Print the time estimate before building and let progress lines show an ETA against it. An estimate that
-    cannot be made is one line; the run goes on."""
-    try:
-        est = estimate_run(ctx, built, len(calibration_questions(ctx) or []), reporter.log)
-    except HarnessError:
-        raise
-    except Exception as e:
-        reporter.log(f"note: no time estimate ({type(e).__name__}: {e})")
-        return
-    for line in est.lines():
-        reporter.log(line)
-    reporter.expect(est.by_stage())
-
-
-def dry_run(p: Plan, reporter: Reporter, out) -> None:
-    """`harness run --dry-run`: the plan and the per-stage estimate, printed through `out`; nothing is built and
-    nothing is written to reports/."""
-    prep = prepare(p, reporter)
-    est = estimate_run(prep.ctx, prep.built, len(calibration_questions(prep.ctx) or []), reporter.log)
-    for line in est.lines():
-        out(line)
+    return ctx, built, scoring, threads
 
 
 def _execute(p: Plan, reporter: Reporter) -> Path:
     spec, opts = p.spec, p.opts
-    prep = prepare(p, reporter)
-    ctx, built, scoring, threads = prep.ctx, prep.built, prep.scoring, prep.threads
+    ctx, built, scoring, threads = prepare(p, reporter)
     data, ref = ctx.data, ctx.model_ref
     if opts.estimate:
-        show_estimate(ctx, built, reporter)
+        estimate.show_estimate(ctx, built, len(calibration_questions(ctx) or []), reporter)
     headline = scoring.headline
     reporter.log(f"  headline metric: {headline.metric} ({headline.reason})")
     base = results.baselines(data.train, data.test, spec.answer_format)
@@ -573,13 +492,7 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
             seconds=round(time.time() - started, 1),
         ),
     )
-    costs, decision = cost.decide(out, spec.decision)
-    out = out.model_copy(
-        update={
-            "systems": {n: e.model_copy(update={"cost": costs.get(n)}) for n, e in out.systems.items()},
-            "decision": decision,
-        }
-    )
+    out = cost.with_decision(out, spec.decision)
     launch = {n: r.launch for n, r in runs.items() if r.launch}
     manifest = build_manifest(spec, ref, data, opts, run_id, launch)
     with reporter.stage("write the run directory and report"):
