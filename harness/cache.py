@@ -68,6 +68,15 @@ def require_writable(missing: str) -> None:
         )
 
 
+def require_creatable(folder: Path) -> None:
+    """A folder that does not exist yet could be created: its nearest existing parent is writable."""
+    here = Path(folder).absolute()
+    while not here.exists():
+        here = here.parent
+    if not os.access(here, os.W_OK):
+        raise HarnessError(f"{folder} is not writable")
+
+
 def key_of(*parts) -> str:
     """A short stable hash of JSON-serialisable parts."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()

@@ -212,10 +212,14 @@ def _execute_and_print(p, quiet: bool, track: str | None) -> None:
 
     # soft_wrap: a progress line is never cut inside a path, whatever the terminal's (or a log file's) width
     reporter = Reporter(None if quiet else lambda line: err_console.print(line, markup=False, soft_wrap=True))
-    if p.opts.dry_run:
-        from harness.run import dry_run as plan_only
+    if p.opts.dry_run:  # the plan and the per-stage estimate; nothing is built, nothing written to reports/
+        from harness.estimate import estimate_run
+        from harness.run import calibration_questions, prepare
 
-        plan_only(p, reporter, lambda line: console.print(line, markup=False, soft_wrap=True))
+        prep = prepare(p, reporter)
+        est = estimate_run(prep.ctx, prep.built, len(calibration_questions(prep.ctx) or []), reporter.log)
+        for line in est.lines():
+            console.print(line, markup=False, soft_wrap=True)
         return
     run_dir = execute(p, reporter)
     results = print_summary(run_dir)

@@ -175,10 +175,17 @@ def decide(results: RunResults, profile: Profile) -> tuple[dict[str, SystemCost]
     return costs, Decision(**decision, text=text)
 
 
+def with_decision(results: RunResults, profile: Profile) -> RunResults:
+    """`results` with each system's cost and the decision for `profile`."""
+    costs, decision = decide(results, profile)
+    systems = {n: e.model_copy(update={"cost": costs.get(n)}) for n, e in results.systems.items()}
+    return results.model_copy(update={"systems": systems, "decision": decision})
+
+
 # ---------------------------------------------------------------- the paragraph
 
 
-def _n(v: float) -> str:
+def number(v: float) -> str:
     if v == int(v):
         return f"{int(v):,}"
     return f"{v:,.3g}" if abs(v) < 100 else f"{v:,.0f}"
@@ -207,18 +214,18 @@ def duration(seconds: float | None) -> str:
 
 def profile_text(profile: Profile) -> str:
     parts = [
-        f"{_n(profile.queries_per_day)} questions a day",
-        f"{_n(profile.updates_per_month)} document update{'s' * (profile.updates_per_month != 1)} a month "
+        f"{number(profile.queries_per_day)} questions a day",
+        f"{number(profile.updates_per_month)} document update{'s' * (profile.updates_per_month != 1)} a month "
         f"({profile.docs_per_update} document{'s' * (profile.docs_per_update != 1)} each)",
     ]
     if profile.p95_latency_s is not None:
-        parts.append(f"a p95 latency limit of {_n(profile.p95_latency_s)} s")
+        parts.append(f"a p95 latency limit of {number(profile.p95_latency_s)} s")
     return ", ".join(parts)
 
 
 def _axis_text(b: BreakEven) -> str:
     unit = "questions a day" if b.axis == "queries_per_day" else "document updates a month"
-    return f"{b.to} becomes the cheaper choice {b.direction} {_n(b.at)} {unit}"
+    return f"{b.to} becomes the cheaper choice {b.direction} {number(b.at)} {unit}"
 
 
 def paragraph(
@@ -259,7 +266,7 @@ def paragraph(
         out[-1] += f" against {money(costs[best].machine_s_per_month, profile)} for {best}"
     out[-1] += "."
     out.append(
-        f"That is serving at {_n(c.s_per_1k_best or c.s_per_1k_batch1)} s per 1,000 questions"
+        f"That is serving at {number(c.s_per_1k_best or c.s_per_1k_batch1)} s per 1,000 questions"
         + (f" (batch {c.best_batch_size})" if c.best_batch_size else "")
         + (f" plus {duration(c.refresh_s)} per update to {c.refresh_what} ({c.refresh_basis})" if c.refresh_s else "")
         + (f"; building it once takes {duration(c.build_s)}" if c.build_s else "")

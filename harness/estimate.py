@@ -143,10 +143,11 @@ def estimate(spec, plans: list[SystemPlan], r: Rates, n_test: int, n_cal: int, n
     for p in plans:
         build, how, peak = 0.0, "nothing to build" if not (p.index or p.train_rows) else "", None
         if p.index and not index_built:
+            # the embedder is loaded before the stages (the estimate itself loads it), so not in the build
             if p.cached:
-                build, how = r.embedder_load_s, "reuses the index (cached)"
+                build, how = 0.0, "reuses the index (cached)"
             else:
-                build = r.embedder_load_s + n_chunks * r.embed_chunk_s
+                build = n_chunks * r.embed_chunk_s
                 how = f"index: {n_chunks} chunks x {r.embed_chunk_s:.3f} s"
             index_built, peak = True, r.embed_peak_mb
         if p.train_rows:
@@ -275,3 +276,20 @@ def estimate_run(ctx, built: list, n_cal: int, log) -> Estimate:
     if reused:
         notes.append(f"rates measured earlier on this machine: {', '.join(reused)} (HARNESS_HOME/probe)")
     return Estimate(lines, stages, time.perf_counter() - started, notes)
+
+
+def show_estimate(ctx, built: list, n_cal: int, reporter) -> None:
+    """A real run: print the estimate before building and let progress lines show an ETA against it. An
+    estimate that cannot be made is one line; the run goes on."""
+    from harness.errors import HarnessError
+
+    try:
+        est = estimate_run(ctx, built, n_cal, reporter.log)
+    except HarnessError:
+        raise
+    except Exception as e:
+        reporter.log(f"note: no time estimate ({type(e).__name__}: {e})")
+        return
+    for line in est.lines():
+        reporter.log(line)
+    reporter.expect(est.by_stage())

@@ -203,7 +203,10 @@ class Throughput(Record):
     tried: dict[str, float] = Field(description="questions per second at each batch size tried")
     n: int = Field(description="questions in the probe's sample")
     seconds: float = Field(description="what the probe took, loading the weights included (its cost to the run)")
-    peak_memory_mb: float | None = Field(default=None, description="peak RSS during the probe")
+    peak_memory_mb: float | None = Field(
+        default=None,
+        description="peak during the probe, counted as the serving peak is (process, resources, the probe's own)",
+    )
 
 
 class SystemCost(Record):
@@ -222,7 +225,7 @@ class SystemCost(Record):
         description="measured: from this artifact's recorded index-build or training time; estimated: from the "
         "build time; none: nothing to refresh"
     )
-    peak_memory_mb: float | None = Field(description="the larger of the evaluation's and the probe's peak RSS")
+    peak_memory_mb: float | None = Field(description="the larger of the evaluation's and the probe's serving peak")
     machine_s_per_month: float | None = Field(
         description="serving (at the best batch) plus refreshes per month, at the profile"
     )

@@ -20,21 +20,32 @@ from datetime import datetime
 from pathlib import Path
 
 from harness import baselines as model_free
-from harness import cache, cost, evalcache, models, priorbreak, results, scorers, stats, strata, throughput
+from harness import (
+    cache,
+    cost,
+    estimate,
+    evalcache,
+    models,
+    priorbreak,
+    profile,
+    results,
+    scorers,
+    stats,
+    strata,
+    throughput,
+)
 from harness.calibration import calibration_questions, calibration_set, calibration_threshold
 from harness.checks import check_machine, check_task, outside_paths, window_problems
 from harness.constants import AnswerFormat
 from harness.context import Reporter, RunContext, stage_name
 from harness.data import load_task_data
 from harness.errors import HarnessError
-from harness.estimate import estimate_run
 from harness.evaluate import run_lm_eval
 from harness.evaluate_vllm import vllm_for_system
 from harness.manifest import build_manifest
 from harness.measure import timer
 from harness.overrides import apply_overrides
 from harness.parts.outputs import BuildInfo
-from harness.profile import parse_profile
 from harness.records import (
     EvaluationReused,
     GoldCut,
@@ -111,7 +122,7 @@ def plan(opts: RunOptions) -> Plan:
     if opts.device is not None and opts.device not in ("auto", "cpu", "cuda"):  # overrides.py then sets it
         raise HarnessError(f"--device must be auto, cpu or cuda, got '{opts.device}'")
     if opts.profile is not None:
-        updates["decision"] = parse_profile(opts.profile, spec.decision)
+        updates["decision"] = profile.parse_profile(opts.profile, spec.decision)
     spec = spec.model_copy(update=updates)
     spec, opts.overridden = apply_overrides(spec, opts.overrides)
     if opts.threads is not None:
@@ -128,11 +139,7 @@ def plan(opts: RunOptions) -> Plan:
         models.resolve_model(spec.model, fingerprint=False)  # a hub id while offline fails here, before any work
     for folder in (opts.reports_dir, opts.indices_dir):
         if opts.dry_run:  # a dry run creates nothing: the nearest existing folder must be writable
-            here = Path(folder).absolute()
-            while not here.exists():
-                here = here.parent
-            if not os.access(here, os.W_OK):
-                raise HarnessError(f"{folder} is not writable")
+            cache.require_creatable(folder)
             continue
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
@@ -309,40 +316,6 @@ def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
     )
 
 
-def probe_or_reuse(system, ctx: RunContext, evaluation: Evaluation):
-    """The system's throughput at its best batch size (harness.throughput): measured after the accuracy pass,
-    or read back with a reused evaluation. None when it cannot be measured (the run goes on without it)."""
-    name, rep = system.name, ctx.reporter
-    stored = throughput.load(ctx.spec.name, evaluation.key) if evaluation.reused is not None else None
-    if stored is not None:
-        return stored
-    try:
-        with (
-            rep.stage(stage_name(name, "throughput", len(ctx.data.test))),
-            timer() as took,
-            system.model() as m,
-        ):
-            tp = throughput.measure(
-                m,
-                ctx.tokenizer,
-                ctx.data.test,
-                evaluation.prompts.texts,
-                spec=ctx.spec,
-                dtype=ctx.dtype,
-                task_name=_task_name(name, "throughput"),
-            )
-    except Exception as e:  # the accuracy figures stand without it; the cost model then uses batch-1 latency
-        rep.log(f"  {name}: throughput probe failed ({type(e).__name__}: {e}); serving cost uses batch-1 latency")
-        return None
-    tp = tp.model_copy(update={"seconds": round(took(), 2)})  # with loading the weights: the probe's whole cost
-    rep.log(
-        f"  {name}: best batch size {tp.batch_size}: {tp.questions_per_s:.2f} questions/s "
-        f"(tried {', '.join(f'{b}: {q:.2f}' for b, q in tp.tried.items())}; the probe took {tp.seconds:.1f} s)"
-    )
-    throughput.save(ctx.spec.name, evaluation.key, tp, rep.log)
-    return tp
-
-
 def _percentiles(values) -> Percentiles:
     return Percentiles.model_validate(stats.percentiles(list(values)))
 
@@ -363,13 +336,7 @@ def _build_fields(info: BuildInfo) -> dict:
 
 
 def system_result(
-    kind: str,
-    info: BuildInfo,
-    evaluation: Evaluation,
-    scored: results.Scored,
-    vs_baseline,
-    ctx: RunContext,
-    tp=None,
+    kind: str, info: BuildInfo, evaluation: Evaluation, scored: results.Scored, vs_baseline, ctx: RunContext, tp=None
 ) -> SystemResult:
     """A system's results.json entry, from its build record, its measurements and its scores."""
     test, spec = evaluation.test, ctx.spec
@@ -449,7 +416,7 @@ def run_system(
         full = dict(zip((q.id for q in ctx.data.test), evaluation.prompts.texts))  # the viewer's full prompts
         samples = [s.model_copy(update={"prompt": full.get(s.id)}) for s in samples]
         vs_baseline = model_free.vs_best_baseline(samples, baselines, metric, spec.seed)
-        tp = probe_or_reuse(system, ctx, evaluation)
+        tp = throughput.for_system(system, ctx, evaluation, stage_name(name, "throughput", len(ctx.data.test)))
         entry = system_result(system.kind, info, evaluation, scored, vs_baseline, ctx, tp)
         return SystemRun(entry, samples, info.launch)
     except HarnessError:
@@ -561,37 +528,13 @@ def prepare(p: Plan, reporter: Reporter) -> Prepared:
     return Prepared(ctx, built, scoring, threads, limited, variants)
 
 
-def show_estimate(ctx: RunContext, built: list, reporter: Reporter) -> None:
-    """Print the time estimate before building and let progress lines show an ETA against it. An estimate that
-    cannot be made is one line; the run goes on."""
-    try:
-        est = estimate_run(ctx, built, len(calibration_questions(ctx) or []), reporter.log)
-    except HarnessError:
-        raise
-    except Exception as e:
-        reporter.log(f"note: no time estimate ({type(e).__name__}: {e})")
-        return
-    for line in est.lines():
-        reporter.log(line)
-    reporter.expect(est.by_stage())
-
-
-def dry_run(p: Plan, reporter: Reporter, out) -> None:
-    """`harness run --dry-run`: the plan and the per-stage estimate, printed through `out`; nothing is built and
-    nothing is written to reports/."""
-    prep = prepare(p, reporter)
-    est = estimate_run(prep.ctx, prep.built, len(calibration_questions(prep.ctx) or []), reporter.log)
-    for line in est.lines():
-        out(line)
-
-
 def _execute(p: Plan, reporter: Reporter) -> Path:
     spec, opts = p.spec, p.opts
     prep = prepare(p, reporter)
     ctx, built, scoring, threads, limited = prep.ctx, prep.built, prep.scoring, prep.threads, prep.limited
     data, ref, variants = ctx.data, ctx.model_ref, prep.variants
     if opts.estimate:
-        show_estimate(ctx, built, reporter)
+        estimate.show_estimate(ctx, built, len(calibration_questions(ctx) or []), reporter)
     with reporter.stage("warm up the evaluation"):
         warm_up(ctx)
     headline = scoring.headline
@@ -644,13 +587,7 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
         limited=limited,
         sweep=p.sweep,
     )
-    costs, decision = cost.decide(out, spec.decision)
-    out = out.model_copy(
-        update={
-            "systems": {n: e.model_copy(update={"cost": costs.get(n)}) for n, e in out.systems.items()},
-            "decision": decision,
-        }
-    )
+    out = cost.with_decision(out, spec.decision)
     launch = {n: r.launch for n, r in runs.items() if r.launch}
     manifest = build_manifest(spec, ref, data, opts, run_id, launch)
     with reporter.stage("write the run directory and report"):

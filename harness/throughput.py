@@ -77,3 +77,36 @@ def load(task: str, key: str | None) -> Throughput | None:
 def save(task: str, key: str | None, tp: Throughput, log) -> None:
     if key is not None:
         evalcache.save_sidecar(task, key, "throughput", tp.model_dump(mode="json"), log)
+
+
+def for_system(system, ctx, evaluation, stage: str) -> Throughput | None:
+    """`system`'s throughput after its accuracy pass (`evaluation`: harness.run.Evaluation), or the one stored
+    with a reused evaluation. None when it cannot be measured: the run goes on, and the cost model then uses
+    the batch-1 latency."""
+    name, rep = system.name, ctx.reporter
+    stored = load(ctx.spec.name, evaluation.key) if evaluation.reused is not None else None
+    if stored is not None:
+        return stored
+    try:
+        # memory as the evaluation measures it (ctx.memory): this system's own, nothing an earlier one left
+        with rep.stage(stage), ctx.memory.footprint() as own, timer() as took, system.model() as m:
+            tp = measure(
+                m,
+                ctx.tokenizer,
+                ctx.data.test,
+                evaluation.prompts.texts,
+                spec=ctx.spec,
+                dtype=ctx.dtype,
+                task_name=f"harness_{name}_throughput".replace("+", "_").replace("-", "_"),
+            )
+    except Exception as e:  # the accuracy figures stand without it
+        rep.log(f"  {name}: throughput probe failed ({type(e).__name__}: {e}); serving cost uses batch-1 latency")
+        return None
+    # with loading the weights: the probe's whole cost; the peak as the serving peak is counted
+    tp = tp.model_copy(update={"seconds": round(took(), 2), "peak_memory_mb": round(own.peak_mb, 1)})
+    rep.log(
+        f"  {name}: best batch size {tp.batch_size}: {tp.questions_per_s:.2f} questions/s "
+        f"(tried {', '.join(f'{b}: {q:.2f}' for b, q in tp.tried.items())}; the probe took {tp.seconds:.1f} s)"
+    )
+    save(ctx.spec.name, evaluation.key, tp, rep.log)
+    return tp

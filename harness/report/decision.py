@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.cost import DAYS_PER_MONTH, duration, line
+from harness.cost import DAYS_PER_MONTH, duration, line, number
 from harness.profile import Profile
 from harness.records import RunResults, SystemCost
 
@@ -103,7 +103,7 @@ def profile_rows(results: RunResults) -> list[dict[str, Any]]:
         rows.append(
             {
                 "key": key,
-                "value": "unset" if value is None else fmt.num(value),
+                "value": "unset" if value is None else number(value),
                 "default": key in d.defaults,
                 "help": f.description,
             }
@@ -120,8 +120,8 @@ def cost_rows(results: RunResults) -> list[dict[str, Any]]:
             {
                 "name": name,
                 "build": duration(c.build_s) if c.build_s else "none",
-                "batch1": fmt.num(c.s_per_1k_batch1) if c.s_per_1k_batch1 is not None else fmt.DASH,
-                "best": fmt.num(c.s_per_1k_best) if c.s_per_1k_best is not None else fmt.DASH,
+                "batch1": number(c.s_per_1k_batch1) if c.s_per_1k_batch1 is not None else fmt.DASH,
+                "best": number(c.s_per_1k_best) if c.s_per_1k_best is not None else fmt.DASH,
                 "batch": c.best_batch_size,
                 "probe_s": tp.seconds if tp is not None else None,
                 "refresh": duration(c.refresh_s) if c.refresh_s else "none",
@@ -129,7 +129,7 @@ def cost_rows(results: RunResults) -> list[dict[str, Any]]:
                 "basis": c.refresh_basis,
                 "memory": fmt.mb(c.peak_memory_mb),
                 "p95": fmt.seconds(c.p95_latency_s) if c.p95_latency_s is not None else fmt.DASH,
-                "hours": fmt.num(c.machine_s_per_month / 3600) if c.machine_s_per_month is not None else fmt.DASH,
+                "hours": number(c.machine_s_per_month / 3600) if c.machine_s_per_month is not None else fmt.DASH,
                 "usd": None if c.usd_per_month is None else f"${c.usd_per_month:,.2f}",
                 "chosen": d is not None and name == d.recommended,
                 "eligible": d is not None and name in d.eligible,
