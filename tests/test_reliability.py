@@ -228,6 +228,9 @@ def after_line(text: str, delay: float = 0.0):
     seen: dict = {}
 
     def when(p: Proc) -> bool:
+        if seen.get("proc") is not p:  # a new try of interrupt() watches a new process
+            seen.clear()
+            seen["proc"] = p
         if "t" not in seen:
             if text not in p.stderr:
                 return False
@@ -353,12 +356,12 @@ def test_interrupted_indexing_evaluation_and_report_resume(reference, tmp_path):
 
     ws = Workspace(tmp_path, reference["ws"].task, reference["ws"].cmd)
     survived = 0
-    for sig in (signal.SIGINT, signal.SIGKILL):  # loading the embedder and embedding take seconds
+    for sig in (signal.SIGINT, signal.SIGKILL):  # the run's estimate loads the embedder: indexing is embedding only
         interrupt(
             ws,
             "rag",
             sig,
-            after_line("▸ rag: build", 0.3),
+            after_line("▸ rag: build", 0.0),
             where=f"indexing, {sig.name}",
             stage_end="rag: build: done",
         )
