@@ -69,7 +69,6 @@ def one_line(text: str) -> str:
 OVERRIDES = {
     "batch_size": ("--batch-size", "evaluation.batch_size"),
     "dtype": ("--dtype", "evaluation.dtype"),
-    "device": ("--device", "device"),
 }
 
 
@@ -199,7 +198,7 @@ def run(
         profile=profile,
         estimate=True,
         dry_run=dry_run,
-        overrides=overrides(batch_size=batch_size, dtype=dtype, device=device),
+        overrides=overrides(batch_size=batch_size, dtype=dtype),
         threads=threads,
     )
     _execute_and_print(plan(opts), quiet, track)

@@ -119,8 +119,10 @@ def plan(opts: RunOptions) -> Plan:
         updates["model"] = opts.model
     if opts.seed is not None:
         updates["seed"] = opts.seed
-    if opts.device is not None and opts.device not in ("auto", "cpu", "cuda"):  # overrides.py then sets it
-        raise HarnessError(f"--device must be auto, cpu or cuda, got '{opts.device}'")
+    if opts.device is not None:
+        if opts.device not in ("auto", "cpu", "cuda"):
+            raise HarnessError(f"--device must be auto, cpu or cuda, got '{opts.device}'")
+        updates["device"] = opts.device
     if opts.profile is not None:
         updates["decision"] = profile.parse_profile(opts.profile, spec.decision)
     spec = spec.model_copy(update=updates)
@@ -129,6 +131,8 @@ def plan(opts: RunOptions) -> Plan:
         if opts.threads <= 0:
             raise HarnessError(f"--threads must be a positive number of threads, got {opts.threads}")
         opts.overridden["threads"] = opts.threads
+    if opts.device is not None:
+        opts.overridden["device"] = opts.device
     names = opts.systems or spec.systems
     if not names:
         raise HarnessError("no systems to run; pass --systems, e.g. --systems prompt,lora,rag")
