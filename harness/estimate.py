@@ -115,7 +115,7 @@ def evaluate_seconds(p: SystemPlan, r: Rates, n_test: int, n_cal: int, spec) -> 
     warm = min(spec.evaluation.warmup, n_test)
     seconds = (n_test + warm) * q + r.lm_eval_overhead_s
     if n_cal:
-        batch = max(1, min(8, 1024 // max(1, int(p.prompt_tokens))))  # as run.throughput_batch
+        batch = max(1, min(8, 1024 // max(1, int(p.prompt_tokens))))  # as system_eval.throughput_batch
         cal = math.ceil(n_cal / batch) * r.eval_a + n_cal * r.eval_b * p.prompt_tokens
         seconds += cal * (r.adapter_factor if p.method is not None else 1.0) + r.lm_eval_overhead_s
     if p.index:

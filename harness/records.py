@@ -131,7 +131,7 @@ class GoldCut(Record):
 
 class Measurement(Record):
     """What evaluating one question measured: the model's answer and what it cost. Made by harness.evaluate;
-    a retrieval system's measurements get their retrieval fields from harness.run.with_retrieval. Stored
+    a retrieval system's measurements get their retrieval fields from harness.system_eval.with_retrieval. Stored
     as-is in the evaluation cache."""
 
     id: str = Field(description="the question's id")

@@ -80,7 +80,7 @@ def save(task: str, key: str | None, tp: Throughput, log) -> None:
 
 
 def for_system(system, ctx, evaluation, stage: str) -> Throughput | None:
-    """`system`'s throughput after its accuracy pass (`evaluation`: harness.run.Evaluation), or the one stored
+    """`system`'s throughput after its accuracy pass (`evaluation`: harness.system_eval.Evaluation), or the one stored
     with a reused evaluation. None when it cannot be measured: the run goes on, and the cost model then uses
     the batch-1 latency."""
     name, rep = system.name, ctx.reporter

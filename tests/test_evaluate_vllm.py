@@ -178,7 +178,7 @@ def test_lora_rank_bound_covers_every_method_override(tmp_path, tiny_model_dir):
 def test_the_pipeline_serves_a_trained_adapter_through_vllm_and_the_base_without_one(
     tmp_path, tiny_model_dir, fake_vllm
 ):
-    from harness.run import evaluate_system
+    from harness.system_eval import evaluate_system
 
     ctx = _ctx(tmp_path, tiny_model_dir)
     questions = ctx.data.test[:2]

@@ -171,7 +171,7 @@ LAYERS = (
     ("parts", "parts context"),
     ("systems", "systems"),
     ("report", "report"),
-    ("pipeline", "checks taskinfo probe estimate run rundir train_worker sweep tracking cli serving"),
+    ("pipeline", "checks taskinfo probe estimate system_eval run rundir train_worker sweep tracking cli serving"),
 )
 
 

@@ -13,8 +13,8 @@ from harness.context import Reporter, RunContext
 from harness.data import Question, load_task_data
 from harness.models import resolve_model
 from harness.records import Measurement, Passage
-from harness.run import evaluate_system, with_retrieval
 from harness.spec import load_spec
+from harness.system_eval import evaluate_system, with_retrieval
 from harness.systems import make_system
 from tests.conftest import write_tiny_task
 
