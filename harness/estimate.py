@@ -240,14 +240,15 @@ def index_cached(ctx) -> bool:
     return (ctx.indices_dir / ctx.spec.name / key).exists()
 
 
-def estimate_run(ctx, built: list, n_cal: int, log) -> Estimate:
-    """Probe this machine (or read what an earlier probe measured) and estimate every stage of the run."""
+def estimate_run(ctx, built: list, n_cal: int, log, stored_only: bool = False) -> Estimate:
+    """Probe this machine (or read what an earlier probe measured) and estimate every stage of the run.
+    `stored_only`: raise probe.NotStored rather than probe in this process."""
     from harness import probe
 
     spec, data = ctx.spec, ctx.data
     with_index = any(s.kind in ("rag", "oracle", "rag+finetune") for s in built)
     started = time.perf_counter()
-    rates, n_chunks, chunk_tokens, reused = probe.measure(ctx, built, with_index, log)
+    rates, n_chunks, chunk_tokens, reused = probe.measure(ctx, built, with_index, log, stored_only)
     plans = system_plans(ctx, built, chunk_tokens)
     if with_index and index_cached(ctx):
         for p in plans:
@@ -278,13 +279,43 @@ def estimate_run(ctx, built: list, n_cal: int, log) -> Estimate:
     return Estimate(lines, stages, time.perf_counter() - started, notes)
 
 
-def show_estimate(ctx, built: list, n_cal: int, reporter) -> None:
-    """A real run: print the estimate before building and let progress lines show an ETA against it. An
+def _probe_in_child(opts) -> None:
+    """Run in a spawned process: plan and prepare the run as the parent did, probe what is missing and store
+    it under HARNESS_HOME/probe/ (the parent reads it back)."""
+    from harness.calibration import calibration_questions
+    from harness.context import Reporter
+    from harness.run import plan, prepare
+
+    prep = prepare(plan(opts), Reporter(None))
+    estimate_run(prep.ctx, prep.built, len(calibration_questions(prep.ctx) or []), lambda *_: None)
+
+
+def probe_apart(opts) -> None:
+    """Probe in a child process, so that nothing the probe loads or allocates stays in the run's process and
+    inflates the serving memory the run measures next (harness.measure.MemoryLedger)."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("spawn").Process(target=_probe_in_child, args=(opts,), daemon=True)
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise RuntimeError(f"the probe's process exited with code {child.exitcode}")
+
+
+def show_estimate(ctx, built: list, n_cal: int, reporter, opts=None) -> None:
+    """A real run: print the estimate before building and let progress lines show an ETA against it. Rates no
+    earlier probe stored are probed in a child process (`opts`: the run's options, to plan it there). An
     estimate that cannot be made is one line; the run goes on."""
+    from harness import probe
     from harness.errors import HarnessError
 
     try:
-        est = estimate_run(ctx, built, n_cal, reporter.log)
+        try:
+            est = estimate_run(ctx, built, n_cal, reporter.log, stored_only=opts is not None)
+        except probe.NotStored:
+            with reporter.stage("probe this machine's speed (in a separate process)"):
+                probe_apart(opts)
+            est = estimate_run(ctx, built, n_cal, reporter.log, stored_only=True)
     except HarnessError:
         raise
     except Exception as e:

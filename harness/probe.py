@@ -259,10 +259,14 @@ def _store(key: str, data: dict, log) -> None:
         log(f"  could not store the probe's figures ({e}); the next estimate will probe again")
 
 
-def measure(ctx, built: list, with_index: bool, log) -> tuple[Rates, int, float, list[str]]:
+class NotStored(Exception):
+    """`measure(..., stored_only=True)` found a rate no earlier probe stored."""
+
+
+def measure(ctx, built: list, with_index: bool, log, stored_only: bool = False) -> tuple[Rates, int, float, list[str]]:
     """The rates for `built` on this machine: read back where an earlier probe with the same model, settings
-    and machine stored them (HARNESS_HOME/probe/), else probed now. Returns (rates, chunks in the index, model
-    tokens per chunk, what was read back)."""
+    and machine stored them (HARNESS_HOME/probe/), else probed now (`stored_only`: raise NotStored instead).
+    Returns (rates, chunks in the index, model tokens per chunk, what was read back)."""
     from harness import __version__, cache
     from harness.systems.finetune import training_rows
 
@@ -280,6 +284,8 @@ def measure(ctx, built: list, with_index: bool, log) -> tuple[Rates, int, float,
             reused.append("embedding")
             n_chunks, texts = _chunks(ctx)
         else:
+            if stored_only:
+                raise NotStored("embedding")
             n_chunks, texts = probe_embed(ctx, r)
             _store(key, {f: getattr(r, f) for f in EMBED_FIELDS}, log)
         chunk_tokens = sum(ctx.prompts.tokens(t) for t in texts) / max(1, len(texts))
@@ -294,6 +300,8 @@ def measure(ctx, built: list, with_index: bool, log) -> tuple[Rates, int, float,
             setattr(r, f, stored[f])
         reused.append("evaluation")
     else:
+        if stored_only:
+            raise NotStored("evaluation")
         probe_eval(ctx, short, long, r, adapter)
         _store(key, {**{f: getattr(r, f) for f in EVAL_FIELDS}, "long": long}, log)
     methods = {}
@@ -311,6 +319,8 @@ def measure(ctx, built: list, with_index: bool, log) -> tuple[Rates, int, float,
             r.train_load_s = max(r.train_load_s, stored["load_s"])
             reused.append(f"{method} training")
             continue
+        if stored_only:
+            raise NotStored(f"{method} training")
         rows = rows_of(ctx, [(x["prompt"], x["completion"]) for x in training_rows(ctx, ctx.data.train[:16])])
         if raft:  # RAFT rows: the prompt filled with passages to the training length
             filler = _filler(ctx, settings.max_length)

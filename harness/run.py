@@ -369,7 +369,10 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
     ctx, built, scoring, threads, limited = prep.ctx, prep.built, prep.scoring, prep.threads, prep.limited
     data, ref, variants = ctx.data, ctx.model_ref, prep.variants
     if opts.estimate:
-        estimate.show_estimate(ctx, built, len(calibration_questions(ctx) or []), reporter)
+        # a sweep's variants cannot be re-planned from its options: they probe here (serving peaks then carry
+        # what the probe left; a plain run probes in a child process and measures nothing of it)
+        apart = None if p.variants else opts
+        estimate.show_estimate(ctx, built, len(calibration_questions(ctx) or []), reporter, apart)
     with reporter.stage("warm up the evaluation"):
         warm_up(ctx)
     headline = scoring.headline
