@@ -279,42 +279,32 @@ def estimate_run(ctx, built: list, n_cal: int, log, stored_only: bool = False) -
     return Estimate(lines, stages, time.perf_counter() - started, notes)
 
 
-def _probe_in_child(opts) -> None:
-    """Run in a spawned process: plan and prepare the run as the parent did, probe what is missing and store
-    it under HARNESS_HOME/probe/ (the parent reads it back)."""
-    from harness.calibration import calibration_questions
-    from harness.context import Reporter
-    from harness.run import plan, prepare
-
-    prep = prepare(plan(opts), Reporter(None))
-    estimate_run(prep.ctx, prep.built, len(calibration_questions(prep.ctx) or []), lambda *_: None)
-
-
-def probe_apart(opts) -> None:
-    """Probe in a child process, so that nothing the probe loads or allocates stays in the run's process and
-    inflates the serving memory the run measures next (harness.measure.MemoryLedger)."""
+def probe_apart(probe_child) -> None:
+    """Probe in a child process (`probe_child`: a picklable callable that plans the run there and calls
+    estimate_run), so that nothing the probe loads or allocates stays in the run's process and inflates the
+    serving memory the run measures next (harness.measure.MemoryLedger)."""
     import multiprocessing
 
-    child = multiprocessing.get_context("spawn").Process(target=_probe_in_child, args=(opts,), daemon=True)
+    child = multiprocessing.get_context("spawn").Process(target=probe_child, daemon=True)
     child.start()
     child.join()
     if child.exitcode != 0:
         raise RuntimeError(f"the probe's process exited with code {child.exitcode}")
 
 
-def show_estimate(ctx, built: list, n_cal: int, reporter, opts=None) -> None:
+def show_estimate(ctx, built: list, n_cal: int, reporter, probe_child=None) -> None:
     """A real run: print the estimate before building and let progress lines show an ETA against it. Rates no
-    earlier probe stored are probed in a child process (`opts`: the run's options, to plan it there). An
+    earlier probe stored are probed in a child process (`probe_child`, see probe_apart; None: here). An
     estimate that cannot be made is one line; the run goes on."""
     from harness import probe
     from harness.errors import HarnessError
 
     try:
         try:
-            est = estimate_run(ctx, built, n_cal, reporter.log, stored_only=opts is not None)
+            est = estimate_run(ctx, built, n_cal, reporter.log, stored_only=probe_child is not None)
         except probe.NotStored:
             with reporter.stage("probe this machine's speed (in a separate process)"):
-                probe_apart(opts)
+                probe_apart(probe_child)
             est = estimate_run(ctx, built, n_cal, reporter.log, stored_only=True)
     except HarnessError:
         raise

@@ -9,6 +9,7 @@ half-written run directory behind (built artifacts stay cached and are reused).
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import time
@@ -363,6 +364,13 @@ def prepare(p: Plan, reporter: Reporter) -> Prepared:
     return Prepared(ctx, built, scoring, threads, limited, variants)
 
 
+def _probe_in_child(opts: RunOptions) -> None:
+    """Run in a spawned process (harness.estimate.probe_apart): plan and prepare the run as the parent did,
+    probe what is missing and store it under HARNESS_HOME/probe/, where the parent reads it back."""
+    prep = prepare(plan(opts), Reporter(None))
+    estimate.estimate_run(prep.ctx, prep.built, len(calibration_questions(prep.ctx) or []), lambda *_: None)
+
+
 def _execute(p: Plan, reporter: Reporter) -> Path:
     spec, opts = p.spec, p.opts
     prep = prepare(p, reporter)
@@ -371,7 +379,7 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
     if opts.estimate:
         # a sweep's variants cannot be re-planned from its options: they probe here (serving peaks then carry
         # what the probe left; a plain run probes in a child process and measures nothing of it)
-        apart = None if p.variants else opts
+        apart = None if p.variants else functools.partial(_probe_in_child, opts)
         estimate.show_estimate(ctx, built, len(calibration_questions(ctx) or []), reporter, apart)
     with reporter.stage("warm up the evaluation"):
         warm_up(ctx)

@@ -1,4 +1,4 @@
-"""A system's answers to the test questions, with what they cost: measured now through lm-eval (or vLLM), or
+"""A system's answers to the test questions, with what they cost: measured now through lm-eval or vLLM, or
 read back from the evaluation cache when nothing that decides them changed (harness.evalcache).
 
 `evaluate_or_reuse` is the one entry point the pipeline (harness.run) calls per system; it renders the system's
