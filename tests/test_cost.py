@@ -160,3 +160,14 @@ def test_profile_option_parses_and_names_bad_keys_and_values():
         parse_profile("usd_per_hour=-1")
     with pytest.raises(HarnessError, match="not key=value"):
         parse_profile("5000")
+
+
+def test_summary_md_and_the_terminal_carry_the_decision_paragraph(tmp_path):
+    from harness.report.summary import markdown_text
+    from harness.report.terminal import summary_text
+
+    r = _results(0.5)
+    _, d = decide(r, Profile(queries_per_day=100, updates_per_month=4))
+    r = r.model_copy(update={"decision": d})
+    assert "**Decision.** " + d.text.split(".")[0] in markdown_text(r)
+    assert "choose prompt." in " ".join(summary_text(r, tmp_path, 100).split())

@@ -282,4 +282,6 @@ def markdown_text(results: RunResults) -> str:
     if truncation:
         lines += ["", truncation]
     lines += [line for note in run_notes(results) for line in ("", _md(note))]
+    if results.decision is not None:  # the same paragraph the report opens with and the terminal prints
+        lines += ["", f"**Decision.** {_md(results.decision.text)}"]
     return "\n".join(lines) + "\n"
