@@ -377,9 +377,10 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
     ctx, built, scoring, threads, limited = prep.ctx, prep.built, prep.scoring, prep.threads, prep.limited
     data, ref, variants = ctx.data, ctx.model_ref, prep.variants
     if opts.estimate:
-        # a sweep's variants cannot be re-planned from its options: they probe here (serving peaks then carry
-        # what the probe left; a plain run probes in a child process and measures nothing of it)
-        apart = None if p.variants else functools.partial(_probe_in_child, opts)
+        # A plain run probes in a child process, which stores the rates in HARNESS_HOME for this one to read, so
+        # the serving peaks measure nothing the probe left. A sweep's variants cannot be re-planned from its
+        # options, and a read-only home cannot pass the rates back: those probe here.
+        apart = None if p.variants or cache.read_only() else functools.partial(_probe_in_child, opts)
         estimate.show_estimate(ctx, built, len(calibration_questions(ctx) or []), reporter, apart)
     with reporter.stage("warm up the evaluation"):
         warm_up(ctx)
