@@ -8,6 +8,7 @@ Exit codes (documented in the README and `harness run --help`; a script or CI jo
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -196,7 +197,8 @@ def run(
         device=device,
         command=["harness", *sys.argv[1:]],
         profile=profile,
-        estimate=True,
+        # HARNESS_ESTIMATE=off skips the start-of-run estimate (and the probe a first run on a machine makes)
+        estimate=os.environ.get("HARNESS_ESTIMATE", "on").lower() != "off",
         dry_run=dry_run,
         overrides=overrides(batch_size=batch_size, dtype=dtype),
         threads=threads,

@@ -144,6 +144,9 @@ def harness_home(tmp_path_factory, monkeypatch) -> Path:
     home = tmp_path_factory.mktemp("harness-home")
     monkeypatch.setenv("HARNESS_HOME", str(home))
     monkeypatch.delenv("HARNESS_TASKS", raising=False)
+    # A first run in a fresh home probes the machine for its time estimate (seconds, in a child process): the
+    # tests of the estimate and of memory turn it back on; the rest skip it as a user can (README).
+    monkeypatch.setenv("HARNESS_ESTIMATE", "off")
     return home
 
 
