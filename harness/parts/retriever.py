@@ -21,6 +21,17 @@ from harness.retrieval import Chunk, RetrievalIndex
 Hits = list[tuple[Chunk, float]]  # chunks with their similarity to the question, best first
 
 
+def check_question_fits(builder, q, render, budget: int) -> None:
+    """The prompt without passages (system prompt and question, never cut) must fit `budget` tokens: the one
+    check every passage-filling prompt (rag's ranked chunks, the oracle's gold documents) makes first."""
+    base = builder.tokens(render([]))
+    if base > budget:
+        raise HarnessError(
+            f"question '{q.id}' alone takes {base} tokens, more than the prompt budget {budget}; "
+            "raise rag.max_prompt_tokens"
+        )
+
+
 class Retriever:
     def __init__(self, ctx):
         self.ctx = ctx
@@ -115,12 +126,7 @@ class Retriever:
         builder, tok = self.ctx.prompts, self.ctx.tokenizer
         render = render or (lambda passages: builder.with_passages(q, passages))
         budget = self.prompt_budget() if budget is None else budget
-        base = builder.tokens(render([]))
-        if base > budget:
-            raise HarnessError(
-                f"question '{q.id}' alone takes {base} tokens, more than the prompt budget {budget}; "
-                "raise rag.max_prompt_tokens"
-            )
+        check_question_fits(builder, q, render, budget)
         kept: list[dict] = []
         for chunk, score in hits:
             p = {"doc_id": chunk.doc_id, "chunk": chunk.position, "score": round(float(score), 4), "text": chunk.text}

@@ -19,6 +19,7 @@ import time
 
 from harness.errors import HarnessError
 from harness.parts.outputs import BuildInfo, Prompts
+from harness.parts.retriever import check_question_fits
 from harness.records import GoldContext, GoldCut
 from harness.systems import System, register_system
 
@@ -34,12 +35,7 @@ def fit_documents(ctx, q, docs: list, budget: int) -> tuple[list[dict], dict]:
     the cut record (kept and total tokens and characters). The system prompt and question are never cut."""
     builder, tok = ctx.prompts, ctx.tokenizer
     render = lambda passages: builder.with_passages(q, passages)
-    base = builder.tokens(render([]))
-    if base > budget:
-        raise HarnessError(
-            f"question '{q.id}' alone takes {base} tokens, more than the prompt budget {budget}; "
-            "raise rag.max_prompt_tokens"
-        )
+    check_question_fits(builder, q, render, budget)
     kept: list[dict] = []
     cut = {"kept_tokens": 0, "total_tokens": 0, "kept_chars": 0, "total_chars": 0}
     full = True
