@@ -230,11 +230,10 @@ class AdapterTrainer:
             self.ctx.release_base_model()
             # The training peak as if this system trained alone: what an earlier system left loaded and this one
             # does not use is not in it (harness.measure.MemoryLedger).
+            # training keeps the peak written with the adapter (up to saving it), so that a run reusing the adapter
+            # reports the same figure as the run that trained it; BuildInfo carries the whole build's peak.
             with self.ctx.memory.footprint() as mem, timer() as took:
                 training = self._train(mem)
-            training["peak_memory_mb"] = mem.peak_mb
-            if mem.cuda_peak_mb is not None:
-                training["cuda_peak_memory_mb"] = round(mem.cuda_peak_mb, 1)
             size = files.folder_size_mb(final) if final.exists() else 0.0
             return BuildInfo(took(), False, size, mem.peak_mb, training=training)
 
@@ -278,8 +277,8 @@ class AdapterTrainer:
             run, model = self._run_phase(phase, model, workdir)
             runs.append(run)
         training = recipe.record(self, runs, model)
-        # The peak so far goes into the record written with the adapter, so that a run reusing it still reports
-        # what training took; build() updates it with the peak of the whole build.
+        # The peak so far goes into the record written with the adapter, so that a run reusing it reports what
+        # training took, the same figure as this run.
         training["peak_memory_mb"] = round(mem.peak_mb, 1)
         import torch
 
