@@ -25,7 +25,9 @@ run: setup
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/python -m pytest -q
+	# Two workers on a 2-core machine keep both cores busy through the tests' Python and subprocess start-up;
+	# whole files go to one worker (--dist loadfile) so a module's shared fixture is built once.
+	$(VENV)/bin/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 bench: setup
 	$(VENV)/bin/python bench/run_all.py

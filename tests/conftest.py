@@ -121,13 +121,14 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session", autouse=True)
 def _offline_session():
-    """Offline everywhere, and torch on the two cores this machine has."""
+    """Offline everywhere, and torch on this machine's cores, shared among pytest-xdist's workers."""
     saved = {k: os.environ.get(k) for k in _OFFLINE}
     os.environ.update(_OFFLINE)
     try:
         import torch
 
-        torch.set_num_threads(2)
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        torch.set_num_threads(max(1, min(2, (os.cpu_count() or 2) // workers)))
     except ImportError:  # pragma: no cover
         pass
     yield
@@ -298,6 +299,18 @@ def _no_network_attempts(_network_guard_session):
     attempts = _netguard.read_log(log, start)
     if attempts:
         pytest.fail("outbound network access attempted (tests must run offline):\n" + attempts[:4000], pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if call.when == "teardown":  # counts added in setup, call or teardown ride on the last report
+        report.user_properties.extend((_reliability.PROPERTY, c) for c in _reliability.take_pending())
+
+
+def pytest_runtest_logreport(report):
+    _reliability.tally(report)
 
 
 def pytest_terminal_summary(terminalreporter):
