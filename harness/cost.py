@@ -205,6 +205,8 @@ def money(seconds: float | None, profile: Profile) -> str:
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "an unrecorded time"
+    if seconds < 10:  # two significant digits: a half-second retrain is "0.49 s", not "0 s"
+        return f"{seconds:.2g} s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
