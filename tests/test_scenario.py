@@ -35,7 +35,11 @@ def scenario_run(tmp_path_factory, tiny_model_dir, harness_cmd):
     cmd += ["--reports-dir", str(root / "reports"), "--indices-dir", str(root / "indices"), "--quiet"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    (run_dir,) = [p for p in (root / "reports" / "tiny-qa").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    (run_dir,) = [
+        p
+        for p in (root / "reports" / "tiny-qa").iterdir()
+        if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+    ]
     results = RunResults.model_validate(json.loads((run_dir / "results.json").read_text()))
     samples = [Sample.model_validate_json(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
     return {"task": task, "home": home, "root": root, "run_dir": run_dir, "results": results, "samples": samples}
@@ -208,3 +212,36 @@ def test_waves_split_documents_and_questions_within_them(tmp_path, tiny_model_di
             assert any(q.doc_id == doc for q in w.test) and any(q.doc_id == doc for q in w.train)
         assert {q.doc_id for q in [*w.train, *w.dev, *w.test]} <= set(w.doc_ids)
     assert make_waves(qs, data.corpus, 3, 0, 0.3, 0.17, "yes-no")[1].test == waves[1].test  # seeded
+
+
+def test_a_stage_knows_no_document_of_a_later_wave(tmp_path, tiny_model_dir):
+    """What trains and what is indexed at stage k comes from waves 0 ... k (continue: wave k) only."""
+    from harness.scenario.stages import stage_data
+
+    task = write_tiny_task(tmp_path / "tasks", tiny_model_dir)
+    data, waves = _plan(task, systems=["prompt", "lora", "rag"])
+    docs = {d.doc_id: d for d in data.corpus}
+    tests = [q for w in waves for q in w.test]
+    wave_of = {d: w.index for w in waves for d in w.doc_ids}
+    for k in range(len(waves)):
+        for only_new in (False, True):
+            d = stage_data(waves, docs, tests, k, only_new)
+            allowed = {k} if only_new else set(range(k + 1))
+            assert {wave_of[q.doc_id] for q in [*d.train, *d.dev]} == allowed
+            assert {wave_of[doc.doc_id] for doc in d.corpus} == allowed
+            assert not {q.id for q in tests} & {q.id for q in [*d.train, *d.dev]}  # no test question trains
+            assert d.test == tests
+
+
+def test_the_decision_uses_the_refresh_costs_the_scenario_measured(scenario_run):
+    from harness import cost
+
+    results = scenario_run["results"]
+    sc = results.scenario
+    later = sc.stages[1:]
+    per_doc = sum(st.systems["rag"].refresh_s for st in later) / sum(len(sc.waves[st.stage].doc_ids) for st in later)
+    assert cost.scenario_refresh(results, "rag", 2) == pytest.approx(2 * per_doc, abs=0.01)
+    assert cost.scenario_refresh(results, "lora-retrain", 2) == later[-1].systems["lora-retrain"].refresh_s
+    rag = results.systems["rag"].cost
+    assert rag.refresh_basis == "measured" and "documents-change scenario" in rag.refresh_what
+    assert results.systems["prompt"].cost.refresh_s == 0

@@ -52,6 +52,15 @@ def system_names(systems: list[str], modes: list[str]) -> list[tuple[str, str, s
     return out
 
 
+def stage_data(waves: list[Wave], docs: dict, tests: list, k: int, only_new: bool = False) -> TaskData:
+    """What stage k knows: the documents and training/dev questions of waves 0 ... k (`only_new`: of wave k alone,
+    what a `continue` refresh trains on); the test questions of every wave, which each stage answers."""
+    known = waves[k : k + 1] if only_new else waves[: k + 1]
+    train = [q for w in known for q in w.train]
+    dev = [q for w in known for q in w.dev]
+    return TaskData(train, dev, tests, [docs[i] for w in known for i in w.doc_ids])
+
+
 def plan_scenario(p: Plan) -> tuple[TaskData, list[Wave]]:
     """The scenario's checks before any model loads, one line each; the data and its waves."""
     spec, opts = p.spec, p.opts
@@ -146,15 +155,7 @@ class Scenarios:
         totals: dict[str, float | None] = {}
         prompt_evaluation = None
         for k, wave in enumerate(waves):
-            known = waves[: k + 1]
-            ctx = self.context(
-                TaskData(
-                    [q for w in known for q in w.train],
-                    [q for w in known for q in w.dev],
-                    tests,
-                    [docs[i] for w in known for i in w.doc_ids],
-                )
-            )
+            ctx = self.context(stage_data(waves, docs, tests, k))
             if k == 0:
                 self.check_window(ctx)
             if k > 0 and any("rag" in base for _, base, _ in names):
@@ -186,7 +187,7 @@ class Scenarios:
                         continue
                 sctx, system = ctx, make_system(base, ctx)
                 if mode == "continue" and k > 0:
-                    sctx = self.context(TaskData(wave.train, wave.dev, tests, [docs[i] for i in wave.doc_ids]))
+                    sctx = self.context(stage_data(waves, docs, tests, k, only_new=True))
                     sctx._retriever = ctx.retriever() if base.startswith("rag") else None
                     system = make_system(base, sctx)
                     system.adapter = continued(system, previous[name])
