@@ -93,7 +93,7 @@ def test_no_test_document_is_known_before_its_wave(scenario_run):
     # retrain: stages 0, 1, 2 on the known waves' training questions; continue: stages 1 and 2 on the new wave's only
     sizes = sorted(t["examples"] for t in trained)
     spec = load_spec(scenario_run["task"])
-    data, waves = plan_scenario(plan(RunOptions(task=str(scenario_run["task"]), systems=["prompt", "lora", "rag"])))
+    data, waves = _plan(scenario_run["task"], systems=["prompt", "lora", "rag"])
     n = [len(w.train) for w in waves]
     assert sizes == sorted([n[0], n[0] + n[1], n[0] + n[1] + n[2], n[1], n[2]])
     assert spec.scenario.waves == 3 and len(data.corpus) == 6
