@@ -245,3 +245,22 @@ def test_the_decision_uses_the_refresh_costs_the_scenario_measured(scenario_run)
     rag = results.systems["rag"].cost
     assert rag.refresh_basis == "measured" and "documents-change scenario" in rag.refresh_what
     assert results.systems["prompt"].cost.refresh_s == 0
+
+
+def test_a_second_run_reuses_every_stage(scenario_run, harness_cmd):
+    """What resuming rests on: every stage's index, adapters and evaluations are found in the cache, and give the
+    same figures (an interrupted scenario redoes only the stage it was in)."""
+    root, task = scenario_run["root"], scenario_run["task"]
+    env = {**os.environ, "HARNESS_HOME": str(scenario_run["home"]), "HARNESS_ESTIMATE": "off"}
+    cmd = [*harness_cmd, "run", str(task), "--scenario", "updates", "--systems", "prompt,lora,rag", "--quiet"]
+    cmd += ["--reports-dir", str(root / "again"), "--indices-dir", str(root / "indices")]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = [p for p in (root / "again" / "tiny-qa").iterdir() if p.is_dir() and not p.is_symlink()]
+    again = RunResults.model_validate(json.loads((run_dir / "results.json").read_text())).scenario
+    first = scenario_run["results"].scenario
+    for a, b in zip(first.stages, again.stages):
+        for name, s in b.systems.items():
+            assert s.cached or name == "prompt"
+            assert s.refresh_s == a.systems[name].refresh_s  # the cost recorded when it was made
+            assert {g: v.value for g, v in s.groups.items()} == {g: v.value for g, v in a.systems[name].groups.items()}

@@ -178,7 +178,8 @@ class Scenarios:
             self.index_grown = self.index_grown and k > 0
             for name, base, mode in names:
                 if name in last and last[name].record is None:
-                    continue  # failed at an earlier stage
+                    done[name] = last[name]  # failed at an earlier stage: reported as failed, not built again
+                    continue
                 if mode == "continue" and k == 0:
                     twin = done.get(f"{base}-retrain")
                     if twin is not None:  # stage 0: one adapter for both modes
@@ -208,7 +209,7 @@ class Scenarios:
                     done[name] = Done(
                         d.record.model_copy(update={"cumulative_refresh_s": totals[name]}), d.run, d.system
                     )
-                samples += d.run.samples
+                samples += d.run.samples  # a failed system has none
             self.embedder = ctx._embedder or self.embedder
             stages.append(
                 Stage(
