@@ -28,8 +28,7 @@ class ScenarioSpec(Strict):
     refreshed after each one (see docs/scenario.md). Needs a corpus and a `doc_id` on every question."""
 
     example: ClassVar[str] = """\
-scenario: {kind: updates, waves: 3, seed: 0, modes: [retrain, continue]}
-"""
+scenario: {kind: updates, waves: 3, seed: 0, modes: [retrain, continue]}"""
     kind: Literal["updates"] = Field(
         "updates", description="The scenario `--scenario` runs: `updates` (documents arrive in waves)."
     )
