@@ -87,6 +87,11 @@ def system_cost(entry: SystemResult, profile: Profile, measured: float | None = 
     """What `entry` costs, at `profile`; `measured`: the refresh a scenario measured (scenario_refresh)."""
     refresh, what, basis = refresh_of(entry, profile.docs_per_update)
     if measured is not None and what != "nothing to refresh":
+        what = (
+            what.replace("retrain the adapter", "train the adapter further")
+            if (entry.training or {}).get("continued_from")
+            else what
+        )
         refresh, what, basis = measured, f"{what} (as measured in the documents-change scenario)", "measured"
     per_q = seconds_per_question(entry)
     monthly = None

@@ -245,6 +245,7 @@ def test_the_decision_uses_the_refresh_costs_the_scenario_measured(scenario_run)
     rag = results.systems["rag"].cost
     assert rag.refresh_basis == "measured" and "documents-change scenario" in rag.refresh_what
     assert results.systems["prompt"].cost.refresh_s == 0
+    assert "train the adapter further" in results.systems["lora-continue"].cost.refresh_what
 
 
 def test_a_second_run_reuses_every_stage(scenario_run, harness_cmd):
