@@ -38,6 +38,7 @@ from harness.records import (
     SystemResult,
     always_written,
 )
+from harness.scenario_records import GroupScore, Scenario, Stage, StageComparison, StageSystem, WaveRecord
 
 OUT = Path(__file__).resolve().parent / "results-format.md"
 
@@ -115,6 +116,12 @@ SECTIONS: list[tuple[int, type[BaseModel], str]] = [
     (3, PriorBreakingSystem, "`prior_breaking.systems.<name>`"),
     (3, Sweep, "`sweep`"),
     (3, SweepVariant, "`sweep.variants.<name>`"),
+    (3, Scenario, "`scenario`"),
+    (3, WaveRecord, "`scenario.waves[]`"),
+    (3, Stage, "`scenario.stages[]`"),
+    (3, StageSystem, "`scenario.stages[].systems.<name>`"),
+    (3, GroupScore, "`scenario.stages[].systems.<name>.groups.<group>`"),
+    (3, StageComparison, "`scenario.stages[].comparisons[]`"),
     (2, Sample, "samples.jsonl"),
     (3, Passage, "`retrieved[]`"),
     (2, StoredEvaluation, "The evaluation cache"),

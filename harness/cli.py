@@ -169,6 +169,9 @@ def run(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the plan and per-stage time and memory estimates; build and write nothing."
     ),
+    scenario: str | None = typer.Option(
+        None, "--scenario", help="`updates`: documents arrive in waves; refresh and evaluate after each (scenario:)."
+    ),
     track: str | None = Track,
 ):
     """Build the systems, evaluate them on the held-out questions, and write the report.
@@ -202,8 +205,14 @@ def run(
         dry_run=dry_run,
         overrides=overrides(batch_size=batch_size, dtype=dtype),
         threads=threads,
+        scenario=scenario,
     )
-    _execute_and_print(plan(opts), quiet, track)
+    p = plan(opts)
+    if scenario is not None:  # its own checks (documents, waves) before any model loads
+        from harness.scenario.stages import plan_scenario
+
+        plan_scenario(p)
+    _execute_and_print(p, quiet, track)
 
 
 def _execute_and_print(p, quiet: bool, track: str | None) -> None:
@@ -222,6 +231,8 @@ def _execute_and_print(p, quiet: bool, track: str | None) -> None:
         for line in est.lines():
             console.print(line, markup=False, soft_wrap=True)
         return
+    if p.opts.scenario is not None:
+        from harness.scenario.stages import execute_scenario as execute
     run_dir = execute(p, reporter)
     results = print_summary(run_dir)
     if results.sweep is not None:

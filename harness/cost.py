@@ -68,9 +68,31 @@ def seconds_per_question(entry: SystemResult) -> float | None:
     return serving(entry)[0]
 
 
-def system_cost(entry: SystemResult, profile: Profile) -> SystemCost:
-    """What `entry` costs, at `profile`."""
+def scenario_refresh(results: RunResults, name: str, docs_per_update: int) -> float | None:
+    """The refresh a `--scenario updates` run measured for `name` (None without one): a retrain mode's last
+    refresh (a new adapter on everything known), otherwise the mean seconds per absorbed document of stages 1 ...
+    (rag's index add, a continued adapter's training on the new wave), times `docs_per_update`."""
+    sc = results.scenario
+    if sc is None or len(sc.stages) < 2 or any(name not in st.systems for st in sc.stages):
+        return None
+    later = [(st.systems[name].refresh_s, len(sc.waves[st.stage].doc_ids)) for st in sc.stages[1:]]
+    if any(_num(s) is None for s, _ in later):
+        return None
+    if name.endswith("-retrain"):
+        return round(later[-1][0], 2)
+    return round(sum(s for s, _ in later) / sum(d for _, d in later) * docs_per_update, 2)
+
+
+def system_cost(entry: SystemResult, profile: Profile, measured: float | None = None) -> SystemCost:
+    """What `entry` costs, at `profile`; `measured`: the refresh a scenario measured (scenario_refresh)."""
     refresh, what, basis = refresh_of(entry, profile.docs_per_update)
+    if measured is not None and what != "nothing to refresh":
+        what = (
+            what.replace("retrain the adapter", "train the adapter further")
+            if (entry.training or {}).get("continued_from")
+            else what
+        )
+        refresh, what, basis = measured, f"{what} (as measured in the documents-change scenario)", "measured"
     per_q = seconds_per_question(entry)
     monthly = None
     if per_q is not None:
@@ -142,7 +164,7 @@ def decide(results: RunResults, profile: Profile) -> tuple[dict[str, SystemCost]
     """Every ok system's cost at `profile`, and the decision (see the module docstring)."""
     metric = results.headline_metric
     ok = {n: e for n, e in results.systems.items() if e.ok and _headline(e, metric) is not None}
-    costs = {n: system_cost(e, profile) for n, e in ok.items()}
+    costs = {n: system_cost(e, profile, scenario_refresh(results, n, profile.docs_per_update)) for n, e in ok.items()}
     decision = {"profile": profile, "defaults": defaults_used(profile), "break_even": []}
     if not ok:
         text = f"No system produced a figure for {metric}, so there is no system to recommend."

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.profile import Profile
+from harness.scenario_records import Scenario
 
 _OMIT = {"exclude_if": lambda v: v is None}  # a key that is absent, not null, when it does not apply
 
@@ -188,6 +189,8 @@ class Sample(Record):
     prompt: str | None = Field(
         default=None, description="the full text the model was given (chat template, passages, examples)"
     )
+    stage: int | None = Field(default=None, description="--scenario: the stage the answer was given after", **_OMIT)
+    group: str | None = Field(default=None, description="--scenario: new, earlier or future wave", **_OMIT)
 
 
 # ---------------------------------------------------------------- what a system costs (harness.cost)
@@ -473,6 +476,7 @@ class RunResults(Record):
         default=None, description="the recommendation for the deployment profile", **_OMIT
     )
     sweep: Sweep | None = Field(default=None, description="set by `harness sweep`: the grid of settings", **_OMIT)
+    scenario: Scenario | None = Field(default=None, description="--scenario updates: waves, stages, groups", **_OMIT)
 
     def dump(self) -> dict[str, Any]:
         """The JSON-ready dict written as results.json."""

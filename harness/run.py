@@ -84,6 +84,7 @@ class RunOptions:
     overrides: dict[str, tuple[str, object]] = field(default_factory=dict)
     threads: int | None = None  # --threads: torch threads (else HARNESS_THREADS, OMP_NUM_THREADS, every core)
     overridden: dict[str, object] = field(default_factory=dict)  # what plan() applied, for the manifest
+    scenario: str | None = None  # --scenario updates: harness.scenario.stages runs the plan
 
 
 @dataclass

@@ -21,6 +21,7 @@ from harness.dataspec import CorpusSource, DataSpec, FieldMap, HubSource, Questi
 from harness.errors import HarnessError, did_you_mean
 from harness.extract import FilterStep
 from harness.profile import Profile
+from harness.waves import ScenarioSpec
 from harness.yamlfile import load_with_includes, validation_problems, where
 
 SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit: a larger one fails only when training starts
@@ -375,6 +376,7 @@ metrics: [exact_match, token_f1]"""
         default_factory=PreferenceSpec, description="Preference tuning settings (dpo, orpo)."
     )
     evaluation: EvalSpec = Field(default_factory=EvalSpec, description="Evaluation and measurement settings.")
+    scenario: ScenarioSpec = Field(default_factory=ScenarioSpec, description="`--scenario updates` settings.")
     decision: Profile = Field(
         default_factory=Profile,
         description="Deployment profile the report's recommendation and costs are for (`--profile` overrides it).",
@@ -464,6 +466,7 @@ SECTIONS: list[tuple[str, type[Strict]]] = [
     ("evaluation", EvalSpec),
     ("evaluation.vllm", VllmSpec),
     ("decision", Profile),
+    ("scenario", ScenarioSpec),
     ("filters[]", FilterStep),
 ]
 

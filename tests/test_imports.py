@@ -160,7 +160,7 @@ LAYERS = (
     (
         "foundation",
         "errors constants files yamlfile dataspec profile extract chunking measure stats records cost launch cache "
-        "docgen strata",
+        "docgen strata waves scenario_records",
     ),
     ("schema", "spec scorers overrides"),
     (
@@ -171,7 +171,10 @@ LAYERS = (
     ("parts", "parts context"),
     ("systems", "systems"),
     ("report", "report"),
-    ("pipeline", "checks taskinfo probe estimate system_eval run rundir train_worker sweep tracking cli serving"),
+    (
+        "pipeline",
+        "checks taskinfo probe estimate system_eval run rundir train_worker sweep tracking cli serving scenario",
+    ),
 )
 
 

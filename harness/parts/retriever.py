@@ -32,6 +32,12 @@ def check_question_fits(builder, q, render, budget: int) -> None:
         )
 
 
+def index_settings(rag) -> dict:
+    """The `rag:` settings that make an index (its key): what the retriever and an incremental add both use."""
+    keys = ("chunk_tokens", "overlap", "index", "nlist", "nprobe", "hnsw_m")
+    return {k: getattr(rag, k) for k in keys}
+
+
 class Retriever:
     def __init__(self, ctx):
         self.ctx = ctx
@@ -55,14 +61,7 @@ class Retriever:
             )
         rag, ctx = self.ctx.spec.rag, self.ctx
         embedder = ctx.embedder()
-        settings = {
-            "chunk_tokens": rag.chunk_tokens,
-            "overlap": rag.overlap,
-            "index": rag.index,
-            "nlist": rag.nlist,
-            "nprobe": rag.nprobe,
-            "hnsw_m": rag.hnsw_m,
-        }
+        settings = index_settings(rag)
         folder = ctx.indices_dir / ctx.spec.name
         with ctx.memory.loading("index"), PeakMemory() as mem, timer() as took:
             try:

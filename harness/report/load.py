@@ -116,6 +116,9 @@ def load_run(run_dir: Path, with_samples: bool = True) -> Run:
     results = load_results(run_dir)
     warnings: list[str] = []
     samples = load_samples(run_dir / "samples.jsonl", warnings) if with_samples else []
+    if results.scenario is not None and results.scenario.stages:  # a scenario holds every stage's answers:
+        last = results.scenario.stages[-1].stage  # the per-question views show the last stage's, as results do
+        samples = [s for s in samples if s.stage in (None, last)]
     manifest = load_manifest(run_dir / "manifest.json", warnings)
     damaged = run_checksum_problems(run_dir, manifest)
     bad_results = [p for p in damaged if p.startswith(str(run_dir / "results.json"))]

@@ -26,6 +26,7 @@ from .prior import prior_section
 from .questions import groups, question_rows, retrieval_systems
 from .recommend import headline, recommendation
 from .runnotes import limited_text, memory_label, run_notes
+from .scenario import scenario_section
 from .summary import best_baseline_name, csv_text, markdown_text, metric_names, summary_rows, truncation_text
 from .svg import colors_for
 from .terms import glossary
@@ -157,6 +158,7 @@ def report_context(run: Run) -> dict[str, Any]:
         "loss": loss_chart(results, colors),
         "training": training_rows(results),
         "retrieval": retrieval_chart(results, colors),
+        "scenario": scenario_section(results, colors),
         "comparisons": results.comparisons,
         "prior": prior_section(results),
         "analysis": error_analysis(results, run.samples),
