@@ -18,6 +18,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 
 from harness.constants import AnswerFormat
 from harness.dataspec import CorpusSource, DataSpec, FieldMap, HubSource, QuestionSource, SplitSpec, Strict
+from harness.engine_spec import AccelerateSpec, VllmSpec
 from harness.errors import HarnessError, did_you_mean
 from harness.extract import FilterStep
 from harness.profile import Profile
@@ -43,23 +44,6 @@ def _check_template(source: str) -> str:
     except jinja2.TemplateSyntaxError as e:
         raise ValueError(f"invalid Jinja2 template (template line {e.lineno}: {e.message})") from None
     return source
-
-
-class AccelerateSpec(Strict):
-    """The configuration `harness run --launcher accelerate` writes for `accelerate launch`."""
-
-    example: ClassVar[str] = """\
-finetune: {accelerate: {num_processes: 8, distributed_type: FSDP}}"""
-
-    num_processes: int = Field(1, gt=0, description="Training processes (one per GPU).")
-    distributed_type: Literal["NO", "MULTI_GPU", "MULTI_CPU", "FSDP", "DEEPSPEED"] = Field(
-        "NO", description="Accelerate's distribution: plain DDP (`MULTI_GPU`), FSDP or DeepSpeed."
-    )
-    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
-        "no", description="Mixed precision inside accelerate (the trainer's bf16 setting still applies)."
-    )
-    deepspeed_stage: int = Field(2, ge=0, le=3, description="ZeRO stage when `distributed_type` is `DEEPSPEED`.")
-    num_machines: int = Field(1, gt=0, description="Machines taking part.")
 
 
 class FinetuneSpec(Strict):
@@ -262,24 +246,6 @@ preference: {path: my-domain/pairs.jsonl, start_from: sft, beta: 0.1}"""
     batch_size: int = Field(4, gt=0, description="Pairs per optimiser step.")
     max_pairs: int | None = Field(
         None, gt=0, description="Train on at most this many pairs (a seeded sample), to bound training time."
-    )
-
-
-class VllmSpec(Strict):
-    """How `evaluation.backend: vllm` runs vLLM (through lm-eval's own vLLM model class; GPU only)."""
-
-    example: ClassVar[str] = """\
-vllm: {tensor_parallel_size: 2, gpu_memory_utilization: 0.85}"""
-
-    tensor_parallel_size: int = Field(1, gt=0, description="GPUs one copy of the model is split over.")
-    data_parallel_size: int = Field(
-        1, gt=0, description="Copies of the model, each on its own GPUs (lm-eval dispatches them through Ray)."
-    )
-    gpu_memory_utilization: float = Field(
-        0.9, gt=0, le=1, description="Share of each GPU's memory vLLM may take (weights, KV cache, adapters)."
-    )
-    max_model_len: int | None = Field(
-        None, gt=0, description="Longest sequence vLLM reserves KV cache for; unset: the model's context length."
     )
 
 

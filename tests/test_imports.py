@@ -159,8 +159,8 @@ def test_the_harness_package_has_no_import_circle():
 LAYERS = (
     (
         "foundation",
-        "errors constants files yamlfile dataspec profile extract chunking measure stats records cost launch cache "
-        "docgen strata waves scenario_records",
+        "errors constants files yamlfile dataspec engine_spec profile extract chunking measure stats records cost "
+        "launch cache docgen strata waves scenario_records",
     ),
     ("schema", "spec scorers overrides"),
     (
