@@ -160,7 +160,7 @@ LAYERS = (
     (
         "foundation",
         "errors constants files yamlfile dataspec profile extract chunking measure stats records cost launch cache "
-        "docgen strata",
+        "docgen strata latency",
     ),
     ("schema", "spec scorers overrides"),
     (

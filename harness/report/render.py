@@ -26,7 +26,14 @@ from .prior import prior_section
 from .questions import groups, question_rows, retrieval_systems
 from .recommend import headline, recommendation
 from .runnotes import limited_text, memory_label, run_notes
-from .summary import best_baseline_name, csv_text, markdown_text, metric_names, summary_rows, truncation_text
+from .summary import (
+    best_baseline_name,
+    csv_text,
+    markdown_text,
+    metric_names,
+    summary_rows,
+    truncation_text,
+)
 from .svg import colors_for
 from .terms import glossary
 
@@ -149,6 +156,7 @@ def report_context(run: Run) -> dict[str, Any]:
         "rows": rows,
         "metrics": metric_names(results, rows),
         "show_rlat": any(r.retrieval_latency_p50 is not None for r in rows),
+        "latency_n": next((r.latency_n for r in rows if r.latency_n is not None), None),
         "baseline_name": best_baseline_name(results) or "best baseline",
         "colors": colors,
         "tradeoff": tradeoff_chart(results, colors),
