@@ -80,12 +80,14 @@ def evaluate_timed(
     """Every question scored for accuracy in throughput batches (untimed per question); then the seeded latency
     sample (harness.latency) timed at `evaluation.batch_size` after `evaluation.warmup` untimed questions. When
     the throughput batch is that batch size already (long RAG prompts: 1), the accuracy pass is itself the timed
-    pass and nothing is scored twice. Measurements outside the sample have no latency (None)."""
+    pass and nothing is scored twice; so it is when the sample is every question (a --limit run of at most
+    `latency_sample` questions). Measurements outside the sample have no latency (None)."""
     ev, texts = ctx.spec.evaluation, prompts.texts
     batch = throughput_batch(ctx, texts)
     sample = latency.sample_indices(len(questions), ctx.spec.seed, ev.latency_sample)
     label = f"{system.name}: {task_name.rsplit('_', 1)[-1]}"
-    one_pass = batch == ev.batch_size
+    one_pass = batch == ev.batch_size or len(sample) == len(questions)  # scoring twice would gain nothing
+    batch = ev.batch_size if one_pass else batch
     progress = ctx.reporter.progress(label, len(questions))
     with timer() as took:
         measured = _score(system, ctx, questions, texts, task_name, batch, ev.warmup if one_pass else 0, progress)
