@@ -16,7 +16,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from harness import throughput
+from harness import models, throughput
 from harness.constants import AnswerFormat
 from harness.context import clock as duration
 from harness.context import stage_name
@@ -113,19 +113,23 @@ def evaluate_seconds(p: SystemPlan, r: Rates, n_test: int, n_cal: int, spec) -> 
     ev = spec.evaluation
     q = question_seconds(r, p.prompt_tokens, free, ev.max_new_tokens)
     factor = r.adapter_factor if p.method is not None else 1.0
-    batch = max(1, min(8, 1024 // max(1, int(p.prompt_tokens))))  # as system_eval.throughput_batch
+    throughput_batch = max(1, min(8, 1024 // max(1, int(p.prompt_tokens))))  # as system_eval.throughput_batch
+    batch = throughput_batch
+    if models.eval_dtype(ev.dtype, models.device(spec.device)) != "float32":  # as system_eval.accuracy_batch
+        batch = ev.batch_size
 
-    def batched(n: int) -> float:
-        calls = math.ceil(n / batch) * (1 + (ev.max_new_tokens if free else 0))
+    def batched(n: int, b: int) -> float:
+        calls = math.ceil(n / b) * (1 + (ev.max_new_tokens if free else 0))
         return (calls * r.eval_a + n * r.eval_b * p.prompt_tokens) * factor + r.lm_eval_overhead_s
 
     sample = min(ev.latency_sample, n_test)
     if batch == ev.batch_size or sample == n_test:  # one timed pass (harness.system_eval.evaluate_timed)
+        batch = ev.batch_size
         seconds = (n_test + min(ev.warmup, n_test)) * q * factor + r.lm_eval_overhead_s
     else:
-        seconds = batched(n_test) + (sample + min(ev.warmup, sample)) * q * factor + r.lm_eval_overhead_s
+        seconds = batched(n_test, batch) + (sample + min(ev.warmup, sample)) * q * factor + r.lm_eval_overhead_s
     if n_cal:
-        seconds += batched(n_cal)
+        seconds += batched(n_cal, throughput_batch)
     if p.index:
         seconds += (n_test + n_cal) * r.query_embed_s
     how = (
