@@ -10,7 +10,7 @@ matmul          GFLOP/s of `torch.nn.functional.linear` in fp32 and bf16 on the 
                 hidden x key/value, hidden x intermediate, intermediate x hidden, hidden x vocabulary) at the token
                 counts the stages use (512 rows: a batch of prompts or training examples; 8 rows: one decoding step
                 of a batch of 8); the peak of a dtype is its best shape at 512 rows
-stages          tokens/s of scoring (legal-qa prompts in the accuracy pass's throughput batches, and 630-token
+stages          tokens/s of scoring (legal-qa prompts at the accuracy pass's batch size, and 630-token
                 prompts, rag's length, one at a time), generation (geo-qa, batches of 8) and training (LoRA, a few
                 steps), each turned into GFLOP/s with the model's FLOPs per token and divided by the peak of the dtype
                 it ran in
@@ -115,7 +115,7 @@ def _stage(tokens: float, seconds: float, flops: float, peak: float) -> dict:
 def scoring(ctx, model, n: int, peak: float) -> dict:
     from harness.evaluate import run_lm_eval
     from harness.parts.prompt_builder import render_chat
-    from harness.system_eval import throughput_batch
+    from harness.system_eval import accuracy_batch
     from harness.systems import make_system
 
     tok, spec, out = ctx.tokenizer, ctx.spec, {}
@@ -125,7 +125,7 @@ def scoring(ctx, model, n: int, peak: float) -> dict:
     ids = tok(doc, add_special_tokens=False).input_ids[:560]
     passage = tok.decode(ids)
     long = [render_chat(tok, spec.system_prompt or "", passage + "\n\n" + q.question) for q in qs[: max(4, n // 3)]]
-    for label, texts, batch in (("prompt", short, throughput_batch(ctx, short)), ("rag_length", long, 1)):
+    for label, texts, batch in (("prompt", short, accuracy_batch(ctx, short)), ("rag_length", long, 1)):
         qq = qs[: len(texts)]
         kw = {"answer_format": spec.answer_format, "max_new_tokens": 4, "seed": 0, "dtype": ctx.dtype}
         run_lm_eval(model, tok, qq[:2], texts[:2], task_name=f"bench_pk_w{label}", batch_size=1, warmup=0, **kw)
