@@ -114,6 +114,35 @@ def main(argv=None) -> dict:
         opt.zero_grad()
 
     out["training"] = profile(step)
+    out["levers"] = levers(ref.path, torch_dtype, long)
+    return out
+
+
+def best_of(fn, n: int = 3) -> float:
+    fn()
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return round(min(times), 3)
+
+
+def levers(path: str, torch_dtype, long) -> dict:
+    """Seconds of one 630-token scoring forward under each setting tried, in this process (best of 3)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = {}
+    for attn in ("sdpa", "eager"):
+        m = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation=attn).eval()
+        with torch.inference_mode():
+            out[f"attention {attn}"] = best_of(lambda m=m: m(long, logits_to_keep=4))
+            if attn == "sdpa":
+                threads = torch.get_num_threads()
+                torch.set_num_threads(1)
+                out["sdpa, 1 thread"] = best_of(lambda m=m: m(long, logits_to_keep=4))
+                torch.set_num_threads(threads)
     return out
 
 
