@@ -115,6 +115,33 @@ def main(argv=None) -> dict:
 
     out["training"] = profile(step)
     out["levers"] = levers(ref.path, torch_dtype, long)
+    out["levers"].update(training_levers(ref.path, bf16, batch, vocab))
+    return out
+
+
+def training_levers(path: str, bf16: bool, batch, vocab: int) -> dict:
+    """Seconds of one LoRA step (as above) with each attention kernel, in this process (best of 3)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = {}
+    for attn in ("sdpa", "eager"):
+        base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attn)
+        cfg = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+        peft = get_peft_model(base, cfg).train()
+        opt = torch.optim.AdamW([p for p in peft.parameters() if p.requires_grad], lr=1e-4)
+
+        def step(peft=peft, opt=opt):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                hidden = peft.base_model.model.model(batch).last_hidden_state[:, -3:]
+                logits = peft.base_model.model.lm_head(hidden).float()
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), batch[:, -3:].reshape(-1))
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+
+        out[f"training step, attention {attn}"] = best_of(step)
     return out
 
 
