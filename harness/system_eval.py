@@ -56,7 +56,7 @@ def with_retrieval(m: Measurement, passages: list[dict], ranked_doc_ids: list[st
 
 
 def _score(system, ctx: RunContext, questions, texts: list[str], task_name: str, batch: int, warmup: int, progress):
-    """One lm-eval (or vLLM) pass over `questions` at `batch` questions per call, after `warmup` untimed ones."""
+    """One pass of lm-eval, or vLLM, over `questions` at `batch` questions per call, after `warmup` untimed ones."""
     spec = ctx.spec
     if spec.evaluation.backend == "vllm":  # vLLM loads the weights itself and serves an adapter unmerged
         kw = {"task_name": task_name, "batch_size": batch, "warmup": warmup, "progress": progress}
