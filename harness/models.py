@@ -121,10 +121,8 @@ NO_BF16_ISA = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE"
 
 def isa_limited() -> bool:
     """The kernels are told to use an instruction set without native bf16."""
-    return (
-        os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in NO_BF16_ISA
-        or os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("default", "avx2")
-    )
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    return isa in NO_BF16_ISA or os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("default", "avx2")
 
 
 def eval_dtype(setting: str, on: str | None = None) -> str:
