@@ -56,6 +56,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--systems", default=None)
     ap.add_argument("--repeat", type=int, default=1, help="cold runs to take the median of")
     ap.add_argument("--warm-repeat", type=int, default=3)
+    ap.add_argument(
+        "--limit", type=int, default=None, help="evaluate N test questions (training and index stay whole)"
+    )
     args = ap.parse_args(argv)
     import os
 
@@ -76,6 +79,8 @@ def main(argv=None) -> dict:
             ]
             if args.systems:
                 cmd += ["--systems", args.systems]
+            if args.limit:
+                cmd += ["--limit", str(args.limit)]
             secs, peak, rc = timed_run(cmd, env)
             if rc != 0:
                 raise SystemExit(f"cold run failed (exit {rc})")
@@ -95,6 +100,7 @@ def main(argv=None) -> dict:
         "warm_run_s": round(statistics.median(warm), 1),
         "peak_memory_mb": round(max(peaks), 1),
         "cold_runs_s": [round(c, 1) for c in cold],
+        "run_limit": args.limit,
         "warm_runs_s": [round(w, 1) for w in warm],
         "systems": {
             n: {"build_s": s.get("build_s"), "latency_p50_s": (s.get("latency_s") or {}).get("p50")}

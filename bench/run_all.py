@@ -1,6 +1,10 @@
 """`make bench`: every benchmark, one after the other (one heavy process at a time), into bench/results.json.
 
-python bench/run_all.py [--skip-run] [--repeat N]
+python bench/run_all.py [--skip-run] [--repeat N] [--limit N] [--skip-ratios]
+
+Besides the run times and the ratios (their keys stay as they were, so earlier figures compare), the file gets
+`cpu` (flags, torch's capability, the dtypes used), `matmul` (the fp32 and bf16 peak on the model's shapes) and
+`stages` (each heavy stage's tokens/s and fraction of that peak), from bench/bench_peak.py.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+import bench_peak  # noqa: E402
 import bench_ratios  # noqa: E402
 import bench_run  # noqa: E402
 
@@ -33,6 +38,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-run", action="store_true", help="only the ratios")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--limit", type=int, default=None, help="cold/warm runs with --limit N (a short bench)")
+    ap.add_argument("--skip-ratios", action="store_true", help="no harness-against-library ratios")
     args = ap.parse_args()
     from harness.manifest import machine, versions
 
@@ -42,9 +49,12 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "python": platform.python_version(),
     }
+    results.update(bench_peak.main([]))
     if not args.skip_run:
-        results.update(bench_run.main(["--repeat", str(args.repeat)]))
-    results.update(bench_ratios.main([]))
+        limit = [] if args.limit is None else ["--limit", str(args.limit)]
+        results.update(bench_run.main(["--repeat", str(args.repeat), *limit]))
+    if not args.skip_ratios:
+        results.update(bench_ratios.main([]))
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"{'figure':<16}{'value':>10}  target")
     for key, (op, bound) in TARGETS.items():
@@ -52,6 +62,9 @@ def main() -> None:
             v = results[key]
             ok = v <= bound if op == "<=" else v >= bound
             print(f"{key:<16}{v:>10}  {op} {bound}  {'met' if ok else 'NOT MET'}")
+    for name, st in results["stages"].items():
+        frac = st["fraction_of_peak"]
+        print(f"{name + ' /peak':<16}{frac:>10}  >= 0.6  {'met' if frac >= 0.6 else 'NOT MET'}")
     print(f"wrote {HERE / 'results.json'}")
 
 

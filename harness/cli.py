@@ -70,6 +70,7 @@ def one_line(text: str) -> str:
 OVERRIDES = {
     "batch_size": ("--batch-size", "evaluation.batch_size"),
     "dtype": ("--dtype", "evaluation.dtype"),
+    "latency_sample": ("--latency-sample", "evaluation.latency_sample"),
 }
 
 
@@ -151,7 +152,14 @@ def run(
     indices_dir: Path = typer.Option(Path("indices"), "--indices-dir", help="Where FAISS indices go."),
     tasks_dir: list[Path] | None = TasksDir,
     batch_size: int | None = typer.Option(
-        None, "--batch-size", help="Questions per forward pass when evaluating (overrides evaluation.batch_size)."
+        None,
+        "--batch-size",
+        help="Questions per forward pass when timing latency (overrides evaluation.batch_size).",
+    ),
+    latency_sample: int | None = typer.Option(
+        None,
+        "--latency-sample",
+        help="Test questions timed for latency, a seeded sample (overrides evaluation.latency_sample).",
     ),
     dtype: str | None = typer.Option(
         None, "--dtype", help="Evaluation precision: auto, float32 or bfloat16 (overrides evaluation.dtype)."
@@ -203,7 +211,7 @@ def run(
         # HARNESS_ESTIMATE=off skips the start-of-run estimate (and the probe a first run on a machine makes)
         estimate=os.environ.get("HARNESS_ESTIMATE", "on").lower() != "off",
         dry_run=dry_run,
-        overrides=overrides(batch_size=batch_size, dtype=dtype),
+        overrides=overrides(batch_size=batch_size, dtype=dtype, latency_sample=latency_sample),
         threads=threads,
         scenario=scenario,
     )

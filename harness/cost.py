@@ -51,8 +51,9 @@ def refresh_of(entry: SystemResult, docs_per_update: int = 1) -> tuple[float, st
 
 def serving(entry: SystemResult) -> tuple[float | None, int | None]:
     """(seconds per question, batch size) of the cheapest measured way to serve: the throughput probe's best
-    batch size (retrieval added per question), or one question at a time as the accuracy pass measured it,
-    whichever took less (on a busy machine the probe's batch-1 figure can be the slower one)."""
+    batch size (retrieval added per question), or one question at a time as the timed latency sample measured it
+    (its mean, over latency_s.n questions), whichever took less (on a busy machine the probe's batch-1 figure
+    can be the slower one)."""
     batch1 = entry.latency_s.mean if entry.latency_s is not None else None
     tp = entry.throughput
     if tp is None or tp.questions_per_s <= 0:

@@ -16,7 +16,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from harness import throughput
+from harness import models, throughput
 from harness.constants import AnswerFormat
 from harness.context import clock as duration
 from harness.context import stage_name
@@ -108,20 +108,33 @@ def question_seconds(r: Rates, tokens: float, free_text: bool, max_new_tokens: i
 
 
 def evaluate_seconds(p: SystemPlan, r: Rates, n_test: int, n_cal: int, spec) -> tuple[float, str]:
+    """The accuracy pass in throughput batches, the timed latency sample (harness.latency), calibration."""
     free = spec.answer_format == AnswerFormat.FREE_TEXT
-    q = question_seconds(r, p.prompt_tokens, free, spec.evaluation.max_new_tokens)
-    if p.method is not None:
-        q *= r.adapter_factor
-    warm = min(spec.evaluation.warmup, n_test)
-    seconds = (n_test + warm) * q + r.lm_eval_overhead_s
+    ev = spec.evaluation
+    q = question_seconds(r, p.prompt_tokens, free, ev.max_new_tokens)
+    factor = r.adapter_factor if p.method is not None else 1.0
+    throughput_batch = max(1, min(8, 1024 // max(1, int(p.prompt_tokens))))  # as system_eval.throughput_batch
+    batch = throughput_batch
+    if models.eval_dtype(ev.dtype, models.device(spec.device)) != "float32":  # as system_eval.accuracy_batch
+        batch = ev.batch_size
+
+    def batched(n: int, b: int) -> float:
+        calls = math.ceil(n / b) * (1 + (ev.max_new_tokens if free else 0))
+        return (calls * r.eval_a + n * r.eval_b * p.prompt_tokens) * factor + r.lm_eval_overhead_s
+
+    sample = min(ev.latency_sample, n_test)
+    if batch == ev.batch_size or sample == n_test:  # one timed pass (harness.system_eval.evaluate_timed)
+        batch = ev.batch_size
+        seconds = (n_test + min(ev.warmup, n_test)) * q * factor + r.lm_eval_overhead_s
+    else:
+        seconds = batched(n_test, batch) + (sample + min(ev.warmup, sample)) * q * factor + r.lm_eval_overhead_s
     if n_cal:
-        batch = max(1, min(8, 1024 // max(1, int(p.prompt_tokens))))  # as system_eval.throughput_batch
-        cal = math.ceil(n_cal / batch) * r.eval_a + n_cal * r.eval_b * p.prompt_tokens
-        seconds += cal * (r.adapter_factor if p.method is not None else 1.0) + r.lm_eval_overhead_s
+        seconds += batched(n_cal, throughput_batch)
     if p.index:
         seconds += (n_test + n_cal) * r.query_embed_s
-    how = f"{n_test} questions x {q:.2f} s at {p.prompt_tokens:.0f} prompt tokens" + (
-        f", {n_cal} calibration" if n_cal else ""
+    how = (
+        f"{n_test} questions in batches of {batch}, {sample} timed x {q * factor:.2f} s at {p.prompt_tokens:.0f} "
+        + ("prompt tokens" + (f", {n_cal} calibration" if n_cal else ""))
     )
     return seconds + r.merge_s * (p.method is not None), how
 

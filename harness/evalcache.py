@@ -29,11 +29,12 @@ from pydantic import Field, ValidationError
 from harness import __version__, cache, files
 from harness.errors import HarnessError
 from harness.manifest import package_versions
-from harness.records import Measurement, Record, ServingMemory
+from harness.records import BatchedPass, Measurement, Record, ServingMemory
 
 # Bump when StoredEvaluation's layout or meaning changes (old entries are then simply measured again).
 # 2: peak_memory_mb is the serving peak, as if the system ran alone, with its parts (serving_memory).
-FORMAT = 2
+# 3: answers from the batched accuracy pass, latency on the seeded sample only (harness.latency), batched_pass.
+FORMAT = 3
 
 
 class StoredEvaluation(Record):
@@ -49,6 +50,7 @@ class StoredEvaluation(Record):
     calibration: list[Measurement] | None = Field(
         default=None, description="yes-no: the calibration questions' measurements"
     )
+    batched_pass: BatchedPass | None = Field(default=None, description="the accuracy pass's throughput")
 
 
 def _questions(questions) -> list:
@@ -136,6 +138,7 @@ def save(
     seconds: float,
     log,
     serving_memory: ServingMemory | None = None,
+    batched_pass: BatchedPass | None = None,
 ) -> None:
     """Store an evaluation; failing to (a full disk) costs the next run a re-evaluation, not this run. A
     read-only HARNESS_HOME stores nothing (the run said so once)."""
@@ -151,6 +154,7 @@ def save(
         serving_memory=serving_memory,
         test=test,
         calibration=calibration,
+        batched_pass=batched_pass,
     )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -109,8 +109,20 @@ def bf16_supported(on: str | None = None) -> bool:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    # Without native bf16 instructions autocast emulates bf16 and runs slower than fp32.
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    # Without native bf16 instructions autocast emulates bf16 and runs slower than fp32. Kernels limited to an
+    # older instruction set (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY: how an AVX2 machine is imitated, issue 20)
+    # do not use them either.
+    return ("avx512_bf16" in flags or "amx_bf16" in flags) and not isa_limited()
+
+
+# oneDNN instruction sets below native bf16 (AVX512_CORE_BF16 and later have it)
+NO_BF16_ISA = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
+def isa_limited() -> bool:
+    """The kernels are told to use an instruction set without native bf16."""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    return isa in NO_BF16_ISA or os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("default", "avx2")
 
 
 def eval_dtype(setting: str, on: str | None = None) -> str:

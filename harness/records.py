@@ -49,6 +49,9 @@ class Percentiles(Record):
     p50: float = Field(description="median")
     p95: float = Field(description="95th percentile (linear interpolation)")
     mean: float = Field(description="mean")
+    n: int | None = Field(default=None, description="values these figures are of (latency: the timed sample)", **_OMIT)
+    p50_ci: list[float] | None = Field(default=None, description="latency: 95% bootstrap interval of p50", **_OMIT)
+    p95_ci: list[float] | None = Field(default=None, description="latency: 95% bootstrap interval of p95", **_OMIT)
 
 
 class Retrieval(Record):
@@ -137,7 +140,7 @@ class Measurement(Record):
 
     id: str = Field(description="the question's id")
     prediction: str = Field(description="the chosen option, or the generated text")
-    latency_s: float | None = Field(description="seconds one user waits: retrieval (if any) + model")
+    latency_s: float | None = Field(description="seconds one user waits (retrieval + model); null: not timed")
     prompt_tokens: int = Field(description="tokens of the prompt the model saw")
     loglikelihoods: list[float] | None = Field(default=None, description="choice tasks: per option", **_OMIT)
     margin: float | None = Field(default=None, description="yes-no: log P(Yes) - log P(No)", **_OMIT)
@@ -173,7 +176,7 @@ class Sample(Record):
     calibrated_prediction: str | None = Field(
         default=None, description="yes-no with calibration: the answer at the calibrated threshold"
     )
-    latency_s: float | None = Field(description="seconds one user waits: retrieval (if any) + model")
+    latency_s: float | None = Field(description="seconds one user waits (retrieval + model); null: not timed")
     retrieval_latency_s: float | None = Field(default=None, description="retrieval systems: embed + search")
     category: str | None = Field(default=None, description="the question's category, if the data has one")
     doc_id: str | None = Field(default=None, description="the document that answers the question, if known")
@@ -210,6 +213,17 @@ class Throughput(Record):
         default=None,
         description="peak during the probe, counted as the serving peak is (process, resources, the probe's own)",
     )
+
+
+class BatchedPass(Record):
+    """The accuracy pass (every test question, untimed; latency is timed on a seeded sample, harness.latency): its
+    throughput, beside the probe's (Throughput), which the cost model reads."""
+
+    batch_size: int = Field(description="questions per forward pass (harness.system_eval.throughput_batch)")
+    n: int = Field(description="questions scored")
+    seconds: float = Field(description="wall time of the pass, its first (warm-up) call included")
+    questions_per_s: float = Field(description="questions per second over the pass")
+    tokens_per_s: float = Field(description="prompt tokens per second over the pass")
 
 
 class SystemCost(Record):
@@ -319,7 +333,9 @@ class SystemResult(Record):
     )
     cuda_peak_memory_mb: float | None = Field(default=None, description="peak CUDA memory, on a GPU", **_OMIT)
     metrics: dict[str, Interval] = Field(default_factory=dict, description="every metric, with its interval")
-    latency_s: Percentiles | None = Field(default=None, description="seconds per question a single user waits")
+    latency_s: Percentiles | None = Field(
+        default=None, description="seconds a single user waits, over the timed sample"
+    )
     prompt_tokens_mean: float | None = Field(default=None, description="mean prompt length in tokens")
     first_token_s: Percentiles | None = Field(default=None, description="free text: time to first token", **_OMIT)
     tokens_per_s: Percentiles | None = Field(default=None, description="free text: generation speed", **_OMIT)
@@ -338,6 +354,7 @@ class SystemResult(Record):
         default=None, description="oracle: how much of the gold document(s) its prompts held", **_OMIT
     )
     throughput: Throughput | None = Field(default=None, description="measured at the best batch size", **_OMIT)
+    batched_pass: BatchedPass | None = Field(default=None, description="the accuracy pass's throughput", **_OMIT)
     cost: SystemCost | None = Field(default=None, description="what the system costs (harness.cost)", **_OMIT)
     traceback: str | None = Field(default=None, description="kept for errors.log, not written", exclude=True)
 
@@ -394,9 +411,10 @@ class Settings(Record):
     """How the run measured: what latency and memory figures depend on."""
 
     threads: int = Field(description="torch threads")
-    batch_size: int = Field(description="questions per forward pass in the timed evaluation")
+    batch_size: int = Field(description="questions per forward pass in the timed latency sample")
     dtype: str = Field(description="evaluation precision")
     warmup: int = Field(description="untimed questions before timing starts")
+    latency_sample: list[str] | None = Field(default=None, description="ids of the questions timed", **_OMIT)
     device: str = Field(description="cpu or cuda")
     backend: str | None = Field(default=None, description="what scored the prompts: hf (transformers) or vllm")
     calibration: str | None = Field(default=None, description="yes-no calibration: dev, contextual or none")

@@ -24,12 +24,12 @@ from harness import (
     cache,
     cost,
     estimate,
+    latency,
     models,
     priorbreak,
     profile,
     results,
     scorers,
-    stats,
     strata,
     throughput,
 )
@@ -153,8 +153,9 @@ def plan(opts: RunOptions) -> Plan:
 LIMIT_DRAW = "seeded sample, stratified by document and category"
 
 
-def _percentiles(values) -> Percentiles:
-    return Percentiles.model_validate(stats.percentiles(list(values)))
+def _percentiles(values) -> Percentiles | None:
+    """Of the values measured (a model latency is None outside the timed sample), with their count n."""
+    return latency.percentiles(values)
 
 
 def _build_fields(info: BuildInfo) -> dict:
@@ -211,10 +212,13 @@ def system_result(
         training_peak_memory_mb=(info.training or {}).get("peak_memory_mb"),
         cuda_peak_memory_mb=None if cuda is None else round(cuda, 1),
         metrics=scored.metrics,
-        latency_s=_percentiles(m.latency_s for m in test),
+        latency_s=latency.percentiles(
+            (m.latency_s for m in test), bootstrap=spec.evaluation.bootstrap, seed=spec.seed
+        ),  # the timed sample's (harness.latency), with its n and intervals
         prompt_tokens_mean=round(sum(m.prompt_tokens for m in test) / len(test), 1),
         vs_best_baseline=vs_baseline,
         throughput=tp,
+        batched_pass=evaluation.batched_pass,
         **optional,
     )
 
@@ -427,6 +431,10 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
             batch_size=spec.evaluation.batch_size,
             dtype=ctx.dtype,
             warmup=spec.evaluation.warmup,
+            latency_sample=[
+                data.test[i].id
+                for i in latency.sample_indices(len(data.test), spec.seed, spec.evaluation.latency_sample)
+            ],
             device=ctx.device,
             backend=spec.evaluation.backend,
             calibration=spec.evaluation.calibration,

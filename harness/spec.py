@@ -256,12 +256,21 @@ class EvalSpec(Strict):
 evaluation: {batch_size: 1, max_new_tokens: 16, bootstrap: 2000, backend: hf}"""
 
     batch_size: int = Field(
-        1, gt=0, description="Questions per forward pass. 1 measures the latency a single user sees."
+        1,
+        gt=0,
+        description="Questions per forward pass when timing the latency sample. 1 measures the latency a single "
+        "user sees. (Every test question is scored for accuracy in throughput batches, untimed.)",
     )
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Evaluation precision: `auto` uses bf16 where supported."
     )
     warmup: int = Field(2, ge=0, description="Questions run before timing starts.")
+    latency_sample: int = Field(
+        40,
+        gt=0,
+        description="Test questions timed for latency (p50/p95 with an interval): a seeded sample, the same for "
+        "every system of a run, at most the number of test questions.",
+    )
     max_new_tokens: int = Field(32, gt=0, description="Free-text: longest generated answer.")
     calibration: Literal["dev-threshold", "contextual", "none"] = Field(
         "dev-threshold",

@@ -2,8 +2,9 @@
 read back from the evaluation cache when nothing that decides them changed (harness.evalcache).
 
 `evaluate_or_reuse` is the one entry point the pipeline (harness.run) calls per system; it renders the system's
-prompts, scores the test questions (timed, one user's latency) and the calibration questions (batched, untimed),
-and measures the system's serving memory through the run's ledger (ctx.memory).
+prompts, scores the test questions (in throughput batches, then a seeded sample timed at batch 1: one user's
+latency, harness.latency) and the calibration questions (batched, untimed), and measures the system's serving
+memory through the run's ledger (ctx.memory).
 """
 
 from __future__ import annotations
@@ -11,24 +12,34 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from harness import evalcache
+from harness import evalcache, latency
 from harness.calibration import calibration_questions, calibration_threshold
 from harness.context import RunContext, stage_name
 from harness.evaluate import run_lm_eval
 from harness.evaluate_vllm import vllm_for_system
 from harness.measure import timer
-from harness.records import EvaluationReused, GoldCut, Measurement, Passage, ServingMemory
+from harness.records import BatchedPass, EvaluationReused, GoldCut, Measurement, Passage, ServingMemory
 from harness.serving import own_base_model, serving_memory
 
 
 def throughput_batch(ctx: RunContext, prompts: list[str], token_budget: int = 1024, most: int = 8) -> int:
-    """Questions per forward pass for a pass whose latency nobody reads (calibration): as many as fit
+    """Questions per forward pass for a pass whose latency nobody reads (accuracy, calibration): as many as fit
     `token_budget` prompt tokens. Batching pays for short prompts only; long RAG prompts gain nothing and would
     only multiply the logits' memory (see docs/performance.md, "Calibration batches")."""
     if not prompts:
         return 1
     longest = max(len(ctx.tokenizer(p).input_ids) for p in prompts)
     return max(1, min(most, token_budget // max(1, longest)))
+
+
+def accuracy_batch(ctx: RunContext, prompts: list[str]) -> int:
+    """Questions per forward pass of the accuracy pass. Throughput batches only in fp32, where a batched
+    question's log-likelihoods agree with scoring it alone to ~3e-5 (0 of 60 legal-qa answers moved); in bf16,
+    batches of 8 moved 7 of 60 answers (the kernels' rounding depends on the batch's shape), so the pass runs at
+    `evaluation.batch_size`, the same answers as before (docs/performance.md, "Throughput-batch scoring")."""
+    if ctx.dtype != "float32":
+        return ctx.spec.evaluation.batch_size
+    return throughput_batch(ctx, prompts)
 
 
 def with_retrieval(m: Measurement, passages: list[dict], ranked_doc_ids: list[str], seconds: float) -> Measurement:
@@ -39,43 +50,88 @@ def with_retrieval(m: Measurement, passages: list[dict], ranked_doc_ids: list[st
             "ranked_doc_ids": ranked_doc_ids,
             "retrieval_latency_s": seconds,
             "model_latency_s": m.latency_s,
-            "latency_s": m.latency_s + seconds,
+            "latency_s": None if m.latency_s is None else m.latency_s + seconds,  # None: outside the latency sample
         }
     )
 
 
-def evaluate_system(
-    system, ctx: RunContext, questions, task_name: str, *, timed: bool = True, prompts=None
-) -> list[Measurement]:
-    """One Measurement per question. `timed=False` (calibration): batched for throughput, latency not
-    recorded. `prompts`: the system's rendered prompts for `questions`, when the caller has them already."""
+def _score(system, ctx: RunContext, questions, texts: list[str], task_name: str, batch: int, warmup: int, progress):
+    """One pass of lm-eval, or vLLM, over `questions` at `batch` questions per call, after `warmup` untimed ones."""
     spec = ctx.spec
-    prompts = prompts if prompts is not None else system.prompts(questions)
-    batch = spec.evaluation.batch_size if timed else throughput_batch(ctx, prompts.texts)
-    progress = ctx.reporter.progress(f"{system.name}: {task_name.rsplit('_', 1)[-1]}", len(questions))
-    warmup = spec.evaluation.warmup if timed else 0
     if spec.evaluation.backend == "vllm":  # vLLM loads the weights itself and serves an adapter unmerged
         kw = {"task_name": task_name, "batch_size": batch, "warmup": warmup, "progress": progress}
-        measured = vllm_for_system(system, ctx, questions, prompts.texts, **kw)
-    else:
-        with system.model() as model:
-            import torch
+        return vllm_for_system(system, ctx, questions, texts, **kw)
+    with system.model() as model:
+        import torch
 
-            torch.manual_seed(spec.seed)
-            measured = run_lm_eval(
-                model,
-                ctx.tokenizer,
-                questions,
-                prompts.texts,
-                answer_format=spec.answer_format,
-                task_name=task_name,
-                batch_size=batch,
-                warmup=warmup,
-                max_new_tokens=spec.evaluation.max_new_tokens,
-                seed=spec.seed,
-                dtype=ctx.dtype,
-                progress=progress,
+        torch.manual_seed(spec.seed)
+        return run_lm_eval(
+            model,
+            ctx.tokenizer,
+            questions,
+            texts,
+            answer_format=spec.answer_format,
+            task_name=task_name,
+            batch_size=batch,
+            warmup=warmup,
+            max_new_tokens=spec.evaluation.max_new_tokens,
+            seed=spec.seed,
+            dtype=ctx.dtype,
+            progress=progress,
+        )
+
+
+TIMING = ("latency_s", "first_token_s", "tokens_per_s")  # what only the timed latency sample measures
+
+
+def evaluate_timed(
+    system, ctx: RunContext, questions, task_name: str, prompts
+) -> tuple[list[Measurement], BatchedPass]:
+    """Every question scored for accuracy in throughput batches (`accuracy_batch`: in fp32), untimed; then the
+    seeded latency sample (harness.latency) timed at `evaluation.batch_size` after `evaluation.warmup` untimed
+    questions. When the accuracy batch is that batch size already (bf16; long RAG prompts: 1), the accuracy pass
+    is itself the timed pass and nothing is scored twice; so it is when the sample is every question (a --limit
+    run of at most `latency_sample` questions). Measurements outside the sample have no latency (None)."""
+    ev, texts = ctx.spec.evaluation, prompts.texts
+    batch = accuracy_batch(ctx, texts)
+    sample = latency.sample_indices(len(questions), ctx.spec.seed, ev.latency_sample)
+    label = f"{system.name}: {task_name.rsplit('_', 1)[-1]}"
+    one_pass = batch == ev.batch_size or len(sample) == len(questions)  # scoring twice would gain nothing
+    batch = ev.batch_size if one_pass else batch
+    progress = ctx.reporter.progress(label, len(questions))
+    with timer() as took:
+        measured = _score(system, ctx, questions, texts, task_name, batch, ev.warmup if one_pass else 0, progress)
+    seconds = took()
+    tokens = sum(m.prompt_tokens for m in measured)
+    batched = BatchedPass(
+        batch_size=batch,
+        n=len(questions),
+        seconds=round(seconds, 2),
+        questions_per_s=round(len(questions) / seconds, 3) if seconds > 0 else 0.0,
+        tokens_per_s=round(tokens / seconds, 1) if seconds > 0 else 0.0,
+    )
+    timed = {i: measured[i] for i in sample}
+    if not one_pass and sample:
+        qs, ts = [questions[i] for i in sample], [texts[i] for i in sample]
+        warm = min(ev.warmup, len(qs))
+        progress = ctx.reporter.progress(f"{label} latency sample", len(qs))
+        timed = dict(zip(sample, _score(system, ctx, qs, ts, f"{task_name}_latency", ev.batch_size, warm, progress)))
+        differ = sum(timed[i].prediction != measured[i].prediction for i in sample)
+        if differ:  # the answers are the batched pass's; say when batching changed any (docs/performance.md)
+            ctx.reporter.log(
+                f"  {system.name}: {differ} of {len(sample)} timed answers at batch {ev.batch_size} differ from "
+                f"the batched pass's (batch {batch}); the batched answers are scored"
             )
+    untimed = dict.fromkeys(TIMING)
+    measured = [
+        m.model_copy(update={k: getattr(timed[i], k) for k in TIMING} if i in timed else untimed)
+        for i, m in enumerate(measured)
+    ]
+    return _with_prompts(measured, prompts), batched
+
+
+def _with_prompts(measured: list[Measurement], prompts) -> list[Measurement]:
+    """A retrieval system's measurements with what it retrieved; the oracle's with its gold-document cuts."""
     if prompts.retrieved is None:
         return measured
     measured = [
@@ -85,6 +141,20 @@ def evaluate_system(
     if prompts.gold_cuts is not None:
         measured = [m.model_copy(update={"gold_context": GoldCut(**c)}) for m, c in zip(measured, prompts.gold_cuts)]
     return measured
+
+
+def evaluate_system(
+    system, ctx: RunContext, questions, task_name: str, *, timed: bool = True, prompts=None
+) -> list[Measurement]:
+    """One Measurement per question. `timed=False` (calibration): batched for throughput, latency not
+    recorded. `prompts`: the system's rendered prompts for `questions`, when the caller has them already."""
+    prompts = prompts if prompts is not None else system.prompts(questions)
+    if timed:
+        return evaluate_timed(system, ctx, questions, task_name, prompts)[0]
+    progress = ctx.reporter.progress(f"{system.name}: {task_name.rsplit('_', 1)[-1]}", len(questions))
+    batch = throughput_batch(ctx, prompts.texts)
+    measured = _score(system, ctx, questions, prompts.texts, task_name, batch, 0, progress)
+    return _with_prompts([m.model_copy(update=dict.fromkeys(TIMING)) for m in measured], prompts)
 
 
 def _torch_threads() -> int:
@@ -110,6 +180,7 @@ class Evaluation:
     serving_memory: ServingMemory | None = None
     budget_tokens: int | None = None  # oracle: the prompt budget its gold documents were fitted into
     key: str | None = None  # the evaluation cache's key (what the throughput probe is stored beside)
+    batched_pass: BatchedPass | None = None  # the accuracy pass's throughput
     prompts: object = None  # the system's rendered test prompts (parts.outputs.Prompts)
 
 
@@ -143,12 +214,13 @@ def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
             budget_tokens=test_prompts.budget_tokens,
             key=key,
             prompts=test_prompts,
+            batched_pass=stored.batched_pass,
         )
     if not own_base_model(system):
         ctx.base_model()  # loaded before the footprint starts, so that it counts once, as a resource
     stage = rep.stage(stage_name(name, "evaluate", len(ctx.data.test)))
     with stage, ctx.memory.footprint() as mem, timer() as took:
-        test = evaluate_system(system, ctx, ctx.data.test, _task_name(name, "test"), prompts=test_prompts)
+        test, batched = evaluate_timed(system, ctx, ctx.data.test, _task_name(name, "test"), test_prompts)
         calibration = (
             evaluate_system(system, ctx, cal_q, _task_name(name, "calibration"), timed=False, prompts=cal_prompts)
             if cal_q
@@ -166,6 +238,7 @@ def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
         seconds=took(),
         log=rep.log,
         serving_memory=serving,
+        batched_pass=batched,
     )
     threshold = calibration_threshold(ctx, cal_q, calibration)
     return Evaluation(
@@ -178,4 +251,5 @@ def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
         budget_tokens=test_prompts.budget_tokens,
         key=key,
         prompts=test_prompts,
+        batched_pass=batched,
     )

@@ -65,6 +65,8 @@ def system_metrics(entry) -> dict[str, float]:
     if entry.latency_s is not None:
         out.update({f"latency_{k}_s": float(getattr(entry.latency_s, k)) for k in ("p50", "p95", "mean")})
         out["serving_s_per_1000_questions"] = float(entry.latency_s.mean) * 1000
+        if entry.latency_s.n is not None:  # questions timed: the seeded latency sample (harness.latency)
+            out["latency_n"] = float(entry.latency_s.n)
     for key in ("peak_memory_mb", "build_s", "build_cost_s", "artifact_mb"):
         v = getattr(entry, key, None)
         if v is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from harness.context import Reporter
@@ -31,6 +33,10 @@ def test_each_stage_is_its_work_times_the_probed_rate(tmp_path, tiny_model_dir):
     # 10 questions + 2 warm-up at 0.1 + 0.001 * 100 s, plus one lm-eval call
     assert stages["prompt: evaluate 10 questions"].seconds == pytest.approx(12 * 0.2 + 1.0)
     assert stages["prompt: build"].seconds == 0
+    # 100 questions: in batches of 8 (1024 // 100 tokens), then the 40 of the latency sample + 2 timed one by one
+    more = {s.name: s for s in estimate(spec, plans[:1], r, n_test=100, n_cal=0, n_chunks=0)}
+    batched = math.ceil(100 / 8) * 0.1 + 100 * 0.001 * 100 + 1.0
+    assert more["prompt: evaluate 100 questions"].seconds == pytest.approx(batched + 42 * 0.2 + 1.0)
     # 2 epochs x 2 steps x 8 rows x 50 tokens at 100 tokens/s, plus loading the weights to train
     assert stages["lora: build"].seconds == pytest.approx(2 * 2 * 8 * 50 / 100 + 2.0)
     assert stages["lora: evaluate 10 questions"].seconds == pytest.approx(12 * 0.2 + 1.0 + 0.5)

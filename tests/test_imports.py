@@ -160,7 +160,7 @@ LAYERS = (
     (
         "foundation",
         "errors constants files yamlfile dataspec engine_spec profile extract chunking measure stats records cost "
-        "launch cache docgen strata waves scenario_records",
+        "launch cache docgen strata waves scenario_records latency",
     ),
     ("schema", "spec scorers overrides"),
     (

@@ -220,3 +220,17 @@ def test_broken_tokenizer_gives_a_clear_error(copy_of_tiny):
     ref = models.resolve_model(str(copy_of_tiny))
     with pytest.raises(HarnessError, match="cannot load its tokenizer"):
         models.load_tokenizer(ref)
+
+
+def test_kernels_limited_to_avx2_do_not_use_bf16(monkeypatch):
+    """An AVX2 machine imitated on an AVX-512 one (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY) runs in fp32, as the
+    real one would: its kernels have no native bf16."""
+    for var, value in (("ONEDNN_MAX_CPU_ISA", "AVX2"), ("ATEN_CPU_CAPABILITY", "avx2")):
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+        monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+        monkeypatch.setenv(var, value)
+        assert models.isa_limited() and not models.bf16_supported("cpu")
+        assert models.eval_dtype("auto", "cpu") == "float32"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    assert not models.isa_limited()

@@ -217,7 +217,10 @@ def test_a_systems_entry_is_built_from_its_build_record_measurements_and_scores(
     """Figures that apply only sometimes (a GPU's memory, free-text generation speed) are in the entry exactly
     when they were measured."""
     spec = SimpleNamespace(
-        answer_format="free-text", rag=SimpleNamespace(k=2), evaluation=SimpleNamespace(max_new_tokens=6)
+        answer_format="free-text",
+        rag=SimpleNamespace(k=2),
+        evaluation=SimpleNamespace(max_new_tokens=6, bootstrap=100),
+        seed=0,
     )
     ctx = SimpleNamespace(spec=spec, data=SimpleNamespace(test=[], corpus_is_fallback=False))
     info = systems.BuildInfo(build_s=1.234, cached=False, artifact_mb=2.5, notes=["n"])
@@ -231,6 +234,7 @@ def test_a_systems_entry_is_built_from_its_build_record_measurements_and_scores(
     entry = run.system_result("prompt", info, on_gpu, scored, None, ctx).model_dump(mode="json")
     assert entry["cuda_peak_memory_mb"] == 123.5 and entry["build_s"] == 1.23 and entry["build_cost_s"] == 1.23
     assert entry["latency_s"]["p50"] == 0.75 and entry["prompt_tokens_mean"] == 10.5 and entry["notes"][0] == "n"
+    assert entry["latency_s"]["n"] == 2 and len(entry["latency_s"]["p50_ci"]) == 2  # the timed sample's size
     assert entry["first_token_s"]["mean"] == 0.1 and entry["tokens_per_s"]["p50"] == 3.0
     assert entry["retrieval"] is None and "model_latency_s" not in entry
     assert entry["truncated_share"] == 0.5

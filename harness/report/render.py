@@ -150,6 +150,7 @@ def report_context(run: Run) -> dict[str, Any]:
         "rows": rows,
         "metrics": metric_names(results, rows),
         "show_rlat": any(r.retrieval_latency_p50 is not None for r in rows),
+        "latency_n": next((r.latency_n for r in rows if r.latency_n is not None), None),
         "baseline_name": best_baseline_name(results) or "best baseline",
         "colors": colors,
         "tradeoff": tradeoff_chart(results, colors),

@@ -79,6 +79,7 @@ class SummaryRow:
     latency_p50: float | None = None
     latency_p95: float | None = None
     latency_mean: float | None = None
+    latency_n: int | None = None  # questions timed (the seeded latency sample)
     retrieval_latency_p50: float | None = None
     retrieval_latency_p95: float | None = None
     peak_memory_mb: float | None = None
@@ -147,6 +148,7 @@ def system_row(name: str, e: SystemResult) -> SummaryRow:
         latency_p50=_p(e.latency_s, "p50"),
         latency_p95=_p(e.latency_s, "p95"),
         latency_mean=_p(e.latency_s, "mean"),
+        latency_n=e.latency_s.n if e.latency_s is not None else None,
         retrieval_latency_p50=_p(e.retrieval_latency_s, "p50"),
         retrieval_latency_p95=_p(e.retrieval_latency_s, "p95"),
         peak_memory_mb=_num(e.peak_memory_mb),
@@ -199,9 +201,19 @@ def metric_names(results: RunResults, rows: list[SummaryRow] | None = None) -> l
     return names
 
 
+def latency_label(rows: list[SummaryRow]) -> str:
+    """The latency column's header, with the size of the timed sample: "latency p50 / p95 (n=40)" (every system
+    of a run is timed on the same seeded sample; "n=30-40" if they differ)."""
+    ns = sorted({r.latency_n for r in rows if r.latency_n is not None})
+    if not ns:
+        return "latency p50 / p95"
+    return f"latency p50 / p95 (n={ns[0]})" if len(ns) == 1 else f"latency p50 / p95 (n={ns[0]}-{ns[-1]})"
+
+
 CSV_TAIL = (
     "latency_p50",
     "latency_p95",
+    "latency_n",
     "retrieval_latency_p50",
     "retrieval_latency_p95",
     "peak_memory_mb",
@@ -229,7 +241,7 @@ def csv_text(results: RunResults) -> str:
         for m in metrics:
             cell = r.metrics.get(m)
             line += [_csv(getattr(cell, part) if cell is not None else None) for part in METRIC_PARTS]
-        line += [_csv(getattr(r, k)) for k in CSV_TAIL[:7]]
+        line += [_csv(getattr(r, k)) for k in CSV_TAIL[:8]]
         line += [
             str(r.cached).lower() if not r.is_baseline else "",
             _csv(r.artifact_mb),
@@ -257,7 +269,7 @@ def markdown_text(results: RunResults) -> str:
     head = [
         "system",
         f"{hm} [95% CI]",
-        "latency p50 / p95",
+        latency_label(rows),
         memory_label(results),
         "build time",
         "artifact size",

@@ -21,7 +21,7 @@ from harness.records import RunResults
 from .prior import terminal_lines as prior_lines
 from .recommend import headline, recommendation
 from .runnotes import memory_label, run_notes
-from .summary import SummaryRow, best_baseline_name, metric_names, summary_rows, truncation_text
+from .summary import SummaryRow, best_baseline_name, latency_label, metric_names, summary_rows, truncation_text
 
 PLAIN = {"highlight": False, "markup": False, "emoji": False}
 
@@ -73,7 +73,9 @@ def columns(results: RunResults, rows: list[SummaryRow]) -> list[Column]:
     ]
     out += [Column(f"metric:{m}", m, metric(m)) for m in metric_names(results, rows) if m != hm]
     out += [
-        Column("latency", "latency p50 / p95", other("latency_text", " / "), "latency\np50 / p95"),
+        Column(
+            "latency", latency_label(rows), other("latency_text", " / "), latency_label(rows).replace(" ", "\n", 1)
+        ),
         Column(
             "memory", memory_label(results), other("memory_text", "\0"), memory_label(results).replace(" ", "\n", 1)
         ),

@@ -31,7 +31,8 @@ TERMS: dict[str, str] = {
     "recall_at_k": "Share of questions whose gold document is among the k retrieved passages' documents.",
     "mrr": "Mean reciprocal rank: 1 / the rank of the gold document's first passage, 0 when it is not retrieved.",
     "latency": "Seconds one user waits for one question (retrieval included), p50 the median and p95 the 95th "
-    "percentile.",
+    "percentile, over n test questions timed one at a time after a warm-up: a seeded sample, the same for every "
+    "system (every question is scored for accuracy in batches, untimed).",
     "peak_memory": (
         "Serving peak: the resident memory the system needs to answer (process, base model, index and embedder it "
         "uses, and its own peak while answering), as if it ran alone; training peaks are reported apart."

@@ -1,0 +1,177 @@
+"""Where a heavy stage's time goes: torch.profiler over the model's own work, grouped by operator.
+
+    python bench/profile_stages.py [--dtype auto|float32|bfloat16]
+
+scoring   one forward pass of a 630-token prompt (rag's length), the last positions through the LM head
+training  one LoRA step (forward + backward + AdamW) of 8 examples x 80 tokens (legal-qa's micro-batch)
+generate  16 new tokens for a batch of 8 geo-qa-length prompts (60 tokens)
+
+Prints, per stage, each operator's share of the self CPU time (matmuls, attention, norms, the optimizer, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+GROUPS = {
+    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "aten::matmul", "mkldnn", "onednn"),
+    "attention": ("scaled_dot_product", "flash_attention", "aten::_softmax", "aten::softmax"),
+    "elementwise": ("aten::mul", "aten::add", "aten::silu", "aten::neg", "aten::cat", "aten::pow", "aten::rsqrt",
+                    "aten::mean", "aten::sub", "aten::div", "aten::sigmoid", "aten::exp", "aten::cos", "aten::sin"),
+    "copies/casts": ("aten::copy_", "aten::to", "aten::_to_copy", "aten::clone", "aten::contiguous", "aten::fill_",
+                     "aten::zero_", "aten::empty", "aten::index", "aten::embedding"),
+    "optimizer": ("Optimizer", "aten::_foreach", "aten::addcdiv", "aten::addcmul", "aten::lerp", "aten::sqrt"),
+}  # fmt: skip
+
+
+def group_of(name: str) -> str:
+    for group, keys in GROUPS.items():
+        if any(k.lower() in name.lower() for k in keys):
+            return group
+    return "other"
+
+
+def profile(fn, steps: int = 2) -> dict:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    fn()  # warm-up
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        wall = (time.perf_counter() - start) / steps
+    per_group: dict[str, float] = defaultdict(float)
+    for e in prof.key_averages():
+        per_group[group_of(e.key)] += e.self_cpu_time_total
+    total = sum(per_group.values()) or 1.0
+    top = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:8]
+    return {
+        "wall_s": round(wall, 3),
+        "share": {g: round(v / total, 3) for g, v in sorted(per_group.items(), key=lambda kv: -kv[1])},
+        "top_ops": {e.key: round(e.self_cpu_time_total / total, 3) for e in top},
+    }
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dtype", default="auto")
+    args = ap.parse_args(argv)
+    import tempfile
+
+    os.environ.setdefault("HARNESS_HOME", tempfile.mkdtemp(prefix="harness-profile-"))
+    from harness.models import eval_dtype, set_offline_defaults, set_threads
+
+    set_offline_defaults()
+    set_threads()
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from harness import models
+    from harness.spec import load_spec
+    from harness.tasks import find_task
+
+    spec = load_spec(find_task("legal-qa"))
+    ref = models.resolve_model(spec.model)
+    dtype = eval_dtype(args.dtype, "cpu")
+    torch_dtype = getattr(torch, dtype)
+    out: dict = {"dtype": dtype, "threads": torch.get_num_threads()}
+    model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch_dtype).eval()
+    vocab = model.config.vocab_size
+    g = torch.Generator().manual_seed(0)
+
+    long = torch.randint(3, vocab, (1, 630), generator=g)
+    with torch.inference_mode():
+        out["scoring"] = profile(lambda: model(long, logits_to_keep=4))
+        short = torch.randint(3, vocab, (8, 60), generator=g)
+        out["generate"] = profile(
+            lambda: model.generate(short, max_new_tokens=16, min_new_tokens=16, do_sample=False), steps=1
+        )
+
+    train = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch.float32)
+    cfg = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    peft = get_peft_model(train, cfg).train()
+    opt = torch.optim.AdamW([p for p in peft.parameters() if p.requires_grad], lr=1e-4)
+    batch = torch.randint(3, vocab, (8, 80), generator=g)
+    bf16 = dtype == "bfloat16"
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            hidden = peft.base_model.model.model(batch).last_hidden_state[:, -3:]  # the answer positions only
+            logits = peft.base_model.model.lm_head(hidden).float()
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), batch[:, -3:].reshape(-1))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    out["training"] = profile(step)
+    out["levers"] = levers(ref.path, torch_dtype, long)
+    out["levers"].update(training_levers(ref.path, bf16, batch, vocab))
+    return out
+
+
+def training_levers(path: str, bf16: bool, batch, vocab: int) -> dict:
+    """Seconds of one LoRA step (as above) with each attention kernel, in this process (best of 3)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = {}
+    for attn in ("sdpa", "eager"):
+        base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attn)
+        cfg = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+        peft = get_peft_model(base, cfg).train()
+        opt = torch.optim.AdamW([p for p in peft.parameters() if p.requires_grad], lr=1e-4)
+
+        def step(peft=peft, opt=opt):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                hidden = peft.base_model.model.model(batch).last_hidden_state[:, -3:]
+                logits = peft.base_model.model.lm_head(hidden).float()
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), batch[:, -3:].reshape(-1))
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+
+        out[f"training step, attention {attn}"] = best_of(step)
+    return out
+
+
+def best_of(fn, n: int = 3) -> float:
+    fn()
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return round(min(times), 3)
+
+
+def levers(path: str, torch_dtype, long) -> dict:
+    """Seconds of one 630-token scoring forward under each setting tried, in this process (best of 3)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = {}
+    for attn in ("sdpa", "eager"):
+        m = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation=attn).eval()
+        with torch.inference_mode():
+            out[f"attention {attn}"] = best_of(lambda m=m: m(long, logits_to_keep=4))
+            if attn == "sdpa":
+                threads = torch.get_num_threads()
+                torch.set_num_threads(1)
+                out["sdpa, 1 thread"] = best_of(lambda m=m: m(long, logits_to_keep=4))
+                torch.set_num_threads(threads)
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), indent=2))
