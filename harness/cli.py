@@ -14,9 +14,17 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from harness.cli_output import (
+    BAD_INPUT,
+    INTERRUPTED,
+    SYSTEMS_FAILED,
+    TERMINATED,
+    console,
+    err_console,
+    one_line,
+)
+from harness.cli_tasks import TasksDir, tasks_app
 from harness.errors import HarnessError
 from harness.records import RunResults
 from harness.report import compare_runs, load_results, render_report
@@ -28,41 +36,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Prompt it, fine-tune it, or give it retrieval? Build all three on one task and compare them.",
 )
-tasks_app = typer.Typer(no_args_is_help=True, help="List, show and validate task files.")
 app.add_typer(tasks_app, name="tasks")
-# Everything these print is literal text: paths, task values and data rows come from files the user (or
-# someone else) wrote, and `[bold]` or `:x:` in them must print as written, not as rich markup or emoji.
-PLAIN = {"highlight": False, "markup": False, "emoji": False}
-console = Console(stderr=False, **PLAIN)
-err_console = Console(stderr=True, **PLAIN)
-
-# Exit codes: see the module docstring.
-OK, BAD_INPUT, SYSTEMS_FAILED = 0, 2, 3
-INTERRUPTED = 130  # what shells report for a process stopped by Ctrl-C (128 + SIGINT)
-TERMINATED = 143  # 128 + SIGTERM
-EXIT_CODES_HELP = (
-    "Exit codes: 0 every system succeeded; 3 the run completed (report written) but some system failed; "
-    "2 bad input; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM)."
-)
-
 # The final summary is as wide as the terminal, up to SUMMARY_MAX; written to a pipe or a log, SUMMARY_WIDTH.
 SUMMARY_WIDTH, SUMMARY_MAX = 100, 160
 
-TasksDir = typer.Option(None, "--tasks-dir", help="Extra folder of task YAML files (also: HARNESS_TASKS).")
 Track = typer.Option(
     None, "--track", help="`mlflow`: log the run (each system a nested run) to MLFLOW_TRACKING_URI or ./mlruns."
 )
-
-
-_LINE_BREAKERS = {"\x85", "\u2028", "\u2029"}
-
-
-def one_line(text: str) -> str:
-    """A message on one line, whatever it quotes: control characters (a newline in a file name, a NUL from a
-    task file) are shown escaped, as Python writes them, instead of breaking or garbling the line."""
-    import unicodedata
-
-    return "".join(repr(c)[1:-1] if unicodedata.category(c) == "Cc" or c in _LINE_BREAKERS else c for c in str(text))
 
 
 # Options of `harness run` that override a task file's field: option -> (flag, dotted field). The run records
@@ -377,54 +357,6 @@ def memory(
     )
     for line in est.lines():
         console.print(line, markup=False, soft_wrap=True)
-
-
-@tasks_app.command("list")
-def tasks_list(tasks_dir: list[Path] | None = TasksDir):
-    """Name, answer format, split sizes and description of every task found."""
-    from harness.taskinfo import describe_all
-
-    table = Table()
-    for col in ("task", "format", "train", "dev", "test", "corpus", "description"):
-        table.add_column(col)
-    for row in describe_all(tasks_dir or []):
-        table.add_row(*[str(row[k]) for k in ("name", "format", "train", "dev", "test", "corpus", "description")])
-    console.print(table)
-
-
-@tasks_app.command("show")
-def tasks_show(task: str, tasks_dir: list[Path] | None = TasksDir):
-    """The resolved configuration of a task, after includes and defaults."""
-    import yaml
-
-    from harness.spec import load_spec
-    from harness.taskinfo import headline_note
-    from harness.tasks import find_task
-
-    spec = load_spec(find_task(task, tasks_dir or []))
-    console.print(f"# {spec.source_path}", markup=False, soft_wrap=True)
-    console.print(headline_note(spec), markup=False, soft_wrap=True)
-    console.print(
-        yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True), markup=False, soft_wrap=True
-    )
-
-
-@tasks_app.command("validate")
-def tasks_validate(paths: list[Path] = typer.Argument(..., help="Task YAML files (or folders of them).")):
-    """Check the schema, and that the data loads and is consistent. Reports every problem, one line each."""
-    from harness.taskinfo import expand_paths, validate_file
-
-    failed = 0
-    for path in expand_paths(paths):
-        try:
-            info = validate_file(path)
-            console.print(f"ok   {one_line(path)}: {one_line(info)}", markup=False, soft_wrap=True)
-        except HarnessError as e:
-            failed += 1
-            for problem in getattr(e, "problems", None) or [str(e)]:  # every problem, one line each
-                err_console.print(f"FAIL {one_line(problem)}", markup=False, soft_wrap=True)
-    if failed:
-        raise typer.Exit(BAD_INPUT)
 
 
 def _click_exceptions() -> tuple[tuple, tuple, tuple]:
