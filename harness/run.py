@@ -360,7 +360,6 @@ def prepare(p: Plan, reporter: Reporter) -> Prepared:
     with reporter.stage("check the systems' settings"):  # may load the base model (its layer names)
         variants = p.variants or [Variant(n, n) for n in p.systems]
         built = make_systems(variants, ctx)  # each system is constructed once per run
-        ctx.memory.freeze_libraries()  # before validate may load the base model
         for s in built:
             if s.ctx is not ctx:  # a sweep variant's own settings (rag.k, ...) must fit the window too
                 problems = window_problems(s.ctx.spec, s.ctx.prompts, scored, window)
