@@ -173,10 +173,9 @@ class RunContext:
         self.training_data_fingerprint = data.fingerprint(("train", "dev"))
         self.tokenizer = models.load_tokenizer(model_ref)
         # Memory per system as if it ran alone (serving and training peaks): see harness.measure.MemoryLedger.
+        # Made before any model loads (validate may load the base model), so it freezes only library state: every
+        # context a run, a sweep worker, a scenario stage or a training job builds collects quickly from here on.
         self.memory = MemoryLedger()
-        # Before any model loads (validate may load the base model): every context a run, a sweep worker, a
-        # scenario stage or a training job builds collects quickly from here on.
-        self.memory.freeze_libraries()
         self._base = None
         self._embedder = None
         self.prompts = PromptBuilder(spec, self.tokenizer)

@@ -136,18 +136,17 @@ class MemoryLedger:
     memory an earlier stage freed is handed back first (`settle`), so the order of the systems does not matter."""
 
     def __init__(self):
-        settle()
-        self.process_mb = rss_mb()
+        self.freeze_libraries()  # collects, and reads the process's resident size
         self.sizes: dict[str, float] = {}
         self.loaded: set[str] = set()
         self.used: set[str] = set()
 
     def freeze_libraries(self) -> None:
         """Import the libraries every system loads (COMMON_LIBRARIES), collect, and move everything alive into the
-        collector's permanent generation (gc.freeze). Called before any model is loaded: what is alive then is
-        library state that lives as long as the process. With half a million library objects out of its sight,
-        each later settle() walks only what the run made since: a full collection takes a few hundredths of a
-        second instead of about half a second, and a run settles some thirty times (docs/performance.md,
+        collector's permanent generation (gc.freeze). A ledger is made before any model is loaded: what is alive
+        then is library state that lives as long as the process. With half a million library objects out of its
+        sight, each later settle() walks only what the run made since: a full collection takes a few hundredths of
+        a second instead of about half a second, and a run settles some thirty times (docs/performance.md,
         "Collections"). Libraries only some systems load (sentence-transformers, trl) stay where they were: in
         the resource or stage that imports them, so that they count only for the systems that use them."""
         for module in COMMON_LIBRARIES:
