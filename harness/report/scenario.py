@@ -60,14 +60,20 @@ def group_chart(sc: Scenario, group: str, names: list[str], colors: dict[str, st
         for x, g in kept:
             if fmt.is_number(g.ci_low) and fmt.is_number(g.ci_high):
                 c.line(xs(x), ys(g.ci_low), xs(x), ys(g.ci_high), cls="curve", stroke=colors[name], opacity="0.6")
-            title = f"{name}, stage {round(x)}: {fmt.num(g.value)} {fmt.interval(g)} (n={g.n})"
-            c.add("circle", title=title, cx=xs(x), cy=ys(g.value), r=3.5, fill=colors[name])
-        if len(kept) > 1:
-            d = " ".join(f"{xs(x):.1f},{ys(g.value):.1f}" for x, g in kept)
-            c.add("polyline", title=name, points=d, fill="none", stroke=colors[name], class_="curve")
+        titles = [f"{name}, stage {round(x)}: {fmt.num(g.value)} {fmt.interval(g)} (n={g.n})" for x, g in kept]
+        _series(c, xs, ys, name, colors[name], [(x, g.value) for x, g in kept], titles)
     _legend(c, names, colors)
     c.note = "Dots: the headline metric after each stage; bars: 95% bootstrap intervals. No dot: the group is empty."
     return c
+
+
+def _series(c: Chart, xs, ys, name: str, color: str, points: list[tuple[float, float]], titles: list[str]) -> None:
+    """One system's line: a dot per (stage, value), titled, joined when there are two or more."""
+    for (x, y), title in zip(points, titles):
+        c.add("circle", title=title, cx=xs(x), cy=ys(y), r=3.5, fill=color)
+    if len(points) > 1:
+        d = " ".join(f"{xs(x):.1f},{ys(y):.1f}" for x, y in points)
+        c.add("polyline", title=name, points=d, fill="none", stroke=color, class_="curve")
 
 
 def cost_chart(sc: Scenario, names: list[str], colors: dict[str, str]) -> Chart | None:
@@ -81,13 +87,7 @@ def cost_chart(sc: Scenario, names: list[str], colors: dict[str, str]) -> Chart 
     c, xs, ys = _frame("Cumulative refresh cost", len(sc.stages), 0.0, max(values) or 1.0, "seconds")
     for name, pts in series.items():
         kept = [(k, v) for k, v in pts if fmt.is_number(v)]
-        for k, v in kept:
-            c.add(
-                "circle", title=f"{name}, stage {k}: {fmt.duration(v)}", cx=xs(k), cy=ys(v), r=3.5, fill=colors[name]
-            )
-        if len(kept) > 1:
-            d = " ".join(f"{xs(k):.1f},{ys(v):.1f}" for k, v in kept)
-            c.add("polyline", title=name, points=d, fill="none", stroke=colors[name], class_="curve")
+        _series(c, xs, ys, name, colors[name], kept, [f"{name}, stage {k}: {fmt.duration(v)}" for k, v in kept])
     _legend(c, names, colors)
     c.note = "Seconds spent building (stage 0) and refreshing (later stages), summed; prompt never refreshes."
     return c
