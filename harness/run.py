@@ -274,10 +274,31 @@ def run_system(
         return SystemRun(failed, launch=info.launch if info is not None else None)
 
 
-def _holm_vs_baseline(runs: dict[str, SystemRun]) -> dict[str, SystemRun]:
+def holm_vs_baseline(runs: dict[str, SystemRun]) -> dict[str, SystemRun]:
     """The systems' tests against the strongest baseline, Holm-adjusted as one family (baselines.py)."""
     tests = model_free.holm_over_systems({n: r.result.vs_best_baseline for n, r in runs.items()})
     return {n: replace(r, result=r.result.model_copy(update={"vs_best_baseline": tests[n]})) for n, r in runs.items()}
+
+
+def run_results(spec, headline, model: str, n_test: int, runs: dict[str, SystemRun], baselines, comparisons, **rest):
+    """The run's results.json, with a fresh run id and the decision for the task's profile: what a plain run and a
+    scenario (harness.scenario) write. `rest`: the RunResults fields that differ between them (settings, ...)."""
+    out = RunResults(
+        task=spec.name,
+        run_id=time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2),
+        created=datetime.now().astimezone().isoformat(timespec="seconds"),
+        answer_format=spec.answer_format,
+        headline_metric=headline.metric,
+        headline_reason=headline.reason,
+        n_test=n_test,
+        seed=spec.seed,
+        model=model,
+        systems={n: r.result for n, r in runs.items()},
+        baselines={n: b.result for n, b in baselines.items()},
+        comparisons=comparisons,
+        **rest,
+    )
+    return cost.with_decision(out, spec.decision)
 
 
 def run_locally(built: list, variants: list[Variant], ctx: RunContext, baselines, scoring) -> dict[str, SystemRun]:
@@ -401,27 +422,21 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
     )
     started = time.time()
     runs = (p.runner or run_locally)(built, variants, ctx, baselines, scoring)
-    runs = _holm_vs_baseline(runs)
+    runs = holm_vs_baseline(runs)
     ok = {n: r.samples for n, r in runs.items() if r.result.ok}
     compared = [
         m
         for m in headline.compared
         if all(any(s.scores.get(m) is not None for s in samples) for samples in ok.values())
     ]
-    run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-    out = RunResults(
-        task=spec.name,
-        run_id=run_id,
-        created=datetime.now().astimezone().isoformat(timespec="seconds"),
-        answer_format=spec.answer_format,
-        headline_metric=headline.metric,
-        headline_reason=headline.reason,
-        n_test=len(data.test),
-        seed=spec.seed,
-        model=ref.display,
-        systems={n: r.result for n, r in runs.items()},
-        baselines={n: b.result for n, b in baselines.items()},
-        comparisons=results.comparisons(ok, compared, spec.seed),
+    out = run_results(
+        spec,
+        headline,
+        ref.display,
+        len(data.test),
+        runs,
+        baselines,
+        results.comparisons(ok, compared, spec.seed),
         prior_breaking=priorbreak.of_run(
             base, data.test, ok, spec.answer_format, spec.evaluation.bootstrap, spec.seed
         ),
@@ -443,8 +458,7 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
         limited=limited,
         sweep=p.sweep,
     )
-    out = cost.with_decision(out, spec.decision)
     launch = {n: r.launch for n, r in runs.items() if r.launch}
-    manifest = build_manifest(spec, ref, data, opts, run_id, launch)
+    manifest = build_manifest(spec, ref, data, opts, out.run_id, launch)
     with reporter.stage("write the run directory and report"):
         return write_run(opts.reports_dir / spec.name, out, [s for r in runs.values() for s in r.samples], manifest)

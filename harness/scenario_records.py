@@ -1,16 +1,15 @@
 """The typed figures of a `--scenario updates` run: results.json's `scenario` key (harness.records.RunResults).
 
-Standalone models (harness.records imports this module, so this one imports nothing of it); the documents-change
-protocol itself is in harness.scenario, the waves in harness.waves.
+harness.records imports this module, so this one builds on harness.record_base, not on harness.records; the
+documents-change protocol itself is in harness.scenario, the waves in harness.waves.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="allow")
+from harness.record_base import Comparison
+from harness.record_base import Record as _Record
 
 
 class GroupScore(_Record):
@@ -38,19 +37,12 @@ class StageSystem(_Record):
     notes: list[str] = Field(default_factory=list, description="how the system was refreshed")
 
 
-class StageComparison(_Record):
+class StageComparison(Comparison):
     """A paired test of two systems on one group after one stage; Holm-adjusted over the pairs of that group."""
 
-    group: str = Field(description="new, earlier or future")
-    a: str = Field(description="a system (pairs are in name order)")
-    b: str = Field(description="the other system")
     metric: str = Field(description="the headline metric")
-    diff: float = Field(description="a minus b")
-    p_value: float = Field(description="the raw paired p-value")
-    test: str = Field(description="mcnemar-exact / mcnemar-chi2 (0/1 metrics) or paired-permutation")
-    n: int = Field(description="questions both systems answered")
     p_holm: float = Field(description="Holm-adjusted p-value over every pair on this group")
-    significant: bool = Field(description="p_holm below harness.constants.SIGNIFICANCE_LEVEL")
+    group: str = Field(description="new, earlier or future")
 
 
 class Stage(_Record):

@@ -155,7 +155,7 @@ def test_four_systems_significant_raw_but_not_after_holm(tmp_path):
         vb = baselines.vs_best_baseline(samples, base, "accuracy", seed=0)
         assert vb.p_value == pytest.approx(2 * 0.5**6) and vb.significant  # alone, it would be significant
         runs[name] = run.SystemRun(SystemResult(kind="prompt", metrics=_metrics(0.8), vs_best_baseline=vb), samples)
-    runs = run._holm_vs_baseline(runs)
+    runs = run.holm_vs_baseline(runs)
     for r in runs.values():
         vb = r.result.vs_best_baseline
         assert vb.p_value < 0.05 < vb.p_holm == pytest.approx(0.125)

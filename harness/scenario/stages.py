@@ -12,15 +12,13 @@ finds its earlier stages built and evaluated and resumes at the stage it was in.
 
 from __future__ import annotations
 
-import secrets
 import time
 import traceback
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from harness import baselines as model_free
-from harness import cost, models, results, stats, strata
+from harness import models, results, stats, strata
 from harness.calibration import calibration_questions
 from harness.checks import window_problems
 from harness.constants import AnswerFormat
@@ -28,8 +26,8 @@ from harness.context import Reporter, RunContext
 from harness.data import TaskData, load_task_data
 from harness.errors import HarnessError
 from harness.manifest import build_manifest
-from harness.records import LimitedRun, RunResults, Sample, Settings
-from harness.run import LIMIT_DRAW, Plan, SystemRun, _holm_vs_baseline, system_result
+from harness.records import LimitedRun, Sample, Settings
+from harness.run import LIMIT_DRAW, Plan, SystemRun, holm_vs_baseline, run_results, system_result
 from harness.rundir import write_run
 from harness.scenario.adapters import continued
 from harness.scenario.index import extend_index
@@ -320,7 +318,7 @@ class Scenarios:
                 vs = model_free.vs_best_baseline(d.run.samples, baselines, headline.metric, spec.seed)
                 result = result.model_copy(update={"vs_best_baseline": vs})
             runs[name] = SystemRun(result, d.run.samples)
-        runs = _holm_vs_baseline(runs)
+        runs = holm_vs_baseline(runs)
         ok = {n: r.samples for n, r in runs.items() if r.result.ok}
         scenario = Scenario(
             kind="updates",
@@ -340,20 +338,14 @@ class Scenarios:
             stages=stages,
             seconds=round(time.time() - started, 1),
         )
-        run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-        out = RunResults(
-            task=spec.name,
-            run_id=run_id,
-            created=datetime.now().astimezone().isoformat(timespec="seconds"),
-            answer_format=spec.answer_format,
-            headline_metric=headline.metric,
-            headline_reason=headline.reason,
-            n_test=len(tests),
-            seed=spec.seed,
-            model=self.ref.display,
-            systems={n: r.result for n, r in runs.items()},
-            baselines={n: b.result for n, b in baselines.items()},
-            comparisons=results.comparisons(ok, [headline.metric], spec.seed),
+        out = run_results(
+            spec,
+            headline,
+            self.ref.display,
+            len(tests),
+            runs,
+            baselines,
+            results.comparisons(ok, [headline.metric], spec.seed),
             settings=Settings(
                 threads=threads,
                 batch_size=spec.evaluation.batch_size,
@@ -367,9 +359,8 @@ class Scenarios:
             limited=limited,
             scenario=scenario,
         )
-        out = cost.with_decision(out, spec.decision)
         data.test = tests
-        manifest = build_manifest(spec, self.ref, data, opts, run_id, {})
+        manifest = build_manifest(spec, self.ref, data, opts, out.run_id, {})
         with self.rep.stage("write the run directory and report"):
             return write_run(opts.reports_dir / spec.name, out, samples, manifest)
 
