@@ -15,6 +15,16 @@ from pathlib import Path
 
 import typer
 
+from harness.cli_options import (
+    BatchSize,
+    Device,
+    Dtype,
+    LatencySample,
+    ProfileOption,
+    Threads,
+    Track,
+    overrides,
+)
 from harness.cli_output import (
     BAD_INPUT,
     INTERRUPTED,
@@ -39,24 +49,6 @@ app = typer.Typer(
 app.add_typer(tasks_app, name="tasks")
 # The final summary is as wide as the terminal, up to SUMMARY_MAX; written to a pipe or a log, SUMMARY_WIDTH.
 SUMMARY_WIDTH, SUMMARY_MAX = 100, 160
-
-Track = typer.Option(
-    None, "--track", help="`mlflow`: log the run (each system a nested run) to MLFLOW_TRACKING_URI or ./mlruns."
-)
-
-
-# Options of `harness run` that override a task file's field: option -> (flag, dotted field). The run records
-# what they changed in its manifest (harness.overrides).
-OVERRIDES = {
-    "batch_size": ("--batch-size", "evaluation.batch_size"),
-    "dtype": ("--dtype", "evaluation.dtype"),
-    "latency_sample": ("--latency-sample", "evaluation.latency_sample"),
-}
-
-
-def overrides(**given) -> dict[str, tuple[str, object]]:
-    """{dotted field: (flag, value)} for harness.overrides.apply_overrides, from the options' values."""
-    return {OVERRIDES[k][1]: (OVERRIDES[k][0], v) for k, v in given.items()}
 
 
 def _version(value: bool) -> None:
@@ -125,35 +117,16 @@ def run(
         help="`local` trains in this process; `accelerate` runs training through `accelerate launch` "
         "with a config the harness writes (finetune.accelerate).",
     ),
-    device: str | None = typer.Option(
-        None, "--device", help="auto, cpu or cuda: overrides the task's `device:` (recorded in the manifest)."
-    ),
+    device: str | None = Device,
     reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", help="Where run directories go."),
     indices_dir: Path = typer.Option(Path("indices"), "--indices-dir", help="Where FAISS indices go."),
     tasks_dir: list[Path] | None = TasksDir,
-    batch_size: int | None = typer.Option(
-        None,
-        "--batch-size",
-        help="Questions per forward pass when timing latency (overrides evaluation.batch_size).",
-    ),
-    latency_sample: int | None = typer.Option(
-        None,
-        "--latency-sample",
-        help="Test questions timed for latency, a seeded sample (overrides evaluation.latency_sample).",
-    ),
-    dtype: str | None = typer.Option(
-        None, "--dtype", help="Evaluation precision: auto, float32 or bfloat16 (overrides evaluation.dtype)."
-    ),
-    threads: int | None = typer.Option(
-        None, "--threads", help="Torch threads (default: HARNESS_THREADS, OMP_NUM_THREADS, or every core)."
-    ),
+    batch_size: int | None = BatchSize,
+    latency_sample: int | None = LatencySample,
+    dtype: str | None = Dtype,
+    threads: int | None = Threads,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final table."),
-    profile: str | None = typer.Option(
-        None,
-        "--profile",
-        help="Deployment profile over the task's `decision:` block, e.g. "
-        "queries_per_day=5000,updates_per_month=4,usd_per_hour=0.9,p95_latency_s=2.",
-    ),
+    profile: str | None = ProfileOption,
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the plan and per-stage time and memory estimates; build and write nothing."
     ),
@@ -267,10 +240,16 @@ def sweep(
     ),
     seed: int | None = typer.Option(None, "--seed", help="Override the task's seed."),
     reevaluate: bool = typer.Option(False, "--reevaluate", help="Evaluate every variant again."),
+    device: str | None = Device,
     reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", help="Where run directories go."),
     indices_dir: Path = typer.Option(Path("indices"), "--indices-dir", help="Where FAISS indices go."),
     tasks_dir: list[Path] | None = TasksDir,
+    batch_size: int | None = BatchSize,
+    latency_sample: int | None = LatencySample,
+    dtype: str | None = Dtype,
+    threads: int | None = Threads,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final table."),
+    profile: str | None = ProfileOption,
     track: str | None = Track,
 ):
     """Run every combination of the --set values as its own system (`lora[r=8]`), in one run and one report
@@ -295,7 +274,11 @@ def sweep(
         indices_dir=indices_dir,
         task_dirs=tasks_dir or [],
         reevaluate=reevaluate,
+        device=device,
         command=["harness", *sys.argv[1:]],
+        profile=profile,
+        overrides=overrides(batch_size=batch_size, dtype=dtype, latency_sample=latency_sample),
+        threads=threads,
     )
     _execute_and_print(plan_sweep(opts, [*from_file, *(sets or [])], executor, ray_address), quiet, track)
 

@@ -97,6 +97,32 @@ def test_missing_ray_and_mlflow_say_how_to_install(tiny_task, tmp_path, monkeypa
     assert code == 2 and "pip install -e '.[mlflow]'" in err and err.strip().count("\n") == 0
 
 
+def test_a_sweep_takes_the_runs_profile_overrides_and_device(tiny_task, tmp_path, monkeypatch):
+    """--profile, --dtype, --batch-size, --latency-sample, --threads and --device reach the sweep's plan as they
+    reach a run's, and a bad value fails the same clean way."""
+    import harness.cli as cli
+
+    planned = []
+    monkeypatch.setattr(cli, "_execute_and_print", lambda p, quiet, track: planned.append(p))
+    extra = ["--set", "rag.k=1,2", "--systems", "rag", "--profile", "queries_per_day=1234,usd_per_hour=2"]
+    extra += ["--dtype", "float32", "--batch-size", "2", "--latency-sample", "3", "--threads", "1", "--device", "cpu"]
+    code, _, err = run_cli(*sweep_args(tiny_task, tmp_path, *extra))
+    assert code == 0, err
+    [p] = planned
+    assert (p.spec.decision.queries_per_day, p.spec.decision.usd_per_hour) == (1234, 2)
+    e = p.spec.evaluation
+    assert (e.dtype, e.batch_size, e.latency_sample, p.spec.device) == ("float32", 2, 3, "cpu")
+    assert p.opts.overridden["evaluation.dtype"] == "float32" and p.opts.overridden["threads"] == 1
+    assert [v.name for v in p.variants] == ["rag[k=1]", "rag[k=2]"]
+    for bad, words in (
+        (["--device", "tpu"], "--device must be auto, cpu or cuda, got 'tpu'"),
+        (["--profile", "queries_per_day"], "'queries_per_day' is not key=value"),
+        (["--threads", "0"], "--threads must be a positive number"),
+    ):
+        code, _, err = run_cli(*sweep_args(tiny_task, tmp_path, "--set", "rag.k=1,2", *bad))
+        assert code == 2 and words in err and err.strip().count("\n") == 0, err
+
+
 def test_a_sweep_file_gives_the_same_sets(spec, tmp_path):
     path = tmp_path / "sweep.yaml"
     path.write_text("systems: [prompt, lora, rag]\ngrid:\n  finetune.r: [2, 8]\n  rag: {k: [1, 3], index: flat}\n")
