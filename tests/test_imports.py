@@ -160,7 +160,7 @@ LAYERS = (
     (
         "foundation",
         "errors constants files yamlfile dataspec engine_spec profile extract chunking measure stats records cost "
-        "launch cache docgen strata waves scenario_records latency",
+        "launch cache docgen strata waves record_base scenario_records latency",
     ),
     ("schema", "spec scorers overrides"),
     (
@@ -173,7 +173,7 @@ LAYERS = (
     ("report", "report"),
     (
         "pipeline",
-        "checks taskinfo probe estimate system_eval run rundir train_worker sweep tracking cli cli_output cli_tasks"
+        "checks taskinfo probe estimate system_eval run rundir train_worker sweep tracking cli cli_output cli_options cli_tasks"
         " serving scenario",
     ),
 )
