@@ -68,7 +68,6 @@ def step_seconds(path: str, attn: str, weights: str, bf16: bool, data, steps: in
         start = time.perf_counter()
         step()
         best = min(best, time.perf_counter() - start)
-    del model, base, opt
     return round(best, 3)
 
 

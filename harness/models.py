@@ -283,6 +283,34 @@ def load_model(ref: ModelRef, dtype: str = "float32", on: str | None = None):
         ) from None
     model.to(on or device())
     model.eval()
+    return standard_head_input(model)
+
+
+def standard_head_input(model):
+    """Give the vocabulary head its input in standard strides; returns the model.
+
+    transformers slices the last positions out of the hidden states (`logits_to_keep`, and every decoding step
+    of `generate`), a view whose batch stride is the whole sequence's. While the head's weight requires a
+    gradient, torch folds that view into one matrix product; once the weight is frozen, as peft freezes it
+    under every adapter, it multiplies batch by batch against a copy of the whole transposed head: 49,152 x 576
+    values per row, per forward pass. Scoring through a merged adapter took several times the base model's
+    time for that alone (see docs/performance.md, "The frozen vocabulary head"). Copying the few kept positions
+    gives the same logits, bit for bit, at the base model's speed.
+    """
+    import torch
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        return model
+
+    def standard(module, args):
+        x = args[0] if args else None
+        if not isinstance(x, torch.Tensor) or x.dim() < 3:
+            return None
+        expected = torch.empty(x.shape, device="meta").stride()
+        return None if x.stride() == expected else (x.clone(memory_format=torch.contiguous_format), *args[1:])
+
+    head.register_forward_pre_hook(standard)
     return model
 
 

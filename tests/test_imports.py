@@ -173,8 +173,8 @@ LAYERS = (
     ("report", "report"),
     (
         "pipeline",
-        "checks taskinfo probe estimate system_eval run rundir train_worker sweep tracking cli cli_output cli_options cli_tasks"
-        " serving scenario",
+        "checks taskinfo probe estimate system_eval run rundir train_worker sweep tracking cli cli_output cli_options"
+        " cli_tasks serving scenario",
     ),
 )
 

@@ -193,6 +193,31 @@ def test_load_tiny_model_and_tokenizer(tiny_model_dir):
     ]
 
 
+def test_a_frozen_head_gets_its_input_in_standard_strides(tiny_model_dir):
+    """Under an adapter (peft freezes the head) the last positions reach the vocabulary head as a strided view,
+    which torch multiplies against a copy of the whole head per row (harness.models.standard_head_input). The
+    head must see standard strides, in scoring and in generation, and give the same logits and tokens."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    ref = models.resolve_model(str(tiny_model_dir))
+    plain = models.load_model(ref)
+    model = models.load_model(ref)
+    peft = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")).eval()
+    assert not model.get_output_embeddings().weight.requires_grad  # frozen, as under every adapter
+    seen = []
+    model.get_output_embeddings().register_forward_pre_hook(lambda m, args: seen.append(args[0].stride()))
+    ids = torch.randint(3, model.config.vocab_size, (3, 9), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        peft.merge_adapter()  # B is zero at init: the merged weights are the plain model's
+        logits = peft(ids, logits_to_keep=2).logits
+        tokens = peft.generate(ids[:1], max_new_tokens=3, do_sample=False)
+        assert torch.equal(logits, plain(ids, logits_to_keep=2).logits)
+        assert torch.equal(tokens, plain.generate(ids[:1], max_new_tokens=3, do_sample=False))
+    assert seen[0] == (2 * 32, 32, 1)  # not (9 * 32, 32, 1): the view of the whole sequence
+    assert seen[1:] and all(s == (32, 32, 1) for s in seen[1:])  # generation: one position of one row
+
+
 def test_load_tokenizer_pad_falls_back_to_eos(copy_of_tiny):
     cfg_path = copy_of_tiny / "tokenizer_config.json"
     cfg = json.loads(cfg_path.read_text())

@@ -21,7 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness import cache, files, launch
+from harness import cache, files, launch, models
 from harness.errors import HarnessError
 from harness.manifest import package_versions
 from harness.measure import Footprint, timer
@@ -347,7 +347,7 @@ class AdapterTrainer:
             kwargs["quantization_config"] = nf4_config(torch.bfloat16 if ctx.use_bf16(s.bf16) else torch.float32)
             if ctx.device == "cuda":
                 kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-        model = AutoModelForCausalLM.from_pretrained(ctx.model_ref.path, **kwargs)
+        model = models.standard_head_input(AutoModelForCausalLM.from_pretrained(ctx.model_ref.path, **kwargs))
         if self.method == "qlora":
             from peft import prepare_model_for_kbit_training
 
