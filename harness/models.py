@@ -295,23 +295,29 @@ def standard_head_input(model):
     under every adapter, it multiplies batch by batch against a copy of the whole transposed head: 49,152 x 576
     values per row, per forward pass. Scoring through a merged adapter took several times the base model's
     time for that alone (see docs/performance.md, "The frozen vocabulary head"). Copying the few kept positions
-    gives the same logits, bit for bit, at the base model's speed.
+    gives the same logits, bit for bit, at the base model's speed. Only for bf16 and fp16 heads: in fp32 the
+    strided product costs no more, and folding it would change the rounding of batched fp32 scores.
     """
     import torch
 
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if head is None:
+    weight = getattr(head, "weight", None)
+    if weight is None or weight.dtype not in (torch.bfloat16, torch.float16):
         return model
 
-    def standard(module, args):
-        x = args[0] if args else None
-        if not isinstance(x, torch.Tensor) or x.dim() < 3:
-            return None
-        expected = torch.empty(x.shape, device="meta").stride()
-        return None if x.stride() == expected else (x.clone(memory_format=torch.contiguous_format), *args[1:])
-
-    head.register_forward_pre_hook(standard)
+    head.register_forward_pre_hook(standard_strides)
     return model
+
+
+def standard_strides(module, args):
+    """A forward pre-hook: the module's first input copied to standard strides when it is a strided view."""
+    import torch
+
+    x = args[0] if args else None
+    if not isinstance(x, torch.Tensor) or x.dim() < 3:
+        return None
+    expected = torch.empty(x.shape, device="meta").stride()
+    return None if x.stride() == expected else (x.clone(memory_format=torch.contiguous_format), *args[1:])
 
 
 def linear_layer_names(model) -> list[str]:
