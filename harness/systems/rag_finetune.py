@@ -16,8 +16,8 @@ indexes the training Q&A pairs; then a training question's own pair is always le
 model its answer).
 
 Training prompts must fit finetune.max_length with the answer (trl drops the answer of a longer row), so
-they get at most that many tokens, and evaluation prompts get the same budget: an adapter scored on longer
-prompts than it learned from did worse (see docs/performance.md, "rag+lora prompt budget"). When
+they get at most that many tokens, and evaluation prompts get the same budget: on the dev split, the adapter
+scored on rag's longer prompts did no better and cost more (see docs/performance.md, "rag+lora prompt budget"). When
 finetune.max_length leaves less than rag's budget, the note says so: rag+lora then sees fewer passage tokens
 than rag. The cache key holds every retrieval setting, so the adapter is separate from plain `lora` and
 retrains when retrieval changes.
