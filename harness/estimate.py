@@ -20,7 +20,7 @@ from harness import models, throughput
 from harness.constants import AnswerFormat
 from harness.context import clock as duration
 from harness.context import stage_name
-from harness.probe import Rates
+from harness.probe import Rates, train_rate_key
 
 
 @dataclass
@@ -83,9 +83,15 @@ def padded_tokens(lengths: list[int], batch_size: int, seed: int) -> int:
     )
 
 
+def train_key(p: SystemPlan) -> str:
+    """Where the probe stored this system's training rate (harness.probe.train_rate_key)."""
+    method = p.method or "lora"
+    return train_rate_key("lora" if method in ("dpo", "orpo") else method, p.kind == "rag+finetune")
+
+
 def training_seconds(p: SystemPlan, r: Rates, seed: int) -> tuple[float, str]:
     """Steps x padded tokens at the probed training rate, plus validation passes and loading the weights."""
-    rate = r.train_tokens_per_s.get(p.method or "lora") or r.train_tokens_per_s.get("lora")
+    rate = r.train_tokens_per_s.get(train_key(p)) or r.train_tokens_per_s.get("lora")
     steps = math.ceil(len(p.train_rows) / p.batch_size) * p.epochs
     tokens = padded_tokens(p.train_rows, p.batch_size, seed) * p.epochs
     seconds = tokens / rate
@@ -170,7 +176,7 @@ def estimate(spec, plans: list[SystemPlan], r: Rates, n_test: int, n_cal: int, n
                 seconds, train_how = training_seconds(p, r, spec.seed)
                 build += seconds
                 how = "; ".join(x for x in (how, train_how) if x)
-                peak = r.train_peak_mb.get(p.method or "lora")
+                peak = r.train_peak_mb.get(train_key(p))
         stages.append(Stage(stage_name(p.name, "build"), build, peak, how))
         seconds, how = evaluate_seconds(p, r, n_test, n_cal, spec)
         stages.append(Stage(stage_name(p.name, "evaluate", n_test), seconds, r.eval_peak_mb, how))

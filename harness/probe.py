@@ -19,7 +19,17 @@ from harness.evaluate import run_lm_eval
 from harness.measure import PeakMemory, timer
 
 EVAL_QUESTIONS = 4  # per prompt length
-TRAIN_TOKENS_PER_STEP = 512  # rows per probe step: as many as fit this many tokens (at least one)
+# Rows per probe step: as many as fit this many tokens (at least one), up to finetune.batch_size: the rows of one
+# training forward pass (rag+lora's micro-batch, harness.systems.rag_finetune.MICRO_BATCH_TOKENS; plain lora's
+# 8 short rows). A smaller probe step ran at a lower rate per token than the trainer's steps.
+TRAIN_TOKENS_PER_STEP = 1024
+# Timed steps after the warm-up; the rate is the fastest one's. The first step after the warm-up still ran ~40%
+# slower than the trainer's average step (docs/performance.md, "The estimate's training rate").
+TRAIN_TIMED_STEPS = 2
+# Part of every stored figure's key: bump it when what the probe measures, or the speed of what it measures,
+# changes (2: the fastest of two timed steps of a trainer-sized batch, RAFT rows apart from plain ones; adapters
+# scored with the standard-strides head).
+PROBE_VERSION = 2
 
 
 @dataclass
@@ -134,8 +144,9 @@ def probe_eval(ctx, short_tokens: float, long_tokens: float, r: Rates, adapter: 
             r.eval_a = max(0.0, s1 - r.eval_b * t1)
 
 
-def probe_train(ctx, method: str, rows: list[tuple[list[int], int]], r: Rates) -> None:
-    """One warm-up and one timed optimiser step of `method` on `rows` ((token ids, answer length) each)."""
+def probe_train(ctx, method: str, rows: list[tuple[list[int], int]], r: Rates, key: str | None = None) -> None:
+    """One warm-up and TRAIN_TIMED_STEPS timed optimiser steps of `method` on `rows` ((token ids, answer length)
+    each); the rate is the fastest timed step's, stored under `key` (default: the method)."""
     import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
@@ -163,7 +174,7 @@ def probe_train(ctx, method: str, rows: list[tuple[list[int], int]], r: Rates) -
         backbone = getattr(model.get_base_model(), model.get_base_model().base_model_prefix)
         head = model.get_base_model().get_output_embeddings()
         times = []
-        for _ in range(2):
+        for _ in range(1 + TRAIN_TIMED_STEPS):
             start = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 hidden = backbone(input_ids=input_ids, attention_mask=attention, use_cache=False).last_hidden_state
@@ -175,8 +186,9 @@ def probe_train(ctx, method: str, rows: list[tuple[list[int], int]], r: Rates) -
             opt.step()
             opt.zero_grad()
             times.append(time.perf_counter() - start)
-    r.train_tokens_per_s[method] = input_ids.numel() / times[-1]
-    r.train_peak_mb[method] = round(mem.peak_mb, 1)
+    key = key or method
+    r.train_tokens_per_s[key] = input_ids.numel() / min(times[1:])
+    r.train_peak_mb[key] = round(mem.peak_mb, 1)
     del model, base, opt
 
 
@@ -225,6 +237,11 @@ EVAL_FIELDS = ("eval_a", "eval_b", "lm_eval_overhead_s", "merge_s", "eval_peak_m
 EMBED_FIELDS = ("embedder_load_s", "embed_chunk_s", "query_embed_s", "embed_peak_mb")
 
 
+def train_rate_key(method: str, raft: bool) -> str:
+    """The key of a training rate in Rates: the method, or rag+method for RAFT rows (prompts with passages)."""
+    return f"rag+{method}" if raft else method
+
+
 def _machine() -> list:
     import os
     import platform
@@ -271,7 +288,7 @@ def measure(ctx, built: list, with_index: bool, log, stored_only: bool = False) 
     from harness.systems.finetune import training_rows
 
     spec, r, reused = ctx.spec, Rates(), []
-    machine = [__version__, ctx.model_ref.fingerprint, ctx.dtype, ctx.device, *_machine()]
+    machine = [__version__, PROBE_VERSION, ctx.model_ref.fingerprint, ctx.dtype, ctx.device, *_machine()]
     sample = ctx.data.test[:20]
     short = sum(ctx.prompts.tokens(ctx.prompts.plain(q)) for q in sample) / max(1, len(sample))
     n_chunks, chunk_tokens = 0, 0.0
@@ -304,34 +321,35 @@ def measure(ctx, built: list, with_index: bool, log, stored_only: bool = False) 
             raise NotStored("evaluation")
         probe_eval(ctx, short, long, r, adapter)
         _store(key, {**{f: getattr(r, f) for f in EVAL_FIELDS}, "long": long}, log)
-    methods = {}
+    methods = {}  # rate key -> (method, RAFT rows): rag+lora's long rows train at their own rate, apart from lora's
     for s in built:
         adapter = getattr(s, "adapter", None)
         if adapter is not None and adapter.cached() is None:
             method = "lora" if adapter.method in ("dpo", "orpo") else adapter.method
-            methods[method] = s.kind == "rag+finetune" or methods.get(method, False)
-    for method, raft in methods.items():
+            raft = s.kind == "rag+finetune"
+            methods[train_rate_key(method, raft)] = (method, raft)
+    for rate_key, (method, raft) in methods.items():
         settings = spec.finetune.for_method(method)
         key = cache.key_of("train", machine, method, settings.model_dump(mode="json"), raft)
         stored = _stored(key)
         if stored is not None:
-            r.train_tokens_per_s[method], r.train_peak_mb[method] = stored["tokens_per_s"], stored["peak_mb"]
+            r.train_tokens_per_s[rate_key], r.train_peak_mb[rate_key] = stored["tokens_per_s"], stored["peak_mb"]
             r.train_load_s = max(r.train_load_s, stored["load_s"])
-            reused.append(f"{method} training")
+            reused.append(f"{rate_key} training")
             continue
         if stored_only:
-            raise NotStored(f"{method} training")
+            raise NotStored(f"{rate_key} training")
         rows = rows_of(ctx, [(x["prompt"], x["completion"]) for x in training_rows(ctx, ctx.data.train[:16])])
         if raft:  # RAFT rows: the prompt filled with passages to the training length
             filler = _filler(ctx, settings.max_length)
             ids = ctx.tokenizer(filler, add_special_tokens=False).input_ids[: settings.max_length - 4]
             rows = [(ids + row[-answer:], answer) for row, answer in rows]
-        probe_train(ctx, method, rows, r)
+        probe_train(ctx, method, rows, r, rate_key)
         _store(
             key,
             {
-                "tokens_per_s": r.train_tokens_per_s[method],
-                "peak_mb": r.train_peak_mb[method],
+                "tokens_per_s": r.train_tokens_per_s[rate_key],
+                "peak_mb": r.train_peak_mb[rate_key],
                 "load_s": r.train_load_s,
             },
             log,

@@ -48,6 +48,25 @@ def test_each_stage_is_its_work_times_the_probed_rate(tmp_path, tiny_model_dir):
     assert build.seconds == 0 and "cached" in build.how
 
 
+def test_rag_lora_trains_at_its_own_probed_rate_apart_from_lora(tmp_path, tiny_model_dir):
+    """RAFT rows (prompts with passages) train at another rate per token than plain rows: a run with both lora and
+    rag+lora probes and uses each rate for its own system (harness.probe.train_rate_key)."""
+    spec = load_spec(write_tiny_task(tmp_path, tiny_model_dir))
+    r = Rates(train_load_s=0.0)
+    r.train_tokens_per_s.update({"lora": 200.0, "rag+lora": 100.0})
+    r.train_peak_mb.update({"lora": 900.0, "rag+lora": 1500.0})
+    plans = [
+        SystemPlan("lora", "finetune", 100.0, train_rows=[50] * 8, batch_size=8, epochs=1, method="lora"),
+        SystemPlan("rag+lora", "rag+finetune", 100.0, train_rows=[50] * 8, batch_size=8, epochs=1, method="lora"),
+        SystemPlan("dpo", "preference", 100.0, train_rows=[50] * 8, batch_size=8, epochs=1, method="dpo"),
+    ]
+    stages = {s.name: s for s in estimate(spec, plans, r, n_test=10, n_cal=0, n_chunks=0)}
+    assert stages["lora: build"].seconds == pytest.approx(400 / 200)
+    assert stages["rag+lora: build"].seconds == pytest.approx(400 / 100)
+    assert (stages["lora: build"].peak_mb, stages["rag+lora: build"].peak_mb) == (900.0, 1500.0)
+    assert stages["dpo: build"].seconds == pytest.approx(400 / 200)  # preference training probes as lora
+
+
 def test_estimate_lines_show_every_stage_and_the_total():
     est = Estimate(["plan: t"], [Stage("a: build", 90.0, 1500.0, "x"), Stage("a: evaluate 3 questions", 30.0)], 4.0)
     lines = est.lines()
