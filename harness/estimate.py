@@ -295,6 +295,12 @@ def estimate_run(ctx, built: list, n_cal: int, log, stored_only: bool = False) -
     ]
     if reused:
         notes.append(f"rates measured earlier on this machine: {', '.join(reused)} (HARNESS_HOME/probe)")
+    raft = [p.name for p in plans if p.kind == "rag+finetune" and p.train_rows and not p.cached]
+    if raft:  # measured, not modelled: see docs/performance.md, "The estimate's training rate"
+        notes.append(
+            f"{', '.join(raft)}: training with passages has run at about half the probed rate (gradient accumulation "
+            "over micro-batches); its build may take up to twice the estimate"
+        )
     return Estimate(lines, stages, time.perf_counter() - started, notes)
 
 
