@@ -116,8 +116,8 @@ def sft_config(trainer: AdapterTrainer, output_dir: Path, phase: str, has_eval: 
     from trl import SFTConfig
 
     s, ctx = trainer.settings, trainer.ctx
-    # Random batches, not `group_by_length`: length-grouped batches were nearly single-category on legal-qa
-    # and the adapter did much worse (see docs/performance.md, "group_by_length").
+    # Random batches (transformers' default `train_sampling_strategy`), not length-grouped ones: those were nearly
+    # single-category on legal-qa and the adapter did much worse on dev (see docs/performance.md, "group_by_length").
     return SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=s.corpus_epochs if phase == "corpus" else s.epochs,
