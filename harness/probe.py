@@ -23,8 +23,8 @@ EVAL_QUESTIONS = 4  # per prompt length
 # training forward pass (rag+lora's micro-batch, harness.systems.rag_finetune.MICRO_BATCH_TOKENS; plain lora's
 # 8 short rows). A smaller probe step ran at a lower rate per token than the trainer's steps.
 TRAIN_TOKENS_PER_STEP = 1024
-# Timed steps after the warm-up; the rate is the fastest one's. The first step after the warm-up still ran ~40%
-# slower than the trainer's average step (docs/performance.md, "The estimate's training rate").
+# Timed steps after the warm-up; the rate is the fastest one's. One timed step of 5 short rows had estimated lora's
+# training 40% too slow (docs/performance.md, "The estimate's training rate").
 TRAIN_TIMED_STEPS = 2
 # Part of every stored figure's key: bump it when what the probe measures, or the speed of what it measures,
 # changes (2: the fastest of two timed steps of a trainer-sized batch, RAFT rows apart from plain ones; adapters
