@@ -43,6 +43,8 @@ def step_seconds(path: str, attn: str, weights: str, bf16: bool, data, steps: in
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from harness.probe import answer_positions_step
+
     dtype = torch.bfloat16 if weights == "bf16" else torch.float32
     base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn)
     cfg = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
@@ -51,16 +53,8 @@ def step_seconds(path: str, attn: str, weights: str, bf16: bool, data, steps: in
     ids, mask, labels = data
     head, backbone = base.get_output_embeddings(), base.model
 
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and weights == "fp32"):
-            hidden = backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-            shifted = labels[:, 1:]
-            keep = shifted != -100
-            logits = head(hidden[:, :-1][keep]).float()
-        loss = torch.nn.functional.cross_entropy(logits, shifted[keep])
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
+    def step():  # the step the probe times; autocast only over fp32 weights (bf16 weights need none)
+        answer_positions_step(backbone, head, opt, ids, mask, labels, bf16 and weights == "fp32")
 
     step()
     best = float("inf")

@@ -176,20 +176,29 @@ def probe_train(ctx, method: str, rows: list[tuple[list[int], int]], r: Rates, k
         times = []
         for _ in range(1 + TRAIN_TIMED_STEPS):
             start = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                hidden = backbone(input_ids=input_ids, attention_mask=attention, use_cache=False).last_hidden_state
-                target = labels[:, 1:]
-                mask = target != -100
-                logits = head(hidden[:, :-1][mask]).float()
-                loss = torch.nn.functional.cross_entropy(logits, target[mask])
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
+            answer_positions_step(backbone, head, opt, input_ids, attention, labels, bf16)
             times.append(time.perf_counter() - start)
     key = key or method
     r.train_tokens_per_s[key] = input_ids.numel() / min(times[1:])
     r.train_peak_mb[key] = round(mem.peak_mb, 1)
     del model, base, opt
+
+
+def answer_positions_step(backbone, head, opt, input_ids, attention, labels, bf16: bool) -> None:
+    """One optimiser step as the harness trains off CUDA (parts.trainers.sft_trainer_class): the backbone over the
+    padded rows, the vocabulary head on the answer positions only (labels other than -100), under bf16 autocast
+    when `bf16`. What the probe times, and what bench/training_levers.py varies."""
+    import torch
+
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        hidden = backbone(input_ids=input_ids, attention_mask=attention, use_cache=False).last_hidden_state
+        target = labels[:, 1:]
+        mask = target != -100
+        logits = head(hidden[:, :-1][mask]).float()
+        loss = torch.nn.functional.cross_entropy(logits, target[mask])
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
 
 
 def probe_embed(ctx, r: Rates) -> tuple[int, list[str]]:
