@@ -21,6 +21,7 @@ from harness.constants import AnswerFormat
 from harness.context import clock as duration
 from harness.context import stage_name
 from harness.probe import Rates, train_rate_key
+from harness.system_eval import accuracy_batch_size, batch_of
 
 
 @dataclass
@@ -119,10 +120,9 @@ def evaluate_seconds(p: SystemPlan, r: Rates, n_test: int, n_cal: int, spec) -> 
     ev = spec.evaluation
     q = question_seconds(r, p.prompt_tokens, free, ev.max_new_tokens)
     factor = r.adapter_factor if p.method is not None else 1.0
-    throughput_batch = max(1, min(8, 1024 // max(1, int(p.prompt_tokens))))  # as system_eval.throughput_batch
-    batch = throughput_batch
-    if models.eval_dtype(ev.dtype, models.device(spec.device)) != "float32":  # as system_eval.accuracy_batch
-        batch = ev.batch_size
+    throughput_batch = batch_of(p.prompt_tokens)
+    dtype = models.eval_dtype(ev.dtype, models.device(spec.device))
+    batch = accuracy_batch_size(dtype, ev.batch_size, lambda: throughput_batch)
 
     def batched(n: int, b: int) -> float:
         calls = math.ceil(n / b) * (1 + (ev.max_new_tokens if free else 0))

@@ -28,8 +28,12 @@ def throughput_batch(ctx: RunContext, prompts: list[str], token_budget: int = 10
     only multiply the logits' memory (see docs/performance.md, "Calibration batches")."""
     if not prompts:
         return 1
-    longest = max(len(ctx.tokenizer(p).input_ids) for p in prompts)
-    return max(1, min(most, token_budget // max(1, longest)))
+    return batch_of(max(len(ctx.tokenizer(p).input_ids) for p in prompts), token_budget, most)
+
+
+def batch_of(longest_tokens: float, token_budget: int = 1024, most: int = 8) -> int:
+    """The throughput batch for prompts of up to `longest_tokens` (throughput_batch; the estimate's too)."""
+    return max(1, min(most, token_budget // max(1, int(longest_tokens))))
 
 
 def accuracy_batch(ctx: RunContext, prompts: list[str]) -> int:
@@ -37,9 +41,12 @@ def accuracy_batch(ctx: RunContext, prompts: list[str]) -> int:
     question's log-likelihoods agree with scoring it alone to ~3e-5 (0 of 60 legal-qa answers moved); in bf16,
     batches of 8 moved 7 of 60 answers (the kernels' rounding depends on the batch's shape), so the pass runs at
     `evaluation.batch_size`, the same answers as before (docs/performance.md, "Throughput-batch scoring")."""
-    if ctx.dtype != "float32":
-        return ctx.spec.evaluation.batch_size
-    return throughput_batch(ctx, prompts)
+    return accuracy_batch_size(ctx.dtype, ctx.spec.evaluation.batch_size, lambda: throughput_batch(ctx, prompts))
+
+
+def accuracy_batch_size(dtype: str, batch_size: int, throughput) -> int:
+    """accuracy_batch's rule (the estimate's too): `throughput()` in fp32, else `evaluation.batch_size`."""
+    return throughput() if dtype == "float32" else batch_size
 
 
 def with_retrieval(m: Measurement, passages: list[dict], ranked_doc_ids: list[str], seconds: float) -> Measurement:
