@@ -14,10 +14,6 @@ err_console = Console(stderr=True, **PLAIN)
 OK, BAD_INPUT, SYSTEMS_FAILED = 0, 2, 3
 INTERRUPTED = 130  # what shells report for a process stopped by Ctrl-C (128 + SIGINT)
 TERMINATED = 143  # 128 + SIGTERM
-EXIT_CODES_HELP = (
-    "Exit codes: 0 every system succeeded; 3 the run completed (report written) but some system failed; "
-    "2 bad input; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM)."
-)
 
 _LINE_BREAKERS = {"\x85", "\u2028", "\u2029"}
 
