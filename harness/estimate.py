@@ -45,8 +45,9 @@ class SystemPlan:
     epochs: float = 0.0
     logging_steps: int = 10
     method: str | None = None
-    cached: bool = False  # its artifact is in the cache already
+    cached: bool = False  # its adapter is in the cache already
     index: bool = False  # it needs the retrieval index
+    index_cached: bool = False  # ... and the index is in the indices folder already
 
 
 @dataclass
@@ -163,7 +164,7 @@ def estimate(spec, plans: list[SystemPlan], r: Rates, n_test: int, n_cal: int, n
         build, how, peak = 0.0, "nothing to build" if not (p.index or p.train_rows) else "", None
         if p.index and not index_built:
             # the embedder is loaded before the stages (the estimate itself loads it), so not in the build
-            if p.cached:
+            if p.index_cached:
                 build, how = 0.0, "reuses the index (cached)"
             else:
                 build = n_chunks * r.embed_chunk_s
@@ -271,7 +272,7 @@ def estimate_run(ctx, built: list, n_cal: int, log, stored_only: bool = False) -
     plans = system_plans(ctx, built, chunk_tokens)
     if with_index and index_cached(ctx):
         for p in plans:
-            p.cached = p.cached or (p.index and not p.train_rows)
+            p.index_cached = p.index
     lines = [
         f"plan: {spec.name}, model {ctx.model_ref.display}; {len(data.train)} train, {len(data.dev)} dev, "
         f"{len(data.test)} test questions, {n_cal} calibration; {len(data.corpus)} documents"
@@ -295,12 +296,6 @@ def estimate_run(ctx, built: list, n_cal: int, log, stored_only: bool = False) -
     ]
     if reused:
         notes.append(f"rates measured earlier on this machine: {', '.join(reused)} (HARNESS_HOME/probe)")
-    raft = [p.name for p in plans if p.kind == "rag+finetune" and p.train_rows and not p.cached]
-    if raft:  # measured, not modelled: see docs/performance.md, "The estimate's training rate"
-        notes.append(
-            f"{', '.join(raft)}: training with passages has run at about half the probed rate (gradient accumulation "
-            "over micro-batches); its build may take up to twice the estimate"
-        )
     return Estimate(lines, stages, time.perf_counter() - started, notes)
 
 

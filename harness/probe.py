@@ -26,10 +26,13 @@ TRAIN_TOKENS_PER_STEP = 1024
 # Timed steps after the warm-up; the rate is the fastest one's. One timed step of 5 short rows had estimated lora's
 # training 40% too slow (docs/performance.md, "The estimate's training rate").
 TRAIN_TIMED_STEPS = 2
+# Chunks embedded in the timed batch: the index embeds in batches of 64, and a batch of 8 ran ~40% slower per chunk
+# than the index build (docs/performance.md, "The estimate's embedding rate").
+EMBED_TIMED_CHUNKS = 32
 # Part of every stored figure's key: bump it when what the probe measures, or the speed of what it measures,
 # changes (2: the fastest of two timed steps of a trainer-sized batch, RAFT rows apart from plain ones; adapters
-# scored with the standard-strides head).
-PROBE_VERSION = 2
+# scored with the standard-strides head; 3: embedding timed on a batch of EMBED_TIMED_CHUNKS).
+PROBE_VERSION = 3
 
 
 @dataclass
@@ -215,11 +218,11 @@ def probe_embed(ctx, r: Rates) -> tuple[int, list[str]]:
         chunks = chunk_documents(
             ctx.data.corpus, embedder.tokenizer, rag.chunk_tokens, rag.overlap, max_content_tokens(embedder)
         )
-        sample = [c.text for c in chunks[:10]]
+        sample = [c.text for c in chunks[: 2 + EMBED_TIMED_CHUNKS]]
         embedder.encode(sample[:2])  # warm-up
         with timer() as took:
-            embedder.encode(sample[2:10])
-        r.embed_chunk_s = took() / max(1, len(sample[2:10]))
+            embedder.encode(sample[2:])
+        r.embed_chunk_s = took() / max(1, len(sample[2:]))
         queries = [ctx.prompts.user_text(q) for q in ctx.data.test[:3]]
         with timer() as took:
             for q in queries:
@@ -374,4 +377,4 @@ def _chunks(ctx) -> tuple[int, list[str]]:
     chunks = chunk_documents(
         ctx.data.corpus, embedder.tokenizer, rag.chunk_tokens, rag.overlap, max_content_tokens(embedder)
     )
-    return len(chunks), [c.text for c in chunks[:10]]
+    return len(chunks), [c.text for c in chunks[: 2 + EMBED_TIMED_CHUNKS]]

@@ -67,6 +67,20 @@ def test_rag_lora_trains_at_its_own_probed_rate_apart_from_lora(tmp_path, tiny_m
     assert stages["dpo: build"].seconds == pytest.approx(400 / 200)  # preference training probes as lora
 
 
+def test_a_cached_index_is_not_estimated_again_when_the_adapter_still_trains(tmp_path, tiny_model_dir):
+    """rag+lora with the index already built (by an earlier run) but no adapter yet: its build is the training only."""
+    spec = load_spec(write_tiny_task(tmp_path, tiny_model_dir))
+    r = Rates(train_load_s=0.0, embed_chunk_s=0.5)
+    r.train_tokens_per_s["rag+lora"] = 100.0
+    plan = SystemPlan("rag+lora", "rag+finetune", 100.0, train_rows=[50] * 8, batch_size=8, epochs=1, method="lora")
+    plan.index = True
+    (fresh, *_) = estimate(spec, [plan], r, n_test=10, n_cal=0, n_chunks=40)
+    assert fresh.seconds == pytest.approx(40 * 0.5 + 400 / 100)
+    plan.index_cached = True
+    (build, *_) = estimate(spec, [plan], r, n_test=10, n_cal=0, n_chunks=40)
+    assert build.seconds == pytest.approx(400 / 100) and "reuses the index" in build.how
+
+
 def test_estimate_lines_show_every_stage_and_the_total():
     est = Estimate(["plan: t"], [Stage("a: build", 90.0, 1500.0, "x"), Stage("a: evaluate 3 questions", 30.0)], 4.0)
     lines = est.lines()
