@@ -3,7 +3,9 @@
     python bench/profile_stages.py [--dtype auto|float32|bfloat16]
 
 scoring   one forward pass of a 630-token prompt (rag's length), the last positions through the LM head
-training  one LoRA step (forward + backward + AdamW) of 8 examples x 80 tokens (legal-qa's micro-batch)
+training  one LoRA optimiser step as the harness takes it (harness.probe.answer_positions_step), on batches shaped
+          as trl's collator makes them (right-padded, with an attention mask; bench/training_levers.py's SHAPES):
+          lora's 8 rows of 55-95 tokens, and rag+lora's micro-batch of 2 rows of 470-509 tokens
 generate  16 new tokens for a batch of 8 geo-qa-length prompts (60 tokens)
 
 Prints, per stage, each operator's share of the self CPU time (matmuls, attention, norms, the optimizer, ...).
@@ -20,6 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 GROUPS = {
     "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "aten::matmul", "mkldnn", "onednn"),
@@ -97,51 +100,21 @@ def main(argv=None) -> dict:
             lambda: model.generate(short, max_new_tokens=16, min_new_tokens=16, do_sample=False), steps=1
         )
 
+    from training_levers import SHAPES, batch
+
+    from harness.probe import answer_positions_step
+
     train = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch.float32)
     cfg = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     peft = get_peft_model(train, cfg).train()
     opt = torch.optim.AdamW([p for p in peft.parameters() if p.requires_grad], lr=1e-4)
-    batch = torch.randint(3, vocab, (8, 80), generator=g)
-    bf16 = dtype == "bfloat16"
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            hidden = peft.base_model.model.model(batch).last_hidden_state[:, -3:]  # the answer positions only
-            logits = peft.base_model.model.lm_head(hidden).float()
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), batch[:, -3:].reshape(-1))
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-
-    out["training"] = profile(step)
+    backbone, head = train.model, train.get_output_embeddings()
+    for shape, (rows, shortest, longest) in SHAPES.items():
+        data = batch(rows, shortest, longest, vocab=vocab)
+        out[f"training, {shape}"] = profile(
+            lambda data=data: answer_positions_step(backbone, head, opt, *data, dtype == "bfloat16")
+        )
     out["levers"] = levers(ref.path, torch_dtype, long)
-    out["levers"].update(training_levers(ref.path, bf16, batch, vocab))
-    return out
-
-
-def training_levers(path: str, bf16: bool, batch, vocab: int) -> dict:
-    """Seconds of one LoRA step (as above) with each attention kernel, in this process (best of 3)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    out = {}
-    for attn in ("sdpa", "eager"):
-        base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attn)
-        cfg = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-        peft = get_peft_model(base, cfg).train()
-        opt = torch.optim.AdamW([p for p in peft.parameters() if p.requires_grad], lr=1e-4)
-
-        def step(peft=peft, opt=opt):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                hidden = peft.base_model.model.model(batch).last_hidden_state[:, -3:]
-                logits = peft.base_model.model.lm_head(hidden).float()
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), batch[:, -3:].reshape(-1))
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-
-        out[f"training step, attention {attn}"] = best_of(step)
     return out
 
 
