@@ -43,13 +43,16 @@ def test_a_stage_carries_only_the_resources_its_system_uses():
     assert fp.stage_mb < 5 and rss_mb() < ledger.process_mb + 80
 
 
-def _run(task, order, home, tmp_path, *extra):
+def _run(task, order, home, tmp_path, *extra, output: list | None = None):
     env = {**os.environ, "HARNESS_HOME": str(home)}
     reports = tmp_path / f"reports-{order[0]}"
     cmd = [sys.executable, "-m", "harness.cli", "run", str(task), "--systems", ",".join(order)]
-    cmd += ["--reports-dir", str(reports), "--indices-dir", str(tmp_path / "indices"), "--quiet", *extra]
+    cmd += ["--reports-dir", str(reports), "--indices-dir", str(tmp_path / "indices"), *extra]
+    cmd += [] if output is not None else ["--quiet"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
+    if output is not None:
+        output.append(done.stderr)  # progress and the estimate go to stderr
     return json.loads(next(reports.glob("*/latest/results.json")).read_text())["systems"]
 
 
@@ -61,7 +64,16 @@ def test_serving_peaks_do_not_depend_on_the_order_of_the_systems(tmp_path, tiny_
     monkeypatch.delenv("HARNESS_ESTIMATE", raising=False)
     task = write_tiny_task(tmp_path / "t", tiny_model_dir, evaluation={"calibration_limit": 4})
     home = tmp_path / "home"
-    first = _run(task, ["prompt", "lora", "rag"], home, tmp_path, "--limit", "6")
+    printed: list[str] = []
+    first = _run(task, ["prompt", "lora", "rag"], home, tmp_path, "--limit", "6", output=printed)
+    # the estimate names the child's probe as what it took, not the instant of reading its figures back
+    lines = printed[0].splitlines()
+    [probe_line] = [line for line in lines if "probe this machine's speed" in line and "done in" in line]
+    [estimate_line] = [line for line in lines if "estimated time on this machine" in line]
+    child_s = float(probe_line.split("done in ")[1].split(" s")[0])
+    reported_s = float(estimate_line.split("probe took ")[1].split(" s")[0])
+    assert abs(reported_s - child_s) <= 1, (probe_line, estimate_line)
+    assert "rates measured earlier" not in printed[0]
     second = _run(task, ["rag", "lora", "prompt"], home, tmp_path, "--limit", "6", "--reevaluate")
     assert first["lora"]["training"] is not None and first["lora"]["cached"] is False and second["lora"]["cached"]
     assert list((home / "probe").glob("*.json")), "the first run probed the machine and stored the rates"
