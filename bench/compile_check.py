@@ -18,26 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_common import first_and_best, legal_qa_model, lora_config
 
-def timed(fn, steps: int) -> tuple[float, float]:
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    best = float("inf")
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return round(first, 2), round(best, 3)
+
+def timed(fn, steps: int) -> dict:
+    first, best = first_and_best(fn, steps)
+    return {"first_s": round(first, 2), "best_s": round(best, 3)}
 
 
 def score(path: str, dtype, compiled: bool, steps: int) -> dict:
@@ -52,32 +44,29 @@ def score(path: str, dtype, compiled: bool, steps: int) -> dict:
         with torch.inference_mode():
             forward(input_ids=ids, logits_to_keep=1, use_cache=False)
 
-    first, best = timed(call, steps)
-    return {"first_s": first, "best_s": best}
+    return timed(call, steps)
 
 
 def train(path: str, bf16: bool, compiled: bool, steps: int) -> dict:
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from training_levers import batch
     from transformers import AutoModelForCausalLM
 
     from harness.probe import answer_positions_step
 
     base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    cfg = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-    model = get_peft_model(base, cfg).train()
+    model = get_peft_model(base, lora_config()).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     backbone = torch.compile(base.model) if compiled else base.model
     head = base.get_output_embeddings()
     data = batch(8, 55, 95, vocab=49152)
     other = batch(8, 55, 95, vocab=49152, seed=1)  # another longest row: another padded width
-    first, best = timed(lambda: answer_positions_step(backbone, head, opt, *data, bf16), steps)
+    figures = timed(lambda: answer_positions_step(backbone, head, opt, *data, bf16), steps)
     start = time.perf_counter()
     answer_positions_step(backbone, head, opt, *other, bf16)
     return {
-        "first_s": first,
-        "best_s": best,
+        **figures,
         "widths": [data[0].shape[1], other[0].shape[1]],
         "new_width_s": round(time.perf_counter() - start, 2),
     }
@@ -89,18 +78,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--stages", default="score,train")
     args = ap.parse_args(argv)
-    os.environ.setdefault("HARNESS_HOME", tempfile.mkdtemp(prefix="harness-compile-"))
-    from harness.models import eval_dtype, set_offline_defaults, set_threads
-
-    set_offline_defaults()
-    set_threads()
+    ref = legal_qa_model("compile")
     import torch
 
-    from harness import models
-    from harness.spec import load_spec
-    from harness.tasks import find_task
+    from harness.models import eval_dtype
 
-    ref = models.resolve_model(load_spec(find_task("legal-qa")).model)
     dtype_name = eval_dtype(args.dtype, "cpu")
     bf16 = dtype_name == "bfloat16"
     out: dict = {"dtype": dtype_name, "threads": torch.get_num_threads()}

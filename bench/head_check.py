@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_common import legal_qa_model
 
 
 def main(argv=None) -> dict:
@@ -28,21 +28,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--adapter", default=None)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
-    os.environ.setdefault("HARNESS_HOME", tempfile.mkdtemp(prefix="harness-head-"))
-    from harness.models import eval_dtype, set_offline_defaults, set_threads
-
-    set_offline_defaults()
-    set_threads()
+    ref = legal_qa_model("head")
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from harness import models
-    from harness.spec import load_spec
-    from harness.tasks import find_task
 
-    ref = models.resolve_model(load_spec(find_task("legal-qa")).model)
-    dtype = eval_dtype(args.dtype, "cpu")
+    dtype = models.eval_dtype(args.dtype, "cpu")
     base = AutoModelForCausalLM.from_pretrained(ref.path, dtype=getattr(torch, dtype)).eval()
     if args.adapter:
         peft = PeftModel.from_pretrained(base, args.adapter)

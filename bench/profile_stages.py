@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_common import first_and_best, legal_qa_model, lora_config
 
 GROUPS = {
     "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "aten::matmul", "mkldnn", "onednn"),
@@ -68,23 +68,13 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dtype", default="auto")
     args = ap.parse_args(argv)
-    import tempfile
-
-    os.environ.setdefault("HARNESS_HOME", tempfile.mkdtemp(prefix="harness-profile-"))
-    from harness.models import eval_dtype, set_offline_defaults, set_threads
-
-    set_offline_defaults()
-    set_threads()
+    ref = legal_qa_model("profile")
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from harness import models
-    from harness.spec import load_spec
-    from harness.tasks import find_task
+    from harness.models import eval_dtype
 
-    spec = load_spec(find_task("legal-qa"))
-    ref = models.resolve_model(spec.model)
     dtype = eval_dtype(args.dtype, "cpu")
     torch_dtype = getattr(torch, dtype)
     out: dict = {"dtype": dtype, "threads": torch.get_num_threads()}
@@ -105,8 +95,7 @@ def main(argv=None) -> dict:
     from harness.probe import answer_positions_step
 
     train = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch.float32)
-    cfg = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-    peft = get_peft_model(train, cfg).train()
+    peft = get_peft_model(train, lora_config()).train()
     opt = torch.optim.AdamW([p for p in peft.parameters() if p.requires_grad], lr=1e-4)
     backbone, head = train.model, train.get_output_embeddings()
     for shape, (rows, shortest, longest) in SHAPES.items():
@@ -119,13 +108,7 @@ def main(argv=None) -> dict:
 
 
 def best_of(fn, n: int = 3) -> float:
-    fn()
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return round(min(times), 3)
+    return round(first_and_best(fn, n)[1], 3)
 
 
 def levers(path: str, torch_dtype, long) -> dict:

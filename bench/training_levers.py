@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_common import first_and_best, legal_qa_model, lora_config
 
 SHAPES = {"lora": (8, 55, 95), "rag+lora": (2, 470, 509)}
 
@@ -40,15 +39,14 @@ def batch(rows: int, shortest: int, longest: int, vocab: int, seed: int = 0):
 
 def step_seconds(path: str, attn: str, weights: str, bf16: bool, data, steps: int) -> float:
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
     from harness.probe import answer_positions_step
 
     dtype = torch.bfloat16 if weights == "bf16" else torch.float32
     base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn)
-    cfg = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-    model = get_peft_model(base, cfg).train()  # peft keeps the adapter in fp32 (autocast_adapter_dtype)
+    model = get_peft_model(base, lora_config()).train()  # peft keeps the adapter in fp32 (autocast_adapter_dtype)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     ids, mask, labels = data
     head, backbone = base.get_output_embeddings(), base.model
@@ -56,13 +54,7 @@ def step_seconds(path: str, attn: str, weights: str, bf16: bool, data, steps: in
     def step():  # the step the probe times; autocast only over fp32 weights (bf16 weights need none)
         answer_positions_step(backbone, head, opt, ids, mask, labels, bf16 and weights == "fp32")
 
-    step()
-    best = float("inf")
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        best = min(best, time.perf_counter() - start)
-    return round(best, 3)
+    return round(first_and_best(step, steps)[1], 3)
 
 
 def main(argv=None) -> dict:
@@ -71,18 +63,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--shapes", default="lora,rag+lora")
     args = ap.parse_args(argv)
-    os.environ.setdefault("HARNESS_HOME", tempfile.mkdtemp(prefix="harness-levers-"))
-    from harness.models import eval_dtype, set_offline_defaults, set_threads
-
-    set_offline_defaults()
-    set_threads()
+    ref = legal_qa_model("levers")
     import torch
 
-    from harness import models
-    from harness.spec import load_spec
-    from harness.tasks import find_task
+    from harness.models import eval_dtype
 
-    ref = models.resolve_model(load_spec(find_task("legal-qa")).model)
     bf16 = eval_dtype(args.dtype, "cpu") == "bfloat16"
     vocab = 49152
     out: dict = {
