@@ -224,7 +224,7 @@ def system_plans(ctx, built: list, chunk_tokens: float) -> list[SystemPlan]:
         p = SystemPlan(s.name, s.kind, tokens, index=index)
         if adapter is not None:
             method = adapter.method
-            settings = ctx.spec.finetune.for_method("lora" if method in ("dpo", "orpo") else method)
+            settings = adapter.settings
             rows = [
                 len(ids)
                 for ids, _ in rows_of(

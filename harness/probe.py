@@ -148,15 +148,16 @@ def probe_eval(ctx, short_tokens: float, long_tokens: float, r: Rates, adapter: 
 
 
 def probe_train(ctx, method: str, rows: list[tuple[list[int], int]], r: Rates, key: str | None = None) -> None:
-    """One warm-up and TRAIN_TIMED_STEPS timed optimiser steps of `method` on `rows` ((token ids, answer length)
-    each); the rate is the fastest timed step's, stored under `key` (default: the method)."""
+    """One warm-up and TRAIN_TIMED_STEPS timed optimiser steps of `method` (an adapter's `settings_of`: lora for
+    dpo and orpo) on `rows` ((token ids, answer length) each); the rate is the fastest timed step's, stored under
+    `key` (default: the method)."""
     import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
     from harness.parts.trainers import lora_config
 
-    s = ctx.spec.finetune.for_method("lora" if method in ("dpo", "orpo") else method)
+    s = ctx.spec.finetune.for_method(method)
     longest = max(len(ids) for ids, _ in rows)
     take = max(1, min(s.batch_size, TRAIN_TOKENS_PER_STEP // max(1, longest)))
     rows = rows[:take]
@@ -337,7 +338,7 @@ def measure(ctx, built: list, with_index: bool, log, stored_only: bool = False) 
     for s in built:
         adapter = getattr(s, "adapter", None)
         if adapter is not None and adapter.cached() is None:
-            method = "lora" if adapter.method in ("dpo", "orpo") else adapter.method
+            method = adapter.settings_of  # dpo and orpo train an adapter of lora's shape, at lora's rate
             raft = s.kind == "rag+finetune"
             methods[train_rate_key(method, raft)] = (method, raft)
     for rate_key, (method, raft) in methods.items():
