@@ -23,6 +23,7 @@ from harness.cli_options import (
     ProfileOption,
     Threads,
     Track,
+    Workers,
     overrides,
 )
 from harness.cli_output import (
@@ -123,6 +124,7 @@ def run(
     tasks_dir: list[Path] | None = TasksDir,
     batch_size: int | None = BatchSize,
     latency_sample: int | None = LatencySample,
+    workers: str | None = Workers,
     dtype: str | None = Dtype,
     threads: int | None = Threads,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final table."),
@@ -164,7 +166,7 @@ def run(
         # HARNESS_ESTIMATE=off skips the start-of-run estimate (and the probe a first run on a machine makes)
         estimate=os.environ.get("HARNESS_ESTIMATE", "on").lower() != "off",
         dry_run=dry_run,
-        overrides=overrides(batch_size=batch_size, dtype=dtype, latency_sample=latency_sample),
+        overrides=overrides(batch_size=batch_size, dtype=dtype, latency_sample=latency_sample, workers=workers),
         threads=threads,
         scenario=scenario,
     )
@@ -246,6 +248,7 @@ def sweep(
     tasks_dir: list[Path] | None = TasksDir,
     batch_size: int | None = BatchSize,
     latency_sample: int | None = LatencySample,
+    workers: str | None = Workers,
     dtype: str | None = Dtype,
     threads: int | None = Threads,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final table."),
@@ -277,7 +280,7 @@ def sweep(
         device=device,
         command=["harness", *sys.argv[1:]],
         profile=profile,
-        overrides=overrides(batch_size=batch_size, dtype=dtype, latency_sample=latency_sample),
+        overrides=overrides(batch_size=batch_size, dtype=dtype, latency_sample=latency_sample, workers=workers),
         threads=threads,
     )
     _execute_and_print(plan_sweep(opts, [*from_file, *(sets or [])], executor, ray_address), quiet, track)

@@ -25,6 +25,11 @@ LatencySample = typer.Option(
 Dtype = typer.Option(
     None, "--dtype", help="Evaluation precision: auto, float32 or bfloat16 (overrides evaluation.dtype)."
 )
+Workers = typer.Option(
+    None,
+    "--workers",
+    help="auto or a number: threads scoring the untimed passes side by side (overrides evaluation.workers).",
+)
 Threads = typer.Option(
     None, "--threads", help="Torch threads (default: HARNESS_THREADS, OMP_NUM_THREADS, or every core)."
 )
@@ -42,9 +47,15 @@ OVERRIDES = {
     "batch_size": ("--batch-size", "evaluation.batch_size"),
     "dtype": ("--dtype", "evaluation.dtype"),
     "latency_sample": ("--latency-sample", "evaluation.latency_sample"),
+    "workers": ("--workers", "evaluation.workers"),
 }
 
 
 def overrides(**given) -> dict[str, tuple[str, object]]:
     """{dotted field: (flag, value)} for harness.overrides.apply_overrides, from the options' values."""
-    return {OVERRIDES[k][1]: (OVERRIDES[k][0], v) for k, v in given.items()}
+    return {OVERRIDES[k][1]: (OVERRIDES[k][0], _number(v)) for k, v in given.items()}
+
+
+def _number(value):
+    """A text option's value as a number when it is one (`--workers 2`), so the schema sees what a file would."""
+    return int(value) if isinstance(value, str) and value.strip().lstrip("-").isdigit() else value

@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness import models, throughput
+from harness import models, throughput, workers
 from harness.data import TaskData
 from harness.errors import HarnessError
 from harness.measure import MemoryLedger
@@ -132,8 +132,13 @@ class Reporter:
     def progress(self, name: str, total: int):
         """A callable advancing a counter; logs at most ~10 times so output stays short."""
         state = {"n": 0, "start": time.perf_counter(), "next": 0.1}
+        lock = threading.Lock()  # scoring workers (harness.workers) advance it from their own threads
 
         def advance(step: int = 1) -> None:
+            with lock:
+                _advance(step)
+
+        def _advance(step: int) -> None:
             state["n"] += step
             frac = state["n"] / max(total, 1)
             if frac >= state["next"] or state["n"] == total:
@@ -184,6 +189,12 @@ class RunContext:
 
     def log(self, message: str) -> None:
         self.reporter.log(message)
+
+    def scoring_workers(self) -> int:
+        """Threads scoring this run's untimed passes side by side (harness.workers), from `evaluation.workers`."""
+        import torch
+
+        return workers.resolve(self.spec.evaluation.workers, torch.get_num_threads(), self.device)
 
     def for_spec(self, spec) -> RunContext:
         """A context for a sweep variant whose settings are `spec`: this run's data, tokenizer, base model and

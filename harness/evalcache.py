@@ -57,11 +57,14 @@ def _questions(questions) -> list:
     return [[q.id, q.question, list(q.choices or [])] for q in questions]
 
 
-def key(system, ctx, test: tuple[list, list[str]], calibration: tuple[list, list[str]] | None, threads: int) -> str:
-    """`test` and `calibration`: (questions, rendered prompts)."""
+def key(
+    system, ctx, test: tuple[list, list[str]], calibration: tuple[list, list[str]] | None, threads: int, workers: int
+) -> str:
+    """`test` and `calibration`: (questions, rendered prompts). `workers`: the scoring workers it resolved to (a
+    worker's share of the threads can round an fp32 answer differently; `auto` is not what counts)."""
     # The backend's settings count only for vllm, so that keys made before the backend existed stay valid.
     hf = ctx.spec.evaluation.backend == "hf"
-    ev = ctx.spec.evaluation.model_dump(exclude={"bootstrap"} | ({"backend", "vllm"} if hf else set()))
+    ev = ctx.spec.evaluation.model_dump(exclude={"bootstrap", "workers"} | ({"backend", "vllm"} if hf else set()))
     return cache.key_of(
         FORMAT,
         __version__,
@@ -73,6 +76,7 @@ def key(system, ctx, test: tuple[list, list[str]], calibration: tuple[list, list
         ctx.dtype,
         ctx.device,
         threads,
+        *([workers] if workers > 1 else []),  # keys made before workers existed stay valid for one
         ctx.spec.seed,
         platform.machine(),
         os.cpu_count(),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -21,6 +22,7 @@ from unittest import mock
 
 import yaml
 
+from harness import workers
 from harness.constants import CHOICE_FORMATS, AnswerFormat
 from harness.data import Question
 from harness.records import Measurement
@@ -34,7 +36,8 @@ def _lm_eval_quiet() -> None:
 def per_question(lm, requests, run):
     """Run `lm.questions_per_batch` questions per call (1: the latency a single user sees) after `lm.warmup`
     untimed ones; each question of a call is charged the call's time divided by the questions in it. The one
-    timing rule of both backends (TimedHFLM here, harness.evaluate_vllm.TimedVLLM)."""
+    timing rule of both backends (TimedHFLM here, harness.evaluate_vllm.TimedVLLM). With `lm.workers` > 1 the
+    calls run side by side (harness.workers): an untimed pass, whose seconds say nothing about latency."""
     groups: dict[int, list[int]] = defaultdict(list)
     for i, req in enumerate(requests):
         groups[req.doc_id].append(i)
@@ -43,8 +46,8 @@ def per_question(lm, requests, run):
     for doc_id in order[: lm.warmup]:  # untimed: first calls pay for lazy init and allocator warm-up
         run([requests[i] for i in groups[doc_id]])
     n = max(1, lm.questions_per_batch)
-    for b in range(0, len(order), n):
-        docs = order[b : b + n]
+
+    def call(docs: list[int]) -> None:
         idx = [i for d in docs for i in groups[d]]
         lm._current_doc = docs[0] if len(docs) == 1 else None
         start = time.perf_counter()
@@ -56,6 +59,8 @@ def per_question(lm, requests, run):
             lm.progress(len(docs))
         for i, r in zip(idx, res):
             out[i] = r
+
+    workers.run_shared((order[b : b + n] for b in range(0, len(order), n)), call, getattr(lm, "workers", 1))
     return out
 
 
@@ -65,18 +70,35 @@ def make_timed_lm_class():
     class TimedHFLM(HFLM):
         """HFLM that answers one question (all its choices) at a time and records seconds per question."""
 
-        def __init__(self, *args, warmup: int = 0, questions_per_batch: int = 1, progress=None, **kwargs):
+        def __init__(self, *args, warmup: int = 0, questions_per_batch: int = 1, progress=None, workers=1, **kwargs):
+            self._call = threading.local()  # what one call passes between methods: its own on every worker
+            self._tokenizer_lock = threading.Lock()  # a fast tokenizer's padding settings are shared state
             super().__init__(*args, **kwargs)
             self.progress = progress
             self.warmup = warmup
             self.questions_per_batch = questions_per_batch
+            self.workers = workers
             self.seconds: dict[int, float] = {}
             self.new_tokens: dict[int, int] = {}
             self.first_token_s: dict[int, float] = {}
             self.hit_limit: dict[int, bool] = {}
-            self._limit_texts: set[str] = set()  # this call's generations that used the whole token budget
-            self._current_doc: int | None = None
-            self._logits_keep: int | None = None
+
+        # this call's generations that used the whole token budget; its question; the logits positions it needs
+        _limit_texts = property(lambda s: s._call.__dict__.setdefault("limit_texts", set()))
+        _current_doc = property(lambda s: getattr(s._call, "doc", None), lambda s, v: setattr(s._call, "doc", v))
+        _logits_keep = property(lambda s: getattr(s._call, "keep", None), lambda s, v: setattr(s._call, "keep", v))
+
+        def tok_encode(self, *args, **kwargs):
+            with self._tokenizer_lock:
+                return super().tok_encode(*args, **kwargs)
+
+        def tok_batch_encode(self, *args, **kwargs):
+            with self._tokenizer_lock:
+                return super().tok_batch_encode(*args, **kwargs)
+
+        def tok_decode(self, *args, **kwargs):
+            with self._tokenizer_lock:
+                return super().tok_decode(*args, **kwargs)
 
         def _per_question(self, requests, run):
             return per_question(self, requests, run)
@@ -154,7 +176,7 @@ def make_timed_lm_class():
 
         def generate_until(self, requests, disable_tqdm: bool = False):
             def run(rs):
-                self._limit_texts = set()
+                self._limit_texts.clear()
                 res = super(TimedHFLM, self).generate_until(rs, disable_tqdm=True)
                 for r, text in zip(rs, res):
                     self.new_tokens[r.doc_id] = len(self.tok_encode(text))
@@ -217,8 +239,10 @@ def run_lm_eval(
     seed: int,
     dtype: str = "float32",
     progress=None,
+    workers: int = 1,
 ) -> list[Measurement]:
-    """Evaluate rendered prompts with lm-eval; one Measurement per question, in input order."""
+    """Evaluate rendered prompts with lm-eval; one Measurement per question, in input order. `workers` > 1 scores
+    them side by side (harness.workers): for passes nobody times."""
     import torch
 
     _lm_eval_quiet()
@@ -233,6 +257,7 @@ def run_lm_eval(
         questions_per_batch=batch_size,
         warmup=min(warmup, len(questions)),
         progress=progress,
+        workers=workers,
         max_length=getattr(model.config, "max_position_embeddings", 2048),
         # autocast only where the weights are not already bf16
         mixed_precision_dtype=torch.bfloat16 if dtype == "bfloat16" and model.dtype != torch.bfloat16 else None,

@@ -199,6 +199,7 @@ class BatchedPass(Record):
     throughput, beside the probe's (Throughput), which the cost model reads."""
 
     batch_size: int = Field(description="questions per forward pass (harness.system_eval.throughput_batch)")
+    workers: int = Field(1, description="threads scoring side by side (harness.workers); 1: one after another")
     n: int = Field(description="questions scored")
     seconds: float = Field(description="wall time of the pass, its first (warm-up) call included")
     questions_per_s: float = Field(description="questions per second over the pass")

@@ -271,6 +271,14 @@ evaluation: {batch_size: 1, max_new_tokens: 16, bootstrap: 2000, backend: hf}"""
         description="Test questions timed for latency (p50/p95 with an interval): a seeded sample, the same for "
         "every system of a run, at most the number of test questions.",
     )
+    workers: int | Literal["auto"] = Field(
+        "auto",
+        description="Threads that score the untimed passes (accuracy, calibration) side by side on a CPU, each "
+        "with its share of torch's threads: a small model's forward pass gains little from a second thread, two "
+        "passes at once gain more. `auto`: 2 where torch has 2 threads or more, else 1 (1 on a GPU); a number is "
+        "taken as given, up to torch's threads. The timed latency sample always runs alone. The kernels round by "
+        "thread count as by batch shape, so an answer near a tie can differ from `1` (one after another).",
+    )
     max_new_tokens: int = Field(32, gt=0, description="Free-text: longest generated answer.")
     calibration: Literal["dev-threshold", "contextual", "none"] = Field(
         "dev-threshold",
@@ -298,6 +306,13 @@ evaluation: {batch_size: 1, max_new_tokens: 16, bootstrap: 2000, backend: hf}"""
         ),
     )
     vllm: VllmSpec = Field(default_factory=VllmSpec, description="vLLM settings, used when `backend` is `vllm`.")
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, v):
+        if v != "auto" and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"{v!r}: give a number of workers (1 or more) or `auto`")
+        return v
 
 
 class TaskSpec(Strict):

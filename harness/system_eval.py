@@ -62,8 +62,11 @@ def with_retrieval(m: Measurement, passages: list[dict], ranked_doc_ids: list[st
     )
 
 
-def _score(system, ctx: RunContext, questions, texts: list[str], task_name: str, batch: int, warmup: int, progress):
-    """One pass of lm-eval, or vLLM, over `questions` at `batch` questions per call, after `warmup` untimed ones."""
+def _score(
+    system, ctx: RunContext, questions, texts: list[str], task_name: str, batch: int, warmup: int, progress, workers=1
+):
+    """One pass of lm-eval, or vLLM, over `questions` at `batch` questions per call, after `warmup` untimed ones;
+    `workers` > 1: side by side, untimed (harness.workers; lm-eval's transformers model only)."""
     spec = ctx.spec
     if spec.evaluation.backend == "vllm":  # vLLM loads the weights itself and serves an adapter unmerged
         kw = {"task_name": task_name, "batch_size": batch, "warmup": warmup, "progress": progress}
@@ -85,6 +88,7 @@ def _score(system, ctx: RunContext, questions, texts: list[str], task_name: str,
             seed=spec.seed,
             dtype=ctx.dtype,
             progress=progress,
+            workers=workers,
         )
 
 
@@ -94,29 +98,26 @@ TIMING = ("latency_s", "first_token_s", "tokens_per_s")  # what only the timed l
 def evaluate_timed(
     system, ctx: RunContext, questions, task_name: str, prompts
 ) -> tuple[list[Measurement], BatchedPass]:
-    """Every question scored for accuracy in throughput batches (`accuracy_batch`: in fp32), untimed; then the
-    seeded latency sample (harness.latency) timed at `evaluation.batch_size` after `evaluation.warmup` untimed
-    questions. When the accuracy batch is that batch size already (bf16; long RAG prompts: 1), the accuracy pass
-    is itself the timed pass and nothing is scored twice; so it is when the sample is every question (a --limit
-    run of at most `latency_sample` questions). Measurements outside the sample have no latency (None)."""
+    """Every question scored for accuracy, untimed, in throughput batches (`accuracy_batch`: in fp32) on the run's
+    scoring workers (harness.workers); then the seeded latency sample (harness.latency) timed alone at
+    `evaluation.batch_size` after `evaluation.warmup` untimed questions. The accuracy pass's answers are the ones
+    scored, so every answer comes from one pass. With one worker and the accuracy batch being that batch size
+    (bf16; long RAG prompts), or when the sample is every question (a --limit run of at most `latency_sample`),
+    a single timed pass scores everything instead: scoring twice would gain nothing. Measurements outside the
+    sample have no latency (None)."""
     ev, texts = ctx.spec.evaluation, prompts.texts
     batch = accuracy_batch(ctx, texts)
     sample = latency.sample_indices(len(questions), ctx.spec.seed, ev.latency_sample)
+    workers = ctx.scoring_workers() if ev.backend == "hf" else 1
     label = f"{system.name}: {task_name.rsplit('_', 1)[-1]}"
-    one_pass = batch == ev.batch_size or len(sample) == len(questions)  # scoring twice would gain nothing
-    batch = ev.batch_size if one_pass else batch
+    one_pass = len(sample) == len(questions) or (batch == ev.batch_size and workers == 1)
+    batch, workers = (ev.batch_size, 1) if one_pass else (batch, workers)
     progress = ctx.reporter.progress(label, len(questions))
     with timer() as took:
-        measured = _score(system, ctx, questions, texts, task_name, batch, ev.warmup if one_pass else 0, progress)
-    seconds = took()
-    tokens = sum(m.prompt_tokens for m in measured)
-    batched = BatchedPass(
-        batch_size=batch,
-        n=len(questions),
-        seconds=round(seconds, 2),
-        questions_per_s=round(len(questions) / seconds, 3) if seconds > 0 else 0.0,
-        tokens_per_s=round(tokens / seconds, 1) if seconds > 0 else 0.0,
-    )
+        measured = _score(
+            system, ctx, questions, texts, task_name, batch, ev.warmup if one_pass else 0, progress, workers
+        )
+    batched = _batched(measured, batch, workers, took())
     timed = {i: measured[i] for i in sample}
     if not one_pass and sample:
         qs, ts = [questions[i] for i in sample], [texts[i] for i in sample]
@@ -124,10 +125,10 @@ def evaluate_timed(
         progress = ctx.reporter.progress(f"{label} latency sample", len(qs))
         timed = dict(zip(sample, _score(system, ctx, qs, ts, f"{task_name}_latency", ev.batch_size, warm, progress)))
         differ = sum(timed[i].prediction != measured[i].prediction for i in sample)
-        if differ:  # the answers are the batched pass's; say when batching changed any (docs/performance.md)
+        if differ:  # the kernels round by the batch's shape and a worker's thread count (docs/performance.md)
             ctx.reporter.log(
-                f"  {system.name}: {differ} of {len(sample)} timed answers at batch {ev.batch_size} differ from "
-                f"the batched pass's (batch {batch}); the batched answers are scored"
+                f"  {system.name}: {differ} of {len(sample)} timed answers (batch {ev.batch_size}, alone) differ "
+                f"from the accuracy pass's (batch {batch}, {workers} worker(s)); the accuracy pass's are scored"
             )
     untimed = dict.fromkeys(TIMING)
     measured = [
@@ -135,6 +136,19 @@ def evaluate_timed(
         for i, m in enumerate(measured)
     ]
     return _with_prompts(measured, prompts), batched
+
+
+def _batched(measured: list[Measurement], batch: int, workers: int, seconds: float) -> BatchedPass:
+    """The accuracy pass's throughput: `measured` scored at `batch` on `workers` in `seconds` of wall time."""
+    tokens = sum(m.prompt_tokens for m in measured)
+    return BatchedPass(
+        batch_size=batch,
+        workers=workers,
+        n=len(measured),
+        seconds=round(seconds, 2),
+        questions_per_s=round(len(measured) / seconds, 3) if seconds > 0 else 0.0,
+        tokens_per_s=round(tokens / seconds, 1) if seconds > 0 else 0.0,
+    )
 
 
 def _with_prompts(measured: list[Measurement], prompts) -> list[Measurement]:
@@ -160,7 +174,8 @@ def evaluate_system(
         return evaluate_timed(system, ctx, questions, task_name, prompts)[0]
     progress = ctx.reporter.progress(f"{system.name}: {task_name.rsplit('_', 1)[-1]}", len(questions))
     batch = throughput_batch(ctx, prompts.texts)
-    measured = _score(system, ctx, questions, prompts.texts, task_name, batch, 0, progress)
+    workers = ctx.scoring_workers() if ctx.spec.evaluation.backend == "hf" else 1
+    measured = _score(system, ctx, questions, prompts.texts, task_name, batch, 0, progress, workers)
     return _with_prompts([m.model_copy(update=dict.fromkeys(TIMING)) for m in measured], prompts)
 
 
@@ -204,6 +219,7 @@ def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
         (ctx.data.test, test_prompts.texts),
         (cal_q, cal_prompts.texts) if cal_q else None,
         _torch_threads(),
+        ctx.scoring_workers() if ctx.spec.evaluation.backend == "hf" else 1,
     )
     stored = None if ctx.reevaluate else evalcache.load(ctx.spec.name, key, rep.log)
     if stored is not None:

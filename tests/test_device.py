@@ -128,7 +128,7 @@ def test_the_backend_is_in_the_settings_line_and_in_the_evaluation_key_only_for_
         ctx = make_ctx(write_tiny_task(tmp_path / name, tiny_model_dir, evaluation=evaluation), tmp_path)
         system = make_system("prompt", ctx)
         qs = ctx.data.test[:2]
-        return evalcache.key(system, ctx, (qs, system.prompts(qs).texts), None, 1)
+        return evalcache.key(system, ctx, (qs, system.prompts(qs).texts), None, 1, 1)
 
     hf = key("a", {})
     assert key("b", {"vllm": {"tensor_parallel_size": 4}}) == hf, "vllm settings do not touch an hf evaluation"

@@ -159,7 +159,7 @@ def test_the_harness_package_has_no_import_circle():
 LAYERS = (
     (
         "foundation",
-        "errors constants files yamlfile dataspec engine_spec profile extract chunking measure stats records cost "
+        "errors constants files yamlfile dataspec engine_spec profile extract chunking measure stats records cost workers "
         "launch cache docgen strata waves record_base scenario_records latency",
     ),
     ("schema", "spec scorers overrides"),

@@ -1,0 +1,72 @@
+"""Untimed scoring on several threads at once, each with its share of torch's threads.
+
+A 135M-parameter model's matrices are small: a second torch thread on the same forward pass gains little
+(on the 2-core dev machine one 630-token prompt took 0.51 s on one thread and 0.52 s on two, in bf16), while
+two forward passes side by side, one thread each, finish in about 0.6 of the time of running them one after the
+other on two threads (docs/performance.md, "Two scoring workers"). Python threads, not processes: the weights
+stay shared, torch releases the GIL inside every kernel, and nothing has to be loaded twice.
+
+Only passes nobody times run this way (the accuracy pass, calibration): a question scored beside another waits
+for the memory bus and caches they share, which is not the latency one user sees (harness.latency times that
+alone). Each item keeps its own batch, so its answers depend only on its batch and the thread count per worker.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+
+
+def resolve(setting: int | str, threads: int, device: str = "cpu") -> int:
+    """Workers for `setting` (`evaluation.workers`): `auto` is one per torch thread, at most 2 (the case that was
+    measured), and 1 on a GPU, where one pass already fills the device; a number is taken as given, at most
+    `threads`."""
+    if device != "cpu":
+        return 1
+    if setting == "auto":
+        return max(1, min(2, threads))
+    return max(1, min(int(setting), threads))
+
+
+def run_shared(items: Iterable, work: Callable, workers: int) -> None:
+    """`work(item)` for every item: in order on this thread when `workers` is 1, else on `workers` threads that
+    take the next item as each finishes one, every thread with `torch threads // workers` torch threads. The first
+    exception of any worker stops the others (after their current item) and is raised here."""
+    items = list(items)
+    if workers <= 1 or len(items) < 2:
+        for item in items:
+            work(item)
+        return
+    import torch
+
+    total = torch.get_num_threads()
+    share = max(1, total // workers)
+    lock, queue, failed = threading.Lock(), iter(items), []
+    stop = threading.Event()
+
+    def worker() -> None:
+        torch.set_num_threads(share)  # an OpenMP thread count is the calling thread's own
+        with torch.inference_mode():
+            while not stop.is_set():
+                with lock:
+                    item = next(queue, stop)
+                if item is stop:
+                    return
+                try:
+                    work(item)
+                except BaseException as e:  # handed to the caller below
+                    failed.append(e)
+                    stop.set()
+
+    threads = [threading.Thread(target=worker, daemon=True, name=f"harness-worker-{k}") for k in range(workers)]
+    torch.set_num_threads(share)  # MKL's thread count is the process's: the caller's share while they run
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        stop.set()  # an interrupt (Ctrl-C, SIGTERM) lands here on the caller's thread: the workers stop soon
+        torch.set_num_threads(total)
+    if failed:
+        raise failed[0]
