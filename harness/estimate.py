@@ -125,12 +125,13 @@ def evaluate_seconds(p: SystemPlan, r: Rates, n_test: int, n_cal: int, spec) -> 
     dtype = models.eval_dtype(ev.dtype, models.device(spec.device))
     batch = accuracy_batch_size(dtype, ev.batch_size, lambda: throughput_batch)
 
-    def batched(n: int, b: int) -> float:
+    def batched(n: int, b: int) -> float:  # an untimed pass, on the run's scoring workers
         calls = math.ceil(n / b) * (1 + (ev.max_new_tokens if free else 0))
-        return (calls * r.eval_a + n * r.eval_b * p.prompt_tokens) * factor + r.lm_eval_overhead_s
+        work = (calls * r.eval_a + n * r.eval_b * p.prompt_tokens) * factor
+        return work / (r.workers_speedup if r.workers > 1 else 1.0) + r.lm_eval_overhead_s
 
     sample = min(ev.latency_sample, n_test)
-    if batch == ev.batch_size or sample == n_test:  # one timed pass (harness.system_eval.evaluate_timed)
+    if sample == n_test or (batch == ev.batch_size and r.workers == 1):  # one timed pass (system_eval.evaluate_timed)
         batch = ev.batch_size
         seconds = (n_test + min(ev.warmup, n_test)) * q * factor + r.lm_eval_overhead_s
     else:
@@ -139,8 +140,9 @@ def evaluate_seconds(p: SystemPlan, r: Rates, n_test: int, n_cal: int, spec) -> 
         seconds += batched(n_cal, throughput_batch)
     if p.index:
         seconds += (n_test + n_cal) * r.query_embed_s
+    on = f" on {r.workers} workers ({r.workers_speedup:.2f}x)" if r.workers > 1 and sample < n_test else ""
     how = (
-        f"{n_test} questions in batches of {batch}, {sample} timed x {q * factor:.2f} s at {p.prompt_tokens:.0f} "
+        f"{n_test} questions in batches of {batch}{on}, {sample} timed x {q * factor:.2f} s at {p.prompt_tokens:.0f} "
         + ("prompt tokens" + (f", {n_cal} calibration" if n_cal else ""))
     )
     return seconds + r.merge_s * (p.method is not None), how

@@ -31,8 +31,9 @@ TRAIN_TIMED_STEPS = 2
 EMBED_TIMED_CHUNKS = 32
 # Part of every stored figure's key: bump it when what the probe measures, or the speed of what it measures,
 # changes (2: the fastest of two timed steps of a trainer-sized batch, RAFT rows apart from plain ones; adapters
-# scored with the standard-strides head; 3: embedding timed on a batch of EMBED_TIMED_CHUNKS).
-PROBE_VERSION = 3
+# scored with the standard-strides head; 3: embedding timed on a batch of EMBED_TIMED_CHUNKS; 4: the scoring
+# workers' speed-up).
+PROBE_VERSION = 4
 
 
 @dataclass
@@ -50,6 +51,8 @@ class Rates:
     embed_chunk_s: float = 0.0
     query_embed_s: float = 0.0
     embed_peak_mb: float | None = None
+    workers: int = 1  # the run's scoring workers (harness.workers)
+    workers_speedup: float = 1.0  # an untimed pass on them: seconds one at a time over seconds side by side
 
 
 def _filler(ctx, tokens: int) -> str:
@@ -130,6 +133,9 @@ def probe_eval(ctx, short_tokens: float, long_tokens: float, r: Rates, adapter: 
         points, r.lm_eval_overhead_s = _timed_questions(
             ctx, model, questions, texts, "harness_probe", warmup=2 if extra > 32 else 1
         )
+        r.workers = ctx.scoring_workers()
+        if r.workers > 1:
+            r.workers_speedup = _workers_speedup(ctx, model, questions, texts, points, r)
         shorts = points[:: 2 if extra > 32 else 1]
         longs = points[1::2] if extra > 32 else []
         t1, s1 = statistics.mean(t for t, _ in shorts), statistics.median(s for _, s in shorts)
@@ -145,6 +151,29 @@ def probe_eval(ctx, short_tokens: float, long_tokens: float, r: Rates, adapter: 
         if t2 > t1 and s2 > s1:
             r.eval_b = (s2 - s1) / (t2 - t1)
             r.eval_a = max(0.0, s1 - r.eval_b * t1)
+
+
+def _workers_speedup(ctx, model, qs, texts, points, r: Rates) -> float:
+    """The timed questions (`points`: their seconds one at a time) scored again untimed on the run's workers, as
+    the accuracy pass scores them: how many times faster side by side."""
+    spec = ctx.spec
+    with timer() as took:
+        run_lm_eval(
+            model,
+            ctx.tokenizer,
+            qs,
+            texts,
+            answer_format=spec.answer_format,
+            task_name="harness_probe_workers",
+            batch_size=1,
+            warmup=0,
+            max_new_tokens=spec.evaluation.max_new_tokens,
+            seed=spec.seed,
+            dtype=ctx.dtype,
+            workers=r.workers,
+        )
+    side_by_side = took() - r.lm_eval_overhead_s
+    return round(sum(s for _, s in points) / side_by_side, 3) if side_by_side > 0 else 1.0
 
 
 def probe_train(ctx, method: str, rows: list[tuple[list[int], int]], r: Rates, key: str | None = None) -> None:
@@ -246,7 +275,16 @@ def rows_of(ctx, texts: list[tuple[str, str]]) -> list[tuple[list[int], int]]:
 # ---------------------------------------------------------------- measured once per machine and setting
 
 
-EVAL_FIELDS = ("eval_a", "eval_b", "lm_eval_overhead_s", "merge_s", "eval_peak_mb", "adapter_factor")
+EVAL_FIELDS = (
+    "eval_a",
+    "eval_b",
+    "lm_eval_overhead_s",
+    "merge_s",
+    "eval_peak_mb",
+    "adapter_factor",
+    "workers",
+    "workers_speedup",
+)
 EMBED_FIELDS = ("embedder_load_s", "embed_chunk_s", "query_embed_s", "embed_peak_mb")
 
 
@@ -323,7 +361,8 @@ def measure(ctx, built: list, with_index: bool, log, stored_only: bool = False) 
     long = min(budget, max(2 * short, short + spec.rag.k * chunk_tokens))
     adapters = [s.adapter.method for s in built if getattr(s, "adapter", None) is not None]
     adapter = next((m for m in adapters if m != "qlora"), None)
-    key = cache.key_of("eval", machine, spec.answer_format, spec.evaluation.max_new_tokens, adapter)
+    workers = ctx.scoring_workers()
+    key = cache.key_of("eval", machine, spec.answer_format, spec.evaluation.max_new_tokens, adapter, workers)
     stored = _stored(key)
     if stored is not None and stored.get("long", 0) >= long and all(f in stored for f in EVAL_FIELDS):
         for f in EVAL_FIELDS:

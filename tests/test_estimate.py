@@ -48,6 +48,22 @@ def test_each_stage_is_its_work_times_the_probed_rate(tmp_path, tiny_model_dir):
     assert build.seconds == 0 and "cached" in build.how
 
 
+def test_the_untimed_passes_run_at_the_workers_probed_speedup_and_the_sample_alone(tmp_path, tiny_model_dir):
+    """With two scoring workers (harness.workers) every question is scored side by side at the probed speed-up,
+    and the latency sample again one at a time; calibration is side by side too."""
+    spec = load_spec(write_tiny_task(tmp_path, tiny_model_dir, evaluation={"warmup": 2, "dtype": "bfloat16"}))
+    plan = [SystemPlan("prompt", "prompt", 100.0)]
+    one = Rates(eval_a=0.1, eval_b=0.001, lm_eval_overhead_s=1.0)
+    two = Rates(eval_a=0.1, eval_b=0.001, lm_eval_overhead_s=1.0, workers=2, workers_speedup=1.6)
+    (_, alone, _) = estimate(spec, plan, one, n_test=100, n_cal=30, n_chunks=0)
+    (_, side, _) = estimate(spec, plan, two, n_test=100, n_cal=30, n_chunks=0)
+    q = 0.1 + 0.001 * 100
+    calibration = math.ceil(30 / 8) * 0.1 + 30 * 0.001 * 100  # short prompts: batches of 8
+    assert alone.seconds == pytest.approx(102 * q + 1.0 + calibration + 1.0)  # bf16, one worker: one timed pass
+    assert side.seconds == pytest.approx(100 * q / 1.6 + 1.0 + 42 * q + 1.0 + calibration / 1.6 + 1.0)
+    assert "on 2 workers (1.60x)" in side.how and "workers" not in alone.how
+
+
 def test_rag_lora_trains_at_its_own_probed_rate_apart_from_lora(tmp_path, tiny_model_dir):
     """RAFT rows (prompts with passages) train at another rate per token than plain rows: a run with both lora and
     rag+lora probes and uses each rate for its own system (harness.probe.train_rate_key)."""
