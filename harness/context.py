@@ -191,10 +191,12 @@ class RunContext:
         self.reporter.log(message)
 
     def scoring_workers(self) -> int:
-        """Threads scoring this run's untimed passes side by side (harness.workers), from `evaluation.workers`."""
+        """Threads scoring this run's untimed passes side by side (harness.workers), from `evaluation.workers`;
+        1 with the vllm backend, which batches on its own."""
         import torch
 
-        return workers.resolve(self.spec.evaluation.workers, torch.get_num_threads(), self.device)
+        ev = self.spec.evaluation
+        return workers.resolve(ev.workers, torch.get_num_threads(), self.device) if ev.backend == "hf" else 1
 
     def for_spec(self, spec) -> RunContext:
         """A context for a sweep variant whose settings are `spec`: this run's data, tokenizer, base model and

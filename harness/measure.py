@@ -17,7 +17,7 @@ class PeakMemory:
     """Track the peak resident memory (and CUDA peak, where there is a GPU) while a block runs.
 
     A sampling thread reads RSS every `interval` seconds; ru_maxrss would give the whole process's
-    lifetime peak, not this stage's.
+    lifetime peak, not this stage's. Inside `not_counted()` no reading counts.
     """
 
     def __init__(self, interval: float = 0.05):
@@ -26,27 +26,72 @@ class PeakMemory:
         self.cuda_peak_mb: float | None = None
         self._stop = threading.Event()
         self._proc = psutil.Process()
+        self._paused = 0
+        self._resumed = 0  # bumped when a pause ends: a reading taken during the pause is dropped
+        self._cuda_before = 0.0  # the CUDA peak before a pause (the counter is reset after it)
+
+    def _read(self) -> None:
+        resumed = self._resumed
+        rss = self._proc.memory_info().rss / 2**20
+        if not self._paused and resumed == self._resumed:
+            self.peak_mb = max(self.peak_mb, rss)
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, self._proc.memory_info().rss / 2**20)
+            self._read()
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakMemory:
         self.peak_mb = self._proc.memory_info().rss / 2**20
         self._cuda = _cuda_reset()
         self._thread = threading.Thread(target=self._sample, daemon=True)
+        _ACTIVE.add(self)
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        _ACTIVE.discard(self)
         self._stop.set()
         self._thread.join()
-        self.peak_mb = max(self.peak_mb, self._proc.memory_info().rss / 2**20)
+        self._read()
         if self._cuda:
             import torch
 
-            self.cuda_peak_mb = torch.cuda.max_memory_allocated() / 2**20
+            self.cuda_peak_mb = max(self._cuda_before, torch.cuda.max_memory_allocated() / 2**20)
+
+
+_ACTIVE: set[PeakMemory] = set()
+
+
+@contextlib.contextmanager
+def not_counted():
+    """A block that no running PeakMemory counts: a pass that scores many questions at once for accuracy or
+    calibration (throughput batches, scoring workers side by side) is not what serving one user takes. What it
+    leaves allocated is counted once it ends (the freed heap is handed back first)."""
+    active = list(_ACTIVE)
+    cuda = any(m._cuda for m in active)
+    for m in active:
+        m._read()  # what ran up to the pause counts
+        if m._cuda:
+            m._cuda_before = max(m._cuda_before, _cuda_peak_mb())
+        m._paused += 1
+    try:
+        yield
+    finally:
+        settle()
+        if cuda:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        for m in active:
+            m._resumed += 1
+            m._paused -= 1
+
+
+def _cuda_peak_mb() -> float:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20
 
 
 def _cuda_reset() -> bool:

@@ -9,6 +9,7 @@ memory through the run's ledger (ctx.memory).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from harness.calibration import calibration_questions, calibration_threshold
 from harness.context import RunContext, stage_name
 from harness.evaluate import run_lm_eval
 from harness.evaluate_vllm import vllm_for_system
-from harness.measure import timer
+from harness.measure import not_counted, timer
 from harness.records import BatchedPass, EvaluationReused, GoldCut, Measurement, Passage, ServingMemory
 from harness.serving import own_base_model, serving_memory
 
@@ -108,12 +109,13 @@ def evaluate_timed(
     ev, texts = ctx.spec.evaluation, prompts.texts
     batch = accuracy_batch(ctx, texts)
     sample = latency.sample_indices(len(questions), ctx.spec.seed, ev.latency_sample)
-    workers = ctx.scoring_workers() if ev.backend == "hf" else 1
+    workers = ctx.scoring_workers()
     label = f"{system.name}: {task_name.rsplit('_', 1)[-1]}"
     one_pass = len(sample) == len(questions) or (batch == ev.batch_size and workers == 1)
     batch, workers = (ev.batch_size, 1) if one_pass else (batch, workers)
     progress = ctx.reporter.progress(label, len(questions))
-    with timer() as took:
+    # serving memory is what answering one question at a time takes: a pass of batches or workers is not counted
+    with contextlib.nullcontext() if one_pass else not_counted(), timer() as took:
         measured = _score(
             system, ctx, questions, texts, task_name, batch, ev.warmup if one_pass else 0, progress, workers
         )
@@ -174,8 +176,8 @@ def evaluate_system(
         return evaluate_timed(system, ctx, questions, task_name, prompts)[0]
     progress = ctx.reporter.progress(f"{system.name}: {task_name.rsplit('_', 1)[-1]}", len(questions))
     batch = throughput_batch(ctx, prompts.texts)
-    workers = ctx.scoring_workers() if ctx.spec.evaluation.backend == "hf" else 1
-    measured = _score(system, ctx, questions, prompts.texts, task_name, batch, 0, progress, workers)
+    with not_counted():  # not serving: calibration fits a threshold (the serving peak is one question at a time)
+        measured = _score(system, ctx, questions, prompts.texts, task_name, batch, 0, progress, ctx.scoring_workers())
     return _with_prompts([m.model_copy(update=dict.fromkeys(TIMING)) for m in measured], prompts)
 
 
@@ -219,7 +221,7 @@ def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
         (ctx.data.test, test_prompts.texts),
         (cal_q, cal_prompts.texts) if cal_q else None,
         _torch_threads(),
-        ctx.scoring_workers() if ctx.spec.evaluation.backend == "hf" else 1,
+        ctx.scoring_workers(),
     )
     stored = None if ctx.reevaluate else evalcache.load(ctx.spec.name, key, rep.log)
     if stored is not None:

@@ -43,6 +43,28 @@ def test_a_stage_carries_only_the_resources_its_system_uses():
     assert fp.stage_mb < 5 and rss_mb() < ledger.process_mb + 80
 
 
+def test_a_pass_that_is_not_serving_is_left_out_of_the_peak_and_what_it_keeps_is_not():
+    """Scoring many questions at once (batches, scoring workers) is not what answering one user takes
+    (harness.system_eval): its memory is not counted, what it leaves allocated is, and so is the rest."""
+    from harness.measure import PeakMemory, not_counted
+
+    with PeakMemory() as mem:
+        start = mem.peak_mb
+        with not_counted():
+            scratch = np.ones(120 * 2**20 // 8)  # 120 MB, resident for several samples
+            time.sleep(0.3)
+            del scratch
+        assert mem.peak_mb - start < 20
+        with not_counted():
+            kept = np.ones(40 * 2**20 // 8)  # still allocated after the pass
+        time.sleep(0.2)
+        assert 30 < mem.peak_mb - start < 60
+        serving = np.ones(80 * 2**20 // 8)
+        time.sleep(0.2)
+        del serving
+    assert 100 < mem.peak_mb - start < 140 and kept.size
+
+
 def _run(task, order, home, tmp_path, *extra, output: list | None = None):
     env = {**os.environ, "HARNESS_HOME": str(home)}
     reports = tmp_path / f"reports-{order[0]}"

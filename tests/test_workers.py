@@ -17,10 +17,24 @@ from harness.parts.prompt_builder import render_chat
 from harness.records import Measurement
 
 
-def test_auto_is_two_workers_on_two_threads_and_one_on_a_gpu():
+def test_auto_is_two_workers_on_two_threads_and_one_on_a_gpu_or_with_vllm():
+    import torch
+
+    from harness.context import RunContext
+
     assert workers.resolve("auto", 2) == 2 and workers.resolve("auto", 8) == 2 and workers.resolve("auto", 1) == 1
     assert workers.resolve(3, 2) == 2 and workers.resolve(1, 8) == 1  # at most one per torch thread
     assert workers.resolve("auto", 2, device="cuda") == 1 and workers.resolve(2, 2, device="cuda") == 1
+    ctx = object.__new__(RunContext)
+    ctx.device = "cpu"
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for backend, expected in (("hf", 2), ("vllm", 1)):  # vLLM batches on its own
+            ctx.spec = SimpleNamespace(evaluation=SimpleNamespace(workers="auto", backend=backend))
+            assert ctx.scoring_workers() == expected
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_every_item_runs_once_on_two_threads_with_one_torch_thread_each():
@@ -136,8 +150,8 @@ def test_two_workers_score_the_answers_of_one(tiny, answer_format):
 # ------------------------------------------------ which questions each pass scores (harness.system_eval)
 
 
-def _ctx(dtype: str, n_workers: int, sample: int = 4, backend: str = "hf"):
-    ev = SimpleNamespace(batch_size=1, warmup=2, latency_sample=sample, backend=backend)
+def _ctx(dtype: str, n_workers: int, sample: int = 4):
+    ev = SimpleNamespace(batch_size=1, warmup=2, latency_sample=sample, backend="hf")
     logs = []
     reporter = SimpleNamespace(progress=lambda *a: None, log=logs.append)
     return SimpleNamespace(
@@ -209,8 +223,8 @@ def test_a_timed_answer_that_differs_is_said_and_the_pass_answer_kept(monkeypatc
 
 @pytest.mark.parametrize(
     "ctx",
-    [_ctx("bfloat16", 1), _ctx("bfloat16", 2, sample=40), _ctx("bfloat16", 2, backend="vllm")],
-    ids=["one worker", "every question timed", "vllm"],
+    [_ctx("bfloat16", 1), _ctx("bfloat16", 2, sample=40)],
+    ids=["one worker", "every question timed"],
 )
 def test_one_timed_pass_where_workers_would_gain_nothing(monkeypatch, ctx):
     calls = _scored(monkeypatch)
