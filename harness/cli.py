@@ -15,6 +15,7 @@ from pathlib import Path
 
 import typer
 
+from harness import signals
 from harness.cli_options import (
     BatchSize,
     Device,
@@ -364,21 +365,8 @@ def _click_exceptions() -> tuple[tuple, tuple, tuple]:
     return tuple(usage), tuple(exits), tuple(aborts)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the process is, so that the same clean-up as for Ctrl-C runs (temporary
-    folders removed, no half-written run directory)."""
-
-
-_signal_received: list[int] = []
-
-
-def _on_sigterm(signum, frame) -> None:
-    _signal_received.append(signum)
-    raise Terminated()
-
-
 def _interrupted() -> None:
-    terminated = signal.SIGTERM in _signal_received
+    terminated = signals.terminated()
     what = "terminated (SIGTERM)" if terminated else "interrupted"
     err_console.print(
         f"{what}: no run directory was written; built artifacts (converted model, adapters, indices, stored "
@@ -402,9 +390,9 @@ def _usage_error(e) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     usage_errors, exits, aborts = _click_exceptions()
-    _signal_received.clear()
+    signals.received.clear()
     try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = signal.signal(signal.SIGTERM, signals.on_sigterm)
     except ValueError:  # not the main thread (an embedding program): SIGTERM keeps its own handling
         previous = None
     try:
@@ -462,6 +450,9 @@ def _main(argv, usage_errors, exits, aborts) -> None:
     # the code: say what happened instead of exiting silently.
     if code == INTERRUPTED:
         _interrupted()
+    if signals.terminated():  # dropped in a finalizer after the last check: the run ended, but not by itself
+        err_console.print("terminated (SIGTERM) as the run ended", markup=False, soft_wrap=True)
+        sys.exit(TERMINATED)
     if isinstance(code, int) and code:
         sys.exit(code)
 

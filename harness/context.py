@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness import models, throughput, workers
+from harness import models, signals, throughput, workers
 from harness.data import TaskData
 from harness.errors import HarnessError
 from harness.measure import MemoryLedger
@@ -81,6 +81,7 @@ class Reporter:
 
     @contextlib.contextmanager
     def stage(self, name: str):
+        signals.check()  # a SIGTERM dropped in a finalizer stops the run here (harness.signals)
         start = time.perf_counter()
         expected = self.expected.get(name)
         if expected is not None:
@@ -135,6 +136,7 @@ class Reporter:
         lock = threading.Lock()  # scoring workers (harness.workers) advance it from their own threads
 
         def advance(step: int = 1) -> None:
+            signals.check()
             with lock:
                 _advance(step)
 
@@ -270,6 +272,9 @@ class RunContext:
         class Progress(TrainerCallback):
             def on_train_begin(self, args, state, control, **kw):
                 began["t"] = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kw):
+                signals.check()
 
             def on_log(self, args, state, control, logs=None, **kw):
                 if logs and "loss" in logs:

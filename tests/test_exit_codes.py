@@ -108,6 +108,32 @@ def test_a_signal_ends_the_run_with_its_code_and_one_line(fast_task, tmp_path, h
     assert not reports.exists() or not any(reports.iterdir())
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the ignored exception, on purpose
+def test_a_sigterm_dropped_in_a_finalizer_stops_the_run_at_its_next_stage():
+    """Python ignores an exception raised in `__del__`: the handler's Terminated is lost there, but the signal
+    was recorded, and the next stage (or progress step, or training step) raises it again."""
+    import gc
+
+    from harness import signals
+    from harness.context import Reporter
+
+    class Finalized:
+        def __del__(self):
+            signals.on_sigterm(signal.SIGTERM, None)  # as if the signal landed while this ran
+
+    signals.received.clear()
+    try:
+        Finalized()
+        gc.collect()  # the exception raised in __del__ went nowhere
+        reporter = Reporter(sink=lambda line: None)
+        with pytest.raises(signals.Terminated), reporter.stage("rag: build"):
+            raise AssertionError("the stage must not start")
+        with pytest.raises(signals.Terminated):
+            reporter.progress("rag: test", 10)()
+    finally:
+        signals.received.clear()
+
+
 # ---------------------------------------------------------------- text from files is printed as written
 
 

@@ -159,8 +159,8 @@ def test_the_harness_package_has_no_import_circle():
 LAYERS = (
     (
         "foundation",
-        "errors constants files yamlfile dataspec engine_spec profile extract chunking measure stats records cost workers "
-        "launch cache docgen strata waves record_base scenario_records latency",
+        "errors constants files yamlfile dataspec engine_spec profile extract chunking measure stats records cost "
+        "launch cache docgen strata waves record_base scenario_records latency signals workers",
     ),
     ("schema", "spec scorers overrides"),
     (
