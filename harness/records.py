@@ -302,8 +302,9 @@ class SystemResult(Record):
     peak_memory_mb: float | None = Field(
         default=None,
         description="serving peak (MB resident): the process at the run's start, the base model, index and embedder "
-        "this system uses, and its own peak while answering, as if it ran alone (serving_memory has the parts; "
-        "training is not in it: training_peak_memory_mb)",
+        "this system uses, and its own peak while answering one question at a time (the timed questions; passes "
+        "that score many at once for accuracy or calibration are not in it), as if it ran alone (serving_memory "
+        "has the parts; training is not in it: training_peak_memory_mb)",
     )
     serving_memory: ServingMemory | None = Field(default=None, description="the parts peak_memory_mb adds up", **_OMIT)
     training_peak_memory_mb: float | None = Field(

@@ -1,7 +1,8 @@
 """Memory per system as if it ran alone, in a run that builds and evaluates several systems in one process.
 
 The run's harness.measure.MemoryLedger gives each system's serving peak (and its training peak) from parts:
-the process, the shared resources it uses and its own peak while answering. Two things keep the parts free of
+the process, the shared resources it uses and its own peak while answering one question at a time (passes that
+score many at once for accuracy or calibration run under measure.not_counted). Two things keep the parts free of
 the order the systems run in: a warm-up answers one question first, so lm-eval's one-time imports and set-up
 belong to the process rather than to whichever system is evaluated first; and the shared base model is loaded
 before a system's evaluation is measured, so that a reload after an adapter system dropped it counts once, as a

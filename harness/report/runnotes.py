@@ -83,8 +83,9 @@ def gold_context_texts(results: RunResults) -> list[str]:
 
 MEMORY_TEXT = (
     "serving peak memory: the process, the base model, index and embedder a system uses, and its own peak while "
-    "answering, each measured as if the system ran alone (an earlier system's leftovers are not in it); training "
-    "peaks are measured the same way and shown apart."
+    "answering one question at a time, each measured as if the system ran alone (an earlier system's leftovers are "
+    "not in it; nor are the passes that score many questions at once for accuracy); training peaks are measured "
+    "the same way and shown apart."
 )
 
 

@@ -35,7 +35,8 @@ TERMS: dict[str, str] = {
     "system (every question is scored for accuracy in batches, untimed).",
     "peak_memory": (
         "Serving peak: the resident memory the system needs to answer (process, base model, index and embedder it "
-        "uses, and its own peak while answering), as if it ran alone; training peaks are reported apart."
+        "uses, and its own peak while answering one question at a time), as if it ran alone; training peaks are "
+        "reported apart."
     ),
     "boilerplate": "Passage text found in the run's own passages to carry no licence-specific content: a document's "
     "title, or lines recurring in two or more documents (copyright lines, disclaimers).",
