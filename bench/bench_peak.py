@@ -11,7 +11,8 @@ matmul          GFLOP/s of `torch.nn.functional.linear` in fp32 and bf16 on the 
                 counts the stages use (512 rows: a batch of prompts or training examples; 8 rows: one decoding step
                 of a batch of 8); the peak of a dtype is its best shape at 512 rows
 stages          tokens/s of scoring (legal-qa prompts at the accuracy pass's batch size, and 630-token
-                prompts, rag's length, one at a time), generation (geo-qa, batches of 8) and training (LoRA, a few
+                prompts, rag's length, one at a time; each again on the run's scoring workers, `*_workers`, as the
+                accuracy pass runs), generation (geo-qa, batches of 8) and training (LoRA, a few
                 steps), each turned into GFLOP/s with the model's FLOPs per token and divided by the peak of the dtype
                 it ran in
 
@@ -139,6 +140,24 @@ def scoring(ctx, model, n: int, peak: float) -> dict:
             "batch_size": batch,
             "prompt_tokens_mean": round(sum(lengths) / len(lengths), 1),
         }
+        workers = ctx.scoring_workers()
+        if workers > 1:  # the accuracy pass as a run scores it: on the scoring workers (harness.workers)
+            start = time.perf_counter()
+            run_lm_eval(
+                model,
+                tok,
+                qq,
+                texts,
+                task_name=f"bench_pk_{label}_w",
+                batch_size=batch,
+                warmup=0,
+                workers=workers,
+                **kw,
+            )
+            out[f"{label}_workers"] = {
+                **_stage(sum(lengths), time.perf_counter() - start, flops, peak),
+                "workers": workers,
+            }
     return out
 
 

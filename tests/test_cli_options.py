@@ -10,6 +10,7 @@ import pytest
 from conftest import run_cli
 
 import harness
+from harness.cli_options import overrides
 from harness.manifest import build_manifest
 from harness.run import RunOptions, plan
 
@@ -57,6 +58,9 @@ def test_options_override_the_task_file_and_are_recorded(tiny_task, tmp_path):
         manifest["config"]["evaluation"]["batch_size"] == 3 and manifest["config"]["evaluation"]["dtype"] == "float32"
     )
     # not given: the task file's values, and nothing recorded as overridden
+    # --workers reaches the schema as a number, as a task file writes it, or as `auto`
+    assert overrides(workers="2") == {"evaluation.workers": ("--workers", 2)}
+    assert overrides(workers="auto") == {"evaluation.workers": ("--workers", "auto")}
     plain = RunOptions(task=str(tiny_task), reports_dir=tmp_path / "reports", indices_dir=tmp_path / "indices")
     p = plan(plain)
     assert p.spec.evaluation.batch_size == 1 and "overrides" not in build_manifest(p.spec, ref, data, plain, "r")
@@ -68,6 +72,16 @@ def test_options_override_the_task_file_and_are_recorded(tiny_task, tmp_path):
         ("--batch-size", "0", "--batch-size 0: evaluation.batch_size input should be greater than 0"),
         ("--dtype", "fp8", "--dtype fp8: evaluation.dtype input should be 'auto', 'float32' or 'bfloat16'"),
         ("--threads", "0", "--threads must be a positive number of threads, got 0"),
+        (
+            "--workers",
+            "0",
+            "--workers 0: evaluation.workers value error, 0: give a number of workers (1 or more) or `auto`",
+        ),
+        (
+            "--workers",
+            "two",
+            "--workers two: evaluation.workers value error, 'two': give a number of workers (1 or more) or `auto`",
+        ),
     ],
 )
 def test_bad_override_is_one_line(tiny_task, tmp_path, option, value, message):
