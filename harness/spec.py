@@ -274,10 +274,11 @@ evaluation: {batch_size: 1, max_new_tokens: 16, bootstrap: 2000, backend: hf}"""
     workers: int | Literal["auto"] = Field(
         "auto",
         description="Threads that score the untimed passes (accuracy, calibration) side by side on a CPU, each "
-        "with its share of torch's threads: a small model's forward pass gains little from a second thread, two "
-        "passes at once gain more. `auto`: 2 where torch has 2 threads or more, else 1 (1 on a GPU); a number is "
-        "taken as given, up to torch's threads. The timed latency sample always runs alone. The kernels round by "
-        "thread count as by batch shape, so an answer near a tie can differ from `1` (one after another).",
+        "with its share of torch's threads: a small model's forward pass gains less from a second thread than "
+        "from a second pass beside it. `auto`: 2 where torch has 2 threads or more, else 1; always 1 on a GPU or "
+        "with the vllm backend. A number is taken as given, up to torch's threads. The timed latency sample always "
+        "runs alone. The kernels round by thread count as by batch shape, so an answer near a tie can differ from "
+        "`1` (one after another).",
     )
     max_new_tokens: int = Field(32, gt=0, description="Free-text: longest generated answer.")
     calibration: Literal["dev-threshold", "contextual", "none"] = Field(

@@ -1,10 +1,9 @@
 """Untimed scoring on several threads at once, each with its share of torch's threads.
 
-A 135M-parameter model's matrices are small: a second torch thread on the same forward pass gains little
-(on the 2-core dev machine one 630-token prompt took 0.51 s on one thread and 0.52 s on two, in bf16), while
-two forward passes side by side, one thread each, finish in about 0.6 of the time of running them one after the
-other on two threads (docs/performance.md, "Two scoring workers"). Python threads, not processes: the weights
-stay shared, torch releases the GIL inside every kernel, and nothing has to be loaded twice.
+A 135M-parameter model's matrices are small: a second torch thread on the same forward pass gains less than a
+second forward pass run beside it, one thread each (docs/performance.md, "Two scoring workers", has the figures
+for both CPU kinds). Python threads, not processes: the weights stay shared, torch releases the GIL inside every
+kernel, and nothing has to be loaded twice.
 
 Only passes nobody times run this way (the accuracy pass, calibration): a question scored beside another waits
 for the memory bus and caches they share, which is not the latency one user sees (harness.latency times that
