@@ -125,6 +125,7 @@ def test_two_workers_score_the_answers_of_one(tiny, answer_format):
         stops = [i for t, i in tok.get_vocab().items() if "\n" in tok.convert_tokens_to_string([t])]
         model.generation_config = copy.deepcopy(config)
         model.generation_config.suppress_tokens = sorted({tok.eos_token_id, tok.pad_token_id, *stops})
+    before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         # batches of 2 rows of other lengths: each call keeps its own number of logits positions
@@ -138,7 +139,8 @@ def test_two_workers_score_the_answers_of_one(tiny, answer_format):
         alone = run_lm_eval(model, tok, qs, prompts, task_name=f"harness_w1s_{answer_format[:3]}", batch_size=2, **kw)
     finally:
         model.forward, model.generation_config = forward, config
-        del tok.decode  # the class's own again
+        tok.__dict__.pop("decode", None)  # the class's own again
+        torch.set_num_threads(before)
     assert threads_seen == {"harness-worker-0", "harness-worker-1"} and threads == {"MainThread"}
     fields = {"id", "prediction", "loglikelihoods", "margin", "new_tokens", "hit_max_new_tokens", "prompt_tokens"}
     assert [m.model_dump(include=fields) for m in two] == [m.model_dump(include=fields) for m in one]
