@@ -128,7 +128,7 @@ def evaluate_seconds(p: SystemPlan, r: Rates, n_test: int, n_cal: int, spec) -> 
     def batched(n: int, b: int) -> float:  # an untimed pass, on the run's scoring workers
         calls = math.ceil(n / b) * (1 + (ev.max_new_tokens if free else 0))
         work = (calls * r.eval_a + n * r.eval_b * p.prompt_tokens) * factor
-        return work / (r.workers_speedup if r.workers > 1 else 1.0) + r.lm_eval_overhead_s
+        return work / r.workers_speedup + r.lm_eval_overhead_s  # 1.0 with one worker
 
     sample = min(ev.latency_sample, n_test)
     if sample == n_test or (batch == ev.batch_size and r.workers == 1):  # one timed pass (system_eval.evaluate_timed)

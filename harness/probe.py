@@ -64,9 +64,9 @@ def _filler(ctx, tokens: int) -> str:
     return ctx.tokenizer.decode(ids[:tokens])
 
 
-def _timed_questions(ctx, model, qs, texts, name: str, warmup: int = 1) -> tuple[list, float]:
-    """((prompt tokens, seconds) per question, lm-eval's overhead) of scoring `texts` one at a time, after
-    `warmup` of them untimed (the first calls of a process pay for allocating its buffers)."""
+def _at_batch_one(ctx, model, qs, texts, name: str, warmup: int, workers: int = 1) -> tuple[list, float]:
+    """(Measurements, wall seconds) of scoring `texts` at batch 1, after `warmup` untimed: one after another, or
+    side by side on `workers` (harness.workers) as the run's untimed passes score them."""
     spec = ctx.spec
     start = time.perf_counter()
     measured = run_lm_eval(
@@ -81,8 +81,15 @@ def _timed_questions(ctx, model, qs, texts, name: str, warmup: int = 1) -> tuple
         max_new_tokens=spec.evaluation.max_new_tokens,
         seed=spec.seed,
         dtype=ctx.dtype,
+        workers=workers,
     )
-    wall = time.perf_counter() - start
+    return measured, time.perf_counter() - start
+
+
+def _timed_questions(ctx, model, qs, texts, name: str, warmup: int = 1) -> tuple[list, float]:
+    """((prompt tokens, seconds) per question, lm-eval's overhead) of scoring `texts` one at a time, after
+    `warmup` of them untimed (the first calls of a process pay for allocating its buffers)."""
+    measured, wall = _at_batch_one(ctx, model, qs, texts, name, warmup)
     lat = [m.latency_s for m in measured]
     return [(m.prompt_tokens, m.latency_s) for m in measured], max(0.0, wall - sum(lat) - sum(lat[:warmup]))
 
@@ -156,23 +163,8 @@ def probe_eval(ctx, short_tokens: float, long_tokens: float, r: Rates, adapter: 
 def _workers_speedup(ctx, model, qs, texts, points, r: Rates) -> float:
     """The timed questions (`points`: their seconds one at a time) scored again untimed on the run's workers, as
     the accuracy pass scores them: how many times faster side by side."""
-    spec = ctx.spec
-    with timer() as took:
-        run_lm_eval(
-            model,
-            ctx.tokenizer,
-            qs,
-            texts,
-            answer_format=spec.answer_format,
-            task_name="harness_probe_workers",
-            batch_size=1,
-            warmup=0,
-            max_new_tokens=spec.evaluation.max_new_tokens,
-            seed=spec.seed,
-            dtype=ctx.dtype,
-            workers=r.workers,
-        )
-    side_by_side = took() - r.lm_eval_overhead_s
+    side_by_side = _at_batch_one(ctx, model, qs, texts, "harness_probe_workers", 0, r.workers)[1]
+    side_by_side -= r.lm_eval_overhead_s
     return round(sum(s for _, s in points) / side_by_side, 3) if side_by_side > 0 else 1.0
 
 
