@@ -6,7 +6,7 @@
 Stages, on SmolLM2-135M (the default model) with shapes as the harness makes them:
   score      one rag-length prompt (628 tokens) at batch 1, the last position through the head (the weights in the
              evaluation dtype, as RunContext.base_model loads them)
-  train      one LoRA optimiser step on lora's 8 padded rows of 55-95 tokens (harness.probe.answer_positions_step:
+  train      one LoRA optimiser step on lora's 8 padded rows of 55-95 tokens (harness.parts.answer_loss.step:
              fp32 weights under bf16 autocast where the CPU has bf16)
 For each: the first call's seconds (compiling, for the compiled variant), then the best of --steps calls; and for
 the compiled training step, a batch of another padded width (trl pads each batch to its longest row), which makes
@@ -53,7 +53,7 @@ def train(path: str, bf16: bool, compiled: bool, steps: int) -> dict:
     from training_levers import batch
     from transformers import AutoModelForCausalLM
 
-    from harness.probe import answer_positions_step
+    from harness.parts.answer_loss import step as answer_positions_step
 
     base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     model = get_peft_model(base, lora_config()).train()

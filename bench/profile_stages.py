@@ -3,7 +3,7 @@
     python bench/profile_stages.py [--dtype auto|float32|bfloat16]
 
 scoring   one forward pass of a 630-token prompt (rag's length), the last positions through the LM head
-training  one LoRA optimiser step as the harness takes it (harness.probe.answer_positions_step), on batches shaped
+training  one LoRA optimiser step as the harness takes it (harness.parts.answer_loss.step), on batches shaped
           as trl's collator makes them (right-padded, with an attention mask; bench/training_levers.py's SHAPES):
           lora's 8 rows of 55-95 tokens, and rag+lora's micro-batch of 2 rows of 470-509 tokens
 generate  16 new tokens for a batch of 8 geo-qa-length prompts (60 tokens)
@@ -92,7 +92,7 @@ def main(argv=None) -> dict:
 
     from training_levers import SHAPES, batch
 
-    from harness.probe import answer_positions_step
+    from harness.parts.answer_loss import step as answer_positions_step
 
     train = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch.float32)
     peft = get_peft_model(train, lora_config()).train()

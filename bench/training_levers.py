@@ -6,7 +6,8 @@ Two batch shapes, both right-padded with an attention mask as trl's collator mak
   lora      8 rows of 55-95 tokens (legal-qa's questions with their answers)
   rag+lora  2 rows of 470-509 tokens (its 1024-token micro-batch of prompts with passages)
 Variants: attention "sdpa" (transformers' default) or "eager"; frozen base weights in fp32 under bf16 autocast
-(what the Trainer does with bf16=True) or held in bf16 with fp32 adapters (native bf16 only). Each figure is the
+(what the Trainer does with bf16=True) or held in bf16 with fp32 adapters (native bf16 only); and the rows split
+over 2 training workers (`finetune.workers`, harness.parts.answer_loss). Each figure is the
 best of --steps steps after one warm-up step; compare the figures of one run, never across runs.
 """
 
@@ -37,12 +38,12 @@ def batch(rows: int, shortest: int, longest: int, vocab: int, seed: int = 0):
     return ids, mask.long(), labels
 
 
-def step_seconds(path: str, attn: str, weights: str, bf16: bool, data, steps: int) -> float:
+def step_seconds(path: str, attn: str, weights: str, bf16: bool, data, steps: int, workers: int = 1) -> float:
     import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from harness.probe import answer_positions_step
+    from harness.parts.answer_loss import step as answer_positions_step
 
     dtype = torch.bfloat16 if weights == "bf16" else torch.float32
     base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn)
@@ -52,7 +53,7 @@ def step_seconds(path: str, attn: str, weights: str, bf16: bool, data, steps: in
     head, backbone = base.get_output_embeddings(), base.model
 
     def step():  # the step the probe times; autocast only over fp32 weights (bf16 weights need none)
-        answer_positions_step(backbone, head, opt, ids, mask, labels, bf16 and weights == "fp32")
+        answer_positions_step(backbone, head, opt, ids, mask, labels, bf16 and weights == "fp32", workers)
 
     return round(first_and_best(step, steps)[1], 3)
 
@@ -75,12 +76,15 @@ def main(argv=None) -> dict:
         "threads": torch.get_num_threads(),
         "capability": torch.backends.cpu.get_cpu_capability(),
     }
-    variants = [("sdpa", "fp32"), ("eager", "fp32")] + ([("sdpa", "bf16"), ("eager", "bf16")] if bf16 else [])
+    variants = [("sdpa", "fp32", 1), ("sdpa", "fp32", 2), ("eager", "fp32", 1)]
+    variants += [("sdpa", "bf16", 1), ("eager", "bf16", 1)] if bf16 else []
     for shape in args.shapes.split(","):
         data = batch(*SHAPES[shape], vocab=vocab)
         out[shape] = {
-            f"{attn}, {weights} weights": step_seconds(ref.path, attn, weights, bf16, data, args.steps)
-            for attn, weights in variants
+            f"{attn}, {weights} weights" + (f", {n} workers" if n > 1 else ""): step_seconds(
+                ref.path, attn, weights, bf16, data, args.steps, n
+            )
+            for attn, weights, n in variants
         }
         print(json.dumps({shape: out[shape]}), flush=True)
     return out

@@ -85,7 +85,8 @@ TRAINING = """\
 These two records come from the artifact's own manifest, so a run that reuses a cached adapter or index still
 reports what building it took. `training` (fine-tuned systems) holds `method`, `objective`, `seconds`,
 `tokens_per_s`, `tokens`, `trainable_params`, `total_params`, `epochs`, `steps`, `examples`, `bf16`,
-`final_train_loss`, `peak_memory_mb`, `world_size`, `settings` (the resolved `finetune` section), and
+`final_train_loss`, `peak_memory_mb`, `world_size`, `workers` (the threads that shared each step's rows,
+`finetune.workers` resolved), `settings` (the `finetune` section with the method's overrides), and
 `loss_curve`: a list of `{"step", "train_loss", "eval_loss", "phase"}` (eval_loss from the dev split, null
 between evaluations; phase: corpus or qa). rag+lora adds `raft` (how the retrieval-augmented training rows were
 built); dpo / orpo add `start_from`, `sft`, `pairs` (where the preference pairs came from) and `final_eval`, and

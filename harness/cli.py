@@ -24,6 +24,7 @@ from harness.cli_options import (
     ProfileOption,
     Threads,
     Track,
+    TrainWorkers,
     Workers,
     overrides,
 )
@@ -126,6 +127,7 @@ def run(
     batch_size: int | None = BatchSize,
     latency_sample: int | None = LatencySample,
     workers: str | None = Workers,
+    train_workers: str | None = TrainWorkers,
     dtype: str | None = Dtype,
     threads: int | None = Threads,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final table."),
@@ -167,7 +169,13 @@ def run(
         # HARNESS_ESTIMATE=off skips the start-of-run estimate (and the probe a first run on a machine makes)
         estimate=os.environ.get("HARNESS_ESTIMATE", "on").lower() != "off",
         dry_run=dry_run,
-        overrides=overrides(batch_size=batch_size, dtype=dtype, latency_sample=latency_sample, workers=workers),
+        overrides=overrides(
+            batch_size=batch_size,
+            dtype=dtype,
+            latency_sample=latency_sample,
+            workers=workers,
+            train_workers=train_workers,
+        ),
         threads=threads,
         scenario=scenario,
     )
@@ -250,6 +258,7 @@ def sweep(
     batch_size: int | None = BatchSize,
     latency_sample: int | None = LatencySample,
     workers: str | None = Workers,
+    train_workers: str | None = TrainWorkers,
     dtype: str | None = Dtype,
     threads: int | None = Threads,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final table."),
@@ -281,7 +290,13 @@ def sweep(
         device=device,
         command=["harness", *sys.argv[1:]],
         profile=profile,
-        overrides=overrides(batch_size=batch_size, dtype=dtype, latency_sample=latency_sample, workers=workers),
+        overrides=overrides(
+            batch_size=batch_size,
+            dtype=dtype,
+            latency_sample=latency_sample,
+            workers=workers,
+            train_workers=train_workers,
+        ),
         threads=threads,
     )
     _execute_and_print(plan_sweep(opts, [*from_file, *(sets or [])], executor, ray_address), quiet, track)

@@ -30,6 +30,11 @@ Workers = typer.Option(
     "--workers",
     help="auto or a number: threads scoring the untimed passes side by side (overrides evaluation.workers).",
 )
+TrainWorkers = typer.Option(
+    None,
+    "--train-workers",
+    help="auto or a number: threads sharing each training step's rows (overrides finetune.workers).",
+)
 Threads = typer.Option(
     None, "--threads", help="Torch threads (default: HARNESS_THREADS, OMP_NUM_THREADS, or every core)."
 )
@@ -48,6 +53,7 @@ OVERRIDES = {
     "dtype": ("--dtype", "evaluation.dtype"),
     "latency_sample": ("--latency-sample", "evaluation.latency_sample"),
     "workers": ("--workers", "evaluation.workers"),
+    "train_workers": ("--train-workers", "finetune.workers"),
 }
 
 

@@ -173,7 +173,9 @@ class RunContext:
         self.retrain = retrain
         self.reevaluate = reevaluate or retrain  # --retrain measures everything again too
         self.limit: int | None = None  # --limit: test questions (and at most as many calibration questions)
-        self.launcher = launcher  # "local" trains in this process; "accelerate" via `accelerate launch`
+        # "local" trains in this process; "accelerate" via `accelerate launch`, whose processes run with
+        # "accelerate-process" (harness.train_worker)
+        self.launcher = launcher
         self.device = models.device(spec.device)  # the task's `device:`, or `--device`
         self.dtype = models.eval_dtype(spec.evaluation.dtype, self.device)
         # What adapters are trained on (train, dev, corpus): their key; the test split (cut by --limit) is not in it.

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from harness.evaluate import run_lm_eval
 from harness.measure import PeakMemory, timer
+from harness.parts import answer_loss
 
 EVAL_QUESTIONS = 4  # per prompt length
 # Rows per probe step: as many as fit this many tokens (at least one), up to finetune.batch_size: the rows of one
@@ -32,8 +33,8 @@ EMBED_TIMED_CHUNKS = 32
 # Part of every stored figure's key: bump it when what the probe measures, or the speed of what it measures,
 # changes (2: the fastest of two timed steps of a trainer-sized batch, RAFT rows apart from plain ones; adapters
 # scored with the standard-strides head; 3: embedding timed on a batch of EMBED_TIMED_CHUNKS; 4: the scoring
-# workers' speed-up).
-PROBE_VERSION = 4
+# workers' speed-up; 5: training steps on the adapter's training workers).
+PROBE_VERSION = 5
 
 
 @dataclass
@@ -168,10 +169,12 @@ def _workers_speedup(ctx, model, qs, texts, points, r: Rates) -> float:
     return round(sum(s for _, s in points) / side_by_side, 3) if side_by_side > 0 else 1.0
 
 
-def probe_train(ctx, method: str, rows: list[tuple[list[int], int]], r: Rates, key: str | None = None) -> None:
+def probe_train(
+    ctx, method: str, rows: list[tuple[list[int], int]], r: Rates, key: str | None = None, workers: int = 1
+) -> None:
     """One warm-up and TRAIN_TIMED_STEPS timed optimiser steps of `method` (an adapter's `settings_of`: lora for
-    dpo and orpo) on `rows` ((token ids, answer length) each); the rate is the fastest timed step's, stored under
-    `key` (default: the method)."""
+    dpo and orpo) on `rows` ((token ids, answer length) each), their rows split over `workers` threads as the
+    trainer splits them; the rate is the fastest timed step's, stored under `key` (default: the method)."""
     import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
@@ -201,29 +204,12 @@ def probe_train(ctx, method: str, rows: list[tuple[list[int], int]], r: Rates, k
         times = []
         for _ in range(1 + TRAIN_TIMED_STEPS):
             start = time.perf_counter()
-            answer_positions_step(backbone, head, opt, input_ids, attention, labels, bf16)
+            answer_loss.step(backbone, head, opt, input_ids, attention, labels, bf16, workers)
             times.append(time.perf_counter() - start)
     key = key or method
     r.train_tokens_per_s[key] = input_ids.numel() / min(times[1:])
     r.train_peak_mb[key] = round(mem.peak_mb, 1)
     del model, base, opt
-
-
-def answer_positions_step(backbone, head, opt, input_ids, attention, labels, bf16: bool) -> None:
-    """One optimiser step as the harness trains off CUDA (parts.trainers.sft_trainer_class): the backbone over the
-    padded rows, the vocabulary head on the answer positions only (labels other than -100), under bf16 autocast
-    when `bf16`. What the probe times, and what bench/training_levers.py varies."""
-    import torch
-
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        hidden = backbone(input_ids=input_ids, attention_mask=attention, use_cache=False).last_hidden_state
-        target = labels[:, 1:]
-        mask = target != -100
-        logits = head(hidden[:, :-1][mask]).float()
-        loss = torch.nn.functional.cross_entropy(logits, target[mask])
-    loss.backward()
-    opt.step()
-    opt.zero_grad()
 
 
 def probe_embed(ctx, r: Rates) -> tuple[int, list[str]]:
@@ -371,10 +357,12 @@ def measure(ctx, built: list, with_index: bool, log, stored_only: bool = False) 
         if adapter is not None and adapter.cached() is None:
             method = adapter.settings_of  # dpo and orpo train an adapter of lora's shape, at lora's rate
             raft = s.kind == "rag+finetune"
-            methods[train_rate_key(method, raft)] = (method, raft)
-    for rate_key, (method, raft) in methods.items():
+            if not (train_rate_key(method, raft) in methods and adapter.method in ("dpo", "orpo")):
+                methods[train_rate_key(method, raft)] = (method, raft, adapter.workers)  # lora's own workers
+    for rate_key, (method, raft, train_workers) in methods.items():
         settings = spec.finetune.for_method(method)
-        key = cache.key_of("train", machine, method, settings.model_dump(mode="json"), raft)
+        dump = settings.model_dump(mode="json", exclude={"workers"})
+        key = cache.key_of("train", machine, method, dump, raft, train_workers)
         stored = _stored(key)
         if stored is not None:
             r.train_tokens_per_s[rate_key], r.train_peak_mb[rate_key] = stored["tokens_per_s"], stored["peak_mb"]
@@ -388,7 +376,7 @@ def measure(ctx, built: list, with_index: bool, log, stored_only: bool = False) 
             filler = _filler(ctx, settings.max_length)
             ids = ctx.tokenizer(filler, add_special_tokens=False).input_ids[: settings.max_length - 4]
             rows = [(ids + row[-answer:], answer) for row, answer in rows]
-        probe_train(ctx, method, rows, r, rate_key)
+        probe_train(ctx, method, rows, r, rate_key, train_workers)
         _store(
             key,
             {

@@ -34,7 +34,7 @@ def main(job_path: str) -> None:
         ref,
         Reporter(lambda line: print(line, flush=True)),
         indices_dir=Path(job["indices_dir"]),
-        launcher="local",
+        launcher="accelerate-process",  # trains here, in one of the processes `accelerate launch` started
     )
     make_system(job["system"], ctx).build()
 

@@ -27,10 +27,11 @@ def resolve(setting: int | str, threads: int, device: str = "cpu") -> int:
     return max(1, min(int(setting), threads))
 
 
-def run_shared(items: Iterable, work: Callable, workers: int) -> None:
+def run_shared(items: Iterable, work: Callable, workers: int, grad: bool = False) -> None:
     """`work(item)` for every item: in order on this thread when `workers` is 1, else on `workers` threads that
     take the next item as each finishes one, every thread with `torch threads // workers` torch threads. The first
-    exception of any worker stops the others (after their current item) and is raised here."""
+    exception of any worker stops the others (after their current item) and is raised here. The workers run in
+    inference mode, or with gradients on when `grad` (training's split step, harness.parts.answer_loss)."""
     items = list(items)
     if workers <= 1 or len(items) < 2:
         for item in items:
@@ -45,7 +46,7 @@ def run_shared(items: Iterable, work: Callable, workers: int) -> None:
 
     def worker() -> None:
         torch.set_num_threads(share)  # an OpenMP thread count is the calling thread's own
-        with torch.inference_mode():
+        with torch.enable_grad() if grad else torch.inference_mode():
             while not stop.is_set():
                 with lock:
                     item = next(queue, stop)

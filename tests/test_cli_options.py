@@ -61,6 +61,7 @@ def test_options_override_the_task_file_and_are_recorded(tiny_task, tmp_path):
     # --workers reaches the schema as a number, as a task file writes it, or as `auto`
     assert overrides(workers="2") == {"evaluation.workers": ("--workers", 2)}
     assert overrides(workers="auto") == {"evaluation.workers": ("--workers", "auto")}
+    assert overrides(train_workers="1") == {"finetune.workers": ("--train-workers", 1)}
     plain = RunOptions(task=str(tiny_task), reports_dir=tmp_path / "reports", indices_dir=tmp_path / "indices")
     p = plan(plain)
     assert p.spec.evaluation.batch_size == 1 and "overrides" not in build_manifest(p.spec, ref, data, plain, "r")
@@ -76,6 +77,11 @@ def test_options_override_the_task_file_and_are_recorded(tiny_task, tmp_path):
             "--workers",
             "0",
             "--workers 0: evaluation.workers value error, 0: give a number of workers (1 or more) or `auto`",
+        ),
+        (
+            "--train-workers",
+            "0",
+            "--train-workers 0: finetune.workers value error, 0: give a number of workers (1 or more) or `auto`",
         ),
         (
             "--workers",

@@ -96,7 +96,8 @@ def test_answer_positions_loss_equals_the_models_own_loss(tmp_path, tiny_model_d
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig
 
-    from harness.parts.trainers import answer_positions_loss_applies, sft_trainer_class
+    from harness.parts.answer_loss import loss_applies as answer_positions_loss_applies
+    from harness.parts.trainers import sft_trainer_class
 
     torch.manual_seed(0)
     model = get_peft_model(
@@ -106,7 +107,8 @@ def test_answer_positions_loss_equals_the_models_own_loss(tmp_path, tiny_model_d
     trainer = sft_trainer_class()(
         model=model,
         train_dataset=Dataset.from_list([{"prompt": "Q?", "completion": "Yes"}]),
-        args=SFTConfig(output_dir=str(tmp_path / "o"), use_cpu=True, report_to="none", disable_tqdm=True),
+        # fp32, to compare the arithmetic exactly (trl's default is bf16, which the next test covers)
+        args=SFTConfig(output_dir=str(tmp_path / "o"), use_cpu=True, report_to="none", disable_tqdm=True, bf16=False),
     )
     assert answer_positions_loss_applies(model)  # the harness's own path is the one under test
     ids = torch.randint(3, 60, (3, 12))
@@ -125,6 +127,61 @@ def test_answer_positions_loss_equals_the_models_own_loss(tmp_path, tiny_model_d
     assert any(g.abs().sum() > 0 for g in grads[0][1])
     for a, b in zip(grads[0][1], grads[1][1]):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_the_answer_positions_loss_trains_under_the_trainers_autocast(tmp_path, tiny_model_dir, bf16):
+    """bf16=True trains under bf16 autocast, as trl's own loss does through the model's wrapped forward; the
+    answer-positions path calls the backbone itself, and once trained in fp32 while the record said bf16."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig
+
+    from harness.parts.trainers import sft_trainer_class
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    seen, forward = [], base.model.forward
+
+    def spy(*args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return forward(*args, **kwargs)
+
+    base.model.forward = spy
+    rows = [{"prompt": f"Is {i} even?", "completion": " Yes" if i % 2 == 0 else " No"} for i in range(4)]
+    trainer = sft_trainer_class()(
+        model=model,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
+        args=SFTConfig(
+            output_dir=str(tmp_path / "o"),
+            max_steps=1,
+            per_device_train_batch_size=4,
+            bf16=bf16,
+            use_cpu=True,
+            report_to="none",
+            disable_tqdm=True,
+            completion_only_loss=True,
+            save_strategy="no",
+        ),
+    )
+    trainer.train()
+    assert seen == [bf16]
+
+
+def test_an_adapter_trained_in_bf16_has_a_key_of_its_own(tmp_path, tiny_model_dir, monkeypatch):
+    """`bf16: auto` trains in bf16 on one machine and fp32 on another: the key tells the two apart, so that no
+    adapter trained in fp32 (as every bf16 one was before the loss entered autocast) is reused as a bf16 one."""
+    from harness import models
+
+    task = write_tiny_task(tmp_path / "t", tiny_model_dir, finetune={"bf16": "auto"})
+    keys = {}
+    for supported in (True, False):
+        monkeypatch.setattr(models, "bf16_supported", lambda on=None, s=supported: s)
+        keys[supported] = make_system("lora", make_ctx(task, tmp_path)).adapter.key
+    assert keys[True] != keys[False]
 
 
 def test_corpus_objective_needs_a_corpus(tmp_path, tiny_model_dir):

@@ -25,6 +25,7 @@ from harness import cache, files, launch, models
 from harness.errors import HarnessError
 from harness.manifest import package_versions
 from harness.measure import Footprint, timer
+from harness.parts import answer_loss
 from harness.parts.outputs import BuildInfo
 
 
@@ -167,7 +168,7 @@ class AdapterTrainer:
         ctx = self.ctx
         return cache.key_of(
             self.method,
-            self.settings.model_dump(),
+            self.settings.model_dump(exclude={"workers"}),
             ctx.model_ref.fingerprint,
             ctx.training_data_fingerprint,
             ctx.spec.system_prompt,
@@ -175,7 +176,40 @@ class AdapterTrainer:
             ctx.spec.seed,
             library_versions(),
             self.key_extra(),
+            # Adapters trained with bf16 before the answer-positions loss entered autocast were trained in fp32
+            # (parts.trainers.sft_trainer_class); the marker retrains them and keeps fp32 adapters' keys as they were.
+            *(["bf16-autocast"] if ctx.use_bf16(self.settings.bf16) else []),
+            # The resolved count, not the setting, and only above 1: one worker is the step the keys always meant.
+            *([f"workers-{self.workers}"] if self.workers > 1 else []),
         )
+
+    @cached_property
+    def workers(self) -> int:
+        """Threads sharing each training step's rows (`finetune.workers`, harness.parts.answer_loss)."""
+        import torch
+
+        return answer_loss.resolve_workers(
+            self.settings.workers, torch.get_num_threads(), self.ctx.device, self.why_one_worker()
+        )
+
+    def why_one_worker(self) -> str | None:
+        """Why this adapter trains on one thread group whatever `finetune.workers` says, or None."""
+        s, ctx = self.settings, self.ctx
+        if self.method in ("dpo", "orpo"):
+            return "trl's preference trainers take their own step"
+        if self.method == "qlora":
+            return "4-bit layers were not measured on threads"
+        if ctx.launcher != "local" or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            return "each training process takes its own share of the rows"
+        if s.dropout > 0:
+            return "two threads would draw dropout masks in no fixed order"
+        if s.gradient_checkpointing:
+            return "gradient checkpointing was not measured on threads"
+        from transformers import AutoConfig
+
+        if not answer_loss.config_allows(AutoConfig.from_pretrained(ctx.model_ref.path)):
+            return "the model scales its logits, so trl's own loss trains it"
+        return None
 
     @property
     def folder(self) -> Path:

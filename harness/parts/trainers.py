@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
 
+from harness.parts import answer_loss
 from harness.parts.adapter_trainer import AdapterTrainer, PhaseRun
 
 
@@ -37,50 +38,39 @@ def sft_trainer_class():
     through the vocabulary-sized head (recomputing it in the backward pass) and adds entropy and top-1
     metrics; the model's own loss projects every position too. With the loss on the completion only, two or
     three positions per example matter (see docs/performance.md, "Answer-positions loss"). On CUDA trl's
-    path is kept.
+    path is kept. `harness_workers` > 1 splits each batch's rows over that many threads (harness.parts.answer_loss).
     """
-    import torch
     from trl import SFTTrainer
 
     class HarnessSFTTrainer(SFTTrainer):
+        harness_workers = 1
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # Wrapped for DDP (several CPU processes), the model must run its own forward, which syncs the
             # gradients; the shortcut below calls the backbone directly, so it is for a bare model only.
             wrapped = model is not self.accelerator.unwrap_model(model)
-            if self.args.device.type == "cuda" or wrapped or not answer_positions_loss_applies(model):
+            if self.args.device.type == "cuda" or wrapped or not answer_loss.loss_applies(model):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
-            backbone = getattr(base, base.base_model_prefix)
-            hidden = backbone(
-                input_ids=inputs["input_ids"],
-                attention_mask=inputs.get("attention_mask"),
-                position_ids=inputs.get("position_ids"),
-                use_cache=False,
-            ).last_hidden_state
-            labels = inputs["labels"][:, 1:]
-            mask = labels != -100
-            logits = base.get_output_embeddings()(hidden[:, :-1][mask]).float()
-            loss = torch.nn.functional.cross_entropy(logits, labels[mask], reduction="sum")
-            loss = loss / (num_items_in_batch if num_items_in_batch is not None else mask.sum().clamp(min=1))
+            backbone, head = getattr(base, base.base_model_prefix), base.get_output_embeddings()
+            denominator = num_items_in_batch
+            if denominator is None:
+                denominator = answer_loss.answer_tokens(inputs["labels"])
+            # accelerate puts bf16 autocast around the model's forward only; this path calls the backbone and the
+            # head itself, so it enters the same autocast (without it, bf16=True trained in fp32).
+            autocast = self.accelerator.autocast
+            if self.harness_workers > 1:
+                params = [p for p in model.parameters() if p.requires_grad]
+                loss = answer_loss.loss_on_workers(
+                    backbone, head, inputs, denominator, autocast, params, self.harness_workers
+                )
+            else:
+                loss = answer_loss.loss_sum(backbone, head, inputs, autocast) / denominator
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss: DDP averages gradients
             return (loss, {"loss": loss}) if return_outputs else loss
 
     return HarnessSFTTrainer
-
-
-def answer_positions_loss_applies(model) -> bool:
-    """Plain causal LMs only: models that scale or soft-cap their logits keep trl's loss."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cfg = base.config.get_text_config()
-    return (
-        getattr(base, "base_model_prefix", None)
-        and hasattr(base, base.base_model_prefix)
-        and base.get_output_embeddings() is not None
-        and getattr(cfg, "final_logit_softcapping", None) is None
-        and getattr(cfg, "logit_scale", None) is None
-        and getattr(cfg, "logits_scaling", None) is None
-    )
 
 
 def lora_config(settings, use_dora: bool = False):
@@ -189,7 +179,7 @@ class SupervisedPhase:
         config = sft_config(a, output_dir, self.name, eval_ds is not None)
         if self.name != "corpus":  # the corpus phase has its own, short pieces
             self.source.fit_batch(config)
-        return sft_trainer_class()(
+        trainer = sft_trainer_class()(
             model=model,
             args=config,
             train_dataset=train_ds,
@@ -197,6 +187,8 @@ class SupervisedPhase:
             processing_class=a.ctx.tokenizer,
             callbacks=callbacks,
         )
+        trainer.harness_workers = a.workers
+        return trainer
 
     def tokens(self, trainer) -> int:
         return int(sum(len(ids) for ids in trainer.train_dataset["input_ids"]) * self.epochs)
@@ -252,6 +244,7 @@ class SupervisedRecipe:
             "final_train_loss": None if final_loss is None else round(final_loss, 4),
             "loss_curve": curve,
             "world_size": world_size(),
+            "workers": trainer.workers,
             "settings": s.model_dump(exclude={"overrides"}, mode="json"),
         }
 
