@@ -44,29 +44,43 @@ def run_shared(items: Iterable, work: Callable, workers: int, grad: bool = False
     lock, queue, failed = threading.Lock(), iter(items), []
     stop = threading.Event()
 
-    def worker() -> None:
-        torch.set_num_threads(share)  # an OpenMP thread count is the calling thread's own
-        with torch.enable_grad() if grad else torch.inference_mode():
-            while not stop.is_set():
-                with lock:
-                    item = next(queue, stop)
-                if item is stop:
-                    return
-                try:
-                    work(item)
-                except BaseException as e:  # handed to the caller below
-                    failed.append(e)
-                    stop.set()
+    def worker(done: threading.Event) -> None:
+        try:
+            torch.set_num_threads(share)  # an OpenMP thread count is the calling thread's own
+            with torch.enable_grad() if grad else torch.inference_mode():
+                while not stop.is_set():
+                    with lock:
+                        item = next(queue, stop)
+                    if item is stop:
+                        return
+                    try:
+                        work(item)
+                    except BaseException as e:  # handed to the caller below
+                        failed.append(e)
+                        stop.set()
+        finally:
+            done.set()
 
-    threads = [threading.Thread(target=worker, daemon=True, name=f"harness-worker-{k}") for k in range(workers)]
+    done = [threading.Event() for _ in range(workers)]
+    threads = [
+        threading.Thread(target=worker, args=(d,), daemon=True, name=f"harness-worker-{k}") for k, d in enumerate(done)
+    ]
     torch.set_num_threads(share)  # MKL's thread count is the process's: the caller's share while they run
     try:
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+        for d in done:
+            d.wait()
     finally:
-        stop.set()  # an interrupt (Ctrl-C, SIGTERM) lands here on the caller's thread: the workers stop soon
+        # An interrupt (Ctrl-C, SIGTERM) lands here on the caller's thread. The workers stop after their current
+        # item and are waited for: a process that exits while a worker is still inside a kernel or a backward pass
+        # aborts ("terminate called without an active exception") instead of exiting 130 or 143. Waited for on
+        # their own events, not Thread.join: a KeyboardInterrupt inside join() can mark a running thread stopped
+        # (CPython 3.11's _wait_for_tstate_lock), and nothing would wait for it then.
+        stop.set()
+        for t, d in zip(threads, done, strict=True):
+            if t.ident is not None:  # started (a thread whose start() failed never sets its event)
+                d.wait()
         torch.set_num_threads(total)
     if failed:
         raise failed[0]

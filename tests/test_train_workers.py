@@ -23,15 +23,18 @@ def two_threads():
     torch.set_num_threads(before)
 
 
-@pytest.fixture
-def tiny_lora(tiny_model_dir):
+@pytest.fixture(params=["lora", "dora"])
+def tiny_lora(tiny_model_dir, request):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    config = LoraConfig(
+        r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM", use_dora=request.param == "dora"
+    )
+    model = get_peft_model(base, config)
     return model, base.model, base.get_output_embeddings()
 
 

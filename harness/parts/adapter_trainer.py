@@ -176,9 +176,9 @@ class AdapterTrainer:
             ctx.spec.seed,
             library_versions(),
             self.key_extra(),
-            # Adapters trained with bf16 before the answer-positions loss entered autocast were trained in fp32
-            # (parts.trainers.sft_trainer_class); the marker retrains them and keeps fp32 adapters' keys as they were.
-            *(["bf16-autocast"] if ctx.use_bf16(self.settings.bf16) else []),
+            # Off CUDA, adapters trained with bf16 before the answer-positions loss entered autocast were trained in
+            # fp32 (parts.trainers.sft_trainer_class): the marker retrains them; fp32 and CUDA keys stay as they were.
+            *(["bf16-autocast"] if ctx.use_bf16(self.settings.bf16) and ctx.device != "cuda" else []),
             # The resolved count, not the setting, and only above 1: one worker is the step the keys always meant.
             *([f"workers-{self.workers}"] if self.workers > 1 else []),
         )
