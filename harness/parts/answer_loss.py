@@ -93,9 +93,12 @@ def loss_on_workers(backbone, head, inputs: dict, denominator, autocast: Callabl
 
     With gradients on, each thread also takes its part's gradients with respect to `params`; the loss returned
     carries their sum, so that the trainer's own `backward()` (with whatever scale it puts on the loss, e.g.
-    gradient accumulation's) puts exactly that sum, scaled, into the parameters' `.grad`."""
+    gradient accumulation's) puts exactly that sum, scaled, into the parameters' `.grad`. One worker is the plain
+    loss on this thread, the step earlier versions took."""
     import torch
 
+    if workers <= 1:
+        return loss_sum(backbone, head, inputs, autocast) / denominator
     parts = [p for p in split_rows(inputs, workers) if p["input_ids"].shape[0]]
     grad_on = torch.is_grad_enabled()
     results: list = [None] * len(parts)
@@ -135,11 +138,7 @@ def step(backbone, head, opt, input_ids, attention, labels, bf16: bool, workers:
         return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     params = [p for group in opt.param_groups for p in group["params"]]
-    denominator = answer_tokens(inputs["labels"])
-    if workers > 1:
-        loss = loss_on_workers(backbone, head, inputs, denominator, autocast, params, workers)
-    else:
-        loss = loss_sum(backbone, head, inputs, autocast) / denominator
+    loss = loss_on_workers(backbone, head, inputs, answer_tokens(inputs["labels"]), autocast, params, workers)
     loss.backward()
     opt.step()
     opt.zero_grad()

@@ -58,14 +58,10 @@ def sft_trainer_class():
                 denominator = answer_loss.answer_tokens(inputs["labels"])
             # accelerate puts bf16 autocast around the model's forward only; this path calls the backbone and the
             # head itself, so it enters the same autocast (without it, bf16=True trained in fp32).
-            autocast = self.accelerator.autocast
-            if self.harness_workers > 1:
-                params = [p for p in model.parameters() if p.requires_grad]
-                loss = answer_loss.loss_on_workers(
-                    backbone, head, inputs, denominator, autocast, params, self.harness_workers
-                )
-            else:
-                loss = answer_loss.loss_sum(backbone, head, inputs, autocast) / denominator
+            params = [p for p in model.parameters() if p.requires_grad]
+            loss = answer_loss.loss_on_workers(
+                backbone, head, inputs, denominator, self.accelerator.autocast, params, self.harness_workers
+            )
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss: DDP averages gradients
             return (loss, {"loss": loss}) if return_outputs else loss
