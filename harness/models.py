@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import cache, files
+from harness import cache, files, openmp
 from harness.errors import HarnessError
 from harness.files import package_folder
 
@@ -42,7 +42,7 @@ def set_hub_defaults() -> None:
 
 
 def set_offline_defaults() -> None:
-    """The process set-up of a harness command: the hub environment, quiet libraries, passive OpenMP."""
+    """The process set-up of a harness command: the hub environment, quiet libraries, OpenMP's wait."""
     set_hub_defaults()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Library progress bars (weight loading, dataset generation, lm-eval request building) would bury the
@@ -50,10 +50,9 @@ def set_offline_defaults() -> None:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
-    # OpenMP threads that spin while they wait thrash as soon as anything else wants the CPU (see
-    # docs/performance.md, "Passive OpenMP"). Read when torch loads OpenMP, so this must run before the
-    # first `import torch` (the CLI does so).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # How idle OpenMP threads wait: read when torch loads OpenMP, so this must run before the first
+    # `import torch` (the CLI does so). harness.openmp says why it depends on what the CPUs are doing.
+    openmp.choose()
     # bitsandbytes warns at import, on AVX-512-bf16 CPUs, that it could not fetch an optional kernel from the
     # hub (`kernels` package); offline that can never succeed and it falls back by itself, so the line is noise.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)

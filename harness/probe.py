@@ -277,7 +277,11 @@ def _machine() -> list:
 
     import torch
 
-    return [platform.machine(), platform.processor(), os.cpu_count(), torch.get_num_threads(), torch.__version__]
+    from harness import openmp
+
+    # how idle OpenMP threads wait changes the batch-1 rates the estimate uses (harness.openmp)
+    cpu = [platform.machine(), platform.processor(), os.cpu_count(), torch.get_num_threads(), openmp.mode()]
+    return [*cpu, torch.__version__]
 
 
 def _stored(key: str) -> dict | None:

@@ -397,6 +397,12 @@ class Settings(Record):
     warmup: int = Field(description="untimed questions before timing starts")
     latency_sample: list[str] | None = Field(default=None, description="ids of the questions timed", **_OMIT)
     device: str = Field(description="cpu or cuda")
+    openmp_wait: str | None = Field(
+        default=None,
+        description="how torch's idle CPU threads waited (harness.openmp): a brief spin when the CPUs were idle "
+        "as the run started, else sleep at once; latency depends on it, answers do not",
+        **_OMIT,
+    )
     backend: str | None = Field(default=None, description="what scored the prompts: hf (transformers) or vllm")
     calibration: str | None = Field(default=None, description="yes-no calibration: dev, contextual or none")
     seconds: float | None = Field(default=None, description="wall time of build + evaluate for all systems")

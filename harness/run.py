@@ -26,6 +26,7 @@ from harness import (
     estimate,
     latency,
     models,
+    openmp,
     priorbreak,
     profile,
     results,
@@ -450,6 +451,7 @@ def _execute(p: Plan, reporter: Reporter) -> Path:
                 for i in latency.sample_indices(len(data.test), spec.seed, spec.evaluation.latency_sample)
             ],
             device=ctx.device,
+            openmp_wait=openmp.chosen(),
             backend=spec.evaluation.backend,
             calibration=spec.evaluation.calibration,
             seconds=round(time.time() - started, 1),

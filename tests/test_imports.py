@@ -160,7 +160,7 @@ LAYERS = (
     (
         "foundation",
         "errors constants files yamlfile dataspec engine_spec profile extract chunking measure stats records cost "
-        "launch cache docgen strata waves record_base scenario_records latency signals workers",
+        "launch cache docgen strata waves record_base scenario_records latency signals workers openmp",
     ),
     ("schema", "spec scorers overrides"),
     (

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harness import models
+from harness import models, openmp
 from harness.errors import HarnessError
 from harness.records import Sweep, SweepVariant, SystemResult
 from harness.run import Plan, RunOptions, SystemRun, plan, run_locally, run_system
@@ -64,6 +64,7 @@ def worker_env() -> dict[str, str]:
     env = {k: os.environ[k] for k in WORKER_ENV if os.environ.get(k)}
     if "HARNESS_HOME" in env:
         env["HARNESS_HOME"] = str(Path(env["HARNESS_HOME"]).expanduser().resolve())
+    env.update(openmp.for_processes_side_by_side(os.environ, "Ray tasks"))  # tasks share the machine's cores
     return env
 
 
