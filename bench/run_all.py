@@ -4,7 +4,8 @@ python bench/run_all.py [--skip-run] [--repeat N] [--limit N] [--skip-ratios]
 
 Besides the run times and the ratios (their keys stay as they were, so earlier figures compare), the file gets
 `cpu` (flags, torch's capability, the dtypes used), `matmul` (the fp32 and bf16 peak on the model's shapes) and
-`stages` (each heavy stage's tokens/s and fraction of that peak), from bench/bench_peak.py.
+`stages` (each heavy stage's tokens/s and fraction of that peak), from bench/bench_peak.py, and `openmp_wait`
+(how torch's idle threads waited: harness.openmp). `bench/cpu_settings.py` (wait, pinning, oneDNN) runs apart.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def main() -> None:
         "python": platform.python_version(),
     }
     results.update(bench_peak.main([]))
+    from harness import openmp
+
+    results["openmp_wait"] = openmp.chosen()  # latency and the batch-1 stages depend on it (harness.openmp)
     if not args.skip_run:
         limit = [] if args.limit is None else ["--limit", str(args.limit)]
         results.update(bench_run.main(["--repeat", str(args.repeat), *limit]))
