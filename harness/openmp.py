@@ -2,12 +2,13 @@
 
 torch's CPU kernels run on an OpenMP team (libgomp, in the pip wheels). Between two parallel regions the team's
 idle threads either spin or sleep. Sleeping at once (OMP_WAIT_POLICY=PASSIVE) makes each region wake its threads
-through the kernel, and a batch-1 forward pass of a small model is hundreds of regions: on idle cores it runs up
-to twice as slow as with threads that spin a little first. Spinning costs as soon as anything else wants the
-cores: two processes at once, each spinning, answered a question 2-3x slower than sleeping ones
-(docs/performance.md, "How idle OpenMP threads wait"). So the choice is made on what the CPUs are doing as the
-run starts, recorded in results.json (`settings.openmp_wait`), and inherited by the processes the run starts.
-A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins. The wait changes no arithmetic, only the time.
+through the kernel, and a batch-1 forward pass of a small model is hundreds of regions: on idle cores it is
+markedly slower than with threads that spin a little first. Spinning costs as soon as anything else wants the
+cores: with two processes at once, each spinning, a lone pass is slower than with sleeping threads (the figures
+are in docs/performance.md, "How idle OpenMP threads wait"). So the choice is made on
+what the CPUs are doing as the run starts, recorded in results.json (`settings.openmp_wait`), and inherited by
+the processes the run starts. A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins. The wait changes no
+arithmetic, only the time.
 
 libgomp reads these variables once, when torch loads it: `choose` must run before the process's first
 `import torch` (harness.models.set_offline_defaults, which every command calls first).
@@ -18,26 +19,39 @@ from __future__ import annotations
 import os
 import time
 
-SPIN_COUNT = 10_000  # libgomp's own default without a policy is 300,000; this is what the bench kept (the doc)
+# Turns an idle thread spins before it sleeps (libgomp's own default without a policy is 300,000). The bench
+# (bench/cpu_settings.py) kept this one: most of the gain alone, and less lost than longer spins with a second
+# process beside it.
+SPIN_COUNT = 10_000
 IDLE_BELOW = 0.25  # share of all CPUs' time in use, over WINDOW_S, under which the machine counts as idle
 WINDOW_S = 0.2
 CHOSEN = "HARNESS_OPENMP_WAIT"  # what a run chose, for its child processes (and its results)
 USER_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
+def cpu_times(stat: str, mine: set[int] | None) -> tuple[int, int]:
+    """Total and idle time so far of the CPUs in `mine` (all where None), from /proc/stat's per-CPU lines."""
+    total = idle = 0
+    for line in stat.splitlines():
+        name, *values = line.split() or [""]
+        if not (name.startswith("cpu") and name[3:].isdigit()) or (mine and int(name[3:]) not in mine):
+            continue
+        fields = [int(x) for x in values]
+        total += sum(fields[:8])  # user..steal; guest time is already inside user
+        idle += fields[3] + fields[4]  # idle + iowait
+    return total, idle
+
+
 def busy_share(window_s: float = WINDOW_S) -> float | None:
-    """Share of all CPUs' time spent busy over `window_s` (/proc/stat); None where it cannot be read."""
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return sum(fields[:8]), idle  # user..steal; guest time is already inside user
-
+    """Share of the time of the CPUs this process may run on spent busy over `window_s` (a container limited to
+    some of a host's CPUs looks at those); None where /proc/stat cannot be read."""
+    mine = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     try:
-        total0, idle0 = sample()
+        with open("/proc/stat") as f:
+            total0, idle0 = cpu_times(f.read(), mine)
         time.sleep(window_s)
-        total1, idle1 = sample()
+        with open("/proc/stat") as f:
+            total1, idle1 = cpu_times(f.read(), mine)
     except (OSError, ValueError, IndexError):
         return None
     total = total1 - total0
@@ -47,10 +61,10 @@ def busy_share(window_s: float = WINDOW_S) -> float | None:
 def decide(environ, busy, torch_loaded: bool = False) -> tuple[dict[str, str], str]:
     """The variables to set and the description to record, for this process's environment and
     the CPUs' busy share (`busy()` is called only when the choice depends on it)."""
-    if torch_loaded and not environ.get(CHOSEN):  # OpenMP has read its variables already: say what it read
+    if torch_loaded and not environ.get(CHOSEN):
+        # OpenMP has read its variables already: say what it read, and set nothing (a child process reads afresh)
         own = [f"{k}={environ[k]}" for k in USER_VARS if environ.get(k)]
-        text = "as loaded before the run: " + (", ".join(own) or "libgomp's default")
-        return {CHOSEN: text}, text
+        return {}, "as loaded before the run: " + (", ".join(own) or "libgomp's default")
     if int(environ.get("WORLD_SIZE") or 1) > 1:  # one process of a multi-process launch: they share the CPUs
         changes = for_processes_side_by_side(environ, "processes of a launch")
         return changes, changes[CHOSEN]
@@ -93,8 +107,6 @@ def choose(environ=os.environ, busy=busy_share) -> str:
 
     global _TEXT
     changes, text = decide(environ, busy, torch_loaded="torch" in sys.modules)
-    if "torch" in sys.modules and CHOSEN not in environ:
-        changes = {}  # nothing to set any more, and nothing for child processes, which read the variables afresh
     environ.update(changes)
     _TEXT = text
     return text

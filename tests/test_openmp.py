@@ -66,6 +66,18 @@ def test_ray_tasks_sleep_at_once_unless_the_user_set_the_wait(monkeypatch):
     assert env["GOMP_SPINCOUNT"] == "10000" and "OMP_WAIT_POLICY" not in env
 
 
+def test_only_the_cpus_the_process_may_use_are_counted():
+    stat = (
+        "cpu  30 0 10 60 0 0 0 0 0 0\n"  # the sum line: left out (the per-CPU lines are counted)
+        "cpu0 10 0 0 90 0 0 0 0 0 0\n"
+        "cpu1 20 0 10 60 10 0 0 0 0 0\n"
+        "cpu7 100 0 0 0 0 0 0 0 0 0\n"
+        "intr 12345 1 2\n"
+    )
+    assert openmp.cpu_times(stat, {0, 1}) == (200, 160)  # idle counts iowait
+    assert openmp.cpu_times(stat, None) == (300, 160)
+
+
 def test_the_busy_share_is_read_from_the_cpus():
     share = openmp.busy_share(0.05)
     assert share is None or 0.0 <= share <= 1.0
