@@ -34,6 +34,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from harness import openmp  # noqa: E402  (no torch: the children set their OpenMP variables before it loads)
 
 PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
 SETTINGS = {
@@ -46,7 +49,7 @@ SETTINGS = {
     "pinned": {**PASSIVE, "OMP_PROC_BIND": "close", "OMP_PLACES": "threads", "OMP_NUM_THREADS": "2"},
     "no-onednn": PASSIVE,  # and a torch flag, set inside the child
 }
-CLEARED = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_PROC_BIND", "OMP_PLACES", "HARNESS_OPENMP_WAIT")
+CLEARED = (*openmp.USER_VARS, openmp.CHOSEN, "OMP_PROC_BIND", "OMP_PLACES")
 
 
 def median_seconds(fn, n: int) -> float:
@@ -79,7 +82,7 @@ def child(setting: str) -> dict:
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(0)
     short, long = torch.randint(3, vocab, (1, 60), generator=g), torch.randint(3, vocab, (1, 630), generator=g)
-    out: dict = {"dtype": dtype, "threads": torch.get_num_threads(), "openmp_wait": os.environ.get(CLEARED[-1])}
+    out: dict = {"dtype": dtype, "threads": torch.get_num_threads(), "openmp_wait": openmp.chosen()}
     with torch.inference_mode():
         out["latency 60 tokens"] = median_seconds(lambda: model(short, logits_to_keep=1), 12)
         out["latency 630 tokens"] = median_seconds(lambda: model(long, logits_to_keep=1), 6)

@@ -58,22 +58,30 @@ def busy_share(window_s: float = WINDOW_S) -> float | None:
     return None if total <= 0 else round(1 - (idle1 - idle0) / total, 3)
 
 
+def _own(environ) -> dict[str, str]:
+    """The wait variables the user set (or a run's parent set for it)."""
+    return {k: environ[k] for k in USER_VARS if environ.get(k)}
+
+
+def _listed(own: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in own.items())
+
+
 def decide(environ, busy, torch_loaded: bool = False) -> tuple[dict[str, str], str]:
     """The variables to set and the description to record, for this process's environment and
     the CPUs' busy share (`busy()` is called only when the choice depends on it)."""
     if torch_loaded and not environ.get(CHOSEN):
         # OpenMP has read its variables already: say what it read, and set nothing (a child process reads afresh)
-        own = [f"{k}={environ[k]}" for k in USER_VARS if environ.get(k)]
-        return {}, "as loaded before the run: " + (", ".join(own) or "libgomp's default")
+        return {}, "as loaded before the run: " + (_listed(_own(environ)) or "libgomp's default")
     if int(environ.get("WORLD_SIZE") or 1) > 1:  # one process of a multi-process launch: they share the CPUs
         changes = for_processes_side_by_side(environ, "processes of a launch")
         return changes, changes[CHOSEN]
     inherited = environ.get(CHOSEN)
     if inherited:  # a run's child process keeps the run's choice
         return {}, inherited
-    own = [f"{k}={environ[k]}" for k in USER_VARS if environ.get(k)]
+    own = _own(environ)
     if own:
-        text = "as set: " + ", ".join(own)
+        text = "as set: " + _listed(own)
         return {CHOSEN: text}, text
     share = busy()
     if share is None or share >= IDLE_BELOW:
@@ -88,9 +96,9 @@ def for_processes_side_by_side(environ, what: str) -> dict[str, str]:
     """The OpenMP variables of a process that runs beside others of its kind (Ray tasks, DDP processes): they
     sleep at once, unless the user set the wait (kept as set). GOMP_SPINCOUNT is set to 0 rather than removed:
     libgomp takes it over OMP_WAIT_POLICY, and a process may inherit the run's."""
-    own = {k: environ[k] for k in USER_VARS if environ.get(k)}
+    own = _own(environ)
     if environ.get(CHOSEN, "").startswith("as set") or (own and not environ.get(CHOSEN)):
-        return {**own, CHOSEN: environ.get(CHOSEN) or "as set: " + ", ".join(f"{k}={v}" for k, v in own.items())}
+        return {**own, CHOSEN: environ.get(CHOSEN) or "as set: " + _listed(own)}
     return {
         "OMP_WAIT_POLICY": "PASSIVE",
         "GOMP_SPINCOUNT": "0",
