@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError
 
-from harness import __version__, cache, files
+from harness import __version__, cache, files, openmp
 from harness.errors import HarnessError
 from harness.manifest import package_versions
 from harness.records import BatchedPass, Measurement, Record, ServingMemory
@@ -51,6 +51,11 @@ class StoredEvaluation(Record):
         default=None, description="yes-no: the calibration questions' measurements"
     )
     batched_pass: BatchedPass | None = Field(default=None, description="the accuracy pass's throughput")
+    openmp_wait: str | None = Field(
+        default=None,
+        description="how idle OpenMP threads waited while it was measured (harness.openmp.mode); its latency "
+        "depends on it, its answers do not (absent from entries stored before it was kept)",
+    )
 
 
 def _questions(questions) -> list:
@@ -159,6 +164,7 @@ def save(
         test=test,
         calibration=calibration,
         batched_pass=batched_pass,
+        openmp_wait=openmp.mode(),
     )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,12 @@ class EvaluationReused(Record):
 
     measured_at: str = Field(description="ISO time of the run that measured the answers")
     seconds: float | None = Field(default=None, description="what that evaluation took")
+    openmp_wait: str | None = Field(
+        default=None,
+        description="how idle OpenMP threads waited in that run (harness.openmp): the reused latency was measured "
+        "so, whatever this run's settings.openmp_wait says",
+        **_OMIT,
+    )
 
 
 class BaselineTest(Record):

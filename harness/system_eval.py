@@ -13,7 +13,7 @@ import contextlib
 import re
 from dataclasses import dataclass
 
-from harness import evalcache, latency
+from harness import evalcache, latency, openmp
 from harness.calibration import calibration_questions, calibration_threshold
 from harness.context import RunContext, stage_name
 from harness.evaluate import run_lm_eval
@@ -187,6 +187,11 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
+def _wait_then(wait: str | None) -> str:
+    """Where the stored latency was measured with idle threads waiting otherwise than in this run (harness.openmp)."""
+    return f" (idle CPU threads then: {wait}; now: {openmp.mode()})" if wait and wait != openmp.mode() else ""
+
+
 def _task_name(name: str, part: str) -> str:
     return re.sub(r"\W", "_", f"harness_{name}_{part}")  # lm-eval task names: `lora[r=4]` -> harness_lora_r_4_
 
@@ -227,14 +232,14 @@ def evaluate_or_reuse(system, ctx: RunContext) -> Evaluation:
     if stored is not None:
         rep.log(
             f"  {name}: nothing that decides its answers changed: reusing its evaluation measured "
-            f"{stored.measured_at} (--reevaluate measures again)"
+            f"{stored.measured_at}{_wait_then(stored.openmp_wait)} (--reevaluate measures again)"
         )
         return Evaluation(
             stored.test,
             calibration_threshold(ctx, cal_q, stored.calibration),
             stored.peak_memory_mb,
             stored.cuda_peak_memory_mb,
-            EvaluationReused(measured_at=stored.measured_at, seconds=stored.seconds),
+            EvaluationReused(measured_at=stored.measured_at, seconds=stored.seconds, openmp_wait=stored.openmp_wait),
             serving_memory=stored.serving_memory,
             budget_tokens=test_prompts.budget_tokens,
             key=key,

@@ -188,6 +188,31 @@ def test_terminal_table_words_figures_as_the_report_does(tmp_path, capsys):
     assert f"report: {run / 'index.html'}" in out
 
 
+def test_a_reused_latency_says_how_idle_threads_waited_when_it_differs(tmp_path):
+    """A reused evaluation keeps the latency measured then; where idle OpenMP threads waited otherwise in that run
+    than in this one (harness.openmp), the terminal and the report's badge say so, and say nothing when alike."""
+    results = make_results()
+    results["settings"]["openmp_wait"] = "spin 10000 times, then sleep (the CPUs were 2% busy as it started)"
+    results["systems"]["rag"]["evaluation_reused"] = {
+        "measured_at": "2026-11-25T09:00:00+00:00",
+        "seconds": 3.0,
+        "openmp_wait": "passive: sleep at once",
+    }
+    results["systems"]["lora"]["evaluation_reused"] = {
+        "measured_at": "2026-11-25T08:00:00+00:00",
+        "seconds": 2.0,
+        "openmp_wait": "spin 10000 times, then sleep",
+    }
+    run = write_run(tmp_path / "run", results=results)
+    render_report(run)
+    out = " ".join(summary_text(load_results(run), run, 160).split())
+    assert "rag (2026-11-25T09:00:00+00:00; idle CPU threads then: passive: sleep at once)" in out
+    assert "lora (2026-11-25T08:00:00+00:00)" in out  # the same wait as this run's: nothing to say
+    html = (run / "index.html").read_text()
+    assert "idle CPU threads then: passive: sleep at once, unlike this run" in html
+    assert html.count("idle CPU threads then:") == 1
+
+
 def test_terminal_table_of_a_run_that_does_not_validate(tmp_path):
     results = make_results()
     del results["systems"]["lora"]["metrics"]["auc"]["value"]

@@ -256,6 +256,8 @@ def test_second_run_reuses_the_evaluations_and_says_so(runs):
         assert first[0]["systems"][name]["evaluation_reused"] is None
         reused = again[0]["systems"][name]["evaluation_reused"]
         assert reused and reused["measured_at"] and reused["seconds"] > 0, name
+        # how idle threads waited when the reused latency was measured: the first run's choice (harness.openmp)
+        assert reused.get("openmp_wait") == first[0]["settings"]["openmp_wait"].split(" (")[0], name
         # the figures are the ones measured then, not re-measured and not invented
         assert again[0]["systems"][name]["latency_s"] == first[0]["systems"][name]["latency_s"]
         assert again[0]["systems"][name]["peak_memory_mb"] == first[0]["systems"][name]["peak_memory_mb"]

@@ -88,6 +88,7 @@ class SummaryRow:
     cached: bool = False
     artifact_mb: float | None = None
     evaluation_reused: str | None = None  # when the reused records were measured
+    evaluation_reused_wait: str | None = None  # how idle CPU threads waited then, where it differs from this run
     vs_best_baseline: BaselineTest | None = None
     beats: str | None = None  # BETTER / WORSE / NOT_DIFFERENT
     beats_p: float | None = None  # the Holm-adjusted p of the test against the strongest baseline
@@ -137,7 +138,14 @@ class SummaryRow:
         return f"{self.beats} ({fmt.pholm(self.beats_p)})"
 
 
-def system_row(name: str, e: SystemResult) -> SummaryRow:
+def reused_wait(e: SystemResult, run_wait: str | None) -> str | None:
+    """How idle CPU threads waited when a reused evaluation's latency was measured, where this run's differ
+    (`run_wait`: settings.openmp_wait; harness.openmp)."""
+    then = e.evaluation_reused.openmp_wait if e.evaluation_reused is not None else None
+    return then if then and then != (run_wait or "").split(" (")[0] else None
+
+
+def system_row(name: str, e: SystemResult, run_wait: str | None = None) -> SummaryRow:
     vb = e.vs_best_baseline
     return SummaryRow(
         name=name,
@@ -157,6 +165,7 @@ def system_row(name: str, e: SystemResult) -> SummaryRow:
         cached=bool(e.cached),
         artifact_mb=_num(e.artifact_mb),
         evaluation_reused=e.evaluation_reused.measured_at if e.evaluation_reused is not None else None,
+        evaluation_reused_wait=reused_wait(e, run_wait),
         vs_best_baseline=vb,
         beats=beats_verdict(vb),
         beats_p=_num(vb.p_holm) if vb is not None else None,
@@ -171,7 +180,8 @@ def baseline_row(name: str, b: BaselineResult) -> SummaryRow:
 
 def summary_rows(results: RunResults) -> list[SummaryRow]:
     """One row per system, then one per baseline, with every figure the summary table shows."""
-    rows = [system_row(name, e) for name, e in results.systems.items()]
+    wait = results.settings.openmp_wait if results.settings is not None else None
+    rows = [system_row(name, e, wait) for name, e in results.systems.items()]
     return rows + [baseline_row(name, b) for name, b in results.baselines.items()]
 
 

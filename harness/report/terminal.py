@@ -140,11 +140,17 @@ def summary_text(results: RunResults, run_dir: Path, width: int) -> str:
     for r in rows:
         if r.status == "failed":
             para(f"{r.name} {r.failure_text}")
-    reused = {n: s.evaluation_reused.measured_at for n, s in results.systems.items() if s.evaluation_reused}
+    reused = [r for r in rows if r.evaluation_reused]
     if reused:
         para(
             "evaluation reused (nothing that decides the answers changed; figures as measured then; "
-            "--reevaluate measures again): " + ", ".join(f"{n} ({t})" for n, t in reused.items())
+            "--reevaluate measures again): "
+            + ", ".join(
+                f"{r.name} ({r.evaluation_reused}"
+                + (f"; idle CPU threads then: {r.evaluation_reused_wait}" if r.evaluation_reused_wait else "")
+                + ")"
+                for r in reused
+            )
         )
     truncation = truncation_text(results)
     if truncation:
