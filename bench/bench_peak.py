@@ -1,6 +1,6 @@
 """The machine's own limit: its matmul rate on the model's shapes, and each heavy stage's fraction of it.
 
-    python bench/bench_peak.py [--questions 24] [--train-examples 32]
+    python bench/bench_peak.py [--questions 32] [--train-examples 32]
 
 Measured in one process, so that a busy machine slows the peak and the stages alike and their ratio survives:
 
@@ -199,7 +199,9 @@ def training(ctx, n: int, peaks: dict) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--questions", type=int, default=24)
+    # 32: four batches of 8 (fp32's accuracy batch), so that both scoring workers stay busy to the end; with 24,
+    # one worker scored two batches while the other idled after one, and the workers looked slower than one pass
+    ap.add_argument("--questions", type=int, default=32)
     ap.add_argument("--train-examples", type=int, default=32)
     args = ap.parse_args(argv)
     import tempfile

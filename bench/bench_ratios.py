@@ -3,7 +3,8 @@
     python bench/bench_ratios.py [--train-examples 96] [--eval-questions 60] [--gen-questions 32]
 
 train_ratio     harness training tokens/s  / a plain trl+peft script's (same model, rows, settings)
-eval_ratio      harness questions/s        / lm-eval called directly on the same model and generated task
+eval_ratio      harness questions/s        / lm-eval called directly on the same model and generated task, at the
+                same questions per forward pass (until 2026-11-30 lm-eval had two per pass: see docs/performance.md)
 generate_ratio  harness generated tokens/s / plain batched model.generate on the same prompts
 """
 
@@ -129,10 +130,12 @@ def eval_ratio(ctx, n: int) -> dict:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         write_lm_eval_task(Path(tmp), "bench_d", rows, ctx.spec.answer_format, [tok.eos_token], ev.max_new_tokens)
+        # lm-eval's loglikelihood groups the one-token choices of a context into one forward pass, so its batch
+        # size counts questions, as the harness's does: the same batch size is the same work per pass
         lm = HFLM(
             pretrained=model,
             tokenizer=tok,
-            batch_size=ev.batch_size * 2,
+            batch_size=ev.batch_size,
             mixed_precision_dtype=mp,
             softmax_dtype=torch.float32,
         )

@@ -42,6 +42,11 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="cold/warm runs with --limit N (a short bench)")
     ap.add_argument("--skip-ratios", action="store_true", help="no harness-against-library ratios")
     args = ap.parse_args()
+    from harness.models import set_offline_defaults
+
+    # as a run sets up its process, before anything loads torch: otherwise the peak, the stages and the ratios
+    # would be measured with OpenMP's own default wait, not the one a run chooses (harness.openmp)
+    set_offline_defaults()
     from harness.manifest import machine, versions
 
     results = {
