@@ -127,4 +127,9 @@ def chosen() -> str | None:
 
 def mode() -> str | None:
     """The choice without why it was made (e.g. "passive: sleep at once"): what stored speed figures depend on."""
-    return _TEXT.split(" (")[0] if _TEXT else None
+    return mode_of(_TEXT)
+
+
+def mode_of(text: str | None) -> str | None:
+    """`mode` of a recorded choice (results.json's settings.openmp_wait)."""
+    return text.split(" (")[0] if text else None

@@ -9,6 +9,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness import openmp
 from harness.constants import SIGNIFICANCE_LEVEL
 from harness.records import BaselineResult, BaselineTest, Interval, Percentiles, RunResults, SystemResult
 
@@ -142,7 +143,7 @@ def reused_wait(e: SystemResult, run_wait: str | None) -> str | None:
     """How idle CPU threads waited when a reused evaluation's latency was measured, where this run's differ
     (`run_wait`: settings.openmp_wait; harness.openmp)."""
     then = e.evaluation_reused.openmp_wait if e.evaluation_reused is not None else None
-    return then if then and then != (run_wait or "").split(" (")[0] else None
+    return then if then and then != openmp.mode_of(run_wait) else None
 
 
 def system_row(name: str, e: SystemResult, run_wait: str | None = None) -> SummaryRow:
