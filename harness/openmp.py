@@ -27,6 +27,7 @@ IDLE_BELOW = 0.25  # share of all CPUs' time in use, over WINDOW_S, under which 
 WINDOW_S = 0.2
 CHOSEN = "HARNESS_OPENMP_WAIT"  # what a run chose, for its child processes (and its results)
 USER_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+AS_SET = "as set: "  # how a recorded choice that is the user's own variables begins
 
 
 def cpu_times(stat: str, mine: set[int] | None) -> tuple[int, int]:
@@ -67,6 +68,10 @@ def _listed(own: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in own.items())
 
 
+def _as_set(own: dict[str, str]) -> str:
+    return AS_SET + _listed(own)
+
+
 def decide(environ, busy, torch_loaded: bool = False) -> tuple[dict[str, str], str]:
     """The variables to set and the description to record, for this process's environment and
     the CPUs' busy share (`busy()` is called only when the choice depends on it)."""
@@ -81,7 +86,7 @@ def decide(environ, busy, torch_loaded: bool = False) -> tuple[dict[str, str], s
         return {}, inherited
     own = _own(environ)
     if own:
-        text = "as set: " + _listed(own)
+        text = _as_set(own)
         return {CHOSEN: text}, text
     share = busy()
     if share is None or share >= IDLE_BELOW:
@@ -97,8 +102,8 @@ def for_processes_side_by_side(environ, what: str) -> dict[str, str]:
     sleep at once, unless the user set the wait (kept as set). GOMP_SPINCOUNT is set to 0 rather than removed:
     libgomp takes it over OMP_WAIT_POLICY, and a process may inherit the run's."""
     own = _own(environ)
-    if environ.get(CHOSEN, "").startswith("as set") or (own and not environ.get(CHOSEN)):
-        return {**own, CHOSEN: environ.get(CHOSEN) or "as set: " + _listed(own)}
+    if environ.get(CHOSEN, "").startswith(AS_SET) or (own and not environ.get(CHOSEN)):
+        return {**own, CHOSEN: environ.get(CHOSEN) or _as_set(own)}
     return {
         "OMP_WAIT_POLICY": "PASSIVE",
         "GOMP_SPINCOUNT": "0",
